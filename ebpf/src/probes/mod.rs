@@ -1,0 +1,1 @@
+pub mod sched_process_exec;

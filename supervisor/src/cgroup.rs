@@ -1,0 +1,230 @@
+//! One cgroup v2 leaf per agent: created before the agent starts, joined by the child before
+//! `exec`, emptied with `cgroup.kill` and removed once the agent and its descendants are gone.
+//! The v2 mount is found in `/proc/self/mountinfo`: hosts with the hybrid layout mount it at
+//! `/sys/fs/cgroup/unified`, others at `/sys/fs/cgroup`.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read as _, Seek as _, Write as _},
+    os::{fd::AsFd as _, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// The directory under the cgroup v2 root that holds governor's agents.
+pub const BASE: &str = "governor";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no cgroup v2 hierarchy is mounted (none in /proc/self/mountinfo); governor needs one to contain agents")]
+    NoCgroup2,
+    #[error("cannot read /proc/self/mountinfo: {0}")]
+    MountInfo(io::Error),
+    #[error("an agent with id '{id}' is already running ({path} exists)")]
+    Exists { id: String, path: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: still populated after {waited:?}")]
+    Busy { path: PathBuf, waited: Duration },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// The mount point of the cgroup v2 hierarchy.
+pub fn mount_point() -> Result<PathBuf, Error> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(Error::MountInfo)?;
+    find_cgroup2(&text).ok_or(Error::NoCgroup2)
+}
+
+/// Finds the cgroup2 mount in mountinfo text (proc(5): fields up to ` - `, then the type).
+fn find_cgroup2(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        if rest.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        fields.split_whitespace().nth(4).map(|mount| PathBuf::from(unescape(mount)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'\\'
+            && let Some(octal) = field.get(index + 1..index + 4)
+            && let Ok(byte) = u8::from_str_radix(octal, 8)
+        {
+            out.push(byte);
+            index += 4;
+            continue;
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An agent's cgroup.
+#[derive(Debug)]
+pub struct Cgroup {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl Cgroup {
+    /// Creates `<cgroup2>/governor/<id>`.
+    pub fn create(root: &Path, id: &str) -> Result<Cgroup, Error> {
+        let base = root.join(BASE);
+        match fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(Error::Io { path: base, source }),
+        }
+        let path = base.join(id);
+        match fs::create_dir(&path) {
+            Ok(()) => Ok(Cgroup { path, removed: false }),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(Error::Exists { id: id.into(), path }),
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cgroup id the kernel reports for processes in it (`bpf_get_current_cgroup_id`):
+    /// the inode number of the directory.
+    pub fn id(&self) -> Result<u64, Error> {
+        fs::metadata(&self.path).map(|meta| meta.ino()).map_err(io_error(&self.path))
+    }
+
+    /// `cgroup.procs`, opened for the child: writing "0" to it moves the writer in.
+    pub fn procs_for_join(&self) -> Result<File, Error> {
+        let path = self.path.join("cgroup.procs");
+        OpenOptions::new().write(true).open(&path).map_err(io_error(&path))
+    }
+
+    /// Kills every process in the cgroup (`cgroup.kill`, Linux 5.14), falling back to
+    /// signalling the pids in `cgroup.procs` on older kernels.
+    pub fn kill(&self) -> Result<(), Error> {
+        let path = self.path.join("cgroup.kill");
+        match fs::write(&path, "1") {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                for pid in self.pids()? {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                }
+                Ok(())
+            }
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+
+    /// The processes in the cgroup.
+    pub fn pids(&self) -> Result<Vec<i32>, Error> {
+        let path = self.path.join("cgroup.procs");
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        Ok(text.lines().filter_map(|line| line.trim().parse().ok()).collect())
+    }
+
+    /// Whether any process is left, from `cgroup.events`.
+    pub fn populated(&self) -> Result<bool, Error> {
+        let path = self.path.join("cgroup.events");
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        Ok(events_field(&text, "populated") == Some(1))
+    }
+
+    /// Waits until `cgroup.events` says `populated 0`. The kernel signals changes of that file
+    /// as POLLPRI (cgroup-v2.rst, "cgroup.events").
+    pub fn wait_empty(&self, timeout: Duration) -> Result<(), Error> {
+        let path = self.path.join("cgroup.events");
+        let mut file = File::open(&path).map_err(io_error(&path))?;
+        let start = Instant::now();
+        loop {
+            let mut text = String::new();
+            file.rewind().map_err(io_error(&path))?;
+            file.read_to_string(&mut text).map_err(io_error(&path))?;
+            if events_field(&text, "populated") == Some(0) {
+                return Ok(());
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(Error::Busy { path: self.path.clone(), waited: timeout });
+            }
+            let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+            match poll(&mut fds, PollTimeout::from(millis)) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(errno) => return Err(Error::Io { path, source: errno.into() }),
+            }
+        }
+    }
+
+    /// Removes the (empty) cgroup.
+    pub fn remove(mut self) -> Result<(), Error> {
+        self.removed = true;
+        fs::remove_dir(&self.path).map_err(io_error(&self.path))
+    }
+}
+
+impl Drop for Cgroup {
+    /// A cgroup that was never used (an error before the child started) is removed; one with
+    /// processes in it cannot be and stays for `governor` to find.
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// Reads `key value` from a `cgroup.events`-style file.
+fn events_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// Writes "0" to `cgroup.procs`: the calling process joins the cgroup. Runs in the forked
+/// child, so it only makes a raw write.
+pub fn join(procs: &mut File) -> io::Result<()> {
+    procs.write_all(b"0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_in_a_hybrid_layout() {
+        let mountinfo = "\
+25 1 0:23 / /sys rw,nosuid - sysfs sysfs rw
+31 25 0:27 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+42 31 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+";
+        assert_eq!(find_cgroup2(mountinfo), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(find_cgroup2("25 1 0:23 / /sys rw - sysfs sysfs rw\n"), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        let line = "41 31 0:38 / /mnt/my\\040cgroup rw shared:1 - cgroup2 none rw\n";
+        assert_eq!(find_cgroup2(line), Some(PathBuf::from("/mnt/my cgroup")));
+    }
+
+    #[test]
+    fn events_fields_parse() {
+        let events = "populated 1\nfrozen 0\n";
+        assert_eq!(events_field(events, "populated"), Some(1));
+        assert_eq!(events_field(events, "frozen"), Some(0));
+        assert_eq!(events_field(events, "missing"), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! `governor`: runs AI agents inside kernel-enforced sandboxes.
+
+mod cgroup;
+mod policy;
+mod probes;
+mod run;
+mod sandbox;
+mod show;
+
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::policy::Trust;
+
+#[derive(Parser)]
+#[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
+struct Cli {
+    /// Directory with the ring files (low.toml ... admin.toml, secrets.toml) [default:
+    /// /etc/governor/rings when it exists, else the rings built into this binary]
+    #[arg(long, global = true, env = "GOVERNOR_RINGS", value_name = "DIR")]
+    rings: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run CMD confined by a trust ring, in its own cgroup.
+    Run {
+        /// Trust level: low, medium, high or admin.
+        #[arg(long, default_value = "low", value_parser = parse_trust)]
+        trust: Trust,
+        /// The directory the agent may write [default: the current directory].
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Extra paths, ports and secrets on top of the ring (repeatable).
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<PathBuf>,
+        /// A name for the agent [default: generated from the command].
+        #[arg(long, value_name = "ID")]
+        agent_id: Option<String>,
+        /// Run the agent as this user [default: the invoking user under sudo, else unchanged].
+        #[arg(long, value_name = "NAME|UID")]
+        user: Option<String>,
+        /// Run even if the kernel cannot enforce all of the ring, and say what is not enforced.
+        #[arg(long)]
+        best_effort: bool,
+        /// Say how the agent is confined.
+        #[arg(long, short)]
+        verbose: bool,
+        /// The agent's command line.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Show and check policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Report what this kernel supports for each ring.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Show the effective rules of a ring, with --policy files applied.
+    Show {
+        #[arg(long, default_value = "low", value_parser = parse_trust)]
+        trust: Trust,
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Validate ring, secrets or overlay files.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn parse_trust(value: &str) -> Result<Trust, String> {
+    value.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            // --help and --version.
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            // One line naming the problem, exit 2, like every other bad input.
+            let rendered = error.render().to_string();
+            let mut lines = rendered.lines().map(str::trim).filter(|line| !line.is_empty());
+            let mut line = lines.next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_owned();
+            // "the following required arguments were not provided:" names them on the next line.
+            if line.ends_with(':')
+                && let Some(next) = lines.next()
+            {
+                line = format!("{line} {next}");
+            }
+            eprintln!("governor: {line}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err((code, message)) => {
+            eprintln!("governor: {message}");
+            code
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
+    match cli.command {
+        Command::Run { trust, workspace, policies, agent_id, user, best_effort, verbose, command } => {
+            let request = run::Request { trust, workspace, policies, agent_id, user, rings: cli.rings, best_effort, verbose, command };
+            let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
+            run::run(prepared).map_err(|error| (error.exit_code(), error.to_string()))
+        }
+        Command::Policy { command: PolicyCommand::Show { trust, policies, workspace, format } } => {
+            show::policy_show(cli.rings.as_deref(), trust, &policies, workspace, matches!(format, Format::Json))
+        }
+        Command::Policy { command: PolicyCommand::Check { files } } => {
+            let mut failed = false;
+            for file in &files {
+                match policy::check_file(file) {
+                    Ok(kind) => println!("{}: ok ({kind})", file.display()),
+                    Err(error) => {
+                        eprintln!("governor: {error}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { run::exit::USAGE } else { 0 })
+        }
+        Command::Check => Ok(show::check(cli.rings.as_deref())),
+    }
+}

@@ -1,0 +1,425 @@
+//! The TOML schema of rings, secrets lists and overlays. Unknown keys are errors, and every
+//! value is checked here so that the error points at it.
+
+use std::{
+    fmt,
+    path::{Component, Path, PathBuf},
+};
+
+use serde::{Deserialize, Deserializer, de};
+
+use super::Trust;
+use crate::sandbox::syscalls;
+
+/// One ring: what an agent at this trust level may do.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ring {
+    pub trust: Trust,
+    pub summary: String,
+    pub landlock: Landlock,
+    pub network: Network,
+    pub seccomp: Seccomp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Landlock {
+    /// `false` only for admin: no Landlock domain at all.
+    pub enforce: bool,
+    #[serde(default)]
+    pub scopes: Vec<ScopeName>,
+    #[serde(default)]
+    pub scopes_reason: Option<Reason>,
+    /// What the agent may reach in the filesystem. Everything else is denied.
+    #[serde(default)]
+    pub path: Vec<FsRule>,
+    /// Carved out of broader `path` rules of this ring (a narrower rule may grant part back).
+    #[serde(default)]
+    pub except: Vec<Secret>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsRule {
+    pub path: PathSpec,
+    pub access: Vec<Access>,
+    pub reason: Reason,
+}
+
+/// Coarse access words, each a set of Landlock rights (see `sandbox::landlock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Open files for reading, list directories.
+    Read,
+    /// Execute files.
+    Exec,
+    /// Open files for writing, truncate them.
+    Write,
+    /// Create, remove, rename and link entries (files, directories, symlinks, sockets, fifos).
+    Create,
+    /// ioctl on device files opened here.
+    Ioctl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScopeName {
+    /// Abstract UNIX sockets bound outside the sandbox cannot be connected to.
+    AbstractUnixSocket,
+    /// Processes outside the sandbox cannot be signalled.
+    Signal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Address families `socket()` accepts; `["any"]` for no restriction. Landlock covers TCP
+    /// only, so UDP and raw sockets are kept out by refusing their families in seccomp.
+    pub socket_families: Vec<Family>,
+    pub socket_families_reason: Reason,
+    pub tcp_connect: TcpMode,
+    pub tcp_bind: TcpMode,
+    #[serde(default)]
+    pub connect: Vec<PortRule>,
+    #[serde(default)]
+    pub bind: Vec<PortRule>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpMode {
+    /// Not restricted by Landlock.
+    Any,
+    /// Only the listed ports (none when the list is empty).
+    Allowlist,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Any,
+    Unix,
+    Inet,
+    Inet6,
+    Netlink,
+    Packet,
+    Vsock,
+}
+
+impl Family {
+    /// The `AF_*` number, `None` for `any`.
+    pub fn number(self) -> Option<i32> {
+        match self {
+            Family::Any => None,
+            Family::Unix => Some(libc::AF_UNIX),
+            Family::Inet => Some(libc::AF_INET),
+            Family::Inet6 => Some(libc::AF_INET6),
+            Family::Netlink => Some(libc::AF_NETLINK),
+            Family::Packet => Some(libc::AF_PACKET),
+            Family::Vsock => Some(libc::AF_VSOCK),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRule {
+    pub port: Port,
+    pub reason: Reason,
+}
+
+/// A TCP port, 1..=65535.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        match u16::try_from(value) {
+            Ok(port) if port > 0 => Ok(Port(port)),
+            _ => Err(de::Error::custom(format!("port {value} is not in 1..=65535"))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seccomp {
+    /// The filter is always installed; `deny` lists what it refuses.
+    #[serde(default)]
+    pub deny: Vec<SeccompDeny>,
+    /// `clone`/`unshare` calls asking for a new namespace (any `CLONE_NEW*` flag).
+    #[serde(default)]
+    pub deny_namespaces: Option<NamespaceDeny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompDeny {
+    pub syscalls: Vec<Syscall>,
+    #[serde(default)]
+    pub errno: SeccompErrno,
+    pub reason: Reason,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceDeny {
+    pub syscalls: Vec<NamespaceSyscall>,
+    pub reason: Reason,
+}
+
+/// The errno a refused syscall returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum SeccompErrno {
+    #[default]
+    EPERM,
+    EACCES,
+    /// "Not implemented": what `clone3` gets, so that libc falls back to `clone`, whose
+    /// flags seccomp can read.
+    ENOSYS,
+}
+
+impl SeccompErrno {
+    pub fn number(self) -> u32 {
+        match self {
+            SeccompErrno::EPERM => libc::EPERM as u32,
+            SeccompErrno::EACCES => libc::EACCES as u32,
+            SeccompErrno::ENOSYS => libc::ENOSYS as u32,
+        }
+    }
+}
+
+/// A syscall known on this architecture.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Syscall {
+    pub name: String,
+    #[serde(skip)]
+    pub number: i64,
+}
+
+impl<'de> Deserialize<'de> for Syscall {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match syscalls::number(&name) {
+            Some(number) => Ok(Syscall { name, number }),
+            None => Err(de::Error::custom(format!("unknown syscall '{name}'"))),
+        }
+    }
+}
+
+/// A syscall whose first argument is a `CLONE_*` flag word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NamespaceSyscall {
+    Clone,
+    Unshare,
+}
+
+/// The `CLONE_NEW*` flags: asking for any of them creates a namespace.
+pub struct NamespaceFlag;
+
+impl NamespaceFlag {
+    pub const ALL: [(&'static str, u64); 8] = [
+        ("CLONE_NEWNS", libc::CLONE_NEWNS as u64),
+        ("CLONE_NEWCGROUP", libc::CLONE_NEWCGROUP as u64),
+        ("CLONE_NEWUTS", libc::CLONE_NEWUTS as u64),
+        ("CLONE_NEWIPC", libc::CLONE_NEWIPC as u64),
+        ("CLONE_NEWUSER", libc::CLONE_NEWUSER as u64),
+        ("CLONE_NEWPID", libc::CLONE_NEWPID as u64),
+        ("CLONE_NEWNET", libc::CLONE_NEWNET as u64),
+        // Not in libc 0.2 for every target; the value is from <linux/sched.h>.
+        ("CLONE_NEWTIME", 0x80),
+    ];
+}
+
+/// The `[[secret]]` entries of `secrets.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsFile {
+    #[serde(default)]
+    pub secret: Vec<Secret>,
+}
+
+/// A path that no ring below admin may read. The last component may be a glob
+/// (`/etc/ssh/*_key`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    pub path: PathSpec,
+    pub reason: Reason,
+}
+
+/// A `--policy` file: additions on top of a ring.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    #[serde(default)]
+    pub landlock: Option<OverlayLandlock>,
+    #[serde(default)]
+    pub network: Option<OverlayNetwork>,
+    #[serde(default)]
+    pub secret: Vec<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayLandlock {
+    #[serde(default)]
+    pub path: Vec<FsRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayNetwork {
+    #[serde(default)]
+    pub connect: Vec<PortRule>,
+    #[serde(default)]
+    pub bind: Vec<PortRule>,
+}
+
+/// Why a rule exists. Required and non-empty: it ends up in what the user reads.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Reason(pub String);
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Err(de::Error::custom("reason must not be empty"));
+        }
+        Ok(Reason(text))
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An absolute path, or one starting with `~/`, `$HOME`, `$WORKSPACE` or `$TMPDIR`, which are
+/// filled in per agent. `..` is refused so that a rule means what it says.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct PathSpec(String);
+
+/// The values of the variables a `PathSpec` may start with.
+#[derive(Clone, Debug)]
+pub struct PathVars {
+    pub home: PathBuf,
+    pub workspace: PathBuf,
+    pub tmpdir: PathBuf,
+}
+
+impl PathSpec {
+    const VARS: [&'static str; 3] = ["$HOME", "$WORKSPACE", "$TMPDIR"];
+
+    pub fn new(raw: &str) -> Result<PathSpec, String> {
+        let rest = if raw == "~" || raw.starts_with("~/") {
+            &raw[1..]
+        } else if let Some(var) = Self::VARS.iter().find(|var| raw.starts_with(*var)) {
+            &raw[var.len()..]
+        } else if raw.starts_with('/') {
+            raw
+        } else if let Some(var) = raw.strip_prefix('$') {
+            return Err(format!("unknown variable in path '${var}' (known: $HOME, $WORKSPACE, $TMPDIR, ~)"));
+        } else {
+            return Err(format!("path '{raw}' must be absolute or start with ~/, $HOME, $WORKSPACE or $TMPDIR"));
+        };
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return Err(format!("path '{raw}': a variable must be followed by '/'"));
+        }
+        if Path::new(rest).components().any(|c| c == Component::ParentDir) {
+            return Err(format!("path '{raw}' must not contain '..'"));
+        }
+        Ok(PathSpec(raw.to_owned()))
+    }
+
+    pub fn raw(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the path is relative to the home directory (`~` or `$HOME`).
+    pub fn is_home_relative(&self) -> bool {
+        self.0 == "~" || self.0.starts_with("~/") || self.0.starts_with("$HOME")
+    }
+
+    /// The path with its variable replaced.
+    pub fn expand(&self, vars: &PathVars) -> PathBuf {
+        self.expand_home(vars, &vars.home)
+    }
+
+    /// The path with `~`/`$HOME` standing for `home` (secrets apply to every user's home).
+    pub fn expand_home(&self, vars: &PathVars, home: &Path) -> PathBuf {
+        let raw = self.0.as_str();
+        let (base, rest) = if raw == "~" || raw.starts_with("~/") {
+            (home, &raw[1..])
+        } else if let Some(rest) = raw.strip_prefix("$HOME") {
+            (home, rest)
+        } else if let Some(rest) = raw.strip_prefix("$WORKSPACE") {
+            (vars.workspace.as_path(), rest)
+        } else if let Some(rest) = raw.strip_prefix("$TMPDIR") {
+            (vars.tmpdir.as_path(), rest)
+        } else {
+            return PathBuf::from(raw);
+        };
+        let rest = rest.trim_start_matches('/');
+        if rest.is_empty() { base.to_path_buf() } else { base.join(rest) }
+    }
+}
+
+impl<'de> Deserialize<'de> for PathSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        PathSpec::new(&raw).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for PathSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> PathVars {
+        PathVars { home: "/home/ann".into(), workspace: "/src/w".into(), tmpdir: "/tmp/g".into() }
+    }
+
+    #[test]
+    fn path_specs_expand_their_variables() {
+        let expand = |raw: &str| PathSpec::new(raw).map(|spec| spec.expand(&vars()));
+        assert_eq!(expand("~/.ssh"), Ok(PathBuf::from("/home/ann/.ssh")));
+        assert_eq!(expand("~"), Ok(PathBuf::from("/home/ann")));
+        assert_eq!(expand("$HOME/.aws"), Ok(PathBuf::from("/home/ann/.aws")));
+        assert_eq!(expand("$WORKSPACE"), Ok(PathBuf::from("/src/w")));
+        assert_eq!(expand("$TMPDIR/x"), Ok(PathBuf::from("/tmp/g/x")));
+        assert_eq!(expand("/usr"), Ok(PathBuf::from("/usr")));
+    }
+
+    #[test]
+    fn bad_path_specs_say_why() {
+        assert!(PathSpec::new("usr/bin").is_err_and(|e| e.contains("absolute")));
+        assert!(PathSpec::new("$HOMEX").is_err_and(|e| e.contains("followed by '/'")));
+        assert!(PathSpec::new("$USER/x").is_err_and(|e| e.contains("unknown variable")));
+        assert!(PathSpec::new("/usr/../etc/shadow").is_err_and(|e| e.contains("..")));
+    }
+
+    #[test]
+    fn ports_and_syscalls_are_checked() {
+        let port: Result<PortRule, _> = toml::from_str("port = 70000\nreason = \"x\"");
+        assert!(port.is_err_and(|e| e.to_string().contains("70000")));
+        let deny: Result<SeccompDeny, _> = toml::from_str("syscalls = [\"ptrace\", \"warp\"]\nreason = \"x\"");
+        assert!(deny.is_err_and(|e| e.to_string().contains("unknown syscall 'warp'")));
+        let empty: Result<PortRule, _> = toml::from_str("port = 80\nreason = \" \"");
+        assert!(empty.is_err_and(|e| e.to_string().contains("reason must not be empty")));
+    }
+}

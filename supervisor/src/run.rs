@@ -1,0 +1,603 @@
+//! `governor run`: confine one agent and supervise it until it and its descendants are gone.
+//!
+//! Everything that can fail for a user's reason (trust level, policy files, workspace, user,
+//! kernel support) is checked before anything is created, so bad input leaves nothing behind.
+//! Then, in order: private temp dir, Landlock ruleset and seccomp BPF (built in the parent),
+//! cgroup, fork. The child joins the cgroup, drops privileges, sets `no_new_privs`, enters the
+//! Landlock domain, installs seccomp last and `exec`s. The parent is single-threaded up to the
+//! fork, so the child may allocate.
+
+use std::{
+    ffi::{CString, OsStr, OsString},
+    fs::File,
+    io::{Read as _, Write as _},
+    os::unix::{ffi::OsStrExt as _, fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
+        signalfd::{SfdFlags, SignalFd},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::{ForkResult, Pid, fork},
+};
+
+use crate::{
+    cgroup::{self, Cgroup},
+    policy::{self, Overlay, PathVars, RingSource, Trust},
+    sandbox::{
+        Confinement, Inputs, Kernel, Unenforceable, carve::RealFs, landlock, privileges, privileges::Identity, seccomp,
+    },
+};
+
+/// Exit codes of governor itself (the agent's own are passed through).
+pub mod exit {
+    /// Bad input, or a ring this kernel cannot enforce: nothing was started.
+    pub const USAGE: i32 = 2;
+    /// governor failed to set up or confine the agent; the agent did not run.
+    pub const FAILURE: i32 = 125;
+    /// The ring forbids executing the command (or it is not executable).
+    pub const CANNOT_EXECUTE: i32 = 126;
+    /// The command was not found.
+    pub const NOT_FOUND: i32 = 127;
+}
+
+/// Signals passed on to the agent.
+const FORWARDED: [Signal; 6] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Policy(#[from] policy::Error),
+    #[error(transparent)]
+    Unenforceable(#[from] Unenforceable),
+    #[error(transparent)]
+    User(#[from] privileges::Error),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error(transparent)]
+    Landlock(#[from] landlock::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::Error),
+    #[error("{what}: {errno}")]
+    Sys { what: String, errno: Errno },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
+            Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
+            _ => exit::FAILURE,
+        }
+    }
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> Error {
+    let what = what.into();
+    move |errno| Error::Sys { what, errno }
+}
+
+/// What the user asked for.
+#[derive(Debug)]
+pub struct Request {
+    pub trust: Trust,
+    pub workspace: Option<PathBuf>,
+    pub policies: Vec<PathBuf>,
+    pub agent_id: Option<String>,
+    pub user: Option<String>,
+    pub rings: Option<PathBuf>,
+    pub best_effort: bool,
+    pub verbose: bool,
+    pub command: Vec<OsString>,
+}
+
+/// Everything loaded and checked before anything is created.
+pub struct Prepared {
+    pub request: Request,
+    pub agent_id: String,
+    pub workspace: PathBuf,
+    pub identity: Identity,
+    pub ring: policy::Ring,
+    pub secrets: Vec<policy::Secret>,
+    pub overlays: Vec<Overlay>,
+    pub kernel: Kernel,
+    pub cgroup_root: PathBuf,
+}
+
+/// Checks the request; no side effects.
+pub fn prepare(request: Request) -> Result<Prepared, Error> {
+    if request.command.is_empty() {
+        return Err(Error::Usage("no command given: governor run [OPTIONS] -- CMD [ARGS...]".into()));
+    }
+    let agent_id = match &request.agent_id {
+        Some(id) => validate_agent_id(id)?,
+        None => generate_agent_id(&request.command[0]),
+    };
+    let workspace = match &request.workspace {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().map_err(|source| Error::Io { path: ".".into(), source })?,
+    };
+    let workspace = workspace
+        .canonicalize()
+        .ok()
+        .filter(|dir| dir.is_dir())
+        .ok_or_else(|| Error::Usage(format!("workspace {} does not exist or is not a directory", workspace.display())))?;
+    if workspace == Path::new("/") {
+        return Err(Error::Usage("workspace / would give the agent the whole filesystem; pass --workspace DIR".into()));
+    }
+    let source = RingSource::locate(request.rings.as_deref());
+    let ring = source.ring(request.trust)?;
+    let secrets = source.secrets()?;
+    let overlays = request.policies.iter().map(|path| policy::load_overlay(path)).collect::<Result<Vec<_>, _>>()?;
+    let identity = Identity::resolve(request.user.as_deref())?;
+    let kernel = Kernel::probe();
+    let cgroup_root = cgroup::mount_point()?;
+    Ok(Prepared { agent_id, workspace, identity, ring, secrets, overlays, kernel, cgroup_root, request })
+}
+
+fn validate_agent_id(id: &str) -> Result<String, Error> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+    if valid {
+        Ok(id.to_owned())
+    } else {
+        Err(Error::Usage(format!("agent id '{id}' must be 1 to 64 of [A-Za-z0-9._-], not starting with '.'")))
+    }
+}
+
+/// `<command>-<pid>-<nanoseconds>`: unique on this machine, and says what the agent is.
+fn generate_agent_id(command: &OsStr) -> String {
+    let base: String = Path::new(command)
+        .file_name()
+        .map(|name| name.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(24).collect())
+        .filter(|name: &String| !name.is_empty())
+        .unwrap_or_else(|| "agent".into());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|time| time.subsec_nanos()).unwrap_or(0);
+    format!("{base}-{}-{nanos:08x}", std::process::id())
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh private directory for the agent, owned by its user, mode 0700.
+    fn create(agent_id: &str, identity: &Identity) -> Result<TempDir, Error> {
+        let base = std::env::temp_dir();
+        let template = base.join(format!("governor-{agent_id}-XXXXXX"));
+        let path = nix::unistd::mkdtemp(&template).map_err(sys(format!("creating a temp dir in {}", base.display())))?;
+        let dir = TempDir(path);
+        if identity.switch {
+            nix::unistd::chown(&dir.0, Some(identity.uid.into()), Some(identity.gid.into()))
+                .map_err(sys(format!("chown {}", dir.0.display())))?;
+        }
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| Error::Io { path: dir.0.clone(), source })?;
+        Ok(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The ring as it applies to this agent (for `run --verbose` and `policy show`).
+pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
+    let vars = PathVars { home: prepared.identity.home.clone(), workspace: prepared.workspace.clone(), tmpdir: tmpdir.to_path_buf() };
+    let mut homes = privileges::all_homes();
+    homes.push(prepared.identity.home.clone());
+    homes.sort();
+    homes.dedup();
+    let inputs = Inputs { ring: &prepared.ring, secrets: &prepared.secrets, overlays: &prepared.overlays, vars: &vars, homes: &homes };
+    Confinement::plan(&inputs, &RealFs)
+}
+
+/// Runs the agent; returns governor's exit code.
+pub fn run(prepared: Prepared) -> Result<i32, Error> {
+    let verbose = prepared.request.verbose;
+    // Refuse before creating anything when the kernel cannot enforce the ring.
+    let probe_plan = confinement(&prepared, Path::new("/nonexistent"));
+    let unenforced = probe_plan.check(&prepared.kernel, prepared.request.best_effort)?;
+    for line in &unenforced {
+        eprintln!("governor: not enforced: {line}");
+    }
+
+    let tmpdir = TempDir::create(&prepared.agent_id, &prepared.identity)?;
+    let confinement = confinement(&prepared, &tmpdir.0);
+    let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi)?;
+    let filters = confinement.seccomp.compile()?;
+    if verbose {
+        report(&prepared, &confinement, &tmpdir.0);
+    }
+
+    let command = Command::new(&prepared, &tmpdir.0)?;
+    let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
+    let mut procs = cgroup.procs_for_join()?;
+    if verbose {
+        eprintln!("governor: cgroup {} (id {})", cgroup.path().display(), cgroup.id()?);
+    }
+
+    // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
+    // fork and the read loop; the child restores the mask before exec.
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED {
+        mask.add(signal);
+    }
+    mask.add(Signal::SIGCHLD);
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask)).map_err(sys("blocking signals"))?;
+    let mut signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(sys("signalfd"))?;
+    // Orphaned descendants are reparented to us (and not to init), so every one is reaped.
+    // SAFETY: prctl with integer arguments on the calling process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Error::Sys { what: "PR_SET_CHILD_SUBREAPER".into(), errno: Errno::last() });
+    }
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+
+    // SAFETY: governor has one thread here, so the child may run any code before exec.
+    let child = match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop(report_read);
+            let failure = child_main(&prepared, &confinement, ruleset, &filters, &command, &mut procs, &old_mask);
+            let mut report = File::from(report_write);
+            let _ = report.write_all(&failure.encode());
+            // SAFETY: leave the child without running the parent's destructors (they would
+            // remove the cgroup and the temp dir).
+            unsafe { libc::_exit(failure.exit_code()) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(report_write);
+    drop(procs);
+
+    let mut bytes = Vec::new();
+    let _ = File::from(report_read).read_to_end(&mut bytes);
+    let status = supervise(child, &mut signals, &FORWARDED)?;
+    let code = match ChildFailure::decode(&bytes) {
+        Some(failure) => {
+            eprintln!("governor: {}", failure.describe(&prepared.request.command[0]));
+            failure.exit_code()
+        }
+        None => status,
+    };
+    cleanup(cgroup, verbose);
+    drop(tmpdir);
+    Ok(code)
+}
+
+/// The process's argv and environment, built before the fork.
+struct Command {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    workspace: CString,
+}
+
+impl Command {
+    fn new(prepared: &Prepared, tmpdir: &Path) -> Result<Command, Error> {
+        let cstring = |bytes: &[u8]| CString::new(bytes).map_err(|_| Error::Usage("an argument contains a NUL byte".into()));
+        let argv = prepared.request.command.iter().map(|arg| cstring(arg.as_bytes())).collect::<Result<Vec<_>, _>>()?;
+        let program = argv.first().cloned().ok_or_else(|| Error::Usage("no command given".into()))?;
+        let identity = &prepared.identity;
+        let mut overrides: Vec<(&str, OsString)> = vec![
+            ("TMPDIR", tmpdir.as_os_str().to_owned()),
+            ("GOVERNOR_AGENT_ID", prepared.agent_id.clone().into()),
+            ("GOVERNOR_TRUST", prepared.ring.trust.as_str().into()),
+        ];
+        if identity.switch {
+            overrides.push(("HOME", identity.home.as_os_str().to_owned()));
+            overrides.push(("USER", identity.name.clone().into()));
+            overrides.push(("LOGNAME", identity.name.clone().into()));
+        }
+        let mut envp = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            if overrides.iter().any(|(name, _)| OsStr::new(name) == key) || key.as_bytes().contains(&b'=') {
+                continue;
+            }
+            let mut entry = key.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp.push(cstring(&entry)?);
+        }
+        for (key, value) in overrides {
+            let mut entry = key.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp.push(cstring(&entry)?);
+        }
+        Ok(Command { program, argv, envp, workspace: cstring(prepared.workspace.as_os_str().as_bytes())? })
+    }
+}
+
+/// What went wrong in the child before or at `exec`, sent to the parent through a pipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChildFailure {
+    Cgroup(i32),
+    Privileges(privileges::Step, i32),
+    NoNewPrivs(i32),
+    Landlock(i32),
+    Seccomp(i32),
+    Chdir(i32),
+    Exec(i32),
+}
+
+impl ChildFailure {
+    fn encode(self) -> [u8; 6] {
+        let (stage, detail, errno) = match self {
+            ChildFailure::Cgroup(errno) => (1, 0, errno),
+            ChildFailure::Privileges(step, errno) => (2, step as u8, errno),
+            ChildFailure::NoNewPrivs(errno) => (3, 0, errno),
+            ChildFailure::Landlock(errno) => (4, 0, errno),
+            ChildFailure::Seccomp(errno) => (5, 0, errno),
+            ChildFailure::Chdir(errno) => (6, 0, errno),
+            ChildFailure::Exec(errno) => (7, 0, errno),
+        };
+        let errno = errno.to_le_bytes();
+        [stage, detail, errno[0], errno[1], errno[2], errno[3]]
+    }
+
+    fn decode(bytes: &[u8]) -> Option<ChildFailure> {
+        let [stage, detail, a, b, c, d] = *bytes else {
+            return None;
+        };
+        let errno = i32::from_le_bytes([a, b, c, d]);
+        let step = [
+            privileges::Step::Bounding,
+            privileges::Step::Securebits,
+            privileges::Step::Groups,
+            privileges::Step::Gid,
+            privileges::Step::Uid,
+            privileges::Step::Capabilities,
+        ]
+        .into_iter()
+        .find(|step| *step as u8 == detail)?;
+        Some(match stage {
+            1 => ChildFailure::Cgroup(errno),
+            2 => ChildFailure::Privileges(step, errno),
+            3 => ChildFailure::NoNewPrivs(errno),
+            4 => ChildFailure::Landlock(errno),
+            5 => ChildFailure::Seccomp(errno),
+            6 => ChildFailure::Chdir(errno),
+            7 => ChildFailure::Exec(errno),
+            _ => return None,
+        })
+    }
+
+    fn exit_code(self) -> i32 {
+        match self {
+            ChildFailure::Exec(errno) if errno == libc::ENOENT => exit::NOT_FOUND,
+            ChildFailure::Exec(_) => exit::CANNOT_EXECUTE,
+            _ => exit::FAILURE,
+        }
+    }
+
+    fn describe(self, command: &OsStr) -> String {
+        let errno = |errno: i32| Errno::from_raw(errno).desc();
+        let command = command.to_string_lossy();
+        match self {
+            ChildFailure::Exec(code) if code == libc::ENOENT => format!("{command}: command not found"),
+            ChildFailure::Exec(code) if code == libc::EACCES || code == libc::EPERM => {
+                format!("{command}: cannot execute: {} (the ring may forbid it)", errno(code))
+            }
+            ChildFailure::Exec(code) => format!("{command}: cannot execute: {}", errno(code)),
+            ChildFailure::Cgroup(code) => format!("joining the agent's cgroup failed: {}; the agent did not run", errno(code)),
+            ChildFailure::Privileges(step, code) => format!("{} failed: {}; the agent did not run", step.describe(), errno(code)),
+            ChildFailure::NoNewPrivs(code) => format!("setting no_new_privs failed: {}; the agent did not run", errno(code)),
+            ChildFailure::Landlock(code) => format!("entering the Landlock domain failed: {}; the agent did not run", errno(code)),
+            ChildFailure::Seccomp(code) => format!("installing the seccomp filter failed: {}; the agent did not run", errno(code)),
+            ChildFailure::Chdir(code) => format!("entering the workspace failed: {}; the agent did not run", errno(code)),
+        }
+    }
+}
+
+/// The child, between fork and exec. Returns only on failure.
+fn child_main(
+    prepared: &Prepared,
+    confinement: &Confinement,
+    ruleset: Option<::landlock::RulesetCreated>,
+    filters: &[seccompiler::BpfProgram],
+    command: &Command,
+    procs: &mut File,
+    old_mask: &SigSet,
+) -> ChildFailure {
+    // Signals: back to what governor was started with, and the forwarded ones to default
+    // (a shell starting governor in the background may have ignored SIGINT).
+    for signal in FORWARDED {
+        // SAFETY: restoring the default disposition in a single-threaded child.
+        let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
+
+    if let Err(error) = cgroup::join(procs) {
+        return ChildFailure::Cgroup(error.raw_os_error().unwrap_or(libc::EIO));
+    }
+    if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
+        return ChildFailure::Privileges(step, errno);
+    }
+    // SAFETY: prctl with integer arguments on the calling thread.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return ChildFailure::NoNewPrivs(Errno::last_raw());
+    }
+    // The workspace is entered before Landlock, while the path is still reachable.
+    // SAFETY: chdir with a NUL-terminated path.
+    if unsafe { libc::chdir(command.workspace.as_ptr()) } != 0 {
+        return ChildFailure::Chdir(Errno::last_raw());
+    }
+    if let Some(ruleset) = ruleset
+        && let Err(error) = ruleset.restrict_self()
+    {
+        let errno = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error)
+            .unwrap_or(libc::EPERM);
+        return ChildFailure::Landlock(errno);
+    }
+    if let Err(error) = seccomp::install(filters) {
+        let errno = match error {
+            seccomp::Error::Build(seccompiler::Error::Prctl(io)) => io.raw_os_error().unwrap_or(libc::EPERM),
+            _ => libc::EINVAL,
+        };
+        return ChildFailure::Seccomp(errno);
+    }
+    // execvpe searches PATH like a shell: ENOENT when no candidate exists, EACCES when one
+    // exists but may not be executed (Landlock denies exec with EACCES).
+    let errno = match nix::unistd::execvpe(&command.program, &command.argv, &command.envp) {
+        Err(errno) => errno as i32,
+        Ok(never) => match never {},
+    };
+    ChildFailure::Exec(errno)
+}
+
+/// Forwards signals to the agent and reaps every child until the agent has exited. Returns
+/// the agent's exit code, or 128+N when a signal N killed it.
+fn supervise(agent: Pid, signals: &mut SignalFd, forwarded: &[Signal]) -> Result<i32, Error> {
+    loop {
+        let Some(info) = signals.read_signal().map_err(sys("reading signals"))? else {
+            continue;
+        };
+        let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
+        let Ok(signal) = Signal::try_from(signo) else {
+            continue;
+        };
+        if signal == Signal::SIGCHLD {
+            if let Some(code) = reap(agent)? {
+                return Ok(code);
+            }
+        } else if forwarded.contains(&signal) && sent_by_a_process(info.ssi_code) {
+            // A signal from the terminal (SI_KERNEL) already reached the agent, which is in
+            // our foreground process group; one sent to governor alone is passed on.
+            let _ = kill(agent, signal);
+        }
+    }
+}
+
+/// `si_code` values of signals sent with kill(2), sigqueue(3) or tgkill(2).
+fn sent_by_a_process(code: i32) -> bool {
+    code == libc::SI_USER || code == libc::SI_QUEUE || code == libc::SI_TKILL
+}
+
+/// Reaps every exited child; returns the agent's exit code once it has exited.
+fn reap(agent: Pid) -> Result<Option<i32>, Error> {
+    let mut agent_code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == agent => agent_code = Some(code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == agent => agent_code = Some(128 + signal as i32),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(agent_code),
+            Ok(_) => {}
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Err(Error::Sys { what: "waitpid".into(), errno }),
+        }
+    }
+}
+
+/// After the agent exits: kill what it left behind in its cgroup, reap it, remove the cgroup.
+fn cleanup(cgroup: Cgroup, verbose: bool) {
+    if cgroup.populated().unwrap_or(false) {
+        if verbose {
+            eprintln!("governor: killing what the agent left running: {:?}", cgroup.pids().unwrap_or_default());
+        }
+        if let Err(error) = cgroup.kill() {
+            eprintln!("governor: {error}");
+        }
+    }
+    // Leftovers were reparented to us (subreaper): reap them as they die.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cgroup.populated().unwrap_or(false) && std::time::Instant::now() < deadline {
+        let _ = cgroup.wait_empty(Duration::from_millis(50));
+        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    let path = cgroup.path().to_path_buf();
+    if let Err(error) = cgroup.remove() {
+        eprintln!("governor: cannot remove {}: {error}", path.display());
+    }
+}
+
+fn report(prepared: &Prepared, confinement: &Confinement, tmpdir: &Path) {
+    let identity = &prepared.identity;
+    eprintln!(
+        "governor: agent {} ring {} as {} (uid {}) workspace {} tmpdir {}",
+        prepared.agent_id,
+        confinement.trust,
+        identity.name,
+        identity.uid,
+        prepared.workspace.display(),
+        tmpdir.display()
+    );
+    eprintln!(
+        "governor: Landlock ABI {} ({} path rules, connect {}, bind {}), seccomp {} refusals, capabilities {}",
+        prepared.kernel.landlock_abi,
+        confinement.landlock.paths.len(),
+        ports(confinement.landlock.connect_ports.as_deref()),
+        ports(confinement.landlock.bind_ports.as_deref()),
+        confinement.seccomp.refusals.len(),
+        if confinement.drop_capabilities { "dropped" } else { "kept" }
+    );
+    for note in &confinement.notes {
+        eprintln!("governor: note: {note}");
+    }
+}
+
+pub fn ports(ports: Option<&[u16]>) -> String {
+    match ports {
+        None => "any port".into(),
+        Some([]) => "no port".into(),
+        Some(ports) => ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_failures_round_trip_through_the_pipe() {
+        for failure in [
+            ChildFailure::Exec(libc::ENOENT),
+            ChildFailure::Privileges(privileges::Step::Uid, libc::EPERM),
+            ChildFailure::Landlock(libc::E2BIG),
+        ] {
+            assert_eq!(ChildFailure::decode(&failure.encode()), Some(failure));
+        }
+        assert_eq!(ChildFailure::decode(&[]), None);
+    }
+
+    #[test]
+    fn exec_errors_map_to_shell_exit_codes() {
+        assert_eq!(ChildFailure::Exec(libc::ENOENT).exit_code(), 127);
+        assert_eq!(ChildFailure::Exec(libc::EACCES).exit_code(), 126);
+        assert_eq!(ChildFailure::Seccomp(libc::EINVAL).exit_code(), 125);
+    }
+
+    #[test]
+    fn agent_ids_are_checked() {
+        assert!(validate_agent_id("build-42").is_ok());
+        for bad in ["", ".hidden", "a/b", "x".repeat(65).as_str()] {
+            assert!(validate_agent_id(bad).is_err(), "{bad}");
+        }
+        let generated = generate_agent_id(OsStr::new("/usr/bin/python3"));
+        assert!(generated.starts_with("python3-"));
+        assert!(validate_agent_id(&generated).is_ok());
+    }
+}

@@ -1,0 +1,178 @@
+//! What confines an agent: its ring plus `--policy` overlays, turned into a Landlock plan and a
+//! seccomp plan, and checked against what the running kernel can enforce.
+
+pub mod carve;
+pub mod landlock;
+pub mod privileges;
+pub mod seccomp;
+pub mod syscalls;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::policy::{Overlay, PathVars, Ring, Secret, TcpMode, Trust};
+
+/// Everything the child applies before `exec`.
+#[derive(Debug)]
+pub struct Confinement {
+    pub trust: Trust,
+    pub landlock: landlock::Plan,
+    pub seccomp: seccomp::Plan,
+    /// Below admin the agent keeps no capability.
+    pub drop_capabilities: bool,
+    /// What a user should know about how the policy was applied.
+    pub notes: Vec<String>,
+}
+
+/// What the ring is built from.
+pub struct Inputs<'a> {
+    pub ring: &'a Ring,
+    pub secrets: &'a [Secret],
+    pub overlays: &'a [Overlay],
+    pub vars: &'a PathVars,
+    /// Every home directory that `~` in a secret stands for.
+    pub homes: &'a [PathBuf],
+}
+
+impl Confinement {
+    pub fn plan(inputs: &Inputs<'_>, fs: &dyn carve::FsView) -> Confinement {
+        let Inputs { ring, secrets, overlays, vars, homes } = *inputs;
+        let mut notes = Vec::new();
+
+        let rules: Vec<_> = ring
+            .landlock
+            .path
+            .iter()
+            .chain(overlays.iter().flat_map(|overlay| overlay.landlock.iter().flat_map(|landlock| &landlock.path)))
+            .collect();
+        let grants: Vec<carve::Grant<usize>> = rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| carve::Grant { path: rule.path.expand(vars), access: index, origin: index })
+            .collect();
+
+        let all_secrets = secrets.iter().chain(overlays.iter().flat_map(|overlay| &overlay.secret));
+        let mut carves = Vec::new();
+        for secret in all_secrets {
+            let label = format!("{}: {}", secret.path, secret.reason);
+            if secret.path.is_home_relative() {
+                // In the agent's own home a secret is carved even when it does not exist yet.
+                // In other users' homes (the passwd file also lists /bin, /var/lib/...) only
+                // where its first component exists, or every such system directory would be
+                // expanded entry by entry for nothing.
+                for home in homes {
+                    let path = secret.path.expand_home(vars, home);
+                    let first = path.strip_prefix(home).ok().and_then(|rest| rest.components().next());
+                    let exists = first.is_some_and(|first| fs.kind(&home.join(first)) != carve::Kind::Missing);
+                    if *home == vars.home || exists {
+                        carves.push(carve::Carve { path, hard: true, label: label.clone() });
+                    }
+                }
+            } else {
+                carves.push(carve::Carve { path: secret.path.expand(vars), hard: true, label });
+            }
+        }
+        for exclusion in &ring.landlock.except {
+            let label = format!("{}: {}", exclusion.path, exclusion.reason);
+            carves.push(carve::Carve { path: exclusion.path.expand(vars), hard: false, label });
+        }
+
+        let mut landlock = landlock::Plan { enforce: ring.landlock.enforce, ..landlock::Plan::default() };
+        if ring.landlock.enforce {
+            let expansion = carve::expand(&grants, &carves, fs);
+            notes.extend(expansion.notes);
+            landlock.paths = expansion
+                .rules
+                .into_iter()
+                .filter_map(|rule| {
+                    let source = rules.get(rule.origin)?;
+                    Some(landlock::PathRule {
+                        path: rule.path,
+                        is_dir: rule.is_dir,
+                        access: source.access.clone(),
+                        origin: format!("{} ({})", source.path, source.reason),
+                    })
+                })
+                .collect();
+            let ports = |mode: TcpMode, ring_ports: &[crate::policy::PortRule], overlay_ports: Vec<u16>| match mode {
+                TcpMode::Any => None,
+                TcpMode::Allowlist => {
+                    let mut ports: Vec<u16> = ring_ports.iter().map(|rule| rule.port.0).chain(overlay_ports).collect();
+                    ports.sort_unstable();
+                    ports.dedup();
+                    Some(ports)
+                }
+            };
+            let overlay_connect = overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.connect)).map(|r| r.port.0).collect();
+            let overlay_bind = overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.bind)).map(|r| r.port.0).collect();
+            landlock.connect_ports = ports(ring.network.tcp_connect, &ring.network.connect, overlay_connect);
+            landlock.bind_ports = ports(ring.network.tcp_bind, &ring.network.bind, overlay_bind);
+            landlock.scopes = ring.landlock.scopes.clone();
+        } else if !overlays.is_empty() {
+            notes.push(format!("ring {} has no Landlock domain: --policy paths, ports and secrets do not restrict it", ring.trust));
+        }
+        let families_refused = !ring.network.socket_families.iter().any(|family| family.number().is_none());
+        let no_ip = !ring.network.socket_families.iter().any(|family| family.number() == Some(libc::AF_INET) || family.number() == Some(libc::AF_INET6));
+        if families_refused && no_ip && landlock.connect_ports.as_ref().is_some_and(|ports| !ports.is_empty()) {
+            notes.push(format!("ring {} refuses IP sockets: the TCP ports granted have no effect", ring.trust));
+        }
+
+        Confinement {
+            trust: ring.trust,
+            landlock,
+            seccomp: seccomp::Plan::from_ring(ring),
+            drop_capabilities: ring.trust != Trust::Admin,
+            notes,
+        }
+    }
+
+    /// Checks the plan against the kernel. Missing required features refuse the ring unless
+    /// `best_effort`; the returned lines say what is not enforced.
+    pub fn check(&self, kernel: &Kernel, best_effort: bool) -> Result<Vec<String>, Unenforceable> {
+        let mut missing = Vec::new();
+        let mut not_enforced = Vec::new();
+        if !kernel.seccomp_filter {
+            missing.push(format!("ring {} needs seccomp filters (CONFIG_SECCOMP_FILTER); this kernel has none", self.trust));
+        }
+        for feature in self.landlock.features() {
+            if kernel.landlock_abi >= feature.abi {
+                continue;
+            }
+            let have = match kernel.landlock_abi {
+                0 => "Landlock is not enabled on this kernel (it must be in the lsm= boot parameter)".to_owned(),
+                abi => format!("this kernel has Landlock ABI {abi}"),
+            };
+            let line = format!("ring {} needs Landlock {} (ABI {}); {have}", self.trust, feature.what, feature.abi);
+            if feature.required { missing.push(line) } else { not_enforced.push(line) }
+        }
+        if !missing.is_empty() && !best_effort {
+            return Err(Unenforceable(missing));
+        }
+        Ok(missing.into_iter().chain(not_enforced).collect())
+    }
+}
+
+/// A ring the kernel cannot enforce: one line per missing feature.
+#[derive(Debug, thiserror::Error)]
+#[error("{}; pass --best-effort to run without it", .0.join("; "))]
+pub struct Unenforceable(pub Vec<String>);
+
+/// What the running kernel offers.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Kernel {
+    pub landlock_abi: i32,
+    pub seccomp_filter: bool,
+}
+
+impl Kernel {
+    pub fn probe() -> Kernel {
+        // SAFETY: PR_GET_SECCOMP only reads the caller's mode; it fails with EINVAL when the
+        // kernel has no seccomp. Filter mode needs CONFIG_SECCOMP_FILTER, which publishes the
+        // actions it supports in /proc/sys/kernel/seccomp/actions_avail.
+        let seccomp = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0;
+        let filter = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
+            .is_ok_and(|actions| actions.split_whitespace().any(|action| action == "errno"));
+        Kernel { landlock_abi: landlock::kernel_abi(), seccomp_filter: seccomp && filter }
+    }
+}

@@ -1,0 +1,194 @@
+//! `governor policy show` and `governor check`: what a ring means on this machine.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use crate::{
+    policy::{RingSource, Trust},
+    run::{self, Prepared},
+    sandbox::{Confinement, Kernel},
+};
+
+/// Prints the effective rules of a ring. The agent's temp directory does not exist yet, so
+/// it is shown as `$TMPDIR`.
+pub fn policy_show(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], workspace: Option<PathBuf>, json: bool) -> Result<i32, (i32, String)> {
+    let request = run::Request {
+        trust,
+        workspace,
+        policies: policies.to_vec(),
+        agent_id: Some("policy-show".into()),
+        user: None,
+        rings: rings.map(Path::to_path_buf),
+        best_effort: true,
+        verbose: false,
+        command: vec!["true".into()],
+    };
+    let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
+    let tmpdir = tempdir_stand_in();
+    let confinement = run::confinement(&prepared, &tmpdir);
+    let source = RingSource::locate(rings);
+    let support = confinement.check(&prepared.kernel, true).unwrap_or_default();
+    let display = |path: &Path| {
+        path.strip_prefix(&tmpdir).map_or_else(|_| path.display().to_string(), |rest| Path::new("$TMPDIR").join(rest).display().to_string())
+    };
+    if json {
+        let value = json!({
+            "trust": trust,
+            "summary": prepared.ring.summary,
+            "rings": source.to_string(),
+            "workspace": prepared.workspace,
+            "landlock": {
+                "enforce": confinement.landlock.enforce,
+                "paths": confinement.landlock.paths.iter().map(|rule| json!({
+                    "path": display(&rule.path),
+                    "access": rule.access,
+                    "directory": rule.is_dir,
+                    "from": rule.origin,
+                })).collect::<Vec<_>>(),
+                "tcp_connect": confinement.landlock.connect_ports,
+                "tcp_bind": confinement.landlock.bind_ports,
+                "scopes": confinement.landlock.scopes,
+            },
+            "seccomp": confinement.seccomp.refusals.iter().map(|refusal| json!({
+                "syscall": refusal.syscall,
+                "when": condition(&refusal.condition),
+                "errno": nix::errno::Errno::from_raw(refusal.errno as i32).to_string(),
+                "reason": refusal.reason,
+            })).collect::<Vec<_>>(),
+            "secrets": prepared.secrets.iter().chain(prepared.overlays.iter().flat_map(|o| &o.secret)).map(|secret| json!({
+                "path": secret.path.to_string(),
+                "reason": secret.reason.to_string(),
+            })).collect::<Vec<_>>(),
+            "capabilities": if confinement.drop_capabilities { "none" } else { "kept" },
+            "notes": confinement.notes,
+            "kernel": prepared.kernel,
+            "not_enforced_here": support,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    } else {
+        print_text(&prepared, &confinement, &source, &support, &display);
+    }
+    Ok(0)
+}
+
+fn print_text(prepared: &Prepared, confinement: &Confinement, source: &RingSource, support: &[String], display: &dyn Fn(&Path) -> String) {
+    println!("ring {}: {}", confinement.trust, prepared.ring.summary);
+    println!("rings from {source}; workspace {}", prepared.workspace.display());
+    if confinement.landlock.enforce {
+        println!("\nfilesystem (Landlock; everything not listed is denied):");
+        for rule in &confinement.landlock.paths {
+            let access: Vec<String> = rule.access.iter().map(|a| format!("{a:?}").to_lowercase()).collect();
+            println!("  {:<44} {:<32} from {}", display(&rule.path), access.join(","), rule.origin);
+        }
+        println!("\nnetwork: TCP connect {}, TCP bind {}", run::ports(confinement.landlock.connect_ports.as_deref()), run::ports(confinement.landlock.bind_ports.as_deref()));
+        let scopes: Vec<String> = confinement.landlock.scopes.iter().map(|s| format!("{s:?}")).collect();
+        println!("scoped (cannot cross the sandbox): {}", if scopes.is_empty() { "nothing".into() } else { scopes.join(", ") });
+    } else {
+        println!("\nfilesystem and TCP: not restricted (no Landlock domain)");
+    }
+    println!("\nsecrets (never readable below admin):");
+    for secret in prepared.secrets.iter().chain(prepared.overlays.iter().flat_map(|o| &o.secret)) {
+        println!("  {:<24} {}", secret.path.to_string(), secret.reason);
+    }
+    println!("\nseccomp refuses:");
+    for refusal in &confinement.seccomp.refusals {
+        let errno = nix::errno::Errno::from_raw(refusal.errno as i32);
+        println!("  {:<18} {:<28} {:<7} {}", refusal.syscall, condition(&refusal.condition), format!("{errno:?}"), refusal.reason);
+    }
+    println!("\ncapabilities: {}", if confinement.drop_capabilities { "none (all sets cleared)" } else { "kept" });
+    if !confinement.notes.is_empty() {
+        println!("\nnotes:");
+        for note in &confinement.notes {
+            println!("  {}", display_note(note, display));
+        }
+    }
+    if !support.is_empty() {
+        println!("\nnot enforceable on this kernel:");
+        for line in support {
+            println!("  {line}");
+        }
+    }
+}
+
+fn display_note(note: &str, _display: &dyn Fn(&Path) -> String) -> String {
+    note.to_owned()
+}
+
+fn condition(condition: &crate::sandbox::seccomp::Condition) -> String {
+    use crate::sandbox::seccomp::Condition;
+    match condition {
+        Condition::Always => "always".into(),
+        Condition::AnyFlag { arg, .. } => format!("arg{arg} has a CLONE_NEW* flag"),
+        Condition::NotIn { arg, values, .. } => {
+            let names: Vec<String> = values.iter().map(|v| family_name(*v)).collect();
+            format!("arg{arg} not in {}", names.join("|"))
+        }
+    }
+}
+
+fn family_name(value: u64) -> String {
+    match i32::try_from(value).unwrap_or(-1) {
+        libc::AF_UNIX => "AF_UNIX".into(),
+        libc::AF_INET => "AF_INET".into(),
+        libc::AF_INET6 => "AF_INET6".into(),
+        libc::AF_NETLINK => "AF_NETLINK".into(),
+        libc::AF_PACKET => "AF_PACKET".into(),
+        libc::AF_VSOCK => "AF_VSOCK".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A path that stands for the agent's temp directory in `policy show`; it must exist so
+/// that the rule is shown as it would be applied.
+fn tempdir_stand_in() -> PathBuf {
+    std::env::temp_dir()
+}
+
+/// `governor check`: the kernel features each ring relies on, and whether this kernel has them.
+pub fn check(rings: Option<&Path>) -> i32 {
+    let kernel = Kernel::probe();
+    println!("Landlock ABI: {}", match kernel.landlock_abi { 0 => "not enabled".to_string(), abi => abi.to_string() });
+    println!("seccomp filters: {}", if kernel.seccomp_filter { "yes" } else { "no" });
+    match crate::cgroup::mount_point() {
+        Ok(mount) => println!("cgroup v2: {}", mount.display()),
+        Err(error) => println!("cgroup v2: {error}"),
+    }
+    match crate::probes::bpf_lsm_active() {
+        Some(active) => println!("BPF LSM active: {}", if active { "yes" } else { "no" }),
+        None => println!("BPF LSM active: unknown (securityfs is not mounted at /sys/kernel/security)"),
+    }
+    println!("eBPF object: {} bytes embedded", crate::probes::OBJECT.len());
+    let source = RingSource::locate(rings);
+    let mut code = 0;
+    for trust in Trust::ALL {
+        let ring = match source.ring(trust) {
+            Ok(ring) => ring,
+            Err(error) => {
+                println!("ring {trust}: {error}");
+                code = run::exit::USAGE;
+                continue;
+            }
+        };
+        let plan = crate::sandbox::landlock::Plan {
+            enforce: ring.landlock.enforce,
+            connect_ports: (ring.network.tcp_connect == crate::policy::TcpMode::Allowlist).then(Vec::new),
+            bind_ports: (ring.network.tcp_bind == crate::policy::TcpMode::Allowlist).then(Vec::new),
+            scopes: ring.landlock.scopes.clone(),
+            paths: Vec::new(),
+        };
+        let confinement = Confinement {
+            trust,
+            landlock: plan,
+            seccomp: crate::sandbox::seccomp::Plan::from_ring(&ring),
+            drop_capabilities: trust != Trust::Admin,
+            notes: Vec::new(),
+        };
+        match confinement.check(&kernel, false) {
+            Ok(lines) if lines.is_empty() => println!("ring {trust}: fully enforceable"),
+            Ok(lines) => println!("ring {trust}: enforceable; not enforced: {}", lines.join("; ")),
+            Err(error) => println!("ring {trust}: refused: {error}"),
+        }
+    }
+    code
+}
