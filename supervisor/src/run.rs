@@ -420,6 +420,10 @@ fn child_main(
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
 
+    // Descriptors governor was started with stay out of the agent: an open file is beyond
+    // Landlock's reach. Marked close-on-exec (not closed) so the report pipe works until exec.
+    // SAFETY: close_range(2) on descriptors >= 3 of the calling process.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     if let Err(error) = cgroup::join(procs) {
         return ChildFailure::Cgroup(error.raw_os_error().unwrap_or(libc::EIO));
     }

@@ -110,7 +110,13 @@ impl Plan {
             if access.is_empty() {
                 continue;
             }
-            let fd = PathFd::new(&rule.path).map_err(|source| Error::Path { path: rule.path.clone(), source })?;
+            let fd = match PathFd::new(&rule.path) {
+                Ok(fd) => fd,
+                // Gone since the plan listed it (a temp file, say): a rule on nothing grants
+                // nothing, so leaving it out is safe.
+                Err(error) if is_not_found(&error) => continue,
+                Err(source) => return Err(Error::Path { path: rule.path.clone(), source }),
+            };
             created = created.add_rule(PathBeneath::new(fd, access))?;
         }
         if tcp {
@@ -123,6 +129,12 @@ impl Plan {
         }
         Ok(Some(created))
     }
+}
+
+fn is_not_found(error: &landlock::PathFdError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// The Landlock rights an access word stands for, limited to what `abi` knows.

@@ -1,0 +1,271 @@
+//! `attempt`: makes one operation an escaping agent would try, and prints `ok` or the errno's
+//! name (`EACCES`, `EPERM`, ...). Exit 0 on success, 1 when refused, 2 on bad usage. The
+//! end-to-end tests run it inside `governor run` and assert the word it prints.
+//!
+//! Raw libc calls throughout: the point is the syscall the kernel sees, not a library's retry.
+
+use std::{
+    ffi::CString,
+    io::Write as _,
+    net::{Ipv4Addr, SocketAddrV4},
+    process::ExitCode,
+};
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn name(errno: i32) -> String {
+    let known = [
+        (libc::EPERM, "EPERM"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::EACCES, "EACCES"),
+        (libc::EXDEV, "EXDEV"),
+        (libc::ENOSYS, "ENOSYS"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::EAFNOSUPPORT, "EAFNOSUPPORT"),
+        (libc::ECONNREFUSED, "ECONNREFUSED"),
+        (libc::EROFS, "EROFS"),
+        (libc::ESRCH, "ESRCH"),
+        (libc::EBADF, "EBADF"),
+        (libc::EEXIST, "EEXIST"),
+        (libc::ENOTDIR, "ENOTDIR"),
+        (libc::EISDIR, "EISDIR"),
+        (libc::EADDRINUSE, "EADDRINUSE"),
+        (libc::ENETUNREACH, "ENETUNREACH"),
+    ];
+    known.iter().find(|(code, _)| *code == errno).map_or_else(|| format!("errno{errno}"), |(_, name)| (*name).to_owned())
+}
+
+fn cstr(text: &str) -> CString {
+    CString::new(text).unwrap_or_default()
+}
+
+/// `Ok(())` or the errno of the failed call.
+type Outcome = Result<(), i32>;
+
+fn check(ret: i64) -> Outcome {
+    if ret < 0 { Err(errno()) } else { Ok(()) }
+}
+
+fn sockaddr_in(port: u16) -> libc::sockaddr_in {
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+fn arg(args: &[String], index: usize) -> &str {
+    args.get(index).map_or("", String::as_str)
+}
+
+fn port(args: &[String], index: usize) -> u16 {
+    arg(args, index).parse().unwrap_or(0)
+}
+
+fn pid(args: &[String], index: usize) -> libc::pid_t {
+    arg(args, index).parse().unwrap_or(0)
+}
+
+// SAFETY (for every `unsafe` block below): raw syscalls with valid, live arguments; nothing
+// is shared with other threads.
+fn attempt(args: &[String]) -> Option<Outcome> {
+    let op = arg(args, 1);
+    Some(match op {
+        "read" => unsafe {
+            let fd = libc::open(cstr(arg(args, 2)).as_ptr(), libc::O_RDONLY);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let mut byte = [0u8; 1];
+            let ret = libc::read(fd, byte.as_mut_ptr().cast(), 1);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "write" => unsafe {
+            let fd = libc::open(cstr(arg(args, 2)).as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let ret = libc::write(fd, b"x".as_ptr().cast(), 1);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "mkdir" => check(unsafe { libc::mkdir(cstr(arg(args, 2)).as_ptr(), 0o755) } as i64),
+        "link" => check(unsafe { libc::link(cstr(arg(args, 2)).as_ptr(), cstr(arg(args, 3)).as_ptr()) } as i64),
+        "rename" => check(unsafe { libc::rename(cstr(arg(args, 2)).as_ptr(), cstr(arg(args, 3)).as_ptr()) } as i64),
+        "exec" => unsafe {
+            let path = cstr(arg(args, 2));
+            let argv = [path.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null()];
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            Err(errno())
+        },
+        "tcp-connect" => unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let addr = sockaddr_in(port(args, 2));
+            let ret = libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "tcp-bind" => unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let addr = sockaddr_in(port(args, 2));
+            let ret = libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "udp-send" => unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let addr = sockaddr_in(port(args, 2));
+            let ret = libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "socket-packet" => check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) } as i64),
+        "socket-netlink" => check(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) } as i64),
+        "abstract-connect" => unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            let name = arg(args, 2).as_bytes();
+            // Abstract names start with a NUL byte.
+            for (slot, byte) in addr.sun_path.iter_mut().skip(1).zip(name) {
+                *slot = *byte as libc::c_char;
+            }
+            let len = (size_of::<libc::sa_family_t>() + 1 + name.len()) as u32;
+            let ret = libc::connect(fd, (&raw const addr).cast(), len);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "ptrace-attach" => check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid(args, 2), 0, 0) }),
+        "kill" => check(unsafe { libc::kill(pid(args, 2), libc::SIGTERM) } as i64),
+        "mount-tmpfs" => unsafe {
+            check(libc::mount(cstr("none").as_ptr(), cstr(arg(args, 2)).as_ptr(), cstr("tmpfs").as_ptr(), 0, std::ptr::null()) as i64)
+        },
+        "unshare-user" => check(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64),
+        "unshare-net" => check(unsafe { libc::unshare(libc::CLONE_NEWNET) } as i64),
+        "clone-newuser" => unsafe {
+            // A raw clone with CLONE_NEWUSER; the child exits at once.
+            let ret = libc::syscall(libc::SYS_clone, (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64, 0, 0, 0, 0);
+            if ret == 0 {
+                libc::_exit(0);
+            }
+            if ret > 0 {
+                libc::waitpid(ret as i32, std::ptr::null_mut(), 0);
+            }
+            check(ret)
+        },
+        "clone3" => unsafe {
+            // struct clone_args with only exit_signal set; a plain fork if allowed.
+            let mut clone_args = [0u64; 11];
+            clone_args[4] = libc::SIGCHLD as u64;
+            let ret = libc::syscall(libc::SYS_clone3, clone_args.as_mut_ptr(), size_of_val(&clone_args));
+            if ret == 0 {
+                libc::_exit(0);
+            }
+            if ret > 0 {
+                libc::waitpid(ret as i32, std::ptr::null_mut(), 0);
+            }
+            check(ret)
+        },
+        "io-uring-setup" => unsafe {
+            let mut params = [0u8; 120];
+            check(libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()))
+        },
+        "bpf" => unsafe {
+            // BPF_MAP_CREATE of a 4-entry array.
+            let mut attr = [0u32; 30];
+            attr[0] = 2; // BPF_MAP_TYPE_ARRAY
+            attr[1] = 4;
+            attr[2] = 4;
+            attr[3] = 4;
+            check(libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), size_of_val(&attr)))
+        },
+        "perf-event-open" => unsafe {
+            let mut attr = [0u8; 128];
+            attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
+            check(libc::syscall(libc::SYS_perf_event_open, attr.as_mut_ptr(), 0, -1, -1, 0))
+        },
+        "keyctl" => check(unsafe { libc::syscall(libc::SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0) }),
+        "personality" => check(unsafe { libc::personality(0x0040000 /* ADDR_NO_RANDOMIZE */) } as i64),
+        "chroot" => check(unsafe { libc::chroot(cstr(arg(args, 2)).as_ptr()) } as i64),
+        "setns" => unsafe {
+            let fd = libc::open(cstr(arg(args, 2)).as_ptr(), libc::O_RDONLY);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let ret = libc::setns(fd, 0);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "x32-getpid" => check(unsafe { libc::syscall(libc::SYS_getpid | 0x4000_0000) }),
+        "process-vm-readv" => unsafe {
+            let mut buffer = [0u8; 8];
+            let local = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: 8 };
+            // Any address: the permission check comes before the copy.
+            let remote = libc::iovec { iov_base: 0x1000 as *mut libc::c_void, iov_len: 8 };
+            check(libc::process_vm_readv(pid(args, 2), &local, 1, &remote, 1, 0) as i64)
+        },
+        "caps" => {
+            // Prints the CapEff line instead of ok.
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let line = status.lines().find(|line| line.starts_with("CapEff:")).unwrap_or("CapEff: ?");
+            println!("{}", line.replace('\t', " "));
+            return None;
+        }
+        "fds" => {
+            // Prints the descriptors the agent holds (the listing's own is left out).
+            let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+                .map(|dir| dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect())
+                .unwrap_or_default();
+            fds.sort_unstable();
+            let listed: Vec<String> = fds.iter().filter(|fd| **fd > 2).map(|fd| {
+                std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default()
+            }).filter(|target| !target.starts_with("/proc/") || !target.ends_with("/fd")).collect();
+            println!("fds: 0 1 2 {}", listed.join(" "));
+            return None;
+        }
+        "ids" => {
+            // SAFETY: reading our own ids.
+            let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+            println!("uid={uid} euid={euid}");
+            return None;
+        }
+        _ => {
+            eprintln!("attempt: unknown operation '{op}'");
+            std::process::exit(2);
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match attempt(&args) {
+        None => ExitCode::SUCCESS,
+        Some(Ok(())) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Some(Err(errno)) => {
+            println!("{}", name(errno));
+            let _ = std::io::stdout().flush();
+            ExitCode::from(1)
+        }
+    }
+}
