@@ -176,3 +176,58 @@ impl Kernel {
         Kernel { landlock_abi: landlock::kernel_abi(), seccomp_filter: seccomp && filter }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RingSource;
+
+    fn confinement(trust: Trust) -> Confinement {
+        let ring = RingSource::BuiltIn.ring(trust).unwrap_or_else(|error| panic!("{error}"));
+        let vars = PathVars { home: "/nonexistent/home".into(), workspace: "/nonexistent/ws".into(), tmpdir: "/nonexistent/tmp".into() };
+        let inputs = Inputs { ring: &ring, secrets: &[], overlays: &[], vars: &vars, homes: &[] };
+        Confinement::plan(&inputs, &carve::RealFs)
+    }
+
+    #[test]
+    fn a_ring_needing_tcp_rules_is_refused_on_landlock_abi_2() {
+        let kernel = Kernel { landlock_abi: 2, seccomp_filter: true };
+        let error = confinement(Trust::Medium).check(&kernel, false).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("ring medium needs Landlock TCP bind/connect rules (ABI 4); this kernel has Landlock ABI 2"), "{error}");
+        assert!(error.contains("signal scoping (ABI 6)"), "{error}");
+        assert!(error.ends_with("pass --best-effort to run without it"), "{error}");
+        // With --best-effort it runs and says what is not enforced, required features first.
+        let lines = confinement(Trust::Medium).check(&kernel, true).unwrap_or_default();
+        assert!(lines[0].contains("TCP bind/connect rules"), "{lines:?}");
+        assert!(lines.iter().any(|line| line.contains("truncate(2) control (ABI 3)")), "{lines:?}");
+    }
+
+    #[test]
+    fn missing_landlock_or_seccomp_is_named() {
+        let none = Kernel { landlock_abi: 0, seccomp_filter: false };
+        let error = confinement(Trust::Low).check(&none, false).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("needs seccomp filters"), "{error}");
+        assert!(error.contains("Landlock is not enabled on this kernel"), "{error}");
+        // admin needs no Landlock, but still seccomp.
+        let admin = confinement(Trust::Admin).check(&Kernel { landlock_abi: 0, seccomp_filter: true }, false);
+        assert!(admin.is_ok_and(|lines| lines.is_empty()));
+    }
+
+    #[test]
+    fn the_rings_are_fully_enforceable_on_abi_7() {
+        let kernel = Kernel { landlock_abi: 7, seccomp_filter: true };
+        for trust in Trust::ALL {
+            assert!(confinement(trust).check(&kernel, false).is_ok_and(|lines| lines.is_empty()), "{trust}");
+        }
+    }
+
+    #[test]
+    fn medium_grants_dns_and_web_ports_and_high_any() {
+        assert_eq!(confinement(Trust::Low).landlock.connect_ports, Some(vec![]));
+        assert_eq!(confinement(Trust::Medium).landlock.connect_ports, Some(vec![53, 80, 443]));
+        assert_eq!(confinement(Trust::High).landlock.connect_ports, None);
+        assert_eq!(confinement(Trust::High).landlock.bind_ports, Some(vec![]));
+        assert!(!confinement(Trust::Admin).landlock.enforce);
+        assert!(!confinement(Trust::Admin).drop_capabilities);
+    }
+}
