@@ -34,8 +34,17 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-/// The mount point of the cgroup v2 hierarchy.
+/// The mount point of the cgroup v2 hierarchy. The two usual places are tried first with
+/// statfs(2), which says for certain whether a cgroup2 filesystem is mounted there and is
+/// much cheaper than reading mountinfo on every launch; mountinfo is the authority otherwise.
 pub fn mount_point() -> Result<PathBuf, Error> {
+    for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let is_cgroup2 = nix::sys::statfs::statfs(candidate)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        if is_cgroup2 {
+            return Ok(PathBuf::from(candidate));
+        }
+    }
     let text = fs::read_to_string("/proc/self/mountinfo").map_err(Error::MountInfo)?;
     find_cgroup2(&text).ok_or(Error::NoCgroup2)
 }
@@ -103,6 +112,11 @@ impl Cgroup {
     /// the inode number of the directory.
     pub fn id(&self) -> Result<u64, Error> {
         fs::metadata(&self.path).map(|meta| meta.ino()).map_err(io_error(&self.path))
+    }
+
+    /// The cgroup directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn dir(&self) -> Result<File, Error> {
+        File::open(&self.path).map_err(io_error(&self.path))
     }
 
     /// `cgroup.procs`, opened for the child: writing "0" to it moves the writer in.

@@ -128,7 +128,17 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
     match cli.command {
         Command::Run { trust, workspace, policies, agent_id, user, best_effort, verbose, command } => {
-            let request = run::Request { trust, workspace, policies, agent_id, user, rings: cli.rings, best_effort, verbose, command };
+            let request = run::Request {
+                trust,
+                workspace,
+                policies,
+                agent_id,
+                user,
+                rings: cli.rings,
+                best_effort,
+                verbose,
+                command,
+            };
             let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
             run::run(prepared).map_err(|error| (error.exit_code(), error.to_string()))
         }

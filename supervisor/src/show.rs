@@ -12,7 +12,13 @@ use crate::{
 
 /// Prints the effective rules of a ring. The agent's temp directory does not exist yet, so
 /// it is shown as `$TMPDIR`.
-pub fn policy_show(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], workspace: Option<PathBuf>, json: bool) -> Result<i32, (i32, String)> {
+pub fn policy_show(
+    rings: Option<&Path>,
+    trust: Trust,
+    policies: &[PathBuf],
+    workspace: Option<PathBuf>,
+    json: bool,
+) -> Result<i32, (i32, String)> {
     let request = run::Request {
         trust,
         workspace,
@@ -30,7 +36,8 @@ pub fn policy_show(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], wor
     let source = RingSource::locate(rings);
     let support = confinement.check(&prepared.kernel, true).unwrap_or_default();
     let display = |path: &Path| {
-        path.strip_prefix(&tmpdir).map_or_else(|_| path.display().to_string(), |rest| Path::new("$TMPDIR").join(rest).display().to_string())
+        path.strip_prefix(&tmpdir)
+            .map_or_else(|_| path.display().to_string(), |rest| Path::new("$TMPDIR").join(rest).display().to_string())
     };
     if json {
         let value = json!({
@@ -72,7 +79,13 @@ pub fn policy_show(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], wor
     Ok(0)
 }
 
-fn print_text(prepared: &Prepared, confinement: &Confinement, source: &RingSource, support: &[String], display: &dyn Fn(&Path) -> String) {
+fn print_text(
+    prepared: &Prepared,
+    confinement: &Confinement,
+    source: &RingSource,
+    support: &[String],
+    display: &dyn Fn(&Path) -> String,
+) {
     println!("ring {}: {}", confinement.trust, prepared.ring.summary);
     println!("rings from {source}; workspace {}", prepared.workspace.display());
     if confinement.landlock.enforce {
@@ -81,9 +94,28 @@ fn print_text(prepared: &Prepared, confinement: &Confinement, source: &RingSourc
             let access: Vec<String> = rule.access.iter().map(|a| format!("{a:?}").to_lowercase()).collect();
             println!("  {:<44} {:<32} from {}", display(&rule.path), access.join(","), rule.origin);
         }
-        println!("\nnetwork: TCP connect {}, TCP bind {}", run::ports(confinement.landlock.connect_ports.as_deref()), run::ports(confinement.landlock.bind_ports.as_deref()));
+        println!(
+            "\nnetwork: TCP connect {}, TCP bind {}",
+            run::ports(confinement.landlock.connect_ports.as_deref()),
+            run::ports(confinement.landlock.bind_ports.as_deref())
+        );
+        let network = &prepared.ring.network;
+        let overlay_network = prepared.overlays.iter().flat_map(|overlay| overlay.network.iter());
+        let connect = network.connect.iter().chain(overlay_network.clone().flat_map(|n| &n.connect));
+        let bind = network.bind.iter().chain(overlay_network.flat_map(|n| &n.bind));
+        for (what, rules) in [("connect", connect.collect::<Vec<_>>()), ("bind", bind.collect())] {
+            for rule in rules {
+                println!("  TCP {what} port {:<6} {}", rule.port.0, rule.reason);
+            }
+        }
+        println!("socket families: {:?} ({})", network.socket_families, network.socket_families_reason);
         let scopes: Vec<String> = confinement.landlock.scopes.iter().map(|s| format!("{s:?}")).collect();
-        println!("scoped (cannot cross the sandbox): {}", if scopes.is_empty() { "nothing".into() } else { scopes.join(", ") });
+        let reason =
+            prepared.ring.landlock.scopes_reason.as_ref().map(|reason| format!(" ({reason})")).unwrap_or_default();
+        println!(
+            "scoped (cannot cross the sandbox): {}{reason}",
+            if scopes.is_empty() { "nothing".into() } else { scopes.join(", ") }
+        );
     } else {
         println!("\nfilesystem and TCP: not restricted (no Landlock domain)");
     }
@@ -94,7 +126,13 @@ fn print_text(prepared: &Prepared, confinement: &Confinement, source: &RingSourc
     println!("\nseccomp refuses:");
     for refusal in &confinement.seccomp.refusals {
         let errno = nix::errno::Errno::from_raw(refusal.errno as i32);
-        println!("  {:<18} {:<28} {:<7} {}", refusal.syscall, condition(&refusal.condition), format!("{errno:?}"), refusal.reason);
+        println!(
+            "  {:<18} {:<28} {:<7} {}",
+            refusal.syscall,
+            condition(&refusal.condition),
+            format!("{errno:?}"),
+            refusal.reason
+        );
     }
     println!("\ncapabilities: {}", if confinement.drop_capabilities { "none (all sets cleared)" } else { "kept" });
     if !confinement.notes.is_empty() {
@@ -148,7 +186,13 @@ fn tempdir_stand_in() -> PathBuf {
 /// `governor check`: the kernel features each ring relies on, and whether this kernel has them.
 pub fn check(rings: Option<&Path>) -> i32 {
     let kernel = Kernel::probe();
-    println!("Landlock ABI: {}", match kernel.landlock_abi { 0 => "not enabled".to_string(), abi => abi.to_string() });
+    println!(
+        "Landlock ABI: {}",
+        match kernel.landlock_abi {
+            0 => "not enabled".to_string(),
+            abi => abi.to_string(),
+        }
+    );
     println!("seccomp filters: {}", if kernel.seccomp_filter { "yes" } else { "no" });
     match crate::cgroup::mount_point() {
         Ok(mount) => println!("cgroup v2: {}", mount.display()),

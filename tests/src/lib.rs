@@ -25,7 +25,9 @@ pub fn governor_bin() -> PathBuf {
 pub fn privileged(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipping {test}: needs root (cgroup creation, user switching); run through `cargo xtask test` as root");
+        println!(
+            "skipping {test}: needs root (cgroup creation, user switching); run through `cargo xtask test` as root"
+        );
         return false;
     }
     true
@@ -121,7 +123,10 @@ impl Scene {
         let output = self.governor(trust, &[], args);
         let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!stdout.is_empty() || output.status.code() != Some(0), "attempt {op:?} printed nothing; stderr: {stderr}");
+        assert!(
+            !stdout.is_empty() || output.status.code() != Some(0),
+            "attempt {op:?} printed nothing; stderr: {stderr}"
+        );
         (stdout, output.status.code().unwrap_or(-1))
     }
 }

@@ -82,7 +82,11 @@ fn ssh_key_in_home_is_unreadable_below_admin() {
     outcomes.push(("admin", "ok"));
     expect(&scene, &["read", &key], &outcomes);
     // The directory cannot even be listed.
-    expect(&scene, &["read", &scene.home.join(".aws/credentials").to_string_lossy()], &every_ring_below_admin("EACCES"));
+    expect(
+        &scene,
+        &["read", &scene.home.join(".aws/credentials").to_string_lossy()],
+        &every_ring_below_admin("EACCES"),
+    );
 }
 
 #[test]
@@ -93,6 +97,12 @@ fn etc_shadow_is_unreadable_below_admin() {
     outcomes.push(("admin", "ok"));
     expect(&scene, &["read", "/etc/shadow"], &outcomes);
     expect(&scene, &["read", "/etc/gshadow"], &every_ring_below_admin("EACCES"));
+    // Their backup copies hold the same hashes.
+    for backup in ["/etc/shadow-", "/etc/gshadow-"] {
+        if std::path::Path::new(backup).exists() {
+            expect(&scene, &["read", backup], &every_ring_below_admin("EACCES"));
+        }
+    }
     // Its neighbours stay readable: the carve-out is exact.
     expect(&scene, &["read", "/etc/passwd"], &every_ring_below_admin("ok"));
 }
@@ -116,7 +126,7 @@ fn a_secret_created_while_the_agent_runs_stays_unreadable() {
         kube = kube.display(),
         attempt = scene.attempt.display()
     );
-    let mut child = Command::new(governor_tests::governor_bin())
+    let child = Command::new(governor_tests::governor_bin())
         .args(["run", "--trust", "medium", "--workspace"])
         .arg(&scene.workspace)
         .args(["--", "sh", "-c", &script])
@@ -200,7 +210,8 @@ fn tcp_connect_follows_the_ring() {
 fn medium_may_connect_to_web_and_dns_ports() {
     require!("medium_may_connect_to_web_and_dns_ports");
     let scene = scene();
-    let Some(listener) = ["127.0.0.1:443", "127.0.0.1:80", "127.0.0.1:53"].into_iter().find_map(|addr| TcpListener::bind(addr).ok())
+    let Some(listener) =
+        ["127.0.0.1:443", "127.0.0.1:80", "127.0.0.1:53"].into_iter().find_map(|addr| TcpListener::bind(addr).ok())
     else {
         println!("skipping medium_may_connect_to_web_and_dns_ports: ports 443, 80 and 53 are all taken on 127.0.0.1");
         return;
@@ -253,7 +264,11 @@ fn abstract_unix_sockets_outside_cannot_be_reached() {
     let name = format!("governor-test-{}", std::process::id());
     let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap_or_else(|error| panic!("{error}"));
     let _listener = UnixListener::bind_addr(&address).unwrap_or_else(|error| panic!("{error}"));
-    expect(&scene, &["abstract-connect", &name], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "EPERM"), ("admin", "ok")]);
+    expect(
+        &scene,
+        &["abstract-connect", &name],
+        &[("low", "EPERM"), ("medium", "EPERM"), ("high", "EPERM"), ("admin", "ok")],
+    );
 }
 
 #[test]
@@ -281,7 +296,11 @@ fn unshare_then_reading_a_secret_fails() {
     require!("unshare_then_reading_a_secret_fails");
     let scene = scene();
     let key = scene.home.join(".ssh/id_ed25519");
-    let output = scene.governor("medium", &[], ["unshare", "-Ur", "cat"].iter().map(std::ffi::OsStr::new).chain([key.as_os_str()]));
+    let output = scene.governor(
+        "medium",
+        &[],
+        ["unshare", "-Ur", "cat"].iter().map(std::ffi::OsStr::new).chain([key.as_os_str()]),
+    );
     assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
     assert!(stderr(&output).contains("Operation not permitted"), "{}", stderr(&output));
     assert!(!stdout(&output).contains("PRIVATE KEY"));
@@ -342,7 +361,9 @@ fn a_setuid_root_binary_gains_no_privileges() {
     match control {
         Ok(output) if stdout(&output).trim() == "uid=65534 euid=0" => {}
         other => {
-            println!("skipping a_setuid_root_binary_gains_no_privileges: the setuid control did not run as expected: {other:?}");
+            println!(
+                "skipping a_setuid_root_binary_gains_no_privileges: the setuid control did not run as expected: {other:?}"
+            );
             return;
         }
     }
@@ -384,7 +405,9 @@ fn the_agent_cannot_leave_its_cgroup() {
 fn raw_disks_are_unreadable_in_high() {
     require!("raw_disks_are_unreadable_in_high");
     let scene = scene();
-    let Some(disk) = ["/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda"].into_iter().find(|dev| std::path::Path::new(dev).exists())
+    let Some(disk) = ["/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda"]
+        .into_iter()
+        .find(|dev| std::path::Path::new(dev).exists())
     else {
         println!("skipping raw_disks_are_unreadable_in_high: no /dev/vda, sda, nvme0n1 or xvda here");
         return;

@@ -62,7 +62,8 @@ fn git_init_and_commit_work_in_the_workspace() {
 fn python_reads_home_and_writes_the_workspace() {
     require!("python_reads_home_and_writes_the_workspace");
     let scene = scene();
-    let script = "import os; open('copy.txt', 'w').write(open(os.path.expanduser('~/notes.txt')).read()); print('done')";
+    let script =
+        "import os; open('copy.txt', 'w').write(open(os.path.expanduser('~/notes.txt')).read()); print('done')";
     let output = scene.governor("medium", &[], ["/usr/bin/python3", "-c", script]);
     assert_eq!(stdout(&output), "done\n", "stderr: {}", stderr(&output));
     assert_eq!(fs::read_to_string(scene.workspace.join("copy.txt")).unwrap_or_default(), "hello from home\n");
@@ -199,7 +200,11 @@ fn refused(scene: &Scene, args: &[&str], needle: &str) {
     if args.contains(&"--") {
         command.args(["--", "touch"]).arg(&marker);
     }
-    let output = command.env("HOME", &scene.home).current_dir(&scene.workspace).output().unwrap_or_else(|error| panic!("{error}"));
+    let output = command
+        .env("HOME", &scene.home)
+        .current_dir(&scene.workspace)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
     assert_eq!(message.lines().count(), 1, "{args:?}: not one line: {message}");
@@ -213,11 +218,14 @@ fn bad_input_is_refused_with_exit_2_and_nothing_started() {
     require!("bad_input_is_refused_with_exit_2_and_nothing_started");
     let scene = scene();
     let bad_toml = scene.root.join("bad.toml");
-    fs::write(&bad_toml, "[[landlock.path]]\npath = \"/opt\"\naccess = [\"read\"\n").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(&bad_toml, "[[landlock.path]]\npath = \"/opt\"\naccess = [\"read\"\n")
+        .unwrap_or_else(|error| panic!("{error}"));
     let unknown_key = scene.root.join("unknown.toml");
-    fs::write(&unknown_key, "[[secret]]\npath = \"~/.pgpass\"\nreason = \"db\"\nmode = \"strict\"\n").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(&unknown_key, "[[secret]]\npath = \"~/.pgpass\"\nreason = \"db\"\nmode = \"strict\"\n")
+        .unwrap_or_else(|error| panic!("{error}"));
     let bad_glob_port = scene.root.join("port.toml");
-    fs::write(&bad_glob_port, "[[network.connect]]\nport = 99999\nreason = \"x\"\n").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(&bad_glob_port, "[[network.connect]]\nport = 99999\nreason = \"x\"\n")
+        .unwrap_or_else(|error| panic!("{error}"));
     let missing_dir = scene.root.join("no-such-dir");
     let (bad, unknown, port, missing) = (
         bad_toml.to_string_lossy().into_owned(),
@@ -272,7 +280,11 @@ fn the_shipped_policies_validate() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 5, "{files:?}");
-    let output = Command::new(governor_bin()).args(["policy", "check"]).args(&files).output().unwrap_or_else(|error| panic!("{error}"));
+    let output = Command::new(governor_bin())
+        .args(["policy", "check"])
+        .args(&files)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output).matches(": ok (").count(), 5, "{}", stdout(&output));
 }
@@ -320,6 +332,9 @@ fn a_policy_overlay_adds_ports_paths_and_secrets() {
         .unwrap_or_else(|error| panic!("{error}"));
     let json = stdout(&show);
     assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
-    assert!(json.contains(&format!("\"tcp_connect\": [\n      53,\n      80,\n      443,\n      {port}\n    ]")), "{json}");
+    assert!(
+        json.contains(&format!("\"tcp_connect\": [\n      53,\n      80,\n      443,\n      {port}\n    ]")),
+        "{json}"
+    );
     assert!(json.contains("~/projects/private.txt") && json.contains("shared data"), "{json}");
 }

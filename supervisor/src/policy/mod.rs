@@ -11,8 +11,7 @@ use std::{
 };
 
 pub use schema::{
-    Access, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Ring, ScopeName, Secret, SecretsFile,
-    TcpMode,
+    Access, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Ring, ScopeName, Secret, SecretsFile, TcpMode,
 };
 
 /// The trust levels, least trusted first.
@@ -189,7 +188,7 @@ mod tests {
             assert_eq!(ring.trust, trust);
         }
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
-        assert!(secrets.iter().any(|secret| secret.path.raw() == "~/.ssh"));
+        assert!(secrets.iter().any(|secret| secret.path.to_string() == "~/.ssh"));
     }
 
     #[test]

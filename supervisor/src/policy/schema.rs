@@ -174,6 +174,7 @@ pub struct NamespaceDeny {
 
 /// The errno a refused syscall returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[expect(clippy::upper_case_acronyms, reason = "spelled as errno(3) and the policy files spell them")]
 pub enum SeccompErrno {
     #[default]
     EPERM,
@@ -338,10 +339,6 @@ impl PathSpec {
             return Err(format!("path '{raw}' must not contain '..'"));
         }
         Ok(PathSpec(raw.to_owned()))
-    }
-
-    pub fn raw(&self) -> &str {
-        &self.0
     }
 
     /// Whether the path is relative to the home directory (`~` or `$HOME`).

@@ -6,15 +6,15 @@
 //! appears. This module is pure: it sees the filesystem only through [`FsView`].
 
 use std::{
-    ffi::OsString,
+    ffi::{OsStr, OsString},
     fs,
     path::{Path, PathBuf},
 };
 
-use globset::{Glob, GlobMatcher};
+use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
 
 /// What the expansion needs to know about a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Missing,
     Dir,
@@ -26,8 +26,8 @@ pub enum Kind {
 pub trait FsView {
     /// The kind of `path` itself (a symlink is not followed).
     fn kind(&self, path: &Path) -> Kind;
-    /// The names in directory `dir`, sorted.
-    fn children(&self, dir: &Path) -> Vec<OsString>;
+    /// The entries of directory `dir` with their kinds, sorted by name.
+    fn children(&self, dir: &Path) -> Vec<(OsString, Kind)>;
     /// `path` with every symlink resolved, or `None` when it does not exist.
     fn canonical(&self, path: &Path) -> Option<PathBuf>;
 }
@@ -45,12 +45,27 @@ impl FsView for RealFs {
         }
     }
 
-    fn children(&self, dir: &Path) -> Vec<OsString> {
-        let mut names: Vec<OsString> = fs::read_dir(dir)
-            .map(|entries| entries.filter_map(|entry| entry.ok().map(|entry| entry.file_name())).collect())
+    fn children(&self, dir: &Path) -> Vec<(OsString, Kind)> {
+        // The kind comes from the directory entry (d_type), not from a stat per entry: /etc
+        // alone has a couple of hundred, and this runs on every launch.
+        let mut entries: Vec<(OsString, Kind)> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| {
+                        let entry = entry.ok()?;
+                        let kind = match entry.file_type() {
+                            Err(_) => Kind::Missing,
+                            Ok(kind) if kind.is_symlink() => Kind::Symlink,
+                            Ok(kind) if kind.is_dir() => Kind::Dir,
+                            Ok(_) => Kind::File,
+                        };
+                        Some((entry.file_name(), kind))
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        names.sort();
-        names
+        entries.sort();
+        entries
     }
 
     fn canonical(&self, path: &Path) -> Option<PathBuf> {
@@ -96,10 +111,28 @@ pub struct Expansion<A> {
     pub notes: Vec<String>,
 }
 
+/// A shell wildcard for one file name (`*_key`), matched with fnmatch(3): compiling a regex
+/// for it, as globset does, cost more than the rest of the plan on every launch.
+struct NamePattern(CString);
+
+impl NamePattern {
+    fn new(pattern: &str) -> Option<NamePattern> {
+        CString::new(pattern).ok().map(NamePattern)
+    }
+
+    fn matches(&self, name: &OsStr) -> bool {
+        let Ok(name) = CString::new(name.as_bytes()) else {
+            return false;
+        };
+        // SAFETY: two NUL-terminated strings; fnmatch only reads them.
+        unsafe { libc::fnmatch(self.0.as_ptr(), name.as_ptr(), libc::FNM_PERIOD) == 0 }
+    }
+}
+
 /// A carve resolved against the filesystem.
 struct Target {
     /// The parent directory and a matcher for the last component, when it is a glob.
-    glob: Option<(PathBuf, GlobMatcher)>,
+    glob: Option<(PathBuf, NamePattern)>,
     /// Exact paths: the spelled path and, when symlinks lead elsewhere, where they lead.
     exact: Vec<PathBuf>,
     hard: bool,
@@ -112,9 +145,9 @@ impl Target {
         let parent = carve.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         let is_glob = name.contains(['*', '?', '[', '{']);
         let glob = if is_glob {
-            Glob::new(&name).ok().map(|glob| {
+            NamePattern::new(&name).map(|pattern| {
                 let dir = fs.canonical(&parent).unwrap_or(parent.clone());
-                (dir, glob.compile_matcher())
+                (dir, pattern)
             })
         } else {
             None
@@ -140,7 +173,7 @@ impl Target {
                 path.strip_prefix(dir)
                     .ok()
                     .and_then(|rest| rest.components().next())
-                    .is_some_and(|first| matcher.is_match(first.as_os_str()))
+                    .is_some_and(|first| matcher.matches(first.as_os_str()))
             })
     }
 
@@ -191,19 +224,46 @@ pub fn expand<A: Copy>(grants: &[Grant<A>], carves: &[Carve], fs: &dyn FsView) -
     out
 }
 
-fn walk<A: Copy>(dir: &Path, grant: &Grant<A>, targets: &[&Target], fs: &dyn FsView, rules: &mut Vec<Rule<A>>) {
-    for name in fs.children(dir) {
-        let path = dir.join(&name);
-        if targets.iter().any(|target| target.covers(&path)) {
+/// Grants every entry of `dir` except the carved ones, descending into the entries that lead
+/// to a carve. Which names to skip or descend into is worked out once per directory, so each
+/// entry costs a name comparison (this runs on every launch, over all of /etc).
+fn walk<'a, A: Copy>(dir: &Path, grant: &Grant<A>, targets: &[&'a Target], fs: &dyn FsView, rules: &mut Vec<Rule<A>>) {
+    let mut skip: Vec<&'a OsStr> = Vec::new();
+    let mut descend: Vec<&'a OsStr> = Vec::new();
+    let mut globs: Vec<&'a NamePattern> = Vec::new();
+    let mut classify = |path: &'a Path, is_glob_dir: bool| {
+        let Ok(rest) = path.strip_prefix(dir) else {
+            return;
+        };
+        let mut components = rest.components();
+        match (components.next(), components.next()) {
+            (Some(first), None) if !is_glob_dir => skip.push(first.as_os_str()),
+            (Some(first), _) => descend.push(first.as_os_str()),
+            (None, _) => {}
+        }
+    };
+    for target in targets {
+        for exact in &target.exact {
+            classify(exact, false);
+        }
+        if let Some((glob_dir, matcher)) = &target.glob {
+            if glob_dir == dir {
+                globs.push(matcher);
+            } else {
+                classify(glob_dir, true);
+            }
+        }
+    }
+    for (name, kind) in fs.children(dir) {
+        if skip.contains(&name.as_os_str()) || globs.iter().any(|pattern| pattern.matches(&name)) {
             continue;
         }
-        match fs.kind(&path) {
+        let path = dir.join(&name);
+        match kind {
             // Landlock checks the path a symlink resolves to, against that path's own rules,
             // so a symlink needs none (and a rule on it would grant its target).
             Kind::Symlink | Kind::Missing => {}
-            Kind::Dir if targets.iter().any(|target| target.is_inside(&path)) => {
-                walk(&path, grant, targets, fs, rules);
-            }
+            Kind::Dir if descend.contains(&name.as_os_str()) => walk(&path, grant, targets, fs, rules),
             kind => rules.push(Rule { path, is_dir: kind == Kind::Dir, access: grant.access, origin: grant.origin }),
         }
     }
@@ -252,11 +312,11 @@ mod tests {
             self.entries.get(path).copied().unwrap_or(Kind::Missing)
         }
 
-        fn children(&self, dir: &Path) -> Vec<OsString> {
+        fn children(&self, dir: &Path) -> Vec<(OsString, Kind)> {
             self.entries
-                .keys()
-                .filter(|path| path.parent() == Some(dir) && path.as_path() != dir)
-                .filter_map(|path| path.file_name().map(OsString::from))
+                .iter()
+                .filter(|(path, _)| path.parent() == Some(dir) && path.as_path() != dir)
+                .filter_map(|(path, kind)| path.file_name().map(|name| (OsString::from(name), *kind)))
                 .collect()
         }
 
@@ -359,7 +419,12 @@ mod tests {
 
     #[test]
     fn glob_secrets_skip_matches_and_expand_their_directory() {
-        let fs = FakeFs::with(&["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub", "/etc/ssh/sshd_config", "/etc/passwd"]);
+        let fs = FakeFs::with(&[
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+            "/etc/ssh/sshd_config",
+            "/etc/passwd",
+        ]);
         let out = expand(&[grant("/etc")], &[secret("/etc/ssh/*_key")], &fs);
         assert_eq!(paths(&out), ["/etc/passwd", "/etc/ssh/ssh_host_ed25519_key.pub", "/etc/ssh/sshd_config"]);
     }
@@ -368,7 +433,8 @@ mod tests {
     fn exclusions_yield_to_narrower_grants_but_secrets_do_not() {
         let fs = FakeFs::with(&["/dev/null", "/dev/sda", "/usr/bin/sh", "/root/.ssh/id_rsa"]);
         let exclusion = Carve { path: "/dev".into(), hard: false, label: "/dev".into() };
-        let out = expand(&[grant("/"), grant("/dev/null"), grant("/root/.ssh")], &[exclusion, secret("/root/.ssh")], &fs);
+        let out =
+            expand(&[grant("/"), grant("/dev/null"), grant("/root/.ssh")], &[exclusion, secret("/root/.ssh")], &fs);
         assert_eq!(paths(&out), ["/usr", "/dev/null"]);
         assert!(out.notes.iter().any(|note| note.contains("/root/.ssh is inside secret")));
     }
@@ -383,7 +449,8 @@ mod tests {
         fs::write(home.join(".ssh/id_ed25519"), "key").unwrap_or_else(|error| panic!("{error}"));
         std::os::unix::fs::symlink(home.join(".ssh"), home.join("link")).unwrap_or_else(|error| panic!("{error}"));
         let home = fs::canonicalize(&home).unwrap_or_else(|error| panic!("{error}"));
-        let out = expand(&[grant(&home.display().to_string())], &[secret(&home.join(".ssh").display().to_string())], &RealFs);
+        let out =
+            expand(&[grant(&home.display().to_string())], &[secret(&home.join(".ssh").display().to_string())], &RealFs);
         assert_eq!(out.rules.iter().map(|rule| rule.path.clone()).collect::<Vec<_>>(), [home.join("src")]);
     }
 }

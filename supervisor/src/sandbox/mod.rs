@@ -52,6 +52,13 @@ impl Confinement {
             .map(|(index, rule)| carve::Grant { path: rule.path.expand(vars), access: index, origin: index })
             .collect();
 
+        // Other users' homes matter only where a grant covers them (/bin is the home of
+        // user bin, and /bin is granted); checking the rest would cost a stat per secret.
+        let expanded: Vec<PathBuf> = grants.iter().map(|grant| grant.path.clone()).collect();
+        let homes: Vec<&PathBuf> = homes
+            .iter()
+            .filter(|home| **home == vars.home || expanded.iter().any(|grant| home.starts_with(grant)))
+            .collect();
         let all_secrets = secrets.iter().chain(overlays.iter().flat_map(|overlay| &overlay.secret));
         let mut carves = Vec::new();
         for secret in all_secrets {
@@ -61,11 +68,11 @@ impl Confinement {
                 // In other users' homes (the passwd file also lists /bin, /var/lib/...) only
                 // where its first component exists, or every such system directory would be
                 // expanded entry by entry for nothing.
-                for home in homes {
+                for home in &homes {
                     let path = secret.path.expand_home(vars, home);
                     let first = path.strip_prefix(home).ok().and_then(|rest| rest.components().next());
                     let exists = first.is_some_and(|first| fs.kind(&home.join(first)) != carve::Kind::Missing);
-                    if *home == vars.home || exists {
+                    if **home == vars.home || exists {
                         carves.push(carve::Carve { path, hard: true, label: label.clone() });
                     }
                 }
@@ -104,16 +111,25 @@ impl Confinement {
                     Some(ports)
                 }
             };
-            let overlay_connect = overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.connect)).map(|r| r.port.0).collect();
-            let overlay_bind = overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.bind)).map(|r| r.port.0).collect();
+            let overlay_connect =
+                overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.connect)).map(|r| r.port.0).collect();
+            let overlay_bind =
+                overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.bind)).map(|r| r.port.0).collect();
             landlock.connect_ports = ports(ring.network.tcp_connect, &ring.network.connect, overlay_connect);
             landlock.bind_ports = ports(ring.network.tcp_bind, &ring.network.bind, overlay_bind);
             landlock.scopes = ring.landlock.scopes.clone();
         } else if !overlays.is_empty() {
-            notes.push(format!("ring {} has no Landlock domain: --policy paths, ports and secrets do not restrict it", ring.trust));
+            notes.push(format!(
+                "ring {} has no Landlock domain: --policy paths, ports and secrets do not restrict it",
+                ring.trust
+            ));
         }
         let families_refused = !ring.network.socket_families.iter().any(|family| family.number().is_none());
-        let no_ip = !ring.network.socket_families.iter().any(|family| family.number() == Some(libc::AF_INET) || family.number() == Some(libc::AF_INET6));
+        let no_ip = !ring
+            .network
+            .socket_families
+            .iter()
+            .any(|family| family.number() == Some(libc::AF_INET) || family.number() == Some(libc::AF_INET6));
         if families_refused && no_ip && landlock.connect_ports.as_ref().is_some_and(|ports| !ports.is_empty()) {
             notes.push(format!("ring {} refuses IP sockets: the TCP ports granted have no effect", ring.trust));
         }
@@ -133,7 +149,10 @@ impl Confinement {
         let mut missing = Vec::new();
         let mut not_enforced = Vec::new();
         if !kernel.seccomp_filter {
-            missing.push(format!("ring {} needs seccomp filters (CONFIG_SECCOMP_FILTER); this kernel has none", self.trust));
+            missing.push(format!(
+                "ring {} needs seccomp filters (CONFIG_SECCOMP_FILTER); this kernel has none",
+                self.trust
+            ));
         }
         for feature in self.landlock.features() {
             if kernel.landlock_abi >= feature.abi {
@@ -184,7 +203,11 @@ mod tests {
 
     fn confinement(trust: Trust) -> Confinement {
         let ring = RingSource::BuiltIn.ring(trust).unwrap_or_else(|error| panic!("{error}"));
-        let vars = PathVars { home: "/nonexistent/home".into(), workspace: "/nonexistent/ws".into(), tmpdir: "/nonexistent/tmp".into() };
+        let vars = PathVars {
+            home: "/nonexistent/home".into(),
+            workspace: "/nonexistent/ws".into(),
+            tmpdir: "/nonexistent/tmp".into(),
+        };
         let inputs = Inputs { ring: &ring, secrets: &[], overlays: &[], vars: &vars, homes: &[] };
         Confinement::plan(&inputs, &carve::RealFs)
     }
@@ -193,7 +216,10 @@ mod tests {
     fn a_ring_needing_tcp_rules_is_refused_on_landlock_abi_2() {
         let kernel = Kernel { landlock_abi: 2, seccomp_filter: true };
         let error = confinement(Trust::Medium).check(&kernel, false).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error.contains("ring medium needs Landlock TCP bind/connect rules (ABI 4); this kernel has Landlock ABI 2"), "{error}");
+        assert!(
+            error.contains("ring medium needs Landlock TCP bind/connect rules (ABI 4); this kernel has Landlock ABI 2"),
+            "{error}"
+        );
         assert!(error.contains("signal scoping (ABI 6)"), "{error}");
         assert!(error.ends_with("pass --best-effort to run without it"), "{error}");
         // With --best-effort it runs and says what is not enforced, required features first.

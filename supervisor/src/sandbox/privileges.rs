@@ -45,7 +45,8 @@ impl Identity {
                 if !me.is_root() {
                     return Err(Error::NotRoot { uid: user.uid.as_raw() });
                 }
-                let name = std::ffi::CString::new(user.name.clone()).map_err(|_| Error::UnknownUser(user.name.clone()))?;
+                let name =
+                    std::ffi::CString::new(user.name.clone()).map_err(|_| Error::UnknownUser(user.name.clone()))?;
                 let groups = nix::unistd::getgrouplist(&name, user.gid)
                     .map_err(|source| Error::Lookup { user: user.name.clone(), source })?;
                 Ok(Identity {
@@ -58,17 +59,26 @@ impl Identity {
                 })
             }
             _ => {
-                let me_user = User::from_uid(me).ok().flatten();
-                // Unchanged user: $HOME is what the agent will see as its home.
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| me_user.as_ref().map(|user| user.dir.clone()))
-                    .unwrap_or_else(|| PathBuf::from("/"));
+                // Unchanged user: $HOME is what the agent will see as its home. The passwd
+                // database (an NSS lookup, possibly over nscd's socket) is asked only when
+                // the environment does not say.
+                let (name, home) = match (std::env::var("USER"), std::env::var_os("HOME")) {
+                    (Ok(name), Some(home)) => (name, PathBuf::from(home)),
+                    (name, home) => {
+                        let user = User::from_uid(me).ok().flatten();
+                        let home = home
+                            .map(PathBuf::from)
+                            .or_else(|| user.as_ref().map(|user| user.dir.clone()))
+                            .unwrap_or_else(|| PathBuf::from("/"));
+                        let name = name.ok().or_else(|| user.map(|user| user.name)).unwrap_or_else(|| me.to_string());
+                        (name, home)
+                    }
+                };
                 Ok(Identity {
                     uid: me.as_raw(),
                     gid: Gid::current().as_raw(),
                     groups: Vec::new(),
-                    name: me_user.map(|user| user.name).unwrap_or_else(|| me.to_string()),
+                    name,
                     home,
                     switch: false,
                 })
@@ -85,8 +95,8 @@ fn lookup(spec: &str) -> Result<User, Error> {
     found.map_err(|source| Error::Lookup { user: spec.into(), source })?.ok_or_else(|| Error::UnknownUser(spec.into()))
 }
 
-/// Every home directory in the passwd file that exists, so that `~/.ssh` is carved out of
-/// every user's home and not only the agent's.
+/// Every home directory in the passwd file, so that `~/.ssh` is carved out of every user's
+/// home and not only the agent's (the plan skips those that do not exist).
 pub fn all_homes() -> Vec<PathBuf> {
     let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let mut homes: Vec<PathBuf> = text
@@ -94,7 +104,6 @@ pub fn all_homes() -> Vec<PathBuf> {
         .filter_map(|line| line.split(':').nth(5))
         .filter(|home| home.starts_with('/') && *home != "/")
         .map(PathBuf::from)
-        .filter(|home| home.is_dir())
         .collect();
     homes.sort();
     homes.dedup();
@@ -141,7 +150,13 @@ pub fn drop_in_child(identity: &Identity, drop_capabilities: bool) -> Result<(),
         caps::clear(None, CapSet::Bounding).map_err(errno(Step::Bounding))?;
         // SAFETY: prctl on the calling thread with integer arguments.
         let set = unsafe {
-            libc::prctl(libc::PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_KEEP_CAPS_LOCKED, 0, 0, 0)
+            libc::prctl(
+                libc::PR_SET_SECUREBITS,
+                SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_KEEP_CAPS_LOCKED,
+                0,
+                0,
+                0,
+            )
         };
         if set != 0 {
             return Err((Step::Securebits, nix::errno::Errno::last_raw()));

@@ -126,7 +126,12 @@ fn seccomp_rules(condition: &Condition) -> Result<Vec<SeccompRule>, seccompiler:
         Condition::AnyFlag { arg, len: arg_len, flags } => flags
             .iter()
             .map(|flag| {
-                SeccompRule::new(vec![SeccompCondition::new(*arg, len(*arg_len), SeccompCmpOp::MaskedEq(*flag), *flag)?])
+                SeccompRule::new(vec![SeccompCondition::new(
+                    *arg,
+                    len(*arg_len),
+                    SeccompCmpOp::MaskedEq(*flag),
+                    *flag,
+                )?])
             })
             .collect(),
         Condition::NotIn { arg, len: arg_len, values } => {
@@ -194,9 +199,28 @@ mod tests {
     fn low_refuses_the_escape_syscalls_with_eperm() {
         let low = plan(Trust::Low);
         for syscall in [
-            "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "mount", "umount2",
-            "pivot_root", "kexec_load", "init_module", "finit_module", "delete_module", "keyctl", "add_key",
-            "request_key", "io_uring_setup", "userfaultfd", "personality", "setns", "swapon", "reboot", "syslog",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "bpf",
+            "perf_event_open",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "kexec_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "io_uring_setup",
+            "userfaultfd",
+            "personality",
+            "setns",
+            "swapon",
+            "reboot",
+            "syslog",
         ] {
             assert_eq!(refused(&low, syscall), [(Condition::Always, libc::EPERM as u32)], "{syscall}");
         }
@@ -207,8 +231,7 @@ mod tests {
     fn namespace_flags_are_refused_on_clone_and_unshare() {
         let low = plan(Trust::Low);
         let clone = refused(&low, "clone");
-        let [(Condition::AnyFlag { arg: 0, len: ArgLen::Qword, flags }, errno)] = clone.as_slice()
-        else {
+        let [(Condition::AnyFlag { arg: 0, len: ArgLen::Qword, flags }, errno)] = clone.as_slice() else {
             panic!("clone is not refused by flag: {:?}", refused(&low, "clone"));
         };
         assert_eq!(*errno, libc::EPERM as u32);
@@ -220,7 +243,8 @@ mod tests {
     #[test]
     fn socket_families_follow_the_ring() {
         let af = |family: i32| family as u64;
-        let not_in = |values: Vec<u64>| vec![(Condition::NotIn { arg: 0, len: ArgLen::Dword, values }, libc::EPERM as u32)];
+        let not_in =
+            |values: Vec<u64>| vec![(Condition::NotIn { arg: 0, len: ArgLen::Dword, values }, libc::EPERM as u32)];
         assert_eq!(refused(&plan(Trust::Low), "socket"), not_in(vec![af(libc::AF_UNIX)]));
         assert_eq!(
             refused(&plan(Trust::Medium), "socket"),

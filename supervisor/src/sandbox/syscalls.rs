@@ -368,10 +368,7 @@ pub const SYSCALLS: &[(&str, i64)] = &[
 
 /// The number of syscall `name` on this architecture.
 pub fn number(name: &str) -> Option<i64> {
-    SYSCALLS
-        .binary_search_by(|(known, _)| known.cmp(&name))
-        .ok()
-        .map(|index| SYSCALLS[index].1)
+    SYSCALLS.binary_search_by(|(known, _)| known.cmp(&name)).ok().map(|index| SYSCALLS[index].1)
 }
 
 #[cfg(test)]

@@ -34,7 +34,10 @@ fn name(errno: i32) -> String {
         (libc::EADDRINUSE, "EADDRINUSE"),
         (libc::ENETUNREACH, "ENETUNREACH"),
     ];
-    known.iter().find(|(code, _)| *code == errno).map_or_else(|| format!("errno{errno}"), |(_, name)| (*name).to_owned())
+    known
+        .iter()
+        .find(|(code, _)| *code == errno)
+        .map_or_else(|| format!("errno{errno}"), |(_, name)| (*name).to_owned())
 }
 
 fn cstr(text: &str) -> CString {
@@ -130,7 +133,14 @@ fn attempt(args: &[String]) -> Option<Outcome> {
                 return Some(Err(errno()));
             }
             let addr = sockaddr_in(port(args, 2));
-            let ret = libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32);
+            let ret = libc::sendto(
+                fd,
+                b"x".as_ptr().cast(),
+                1,
+                0,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
             libc::close(fd);
             check(ret as i64)
         },
@@ -156,7 +166,13 @@ fn attempt(args: &[String]) -> Option<Outcome> {
         "ptrace-attach" => check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid(args, 2), 0, 0) }),
         "kill" => check(unsafe { libc::kill(pid(args, 2), libc::SIGTERM) } as i64),
         "mount-tmpfs" => unsafe {
-            check(libc::mount(cstr("none").as_ptr(), cstr(arg(args, 2)).as_ptr(), cstr("tmpfs").as_ptr(), 0, std::ptr::null()) as i64)
+            check(libc::mount(
+                cstr("none").as_ptr(),
+                cstr(arg(args, 2)).as_ptr(),
+                cstr("tmpfs").as_ptr(),
+                0,
+                std::ptr::null(),
+            ) as i64)
         },
         "unshare-user" => check(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64),
         "unshare-net" => check(unsafe { libc::unshare(libc::CLONE_NEWNET) } as i64),
@@ -202,8 +218,12 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
             check(libc::syscall(libc::SYS_perf_event_open, attr.as_mut_ptr(), 0, -1, -1, 0))
         },
-        "keyctl" => check(unsafe { libc::syscall(libc::SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0) }),
-        "personality" => check(unsafe { libc::personality(0x0040000 /* ADDR_NO_RANDOMIZE */) } as i64),
+        "keyctl" => check(unsafe {
+            libc::syscall(libc::SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0)
+        }),
+        "personality" => check(unsafe {
+            libc::personality(0x0040000 /* ADDR_NO_RANDOMIZE */)
+        } as i64),
         "chroot" => check(unsafe { libc::chroot(cstr(arg(args, 2)).as_ptr()) } as i64),
         "setns" => unsafe {
             let fd = libc::open(cstr(arg(args, 2)).as_ptr(), libc::O_RDONLY);
@@ -235,9 +255,16 @@ fn attempt(args: &[String]) -> Option<Outcome> {
                 .map(|dir| dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect())
                 .unwrap_or_default();
             fds.sort_unstable();
-            let listed: Vec<String> = fds.iter().filter(|fd| **fd > 2).map(|fd| {
-                std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default()
-            }).filter(|target| !target.starts_with("/proc/") || !target.ends_with("/fd")).collect();
+            let listed: Vec<String> = fds
+                .iter()
+                .filter(|fd| **fd > 2)
+                .map(|fd| {
+                    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                })
+                .filter(|target| !target.starts_with("/proc/") || !target.ends_with("/fd"))
+                .collect();
             println!("fds: 0 1 2 {}", listed.join(" "));
             return None;
         }
