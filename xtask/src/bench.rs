@@ -1,0 +1,105 @@
+//! Process-level benchmarks: whole commands timed side by side, interleaved so that drift in
+//! the machine's load affects both alike. Figures are medians; they go into BENCHMARKS.md.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Which {
+    /// `governor run --trust medium -- /bin/true` against bare `/bin/true`.
+    Launch {
+        /// Runs of each, interleaved.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value = "medium")]
+        trust: String,
+    },
+}
+
+pub fn run(root: &Path, which: Which) -> Result<()> {
+    match which {
+        Which::Launch { runs, trust } => launch(root, runs, &trust),
+    }
+}
+
+fn time(command: &mut Command) -> Result<Duration> {
+    let start = Instant::now();
+    let status = command.stdin(Stdio::null()).stdout(Stdio::null()).status().context("spawning")?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+fn launch(root: &Path, runs: usize, trust: &str) -> Result<()> {
+    if runs < 50 {
+        bail!("--runs {runs}: at least 50 runs of each are needed for a stable median");
+    }
+    let governor = root.join("target/release/governor");
+    let workspace = tempfile_dir()?;
+    let bare = || {
+        let mut command = Command::new("/bin/true");
+        command.current_dir(&workspace);
+        command
+    };
+    let confined = || {
+        let mut command = Command::new(&governor);
+        command.args(["run", "--trust", trust, "--workspace"]).arg(&workspace).args(["--", "/bin/true"]);
+        command
+    };
+    // Warm the page cache and the dentry cache for both.
+    for _ in 0..10 {
+        time(&mut bare())?;
+        time(&mut confined())?;
+    }
+    let mut bare_times = Vec::with_capacity(runs);
+    let mut governor_times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        bare_times.push(time(&mut bare())?);
+        governor_times.push(time(&mut confined())?);
+    }
+    let _ = std::fs::remove_dir(&workspace);
+    let bare_median = median(&mut bare_times);
+    let governor_median = median(&mut governor_times);
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    println!("launch, {runs} interleaved runs each, trust {trust}:");
+    println!(
+        "  bare /bin/true:                 median {:.3} ms (p90 {:.3} ms)",
+        ms(bare_median),
+        ms(percentile(&bare_times, 90))
+    );
+    println!(
+        "  governor run -- /bin/true:      median {:.3} ms (p90 {:.3} ms)",
+        ms(governor_median),
+        ms(percentile(&governor_times, 90))
+    );
+    println!(
+        "  added by governor:              {:.3} ms (ratio {:.2}x)",
+        ms(governor_median) - ms(bare_median),
+        ms(governor_median) / ms(bare_median)
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("governor-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+/// `times` must be sorted.
+fn percentile(times: &[Duration], pct: usize) -> Duration {
+    times[(times.len() * pct / 100).min(times.len() - 1)]
+}

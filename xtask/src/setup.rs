@@ -1,0 +1,91 @@
+//! Installs what governor's build and tests need, skipping what is already there.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The bpf-linker that loads rustc's own LLVM (newer ones need a system LLVM 22+).
+const BPF_LINKER: &str = "0.10.1";
+
+/// Commands the end-to-end tests run, and the Debian package of each.
+const TOOLS: [(&str, &str); 6] = [
+    ("cc", "gcc"),
+    ("git", "git"),
+    ("python3", "python3"),
+    ("unshare", "util-linux"),
+    ("runuser", "util-linux"),
+    ("sleep", "coreutils"),
+];
+
+pub fn all() -> Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    Ok(())
+}
+
+fn quiet(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: {program} {}", args.join(" "));
+    let status = Command::new(program).args(args).status().with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The eBPF programs build with nightly's `-Z build-std=core`, which needs `rust-src`.
+fn nightly_rust_src() -> Result<()> {
+    let toolchains = quiet("rustup", &["toolchain", "list"]).context("rustup is needed to build the eBPF programs")?;
+    if !toolchains.lines().any(|line| line.starts_with("nightly")) {
+        return run("rustup", &["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"])
+            .context("installing the nightly toolchain (for the eBPF programs) failed");
+    }
+    let installed =
+        quiet("rustup", &["component", "list", "--installed", "--toolchain", "nightly"]).unwrap_or_default();
+    if !installed.lines().any(|line| line.starts_with("rust-src")) {
+        run("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let version = quiet("bpf-linker", &["--version"]).unwrap_or_default();
+    if version.split_whitespace().any(|word| word == BPF_LINKER) {
+        return Ok(());
+    }
+    run("cargo", &["install", &format!("bpf-linker@{BPF_LINKER}"), "--locked"])
+}
+
+fn debian_packages() -> Result<()> {
+    let mut missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(tool, _)| quiet("sh", &["-c", &format!("command -v {tool}")]).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    // The tests run /usr/bin/python3 by path: a python3 on PATH elsewhere is not enough.
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        missing.push("python3");
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "missing Debian packages {}: install them as root (apt-get install {})",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    run("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    run("apt-get", &args)
+}
