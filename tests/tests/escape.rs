@@ -249,6 +249,15 @@ fn processes_outside_cannot_be_traced_or_read() {
 }
 
 #[test]
+fn high_may_trace_its_own_descendants_only() {
+    require!("high_may_trace_its_own_descendants_only");
+    let scene = scene();
+    // Landlock lets a sandboxed process ptrace only processes in its own domain; seccomp
+    // refuses ptrace altogether below high.
+    expect(&scene, &["ptrace-child"], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "ok")]);
+}
+
+#[test]
 fn processes_outside_cannot_be_signalled() {
     require!("processes_outside_cannot_be_signalled");
     let scene = scene();

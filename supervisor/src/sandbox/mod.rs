@@ -248,6 +248,35 @@ mod tests {
     }
 
     #[test]
+    fn medium_grants_home_entry_by_entry_and_never_a_secret() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let home = dir.path().canonicalize().unwrap_or_else(|error| panic!("{error}"));
+        for sub in [".ssh", ".config/gh", ".config/git", "src"] {
+            std::fs::create_dir_all(home.join(sub)).unwrap_or_else(|error| panic!("{error}"));
+        }
+        let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
+        let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
+        let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src") };
+        let inputs = Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: &[home.clone()] };
+        let plan = Confinement::plan(&inputs, &carve::RealFs);
+        let under_home: Vec<&std::path::Path> =
+            plan.landlock.paths.iter().map(|rule| rule.path.as_path()).filter(|path| path.starts_with(&home)).collect();
+        assert!(under_home.contains(&home.join(".config/git").as_path()), "{under_home:?}");
+        assert!(under_home.contains(&home.join("src").as_path()), "{under_home:?}");
+        assert!(!under_home.contains(&home.as_path()), "$HOME itself must not be granted whole");
+        for secret in [".ssh", ".config/gh", ".config"] {
+            assert!(!under_home.contains(&home.join(secret).as_path()), "{secret} granted: {under_home:?}");
+        }
+        // The workspace keeps its own read-write rule.
+        assert!(
+            plan.landlock
+                .paths
+                .iter()
+                .any(|rule| rule.path == home.join("src") && rule.access.contains(&crate::policy::Access::Write))
+        );
+    }
+
+    #[test]
     fn medium_grants_dns_and_web_ports_and_high_any() {
         assert_eq!(confinement(Trust::Low).landlock.connect_ports, Some(vec![]));
         assert_eq!(confinement(Trust::Medium).landlock.connect_ports, Some(vec![53, 80, 443]));

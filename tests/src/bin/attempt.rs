@@ -164,6 +164,19 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             check(ret as i64)
         },
         "ptrace-attach" => check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid(args, 2), 0, 0) }),
+        "ptrace-child" => unsafe {
+            // Attach to a child of our own (it sleeps until killed).
+            let child = libc::fork();
+            if child == 0 {
+                libc::pause();
+                libc::_exit(0);
+            }
+            let ret = libc::ptrace(libc::PTRACE_ATTACH, child, 0, 0);
+            let outcome = check(ret);
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            outcome
+        },
         "kill" => check(unsafe { libc::kill(pid(args, 2), libc::SIGTERM) } as i64),
         "mount-tmpfs" => unsafe {
             check(libc::mount(
