@@ -257,7 +257,8 @@ mod tests {
         let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
         let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src") };
-        let inputs = Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: &[home.clone()] };
+        let inputs =
+            Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: std::slice::from_ref(&home) };
         let plan = Confinement::plan(&inputs, &carve::RealFs);
         let under_home: Vec<&std::path::Path> =
             plan.landlock.paths.iter().map(|rule| rule.path.as_path()).filter(|path| path.starts_with(&home)).collect();
