@@ -9,8 +9,9 @@ mod setup;
 
 use std::{
     ffi::OsString,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -85,16 +86,64 @@ fn test(root: &Path) -> Result<()> {
     cargo(root, &["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
     cargo(root, &["build", "-p", "governor", "-p", "governor-tests", "--bins"])?;
     let governor = root.join("target/debug/governor");
-    let status = Command::new("cargo")
+    // --show-output prints what passing tests printed, so a kernel-dependent test that
+    // skipped says so, and the skip is counted as a skip below, not as a pass.
+    let mut child = Command::new("cargo")
         .current_dir(root)
-        .args(["test", "--no-fail-fast"])
+        .args(["test", "--no-fail-fast", "--", "--show-output"])
         .env("GOVERNOR_BIN", &governor)
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("running cargo test")?;
-    if !status.success() {
+    let mut tally = Tally::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            println!("{line}");
+            tally.add(&line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    for skip in &tally.skips {
+        println!("skipped: {skip}");
+    }
+    let skipped = tally.skips.len();
+    println!("tests: {} passed, {} failed, {skipped} skipped", tally.passed.saturating_sub(skipped), tally.failed);
+    if !status.success() || tally.failed > 0 {
         bail!("cargo test failed ({status})");
     }
+    if tally.passed == 0 {
+        bail!("no test ran");
+    }
     Ok(())
+}
+
+/// Sums cargo test's `test result:` lines and collects `skipping <test>: <reason>` lines.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    skips: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, line: &str) {
+        if let Some(result) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                result
+                    .split(';')
+                    .find_map(|part| {
+                        part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word)
+                    })
+                    .and_then(|number| number.trim().parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            self.passed += count(" passed");
+            self.failed += count(" failed");
+        } else if let Some(skip) = line.trim().strip_prefix("skipping ") {
+            self.skips.push(skip.to_owned());
+        }
+    }
 }
 
 /// Runs cargo in the workspace; fails with the command line when it fails.
@@ -110,4 +159,23 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_counts_results_and_skips() {
+        let mut tally = Tally::default();
+        for line in [
+            "test result: ok. 28 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.9s",
+            "skipping raw_disks_are_unreadable_in_high: no /dev/vda here",
+            "test result: FAILED. 12 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s",
+        ] {
+            tally.add(line);
+        }
+        assert_eq!((tally.passed, tally.failed), (40, 1));
+        assert_eq!(tally.skips, ["raw_disks_are_unreadable_in_high: no /dev/vda here"]);
+    }
 }
