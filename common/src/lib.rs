@@ -1,11 +1,45 @@
 //! Types shared by the eBPF programs and the supervisor. Everything that crosses the
-//! kernel/user boundary is `#[repr(C)]`, `Copy` and made of fixed-width integers only.
+//! kernel/user boundary is `#[repr(C)]`, `Copy` and made of fixed-width integers only, with
+//! explicit padding, so both sides agree on the layout byte for byte.
 #![no_std]
 
 /// Event kinds. A number, once given, is never reused for another kind.
 pub mod kind {
-    /// A process in an agent's cgroup completed an `execve`.
+    /// A process in an agent's cgroup called execve/execveat (or, LSM: is about to run a binary).
     pub const EXEC: u32 = 1;
+    /// openat/openat2 (or, LSM: a file is being opened).
+    pub const OPEN: u32 = 2;
+    /// connect(2) on any socket (tracepoint, LSM) or an IP connect decided by the cgroup hook.
+    pub const CONNECT: u32 = 3;
+    /// sendmsg/sendto with a destination address, decided by the cgroup socket hook.
+    pub const SENDMSG: u32 = 4;
+    /// `sched_process_exec`: the binary a process now runs.
+    pub const EXECED: u32 = 5;
+}
+
+/// Where an event was observed.
+pub mod source {
+    pub const TRACEPOINT: u16 = 1;
+    pub const LSM: u16 = 2;
+    pub const CGROUP_SOCK_ADDR: u16 = 3;
+}
+
+/// What the probe did about the operation.
+pub mod verdict {
+    /// Observed only: the kernel decided (its result is in `EventHeader::result`).
+    pub const OBSERVED: u16 = 0;
+    /// A probe rule matched and allowed it.
+    pub const ALLOWED: u16 = 1;
+    /// A probe rule denied it (enforce mode).
+    pub const DENIED: u16 = 2;
+    /// A probe rule would have denied it (observe mode).
+    pub const WOULD_DENY: u16 = 3;
+}
+
+/// Per-agent mode, in [`AgentSlot::mode`].
+pub mod mode {
+    pub const OBSERVE: u32 = 0;
+    pub const ENFORCE: u32 = 1;
 }
 
 /// The fixed header that starts every event.
@@ -14,7 +48,7 @@ pub mod kind {
 pub struct EventHeader {
     /// One of [`kind`].
     pub kind: u32,
-    /// Result of the operation (0 or a negative errno) or the verdict returned.
+    /// The syscall's return value (0 or a negative errno), or the verdict's errno.
     pub result: i32,
     /// `bpf_ktime_get_ns()` at the event.
     pub ktime_ns: u64,
@@ -23,27 +57,117 @@ pub struct EventHeader {
     /// Process id (the kernel's `tgid`).
     pub tgid: u32,
     pub uid: u32,
-    pub _pad: u32,
+    /// One of [`verdict`].
+    pub verdict: u16,
+    /// One of [`source`].
+    pub source: u16,
     /// cgroup v2 id of the process (the inode number of its cgroup directory).
     pub cgroup_id: u64,
 }
 
-/// Longest file name an event carries, NUL included.
+/// Longest path an event carries, NUL included.
 pub const PATH_LEN: usize = 256;
+/// Longest argument an exec event carries, NUL included.
+pub const ARG_LEN: usize = 64;
+/// Arguments an exec event carries (argv[0..3]).
+pub const ARGS: usize = 3;
 
-/// `kind::EXEC`: the binary that a process in an agent cgroup now runs.
+/// `kind::EXEC` and `kind::EXECED`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
     pub header: EventHeader,
     pub filename: [u8; PATH_LEN],
+    pub argv: [[u8; ARG_LEN]; ARGS],
+}
+
+/// `kind::OPEN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    /// open(2) flags.
+    pub flags: u32,
+    pub _pad: u32,
+    /// Device and inode of the file (LSM backend; 0 from tracepoints).
+    pub dev: u64,
+    pub ino: u64,
+    pub path: [u8; PATH_LEN],
+}
+
+/// `kind::CONNECT` and `kind::SENDMSG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetEvent {
+    pub header: EventHeader,
+    /// `AF_INET`, `AF_INET6`, `AF_UNIX`, ...
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, ... when known (cgroup hook), else 0.
+    pub sock_type: u16,
+    pub _pad: u16,
+    /// IPv4 in the first 4 bytes, or IPv6, network byte order.
+    pub addr: [u8; 16],
+}
+
+/// Value of the agents map (key: cgroup id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentSlot {
+    /// The supervisor's number for the agent.
+    pub slot: u32,
+    /// One of [`mode`].
+    pub mode: u32,
+}
+
+/// Per-agent UDP policy (key: cgroup id): whether UDP destinations are restricted to
+/// `UDP_ALLOW` entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpPolicy {
+    /// 1: only listed destinations; 0: any.
+    pub restricted: u32,
+    pub _pad: u32,
+}
+
+/// Key of the UDP allow list, an LPM trie: the prefix covers `cgroup_id`, `family` and
+/// `port` fully (96 bits) and then as many address bits as the rule's CIDR has. Port 0 means
+/// any port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpAllowKey {
+    pub cgroup_id: u64,
+    pub family: u16,
+    /// Network byte order, as the cgroup hook sees it.
+    pub port: u16,
+    pub addr: [u8; 16],
+    pub _pad: u32,
+}
+
+/// Bits of [`UdpAllowKey`] before the address.
+pub const UDP_ALLOW_FIXED_BITS: u32 = 96;
+
+/// Counters, per CPU, index into the `COUNTERS` array.
+pub mod counter {
+    /// Events the ring buffer had no room for.
+    pub const DROPPED: u32 = 0;
+    /// Events emitted (delivered or dropped).
+    pub const PRODUCED: u32 = 1;
+    /// Internal errors of a probe (a read that failed): the event was still emitted.
+    pub const ERRORS: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain `#[repr(C)]` structs of integers with explicit padding; every bit
+    // SAFETY (all): plain `#[repr(C)]` structs of integers with explicit padding; every bit
     // pattern is a valid value.
     unsafe impl aya::Pod for super::EventHeader {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::OpenEvent {}
+    unsafe impl aya::Pod for super::NetEvent {}
+    unsafe impl aya::Pod for super::AgentSlot {}
+    unsafe impl aya::Pod for super::UdpPolicy {}
+    unsafe impl aya::Pod for super::UdpAllowKey {}
 }

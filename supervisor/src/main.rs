@@ -6,6 +6,7 @@ mod probes;
 mod run;
 mod sandbox;
 mod show;
+mod supervise;
 
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
@@ -49,6 +50,12 @@ enum Command {
         /// Say how the agent is confined.
         #[arg(long, short)]
         verbose: bool,
+        /// Kernel event probes: BPF LSM where the kernel has it, else tracepoints (auto).
+        #[arg(long, value_enum, default_value = "auto")]
+        probes: probes::Choice,
+        /// Print every kernel event of the agent as a JSON line on stderr.
+        #[arg(long)]
+        trace: bool,
         /// The agent's command line.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -127,7 +134,7 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
     match cli.command {
-        Command::Run { trust, workspace, policies, agent_id, user, best_effort, verbose, command } => {
+        Command::Run { trust, workspace, policies, agent_id, user, best_effort, verbose, probes, trace, command } => {
             let request = run::Request {
                 trust,
                 workspace,
@@ -137,6 +144,8 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 rings: cli.rings,
                 best_effort,
                 verbose,
+                probes,
+                trace,
                 command,
             };
             let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;

@@ -19,7 +19,7 @@ use std::{
 use nix::{
     errno::Errno,
     sys::{
-        signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask},
+        signal::{SigSet, SigmaskHow, Signal, sigprocmask},
         signalfd::{SfdFlags, SignalFd},
         wait::{WaitPidFlag, WaitStatus, waitpid},
     },
@@ -29,9 +29,11 @@ use nix::{
 use crate::{
     cgroup::{self, Cgroup},
     policy::{self, Overlay, PathVars, RingSource, Trust},
+    probes::{self, Probes, events::Sink},
     sandbox::{
         Confinement, Inputs, Kernel, Unenforceable, carve::RealFs, landlock, privileges, privileges::Identity, seccomp,
     },
+    supervise,
 };
 
 /// Exit codes of governor itself (the agent's own are passed through).
@@ -66,6 +68,10 @@ pub enum Error {
     Landlock(#[from] landlock::Error),
     #[error(transparent)]
     Seccomp(#[from] seccomp::Error),
+    #[error(transparent)]
+    Probes(#[from] probes::Error),
+    #[error(transparent)]
+    Supervise(#[from] supervise::Error),
     #[error("{what}: {errno}")]
     Sys { what: String, errno: Errno },
     #[error("{path}: {source}")]
@@ -77,6 +83,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
             Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
+            Error::Probes(probes::Error::NoLsm(_) | probes::Error::Tracefs(_)) => exit::USAGE,
             _ => exit::FAILURE,
         }
     }
@@ -98,6 +105,8 @@ pub struct Request {
     pub rings: Option<PathBuf>,
     pub best_effort: bool,
     pub verbose: bool,
+    pub probes: probes::Choice,
+    pub trace: bool,
     pub command: Vec<OsString>,
 }
 
@@ -223,25 +232,35 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
 /// Runs the agent; returns governor's exit code.
 pub fn run(prepared: Prepared) -> Result<i32, Error> {
     let verbose = prepared.request.verbose;
+    let mut probes = Probes::load(prepared.request.probes)?;
     // The temp dir must exist to be planned; it is removed again (drop) if the kernel cannot
     // enforce the ring, so a refusal leaves nothing behind.
     let tmpdir = TempDir::create(&prepared.agent_id, &prepared.identity)?;
     let confinement = confinement(&prepared, &tmpdir.0);
-    for line in confinement.check(&prepared.kernel, prepared.request.best_effort)? {
+    for line in confinement.check(&prepared.kernel, probes.is_some(), prepared.request.best_effort)? {
         eprintln!("governor: not enforced: {line}");
     }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi)?;
     let filters = confinement.seccomp.compile()?;
     if verbose {
         report(&prepared, &confinement, &tmpdir.0);
+        match &probes {
+            Some(probes) => eprintln!("governor: probes: {} backend", probes.backend),
+            None => eprintln!("governor: probes: off"),
+        }
     }
 
     let command = Command::new(&prepared, &tmpdir.0)?;
     let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     let cgroup_dir = cgroup.dir()?;
     let mut procs = cgroup.procs_for_join()?;
+    let cgroup_id = cgroup.id()?;
     if verbose {
-        eprintln!("governor: cgroup {} (id {})", cgroup.path().display(), cgroup.id()?);
+        eprintln!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
+    }
+    if let Some(probes) = probes.as_mut() {
+        let slot = governor_common::AgentSlot { slot: 0, mode: governor_common::mode::ENFORCE };
+        probes.watch(cgroup_id, &cgroup_dir, slot, confinement.udp.as_deref())?;
     }
 
     // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
@@ -253,7 +272,8 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     mask.add(Signal::SIGCHLD);
     let mut old_mask = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask)).map_err(sys("blocking signals"))?;
-    let mut signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).map_err(sys("signalfd"))?;
+    let signals =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(sys("signalfd"))?;
     // Orphaned descendants are reparented to us (and not to init), so every one is reaped.
     // SAFETY: prctl with integer arguments on the calling process.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
@@ -281,7 +301,9 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
 
     let mut bytes = Vec::new();
     let _ = File::from(report_read).read_to_end(&mut bytes);
-    let status = supervise(child, &mut signals, &FORWARDED)?;
+    let mut output = EventOutput { trace: prepared.request.trace, tally: probes::events::Tally::default() };
+    let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
+    let status = supervise::run(child, signals, &FORWARDED, events, || cleanup(cgroup, verbose))?;
     let code = match ChildFailure::decode(&bytes) {
         Some(failure) => {
             eprintln!("governor: {}", failure.describe(&prepared.request.command[0]));
@@ -289,9 +311,45 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         }
         None => status,
     };
-    cleanup(cgroup, verbose);
+    if let Some(probes) = probes.as_mut() {
+        let counters = probes.counters()?;
+        let tally = &output.tally;
+        if verbose || prepared.request.trace || counters.dropped > 0 || tally.undecodable > 0 {
+            eprintln!(
+                "governor: probes ({}): {} events delivered, {} dropped (ring buffer full), {} undecodable, {} probe read errors",
+                probes.backend, tally.events, counters.dropped, tally.undecodable, counters.errors
+            );
+        }
+    }
     drop(tmpdir);
     Ok(code)
+}
+
+/// Where events go until the policy engine takes them: `--trace` prints them, and every
+/// event and loss is counted for the closing summary.
+struct EventOutput {
+    trace: bool,
+    tally: probes::events::Tally,
+}
+
+impl Sink for EventOutput {
+    fn event(&mut self, event: &probes::events::Event) {
+        self.tally.event(event);
+        if self.trace {
+            probes::events::TraceSink.event(event);
+        }
+    }
+
+    fn lost(&mut self, count: u64) {
+        self.tally.lost(count);
+        // Always said: events are never lost silently.
+        probes::events::TraceSink.lost(count);
+    }
+
+    fn undecodable(&mut self, error: &probes::events::DecodeError) {
+        self.tally.undecodable(error);
+        probes::events::TraceSink.undecodable(error);
+    }
 }
 
 /// `struct clone_args` of clone3(2).
@@ -547,49 +605,6 @@ fn child_main(
         Ok(never) => match never {},
     };
     ChildFailure::Exec(errno)
-}
-
-/// Forwards signals to the agent and reaps every child until the agent has exited. Returns
-/// the agent's exit code, or 128+N when a signal N killed it.
-fn supervise(agent: Pid, signals: &mut SignalFd, forwarded: &[Signal]) -> Result<i32, Error> {
-    loop {
-        let Some(info) = signals.read_signal().map_err(sys("reading signals"))? else {
-            continue;
-        };
-        let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
-        let Ok(signal) = Signal::try_from(signo) else {
-            continue;
-        };
-        if signal == Signal::SIGCHLD {
-            if let Some(code) = reap(agent)? {
-                return Ok(code);
-            }
-        } else if forwarded.contains(&signal) && sent_by_a_process(info.ssi_code) {
-            // A signal from the terminal (SI_KERNEL) already reached the agent, which is in
-            // our foreground process group; one sent to governor alone is passed on.
-            let _ = kill(agent, signal);
-        }
-    }
-}
-
-/// `si_code` values of signals sent with kill(2), sigqueue(3) or tgkill(2).
-fn sent_by_a_process(code: i32) -> bool {
-    code == libc::SI_USER || code == libc::SI_QUEUE || code == libc::SI_TKILL
-}
-
-/// Reaps every exited child; returns the agent's exit code once it has exited.
-fn reap(agent: Pid) -> Result<Option<i32>, Error> {
-    let mut agent_code = None;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == agent => agent_code = Some(code),
-            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == agent => agent_code = Some(128 + signal as i32),
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(agent_code),
-            Ok(_) => {}
-            Err(Errno::EINTR) => {}
-            Err(errno) => return Err(Error::Sys { what: "waitpid".into(), errno }),
-        }
-    }
 }
 
 /// After the agent exits: kill what it left behind in its cgroup, reap it, remove the cgroup.

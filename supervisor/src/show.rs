@@ -28,13 +28,15 @@ pub fn policy_show(
         rings: rings.map(Path::to_path_buf),
         best_effort: true,
         verbose: false,
+        probes: crate::probes::Choice::Off,
+        trace: false,
         command: vec!["true".into()],
     };
     let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
     let tmpdir = tempdir_stand_in();
     let confinement = run::confinement(&prepared, &tmpdir);
     let source = RingSource::locate(rings);
-    let support = confinement.check(&prepared.kernel, true).unwrap_or_default();
+    let support = confinement.check(&prepared.kernel, true, true).unwrap_or_default();
     let display = |path: &Path| {
         path.strip_prefix(&tmpdir)
             .map_or_else(|_| path.display().to_string(), |rest| Path::new("$TMPDIR").join(rest).display().to_string())
@@ -55,6 +57,9 @@ pub fn policy_show(
                 })).collect::<Vec<_>>(),
                 "tcp_connect": confinement.landlock.connect_ports,
                 "tcp_bind": confinement.landlock.bind_ports,
+                "udp_allow": confinement.udp.as_ref().map(|allowed| allowed.iter().map(|a| json!({
+                    "addr": a.addr.to_string(), "prefix": a.prefix, "port": a.port,
+                })).collect::<Vec<_>>()),
                 "scopes": confinement.landlock.scopes,
             },
             "seccomp": confinement.seccomp.refusals.iter().map(|refusal| json!({
@@ -106,6 +111,17 @@ fn print_text(
         for (what, rules) in [("connect", connect.collect::<Vec<_>>()), ("bind", bind.collect())] {
             for rule in rules {
                 println!("  TCP {what} port {:<6} {}", rule.port.0, rule.reason);
+            }
+        }
+        let udp_rules = network.udp_allow.iter().chain(prepared.overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.udp_allow)));
+        match &confinement.udp {
+            None => println!("  UDP to any destination"),
+            Some(allowed) => {
+                for rule in udp_rules {
+                    println!("  UDP to {:?} port {:<6} {}", rule.to, rule.port.0, rule.reason);
+                }
+                let resolved: Vec<String> = allowed.iter().map(|a| format!("{}/{}:{}", a.addr, a.prefix, a.port)).collect();
+                println!("  UDP allowed (cgroup socket hooks): {}", if resolved.is_empty() { "nothing".into() } else { resolved.join(", ") });
             }
         }
         println!("socket families: {:?} ({})", network.socket_families, network.socket_families_reason);
@@ -225,10 +241,11 @@ pub fn check(rings: Option<&Path>) -> i32 {
             trust,
             landlock: plan,
             seccomp: crate::sandbox::seccomp::Plan::from_ring(&ring),
+            udp: None,
             drop_capabilities: trust != Trust::Admin,
             notes: Vec::new(),
         };
-        match confinement.check(&kernel, false) {
+        match confinement.check(&kernel, true, false) {
             Ok(lines) if lines.is_empty() => println!("ring {trust}: fully enforceable"),
             Ok(lines) => println!("ring {trust}: enforceable; not enforced: {}", lines.join("; ")),
             Err(error) => println!("ring {trust}: refused: {error}"),

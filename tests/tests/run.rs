@@ -304,7 +304,8 @@ fn a_policy_overlay_adds_ports_paths_and_secrets() {
         format!(
             "[[network.connect]]\nport = {port}\nreason = \"the local model server\"\n\n\
              [[landlock.path]]\npath = \"{}\"\naccess = [\"read\"]\nreason = \"shared data\"\n\n\
-             [[secret]]\npath = \"~/projects/private.txt\"\nreason = \"not for agents\"\n",
+             [[secret]]\npath = \"~/projects/private.txt\"\nreason = \"not for agents\"\n\n\
+             [[network.udp_allow]]\nto = \"127.0.0.1\"\nport = 9\nreason = \"a local collector\"\n",
             scene.outside.display()
         ),
     )
@@ -323,6 +324,8 @@ fn a_policy_overlay_adds_ports_paths_and_secrets() {
     assert_eq!(run(&["read", &shared.to_string_lossy()], true), "ok");
     assert_eq!(run(&["read", &private.to_string_lossy()], false), "ok");
     assert_eq!(run(&["read", &private.to_string_lossy()], true), "EACCES");
+    assert_eq!(run(&["udp-send", "9"], false), "EPERM");
+    assert_eq!(run(&["udp-send", "9"], true), "ok");
 
     let show = Command::new(governor_bin())
         .args(["policy", "show", "--trust", "medium", "--format", "json", "--policy", &overlay_arg, "--workspace"])

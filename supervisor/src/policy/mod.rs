@@ -11,7 +11,8 @@ use std::{
 };
 
 pub use schema::{
-    Access, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Ring, ScopeName, Secret, SecretsFile, TcpMode,
+    Access, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Ring, ScopeName, Secret, SecretsFile,
+    TcpMode, UdpTarget,
 };
 
 /// The trust levels, least trusted first.

@@ -85,8 +85,54 @@ pub struct Network {
     pub connect: Vec<PortRule>,
     #[serde(default)]
     pub bind: Vec<PortRule>,
+    /// UDP destinations (connect and sendmsg), enforced by the probes' cgroup socket hooks.
+    pub udp: TcpMode,
+    #[serde(default)]
+    pub udp_allow: Vec<UdpRule>,
 }
 
+/// A UDP destination: `to` is `resolvers` (the nameservers of /etc/resolv.conf), an address
+/// or a CIDR.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpRule {
+    pub to: UdpTarget,
+    pub port: Port,
+    pub reason: Reason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum UdpTarget {
+    Resolvers,
+    Net { addr: std::net::IpAddr, prefix: u8 },
+}
+
+impl<'de> Deserialize<'de> for UdpTarget {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "resolvers" {
+            return Ok(UdpTarget::Resolvers);
+        }
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.as_str(), None),
+        };
+        let addr: std::net::IpAddr =
+            addr.parse().map_err(|_| de::Error::custom(format!("'{text}' is not resolvers, an address or a CIDR")))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|prefix| *prefix <= max)
+                .ok_or_else(|| de::Error::custom(format!("'{text}': prefix must be 0..={max}")))?,
+        };
+        Ok(UdpTarget::Net { addr, prefix })
+    }
+}
+
+/// Whether a kind of traffic is restricted to a list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TcpMode {
@@ -280,6 +326,8 @@ pub struct OverlayNetwork {
     pub connect: Vec<PortRule>,
     #[serde(default)]
     pub bind: Vec<PortRule>,
+    #[serde(default)]
+    pub udp_allow: Vec<UdpRule>,
 }
 
 /// Why a rule exists. Required and non-empty: it ends up in what the user reads.
@@ -408,6 +456,17 @@ mod tests {
         assert!(PathSpec::new("$HOMEX").is_err_and(|e| e.contains("followed by '/'")));
         assert!(PathSpec::new("$USER/x").is_err_and(|e| e.contains("unknown variable")));
         assert!(PathSpec::new("/usr/../etc/shadow").is_err_and(|e| e.contains("..")));
+    }
+
+    #[test]
+    fn udp_targets_parse() {
+        let rule =
+            |to: &str| toml::from_str::<UdpRule>(&format!("to = \"{to}\"\nport = 53\nreason = \"dns\"")).map(|r| r.to);
+        assert_eq!(rule("resolvers").ok(), Some(UdpTarget::Resolvers));
+        assert_eq!(rule("10.0.0.0/8").ok(), Some(UdpTarget::Net { addr: [10, 0, 0, 0].into(), prefix: 8 }));
+        assert_eq!(rule("::1").ok(), Some(UdpTarget::Net { addr: std::net::Ipv6Addr::LOCALHOST.into(), prefix: 128 }));
+        assert!(rule("10.0.0.0/33").is_err_and(|e| e.to_string().contains("prefix must be 0..=32")));
+        assert!(rule("dns").is_err_and(|e| e.to_string().contains("not resolvers")));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct Confinement {
     pub trust: Trust,
     pub landlock: landlock::Plan,
     pub seccomp: seccomp::Plan,
+    /// UDP destinations (enforced by the probes' cgroup socket hooks); `None`: any.
+    pub udp: Option<Vec<crate::probes::UdpAllow>>,
     /// Below admin the agent keeps no capability.
     pub drop_capabilities: bool,
     /// What a user should know about how the policy was applied.
@@ -138,16 +140,24 @@ impl Confinement {
             trust: ring.trust,
             landlock,
             seccomp: seccomp::Plan::from_ring(ring),
+            udp: udp_plan(ring, overlays, &crate::probes::resolv_conf(), &mut notes),
             drop_capabilities: ring.trust != Trust::Admin,
             notes,
         }
     }
 
-    /// Checks the plan against the kernel. Missing required features refuse the ring unless
-    /// `best_effort`; the returned lines say what is not enforced.
-    pub fn check(&self, kernel: &Kernel, best_effort: bool) -> Result<Vec<String>, Unenforceable> {
+    /// Checks the plan against the kernel and the probes (`probes`: whether the cgroup socket
+    /// hooks are loaded). Missing required features refuse the ring unless `best_effort`; the
+    /// returned lines say what is not enforced.
+    pub fn check(&self, kernel: &Kernel, probes: bool, best_effort: bool) -> Result<Vec<String>, Unenforceable> {
         let mut missing = Vec::new();
         let mut not_enforced = Vec::new();
+        if self.udp.is_some() && !probes {
+            missing.push(format!(
+                "ring {} restricts UDP destinations, which needs the probes' cgroup socket hooks (not loaded: --probes off)",
+                self.trust
+            ));
+        }
         if !kernel.seccomp_filter {
             missing.push(format!(
                 "ring {} needs seccomp filters (CONFIG_SECCOMP_FILTER); this kernel has none",
@@ -170,6 +180,42 @@ impl Confinement {
         }
         Ok(missing.into_iter().chain(not_enforced).collect())
     }
+}
+
+/// The UDP destinations of a ring and its overlays; `None` when the ring allows any.
+fn udp_plan(
+    ring: &Ring,
+    overlays: &[Overlay],
+    resolv_conf: &std::path::Path,
+    notes: &mut Vec<String>,
+) -> Option<Vec<crate::probes::UdpAllow>> {
+    use crate::{policy::UdpTarget, probes::UdpAllow};
+    if ring.network.udp == TcpMode::Any {
+        return None;
+    }
+    let rules =
+        ring.network.udp_allow.iter().chain(overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.udp_allow)));
+    let mut allow = Vec::new();
+    for rule in rules {
+        match rule.to {
+            UdpTarget::Resolvers => {
+                let resolvers = crate::probes::resolvers(resolv_conf);
+                if resolvers.is_empty() {
+                    notes.push(format!(
+                        "{} lists no nameserver: UDP to resolvers allows nothing",
+                        resolv_conf.display()
+                    ));
+                }
+                allow.extend(resolvers.into_iter().map(|addr| UdpAllow {
+                    addr,
+                    prefix: if addr.is_ipv4() { 32 } else { 128 },
+                    port: rule.port.0,
+                }));
+            }
+            UdpTarget::Net { addr, prefix } => allow.push(UdpAllow { addr, prefix, port: rule.port.0 }),
+        }
+    }
+    Some(allow)
 }
 
 /// A ring the kernel cannot enforce: one line per missing feature.
@@ -215,7 +261,8 @@ mod tests {
     #[test]
     fn a_ring_needing_tcp_rules_is_refused_on_landlock_abi_2() {
         let kernel = Kernel { landlock_abi: 2, seccomp_filter: true };
-        let error = confinement(Trust::Medium).check(&kernel, false).err().map(|e| e.to_string()).unwrap_or_default();
+        let error =
+            confinement(Trust::Medium).check(&kernel, true, false).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             error.contains("ring medium needs Landlock TCP bind/connect rules (ABI 4); this kernel has Landlock ABI 2"),
             "{error}"
@@ -223,7 +270,7 @@ mod tests {
         assert!(error.contains("signal scoping (ABI 6)"), "{error}");
         assert!(error.ends_with("pass --best-effort to run without it"), "{error}");
         // With --best-effort it runs and says what is not enforced, required features first.
-        let lines = confinement(Trust::Medium).check(&kernel, true).unwrap_or_default();
+        let lines = confinement(Trust::Medium).check(&kernel, true, true).unwrap_or_default();
         assert!(lines[0].contains("TCP bind/connect rules"), "{lines:?}");
         assert!(lines.iter().any(|line| line.contains("truncate(2) control (ABI 3)")), "{lines:?}");
     }
@@ -231,19 +278,41 @@ mod tests {
     #[test]
     fn missing_landlock_or_seccomp_is_named() {
         let none = Kernel { landlock_abi: 0, seccomp_filter: false };
-        let error = confinement(Trust::Low).check(&none, false).err().map(|e| e.to_string()).unwrap_or_default();
+        let error = confinement(Trust::Low).check(&none, true, false).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.contains("needs seccomp filters"), "{error}");
         assert!(error.contains("Landlock is not enabled on this kernel"), "{error}");
         // admin needs no Landlock, but still seccomp.
-        let admin = confinement(Trust::Admin).check(&Kernel { landlock_abi: 0, seccomp_filter: true }, false);
+        let admin = confinement(Trust::Admin).check(&Kernel { landlock_abi: 0, seccomp_filter: true }, false, false);
         assert!(admin.is_ok_and(|lines| lines.is_empty()));
+    }
+
+    #[test]
+    fn udp_narrowing_needs_the_probes() {
+        let kernel = Kernel { landlock_abi: 7, seccomp_filter: true };
+        let error =
+            confinement(Trust::Medium).check(&kernel, false, false).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("ring medium restricts UDP destinations"), "{error}");
+        assert!(confinement(Trust::High).check(&kernel, false, false).is_ok(), "high allows any UDP");
+    }
+
+    #[test]
+    fn medium_sends_udp_to_the_resolvers_only() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap_or_else(|error| panic!("{error}"));
+        let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
+        let mut notes = Vec::new();
+        let allow = udp_plan(&ring, &[], &resolv, &mut notes);
+        assert_eq!(allow, Some(vec![crate::probes::UdpAllow { addr: [192, 0, 2, 53].into(), prefix: 32, port: 53 }]));
+        let high = RingSource::BuiltIn.ring(Trust::High).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(udp_plan(&high, &[], &resolv, &mut notes), None);
     }
 
     #[test]
     fn the_rings_are_fully_enforceable_on_abi_7() {
         let kernel = Kernel { landlock_abi: 7, seccomp_filter: true };
         for trust in Trust::ALL {
-            assert!(confinement(trust).check(&kernel, false).is_ok_and(|lines| lines.is_empty()), "{trust}");
+            assert!(confinement(trust).check(&kernel, true, false).is_ok_and(|lines| lines.is_empty()), "{trust}");
         }
     }
 

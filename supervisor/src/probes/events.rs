@@ -1,0 +1,337 @@
+//! Decoding the events the eBPF programs write to the ring buffer, and the sink they go to.
+//! Pure: bytes in, [`Event`] out.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use governor_common::{EventHeader, ExecEvent, NetEvent, OpenEvent, kind, source, verdict};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event of {len} bytes is shorter than its header")]
+    Short { len: usize },
+    #[error("event kind {kind} of {len} bytes: expected {expected}")]
+    Size { kind: u32, len: usize, expected: usize },
+    #[error("unknown event kind {0}")]
+    Kind(u32),
+}
+
+/// One decoded event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// execve/execveat and its result (`kind::EXEC`), or a completed exec (`kind::EXECED`).
+    Exec {
+        header: EventHeader,
+        filename: String,
+        argv: Vec<String>,
+    },
+    Open {
+        header: EventHeader,
+        flags: u32,
+        dev: u64,
+        ino: u64,
+        path: String,
+    },
+    /// connect (`kind::CONNECT`) or sendmsg (`kind::SENDMSG`).
+    Net {
+        header: EventHeader,
+        family: u16,
+        port: u16,
+        sock_type: u16,
+        addr: Option<IpAddr>,
+    },
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; T is a plain-old-data event type (every bit pattern valid);
+    // read_unaligned because ring buffer records are only 8-byte aligned by contract.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn exact<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    if bytes.len() != size_of::<T>() {
+        return Err(DecodeError::Size { kind, len: bytes.len(), expected: size_of::<T>() });
+    }
+    read(bytes).ok_or(DecodeError::Short { len: bytes.len() })
+}
+
+/// A NUL-terminated C string from a fixed buffer.
+fn text(buffer: &[u8]) -> String {
+    let end = buffer.iter().position(|byte| *byte == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read(bytes).ok_or(DecodeError::Short { len: bytes.len() })?;
+    match header.kind {
+        kind::EXEC | kind::EXECED => {
+            let event: ExecEvent = exact(bytes, header.kind)?;
+            let argv = event.argv.iter().map(|arg| text(arg)).take_while(|arg| !arg.is_empty()).collect();
+            Ok(Event::Exec { header, filename: text(&event.filename), argv })
+        }
+        kind::OPEN => {
+            let event: OpenEvent = exact(bytes, header.kind)?;
+            Ok(Event::Open { header, flags: event.flags, dev: event.dev, ino: event.ino, path: text(&event.path) })
+        }
+        kind::CONNECT | kind::SENDMSG => {
+            let event: NetEvent = exact(bytes, header.kind)?;
+            let addr = match i32::from(event.family) {
+                libc::AF_INET => {
+                    Some(IpAddr::V4(Ipv4Addr::new(event.addr[0], event.addr[1], event.addr[2], event.addr[3])))
+                }
+                libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(event.addr))),
+                _ => None,
+            };
+            Ok(Event::Net { header, family: event.family, port: event.port, sock_type: event.sock_type, addr })
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
+impl Event {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::Exec { header, .. } | Event::Open { header, .. } | Event::Net { header, .. } => header,
+        }
+    }
+
+    /// The event as one JSON object (`--trace`).
+    pub fn to_json(&self) -> Value {
+        let header = self.header();
+        let mut value = json!({
+            "kind": kind_name(header.kind),
+            "pid": header.tgid,
+            "tid": header.pid,
+            "uid": header.uid,
+            "cgroup_id": header.cgroup_id,
+            "ktime_ns": header.ktime_ns,
+            "result": errno_name(header.result),
+            "verdict": verdict_name(header.verdict),
+            "source": source_name(header.source),
+        });
+        let fields = match self {
+            Event::Exec { filename, argv, .. } => json!({ "path": filename, "argv": argv }),
+            Event::Open { flags, dev, ino, path, .. } => {
+                let mut fields = json!({ "path": path, "flags": flags });
+                if *ino != 0 {
+                    fields["dev"] = json!(dev);
+                    fields["ino"] = json!(ino);
+                }
+                fields
+            }
+            Event::Net { family, port, sock_type, addr, .. } => json!({
+                "family": family_name(*family),
+                "addr": addr.map(|addr| addr.to_string()),
+                "port": port,
+                "type": match i32::from(*sock_type) { libc::SOCK_STREAM => "stream", libc::SOCK_DGRAM => "dgram", 0 => "unknown", _ => "other" },
+            }),
+        };
+        if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), fields) {
+            object.extend(extra);
+        }
+        value
+    }
+}
+
+pub fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        kind::EXEC => "exec",
+        kind::EXECED => "execed",
+        kind::OPEN => "open",
+        kind::CONNECT => "connect",
+        kind::SENDMSG => "sendmsg",
+        _ => "unknown",
+    }
+}
+
+fn verdict_name(verdict: u16) -> &'static str {
+    match verdict {
+        verdict::OBSERVED => "observed",
+        verdict::ALLOWED => "allowed",
+        verdict::DENIED => "denied",
+        verdict::WOULD_DENY => "would-deny",
+        _ => "unknown",
+    }
+}
+
+fn source_name(source: u16) -> &'static str {
+    match source {
+        source::TRACEPOINT => "tracepoint",
+        source::LSM => "lsm",
+        source::CGROUP_SOCK_ADDR => "cgroup-sock-addr",
+        _ => "unknown",
+    }
+}
+
+fn family_name(family: u16) -> &'static str {
+    match i32::from(family) {
+        libc::AF_UNIX => "unix",
+        libc::AF_INET => "inet",
+        libc::AF_INET6 => "inet6",
+        libc::AF_NETLINK => "netlink",
+        _ => "other",
+    }
+}
+
+/// `0` -> "ok", `-13` -> "EACCES".
+pub fn errno_name(result: i32) -> String {
+    if result >= 0 {
+        return "ok".into();
+    }
+    let errno = nix::errno::Errno::from_raw(-result);
+    match errno {
+        nix::errno::Errno::UnknownErrno => format!("errno{}", -result),
+        known => format!("{known:?}"),
+    }
+}
+
+/// Where decoded events go. The policy engine is one; `--trace` is another.
+pub trait Sink {
+    fn event(&mut self, event: &Event);
+    /// Events the kernel could not deliver since the last call (ring buffer full).
+    fn lost(&mut self, count: u64);
+    /// A record that did not decode.
+    fn undecodable(&mut self, error: &DecodeError);
+}
+
+/// `--trace`: one JSON object per line on stderr.
+pub struct TraceSink;
+
+impl Sink for TraceSink {
+    fn event(&mut self, event: &Event) {
+        eprintln!("{}", event.to_json());
+    }
+
+    fn lost(&mut self, count: u64) {
+        eprintln!("{}", json!({ "kind": "lost", "count": count }));
+    }
+
+    fn undecodable(&mut self, error: &DecodeError) {
+        eprintln!("{}", json!({ "kind": "undecodable", "error": error.to_string() }));
+    }
+}
+
+/// Counts what passed, for the summary and the tests.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub events: u64,
+    pub lost: u64,
+    pub undecodable: u64,
+}
+
+impl Sink for Tally {
+    fn event(&mut self, _event: &Event) {
+        self.events += 1;
+    }
+
+    fn lost(&mut self, count: u64) {
+        self.lost += count;
+    }
+
+    fn undecodable(&mut self, _error: &DecodeError) {
+        self.undecodable += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use governor_common::{ARG_LEN, ARGS, PATH_LEN};
+
+    use super::*;
+
+    fn bytes<T>(value: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-old-data event.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: u32, result: i32) -> EventHeader {
+        EventHeader {
+            kind,
+            result,
+            ktime_ns: 5,
+            pid: 11,
+            tgid: 10,
+            uid: 0,
+            verdict: verdict::OBSERVED,
+            source: source::TRACEPOINT,
+            cgroup_id: 99,
+        }
+    }
+
+    fn fixed<const N: usize>(text: &str) -> [u8; N] {
+        let mut buffer = [0u8; N];
+        buffer[..text.len()].copy_from_slice(text.as_bytes());
+        buffer
+    }
+
+    #[test]
+    fn open_events_decode_with_path_and_errno() {
+        let event = OpenEvent {
+            header: header(kind::OPEN, -libc::EACCES),
+            flags: 0,
+            _pad: 0,
+            dev: 0,
+            ino: 0,
+            path: fixed::<PATH_LEN>("/home/ann/.ssh/id_ed25519"),
+        };
+        let decoded = decode(&bytes(&event));
+        let Ok(Event::Open { path, header, .. }) = &decoded else { panic!("{decoded:?}") };
+        assert_eq!(path, "/home/ann/.ssh/id_ed25519");
+        assert_eq!(header.tgid, 10);
+        let json = decoded.map(|event| event.to_json()).unwrap_or_default();
+        assert_eq!(json["result"], "EACCES");
+        assert_eq!(json["kind"], "open");
+        assert_eq!(json["pid"], 10);
+    }
+
+    #[test]
+    fn exec_events_carry_argv_until_the_first_empty_one() {
+        let mut argv = [[0u8; ARG_LEN]; ARGS];
+        argv[0] = fixed::<ARG_LEN>("sh");
+        argv[1] = fixed::<ARG_LEN>("-c");
+        let event = ExecEvent { header: header(kind::EXEC, 0), filename: fixed::<PATH_LEN>("/bin/sh"), argv };
+        assert_eq!(
+            decode(&bytes(&event)).ok(),
+            Some(Event::Exec {
+                header: header(kind::EXEC, 0),
+                filename: "/bin/sh".into(),
+                argv: vec!["sh".into(), "-c".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn net_events_decode_both_families() {
+        let mut event = NetEvent {
+            header: header(kind::CONNECT, 0),
+            family: libc::AF_INET as u16,
+            port: 443,
+            ..NetEvent::default()
+        };
+        event.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let decoded = decode(&bytes(&event)).map(|event| event.to_json()).unwrap_or_default();
+        assert_eq!((decoded["addr"].as_str(), decoded["port"].as_u64()), (Some("127.0.0.1"), Some(443)));
+        event.family = libc::AF_INET6 as u16;
+        event.addr = Ipv6Addr::LOCALHOST.octets();
+        let decoded = decode(&bytes(&event)).map(|event| event.to_json()).unwrap_or_default();
+        assert_eq!(decoded["addr"], "::1");
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short { len: 3 }));
+        let open = bytes(&header(kind::OPEN, 0));
+        assert!(matches!(decode(&open), Err(DecodeError::Size { kind: kind::OPEN, .. })));
+        assert_eq!(decode(&bytes(&header(77, 0))), Err(DecodeError::Kind(77)));
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(0), "ok");
+        assert_eq!(errno_name(-libc::EPERM), "EPERM");
+        assert_eq!(errno_name(-libc::ENOENT), "ENOENT");
+    }
+}

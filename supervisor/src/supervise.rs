@@ -1,0 +1,195 @@
+//! The supervisor's loop while an agent runs: forwards signals, reaps children, and drains
+//! the probes' ring buffer into the event sink, reporting every event the kernel dropped.
+//! One thread (a current-thread tokio runtime, started after the fork), waiting on the
+//! signalfd and the ring buffer with `AsyncFd`.
+
+use std::time::Duration;
+
+use aya::maps::{MapData, RingBuf};
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{Signal, kill},
+        signalfd::SignalFd,
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::Pid,
+};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::probes::{
+    Probes,
+    events::{Sink, decode},
+};
+
+/// How often the drop counters are read while the agent runs.
+const DROP_CHECK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {errno}")]
+    Sys { what: &'static str, errno: Errno },
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Probes(#[from] crate::probes::Error),
+}
+
+/// The event side: the probes and where their events go.
+pub struct Events<'a> {
+    pub probes: &'a mut Probes,
+    pub sink: &'a mut dyn Sink,
+    /// Drops already reported.
+    reported_drops: u64,
+}
+
+impl<'a> Events<'a> {
+    pub fn new(probes: &'a mut Probes, sink: &'a mut dyn Sink) -> Events<'a> {
+        Events { probes, sink, reported_drops: 0 }
+    }
+
+    /// Reports drops counted since the last call.
+    fn report_drops(&mut self) -> Result<(), Error> {
+        let dropped = self.probes.counters()?.dropped;
+        if dropped > self.reported_drops {
+            self.sink.lost(dropped - self.reported_drops);
+            self.reported_drops = dropped;
+        }
+        Ok(())
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) {
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(event) => sink.event(&event),
+            Err(error) => sink.undecodable(&error),
+        }
+    }
+}
+
+/// Runs until the agent has exited, then `after_exit` (which kills what the agent left
+/// behind), then delivers the events still in the ring buffer. Returns the agent's exit code
+/// (128+N for signal N).
+pub fn run(
+    agent: Pid,
+    signals: SignalFd,
+    forwarded: &[Signal],
+    events: Option<Events<'_>>,
+    after_exit: impl FnOnce(),
+) -> Result<i32, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|source| Error::Io { what: "starting the event loop", source })?;
+    runtime.block_on(supervise(agent, signals, forwarded, events, after_exit))
+}
+
+async fn supervise(
+    agent: Pid,
+    signals: SignalFd,
+    forwarded: &[Signal],
+    mut events: Option<Events<'_>>,
+    after_exit: impl FnOnce(),
+) -> Result<i32, Error> {
+    // SAFETY (both): the AsyncFd owns the signalfd and the ring buffer map, whose descriptors
+    // stay open and unchanged until it is dropped.
+    let signals = unsafe { AsyncFd::register_with_interest(signals, Interest::READABLE) }
+        .map_err(|error| Error::Io { what: "watching signals", source: error.into() })?;
+    let mut ring = match events.as_mut() {
+        Some(events) => Some(
+            unsafe { AsyncFd::register_with_interest(events.probes.take_events()?, Interest::READABLE) }
+                .map_err(|error| Error::Io { what: "watching the ring buffer", source: error.into() })?,
+        ),
+        None => None,
+    };
+    let mut tick = tokio::time::interval(DROP_CHECK);
+    let code = loop {
+        tokio::select! {
+            guard = signals.readable() => {
+                let mut guard = guard.map_err(|source| Error::Io { what: "waiting for signals", source })?;
+                let mut exited = None;
+                loop {
+                    match guard.get_inner().read_signal() {
+                        Ok(Some(info)) => {
+                            if let Some(code) = on_signal(agent, &info, forwarded)? {
+                                exited = Some(code);
+                            }
+                        }
+                        Ok(None) | Err(Errno::EAGAIN) => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(errno) => return Err(Error::Sys { what: "reading signals", errno }),
+                    }
+                }
+                if let Some(code) = exited {
+                    break code;
+                }
+            }
+            guard = ring_readable(&mut ring) => {
+                let mut guard = guard.map_err(|source| Error::Io { what: "waiting for events", source })?;
+                if let Some(events) = events.as_mut() {
+                    drain(guard.get_inner_mut(), events.sink);
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                if let Some(events) = events.as_mut() {
+                    events.report_drops()?;
+                }
+            }
+        }
+    };
+    after_exit();
+    if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
+        drain(ring.get_mut(), events.sink);
+        events.report_drops()?;
+    }
+    Ok(code)
+}
+
+async fn ring_readable(
+    ring: &mut Option<AsyncFd<RingBuf<MapData>>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>> {
+    match ring {
+        Some(ring) => ring.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles one signal; returns the agent's exit code once it has exited.
+fn on_signal(agent: Pid, info: &libc::signalfd_siginfo, forwarded: &[Signal]) -> Result<Option<i32>, Error> {
+    let Ok(signal) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) else {
+        return Ok(None);
+    };
+    if signal == Signal::SIGCHLD {
+        return reap(agent);
+    }
+    // A signal from the terminal (SI_KERNEL) already reached the agent, which is in our
+    // foreground process group; one sent to governor alone is passed on.
+    if forwarded.contains(&signal) && sent_by_a_process(info.ssi_code) {
+        let _ = kill(agent, signal);
+    }
+    Ok(None)
+}
+
+/// `si_code` values of signals sent with kill(2), sigqueue(3) or tgkill(2).
+fn sent_by_a_process(code: i32) -> bool {
+    code == libc::SI_USER || code == libc::SI_QUEUE || code == libc::SI_TKILL
+}
+
+/// Reaps every exited child; returns the agent's exit code once it has exited.
+pub fn reap(agent: Pid) -> Result<Option<i32>, Error> {
+    let mut agent_code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == agent => agent_code = Some(code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == agent => agent_code = Some(128 + signal as i32),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(agent_code),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => return Err(Error::Sys { what: "waitpid", errno }),
+        }
+    }
+}
