@@ -131,12 +131,12 @@ pub struct UdpPolicy {
     pub _pad: u32,
 }
 
-/// Key of the UDP allow list, an LPM trie: the prefix covers `cgroup_id`, `family` and
-/// `port` fully (96 bits) and then as many address bits as the rule's CIDR has. Port 0 means
-/// any port.
+/// Key of the address rules (UDP allow list, connect deny list), LPM tries: the prefix
+/// covers `cgroup_id`, `family` and `port` fully (96 bits) and then as many address bits as
+/// the rule's CIDR has. Port 0 means any port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UdpAllowKey {
+pub struct NetKey {
     pub cgroup_id: u64,
     pub family: u16,
     /// Network byte order, as the cgroup hook sees it.
@@ -145,8 +145,19 @@ pub struct UdpAllowKey {
     pub _pad: u32,
 }
 
-/// Bits of [`UdpAllowKey`] before the address.
-pub const UDP_ALLOW_FIXED_BITS: u32 = 96;
+/// Bits of [`NetKey`] before the address.
+pub const NET_KEY_FIXED_BITS: u32 = 96;
+
+/// Key of the per-agent inode deny lists: a file by device and inode, which no path (hard
+/// link, bind mount) can get around.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub cgroup_id: u64,
+    /// The kernel's dev_t (`MAJOR << 20 | MINOR`), not glibc's encoding.
+    pub dev: u64,
+    pub ino: u64,
+}
 
 /// Counters, per CPU, index into the `COUNTERS` array.
 pub mod counter {
@@ -169,5 +180,6 @@ mod user {
     unsafe impl aya::Pod for super::NetEvent {}
     unsafe impl aya::Pod for super::AgentSlot {}
     unsafe impl aya::Pod for super::UdpPolicy {}
-    unsafe impl aya::Pod for super::UdpAllowKey {}
+    unsafe impl aya::Pod for super::NetKey {}
+    unsafe impl aya::Pod for super::InodeKey {}
 }

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use governor_common::{AgentSlot, EventHeader, ExecEvent, UdpAllowKey, UdpPolicy, counter};
+use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, UdpPolicy, counter};
 
 /// cgroup v2 id of each agent's cgroup -> its slot and mode. A process whose cgroup is not a
 /// key here is not an agent: every probe returns after this one lookup and emits nothing.
@@ -39,7 +39,20 @@ pub static UDP_POLICY: HashMap<u64, UdpPolicy> = HashMap::with_max_entries(4096,
 
 /// UDP destinations an agent may send to, when its policy is restricted.
 #[map]
-pub static UDP_ALLOW: LpmTrie<UdpAllowKey, u8> = LpmTrie::with_max_entries(16384, 0);
+pub static UDP_ALLOW: LpmTrie<NetKey, u8> = LpmTrie::with_max_entries(16384, 0);
+
+/// Destinations an agent may not connect or send to, TCP or UDP (cloud metadata, say).
+#[map]
+pub static NET_DENY: LpmTrie<NetKey, u8> = LpmTrie::with_max_entries(16384, 0);
+
+/// Files an agent may not open, by inode (its secrets: no hard link or bind mount of them
+/// gets around this). LSM backend.
+#[map]
+pub static DENY_OPEN: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Programs an agent may not execute, by inode. LSM backend.
+#[map]
+pub static DENY_EXEC: HashMap<InodeKey, u8> = HashMap::with_max_entries(16384, 0);
 
 /// Arguments of a syscall remembered at enter.
 #[repr(C)]
@@ -102,4 +115,45 @@ pub fn produced(delivered: bool) {
 #[inline(always)]
 pub fn result_of(ret: i64) -> i32 {
     if ret < 0 { ret as i32 } else { 0 }
+}
+
+/// Whether `(cgroup_id, family, port, addr)` matches an LPM rule, for that port or any port.
+#[inline(always)]
+pub fn net_match(map: &LpmTrie<NetKey, u8>, cgroup_id: u64, family: u16, port_be: u16, addr: [u8; 16]) -> bool {
+    let mut key = aya_ebpf::maps::lpm_trie::Key::new(
+        governor_common::NET_KEY_FIXED_BITS + 128,
+        NetKey { cgroup_id, family, port: port_be, addr, _pad: 0 },
+    );
+    if map.get(&key).is_some() {
+        return true;
+    }
+    key.data.port = 0;
+    map.get(&key).is_some()
+}
+
+/// `-EPERM`: what a probe rule's denial returns.
+pub const DENY: i32 = -EPERM;
+/// EPERM from <asm-generic/errno-base.h>.
+pub const EPERM: i32 = 1;
+
+/// The (dev, ino) of a `struct file`, read at the offsets the supervisor found in BTF.
+///
+/// # Safety
+/// `file` must be a `struct file *` the kernel passed to the hook.
+#[inline(always)]
+pub unsafe fn file_inode_key(file: *const u8, cgroup_id: u64) -> Result<governor_common::InodeKey, i64> {
+    use aya_ebpf::helpers::bpf_probe_read_kernel;
+
+    use crate::offsets;
+    if offsets::file_inode() == 0 {
+        return Err(-1);
+    }
+    // SAFETY: kernel pointers read with the fault-tolerant helper.
+    unsafe {
+        let inode: *const u8 = bpf_probe_read_kernel(file.add(offsets::file_inode()) as *const *const u8)?;
+        let ino: u64 = bpf_probe_read_kernel(inode.add(offsets::inode_ino()) as *const u64)?;
+        let sb: *const u8 = bpf_probe_read_kernel(inode.add(offsets::inode_sb()) as *const *const u8)?;
+        let dev: u32 = bpf_probe_read_kernel(sb.add(offsets::sb_dev()) as *const u32)?;
+        Ok(governor_common::InodeKey { cgroup_id, dev: u64::from(dev), ino })
+    }
 }

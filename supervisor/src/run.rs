@@ -237,15 +237,27 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     // enforce the ring, so a refusal leaves nothing behind.
     let tmpdir = TempDir::create(&prepared.agent_id, &prepared.identity)?;
     let confinement = confinement(&prepared, &tmpdir.0);
-    for line in confinement.check(&prepared.kernel, probes.is_some(), prepared.request.best_effort)? {
+    let enforcement =
+        confinement.check(&prepared.kernel, probes.as_ref().map(|p| p.backend), prepared.request.best_effort)?;
+    for line in &enforcement.missing {
         eprintln!("governor: not enforced: {line}");
+    }
+    if verbose {
+        for line in &enforcement.partial {
+            eprintln!("governor: not enforced here: {line}");
+        }
     }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi)?;
     let filters = confinement.seccomp.compile()?;
     if verbose {
         report(&prepared, &confinement, &tmpdir.0);
         match &probes {
-            Some(probes) => eprintln!("governor: probes: {} backend", probes.backend),
+            Some(probes) => {
+                eprintln!("governor: probes: {} backend", probes.backend);
+                if let Some(reason) = &probes.fallback {
+                    eprintln!("governor: probes: BPF LSM not used: {reason}");
+                }
+            }
             None => eprintln!("governor: probes: off"),
         }
     }
@@ -260,7 +272,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     }
     if let Some(probes) = probes.as_mut() {
         let slot = governor_common::AgentSlot { slot: 0, mode: governor_common::mode::ENFORCE };
-        probes.watch(cgroup_id, &cgroup_dir, slot, confinement.udp.as_deref())?;
+        probes.watch(cgroup_id, &cgroup_dir, slot, &confinement)?;
     }
 
     // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
@@ -316,8 +328,8 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         let tally = &output.tally;
         if verbose || prepared.request.trace || counters.dropped > 0 || tally.undecodable > 0 {
             eprintln!(
-                "governor: probes ({}): {} events delivered, {} dropped (ring buffer full), {} undecodable, {} probe read errors",
-                probes.backend, tally.events, counters.dropped, tally.undecodable, counters.errors
+                "governor: probes ({}): {} events produced, {} delivered, {} dropped (ring buffer full), {} undecodable, {} probe read errors",
+                probes.backend, counters.produced, tally.events, counters.dropped, tally.undecodable, counters.errors
             );
         }
     }

@@ -36,7 +36,11 @@ pub fn policy_show(
     let tmpdir = tempdir_stand_in();
     let confinement = run::confinement(&prepared, &tmpdir);
     let source = RingSource::locate(rings);
-    let support = confinement.check(&prepared.kernel, true, true).unwrap_or_default();
+    // What `run --probes auto` would get here (loading the probes needs root).
+    let probes = crate::probes::Probes::load(crate::probes::Choice::Auto).ok().flatten();
+    let backend = probes.as_ref().map(|probes| probes.backend);
+    drop(probes);
+    let support = confinement.check(&prepared.kernel, backend, true).map(|e| e.all()).unwrap_or_default();
     let display = |path: &Path| {
         path.strip_prefix(&tmpdir)
             .map_or_else(|_| path.display().to_string(), |rest| Path::new("$TMPDIR").join(rest).display().to_string())
@@ -113,18 +117,34 @@ fn print_text(
                 println!("  TCP {what} port {:<6} {}", rule.port.0, rule.reason);
             }
         }
-        let udp_rules = network.udp_allow.iter().chain(prepared.overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.udp_allow)));
+        let udp_rules = network
+            .udp_allow
+            .iter()
+            .chain(prepared.overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.udp_allow)));
         match &confinement.udp {
             None => println!("  UDP to any destination"),
             Some(allowed) => {
                 for rule in udp_rules {
                     println!("  UDP to {:?} port {:<6} {}", rule.to, rule.port.0, rule.reason);
                 }
-                let resolved: Vec<String> = allowed.iter().map(|a| format!("{}/{}:{}", a.addr, a.prefix, a.port)).collect();
-                println!("  UDP allowed (cgroup socket hooks): {}", if resolved.is_empty() { "nothing".into() } else { resolved.join(", ") });
+                let resolved: Vec<String> =
+                    allowed.iter().map(|a| format!("{}/{}:{}", a.addr, a.prefix, a.port)).collect();
+                println!(
+                    "  UDP allowed (cgroup socket hooks): {}",
+                    if resolved.is_empty() { "nothing".into() } else { resolved.join(", ") }
+                );
             }
         }
+        let deny_rules =
+            network.deny.iter().chain(prepared.overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.deny)));
+        for rule in deny_rules {
+            let port = rule.port.map_or("any port".to_owned(), |port| format!("port {}", port.0));
+            println!("  denied: {:?} {port}  {} (cgroup socket hooks; BPF LSM)", rule.to, rule.reason);
+        }
         println!("socket families: {:?} ({})", network.socket_families, network.socket_families_reason);
+        for rule in prepared.ring.deny_exec.iter().chain(prepared.overlays.iter().flat_map(|o| &o.deny_exec)) {
+            println!("exec denied by inode (BPF LSM): {}  {}", rule.path, rule.reason);
+        }
         let scopes: Vec<String> = confinement.landlock.scopes.iter().map(|s| format!("{s:?}")).collect();
         let reason =
             prepared.ring.landlock.scopes_reason.as_ref().map(|reason| format!(" ({reason})")).unwrap_or_default();
@@ -219,6 +239,20 @@ pub fn check(rings: Option<&Path>) -> i32 {
         None => println!("BPF LSM active: unknown (securityfs is not mounted at /sys/kernel/security)"),
     }
     println!("eBPF object: {} bytes embedded", crate::probes::OBJECT.len());
+    let backend = match crate::probes::Probes::load(crate::probes::Choice::Auto) {
+        Ok(Some(probes)) => {
+            println!("probes: {} backend loads", probes.backend);
+            if let Some(reason) = &probes.fallback {
+                println!("probes: BPF LSM programs do not load here: {reason}");
+            }
+            Some(probes.backend)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            println!("probes: do not load: {error}");
+            None
+        }
+    };
     let source = RingSource::locate(rings);
     let mut code = 0;
     for trust in Trust::ALL {
@@ -242,10 +276,23 @@ pub fn check(rings: Option<&Path>) -> i32 {
             landlock: plan,
             seccomp: crate::sandbox::seccomp::Plan::from_ring(&ring),
             udp: None,
+            net_deny: Vec::new(),
+            deny_open: Vec::new(),
+            deny_exec: ring
+                .deny_exec
+                .iter()
+                .map(|rule| {
+                    rule.path.expand(&crate::policy::PathVars {
+                        home: "/".into(),
+                        workspace: "/".into(),
+                        tmpdir: "/".into(),
+                    })
+                })
+                .collect(),
             drop_capabilities: trust != Trust::Admin,
             notes: Vec::new(),
         };
-        match confinement.check(&kernel, true, false) {
+        match confinement.check(&kernel, backend, false).map(|e| e.all()) {
             Ok(lines) if lines.is_empty() => println!("ring {trust}: fully enforceable"),
             Ok(lines) => println!("ring {trust}: enforceable; not enforced: {}", lines.join("; ")),
             Err(error) => println!("ring {trust}: refused: {error}"),

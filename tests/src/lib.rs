@@ -140,3 +140,15 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The cgroup v2 mount point, from mountinfo.
+pub fn cgroup2_root() -> PathBuf {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .find_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            rest.starts_with("cgroup2 ").then(|| fields.split_whitespace().nth(4).map(PathBuf::from)).flatten()
+        })
+        .unwrap_or_else(|| panic!("no cgroup2 mount"))
+}

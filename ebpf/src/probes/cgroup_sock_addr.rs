@@ -1,15 +1,15 @@
 //! cgroup `sock_addr` hooks (`connect4`, `connect6`, `sendmsg4`, `sendmsg6`), attached to
-//! each agent's cgroup. They narrow UDP, which Landlock does not cover: where an agent's UDP
-//! policy is restricted, a datagram may only go to an allowed address and port. Returning 0
-//! makes connect/sendmsg fail with EPERM. Every refusal is reported (observe mode: reported
-//! as would-deny, and allowed).
+//! each agent's cgroup, on both backends. They refuse denied destinations (TCP or UDP), and
+//! narrow UDP, which Landlock does not cover: where an agent's UDP policy is restricted, a
+//! datagram may only go to an allowed address and port. Returning 0 makes connect/sendmsg
+//! fail with EPERM. Every refusal is reported (observe mode: reported as would-deny, and
+//! allowed).
 use aya_ebpf::{
-    bindings::bpf_sock_addr, helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, maps::lpm_trie::Key,
-    programs::SockAddrContext,
+    bindings::bpf_sock_addr, helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
-use governor_common::{NetEvent, UDP_ALLOW_FIXED_BITS, UdpAllowKey, kind, mode, source, verdict};
+use governor_common::{NetEvent, kind, mode, source, verdict};
 
-use crate::maps::{AGENTS, EVENTS, UDP_ALLOW, UDP_POLICY, header, produced};
+use crate::maps::{AGENTS, EVENTS, NET_DENY, UDP_ALLOW, UDP_POLICY, header, net_match, produced};
 
 const ALLOW: i32 = 1;
 const REFUSE: i32 = 0;
@@ -38,6 +38,16 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, AF_INET6, kind::SENDMSG)
 }
 
+/// Whether the agent's UDP policy lets a datagram go to this destination.
+#[inline(always)]
+fn udp_allowed(cgroup_id: u64, family: u16, port_be: u16, addr: [u8; 16]) -> bool {
+    // SAFETY: read-only lookup, value copied out.
+    match unsafe { UDP_POLICY.get(&cgroup_id) }.copied() {
+        Some(policy) if policy.restricted != 0 => net_match(&UDP_ALLOW, cgroup_id, family, port_be, addr),
+        _ => true,
+    }
+}
+
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, family: u16, event_kind: u32) -> i32 {
     let sa: *const bpf_sock_addr = ctx.sock_addr;
@@ -54,25 +64,13 @@ fn decide(ctx: &SockAddrContext, family: u16, event_kind: u32) -> i32 {
         }
         ((*sa).type_, (*sa).user_port as u16, addr)
     };
-    // TCP is Landlock's: its ports are rules of the ring.
-    if sock_type != SOCK_DGRAM {
-        return ALLOW;
-    }
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: read-only lookups, values copied out.
-    let Some(policy) = (unsafe { UDP_POLICY.get(&cgroup_id) }).copied() else {
-        return ALLOW;
-    };
-    if policy.restricted == 0 {
-        return ALLOW;
-    }
-    let mut key = Key::new(UDP_ALLOW_FIXED_BITS + 128, UdpAllowKey { cgroup_id, family, port: port_be, addr, _pad: 0 });
-    if UDP_ALLOW.get(&key).is_some() {
-        return ALLOW;
-    }
-    key.data.port = 0;
-    if UDP_ALLOW.get(&key).is_some() {
+    // Denied destinations, TCP or UDP; then, for UDP, the allow list (TCP ports are
+    // Landlock's rules).
+    let denied = net_match(&NET_DENY, cgroup_id, family, port_be, addr)
+        || (sock_type == SOCK_DGRAM && !udp_allowed(cgroup_id, family, port_be, addr));
+    if !denied {
         return ALLOW;
     }
     // SAFETY: as above.

@@ -20,6 +20,9 @@ pub struct Ring {
     pub landlock: Landlock,
     pub network: Network,
     pub seccomp: Seccomp,
+    /// Programs the agent may not run, denied by inode (BPF LSM).
+    #[serde(default)]
+    pub deny_exec: Vec<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +92,19 @@ pub struct Network {
     pub udp: TcpMode,
     #[serde(default)]
     pub udp_allow: Vec<UdpRule>,
+    /// Destinations no connect or datagram may reach (cgroup socket hooks, BPF LSM).
+    #[serde(default)]
+    pub deny: Vec<DenyRule>,
+}
+
+/// A destination to refuse; without `port`, every port.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRule {
+    pub to: UdpTarget,
+    #[serde(default)]
+    pub port: Option<Port>,
+    pub reason: Reason,
 }
 
 /// A UDP destination: `to` is `resolvers` (the nameservers of /etc/resolv.conf), an address
@@ -291,8 +307,8 @@ pub struct SecretsFile {
     pub secret: Vec<Secret>,
 }
 
-/// A path that no ring below admin may read. The last component may be a glob
-/// (`/etc/ssh/*_key`).
+/// A path with the reason it is listed: a secret no ring below admin may read (the last
+/// component may be a glob, `/etc/ssh/*_key`), an exclusion, or a program to deny.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Secret {
@@ -310,6 +326,9 @@ pub struct Overlay {
     pub network: Option<OverlayNetwork>,
     #[serde(default)]
     pub secret: Vec<Secret>,
+    /// Programs the agent may not run, denied by inode (BPF LSM).
+    #[serde(default)]
+    pub deny_exec: Vec<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +347,8 @@ pub struct OverlayNetwork {
     pub bind: Vec<PortRule>,
     #[serde(default)]
     pub udp_allow: Vec<UdpRule>,
+    #[serde(default)]
+    pub deny: Vec<DenyRule>,
 }
 
 /// Why a rule exists. Required and non-empty: it ends up in what the user reads.

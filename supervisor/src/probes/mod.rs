@@ -5,6 +5,7 @@
 //! load), else syscall tracepoints. Both get the cgroup `sock_addr` hooks, attached to each
 //! agent's cgroup, which narrow UDP.
 
+mod btf;
 pub mod events;
 mod tracefs;
 
@@ -14,12 +15,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::os::unix::fs::MetadataExt as _;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint},
 };
-use governor_common::{AgentSlot, UDP_ALLOW_FIXED_BITS, UdpAllowKey, UdpPolicy, counter};
+use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, UdpPolicy, counter};
+
+use crate::sandbox::Confinement;
 
 /// The object file, aligned for aya's ELF parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/governor"));
@@ -38,7 +43,6 @@ pub enum Choice {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    #[expect(dead_code, reason = "chosen once the BPF LSM programs are in the object")]
     Lsm,
     Tracepoint,
 }
@@ -58,7 +62,7 @@ pub enum Error {
     NoLsm(String),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
-    #[error("eBPF program {name}: {source}")]
+    #[error("eBPF program {name}: {}", one_line(.source))]
     Program { name: &'static str, source: aya::programs::ProgramError },
     #[error("eBPF map {name}: {source}")]
     Map { name: &'static str, source: aya::maps::MapError },
@@ -66,6 +70,8 @@ pub enum Error {
     Missing(&'static str),
     #[error(transparent)]
     Tracefs(#[from] tracefs::Error),
+    #[error(transparent)]
+    Btf(#[from] btf::Error),
 }
 
 /// The tracepoint programs: (program, category, event).
@@ -83,6 +89,9 @@ const TRACEPOINTS: [(&str, &str, &str); 11] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
 ];
 
+/// The BPF LSM programs, named after their hooks.
+const LSM_HOOKS: [&str; 3] = ["bprm_check_security", "file_open", "socket_connect"];
+
 /// The cgroup socket hooks, attached per agent.
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 
@@ -90,6 +99,8 @@ const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 pub struct Probes {
     ebpf: Ebpf,
     pub backend: Backend,
+    /// Why BPF LSM was not used, when `auto` fell back to tracepoints.
+    pub fallback: Option<String>,
     /// The attachments, owned here so that their release can be handed off (see `Drop`).
     links: Vec<Box<dyn Send>>,
 }
@@ -146,9 +157,9 @@ pub struct Counters {
     pub errors: u64,
 }
 
-/// A UDP destination an agent may send to; port 0 is any port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UdpAllow {
+/// A network (address and prefix) and port, 0 for any port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NetRule {
     pub addr: IpAddr,
     pub prefix: u8,
     pub port: u16,
@@ -162,41 +173,76 @@ pub fn bpf_lsm_active() -> Option<bool> {
 }
 
 impl Probes {
-    /// Loads the probes for `choice`; `None` for `--probes off`.
+    /// Loads the probes for `choice`; `None` for `--probes off`. `auto` tries BPF LSM where
+    /// the kernel lists it and falls back to tracepoints, saying why in `fallback`.
     pub fn load(choice: Choice) -> Result<Option<Probes>, Error> {
-        let backend = match choice {
-            Choice::Off => return Ok(None),
-            Choice::Tracepoint => Backend::Tracepoint,
+        match choice {
+            Choice::Off => Ok(None),
+            Choice::Tracepoint => Probes::load_backend(Backend::Tracepoint).map(Some),
             Choice::Lsm => match bpf_lsm_active() {
                 Some(true) => {
-                    return Err(Error::NoLsm(
-                        "the LSM programs are not part of this build yet; use --probes tracepoint".into(),
-                    ));
+                    Probes::load_backend(Backend::Lsm).map(Some).map_err(|error| Error::NoLsm(error.to_string()))
                 }
-                Some(false) => return Err(Error::NoLsm(
+                Some(false) => Err(Error::NoLsm(
                     "'bpf' is not in this kernel's active LSM list (/sys/kernel/security/lsm); boot with lsm=...,bpf"
                         .into(),
                 )),
-                None => return Err(Error::NoLsm("cannot read /sys/kernel/security/lsm (securityfs)".into())),
+                None => Err(Error::NoLsm("cannot read /sys/kernel/security/lsm (securityfs)".into())),
             },
-            Choice::Auto => Backend::Tracepoint,
-        };
-        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
-        let mut links = Vec::new();
-        if backend == Backend::Tracepoint {
-            let tracing = tracefs::root()?;
-            tracefs::check_layouts(&tracing)?;
-            for (name, category, event) in TRACEPOINTS {
-                let program: &mut TracePoint = ebpf
+            Choice::Auto => {
+                let fallback = match bpf_lsm_active() {
+                    Some(true) => match Probes::load_backend(Backend::Lsm) {
+                        Ok(probes) => return Ok(Some(probes)),
+                        Err(error) => error.to_string(),
+                    },
+                    Some(false) => "'bpf' is not in the active LSM list".to_owned(),
+                    None => "/sys/kernel/security/lsm cannot be read".to_owned(),
+                };
+                let mut probes = Probes::load_backend(Backend::Tracepoint)?;
+                probes.fallback = Some(fallback);
+                Ok(Some(probes))
+            }
+        }
+    }
+
+    /// Both backends report through the syscall tracepoints (only a syscall's exit sees
+    /// what Landlock, which runs before BPF in the LSM order, refused); the LSM backend adds
+    /// the hooks that deny by inode and address in the kernel.
+    fn load_backend(backend: Backend) -> Result<Probes, Error> {
+        let mut loader = EbpfLoader::new();
+        let offsets = if backend == Backend::Lsm { btf::lsm_offsets(&btf::Btf::from_sys_fs()?)? } else { Vec::new() };
+        for (global, offset) in &offsets {
+            loader.override_global(global, offset, true);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        if backend == Backend::Lsm {
+            let btf =
+                aya::Btf::from_sys_fs().map_err(|error| Error::Btf(btf::Error::Format(leak(error.to_string()))))?;
+            for name in LSM_HOOKS {
+                let program: &mut Lsm = ebpf
                     .program_mut(name)
                     .ok_or(Error::Missing(name))?
                     .try_into()
                     .map_err(|source| Error::Program { name, source })?;
-                program.load().map_err(|source| Error::Program { name, source })?;
-                let id = program.attach(category, event).map_err(|source| Error::Program { name, source })?;
+                program.load(name, &btf).map_err(|source| Error::Program { name, source })?;
+                let id = program.attach().map_err(|source| Error::Program { name, source })?;
                 let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
-                links.push(Box::new(link) as Box<dyn Send>);
+                links.push(Box::new(link));
             }
+        }
+        let tracing = tracefs::root()?;
+        tracefs::check_layouts(&tracing)?;
+        for (name, category, event) in TRACEPOINTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing(name))?
+                .try_into()
+                .map_err(|source| Error::Program { name, source })?;
+            program.load().map_err(|source| Error::Program { name, source })?;
+            let id = program.attach(category, event).map_err(|source| Error::Program { name, source })?;
+            let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
+            links.push(Box::new(link));
         }
         for name in SOCK_ADDR {
             let program: &mut CgroupSockAddr = ebpf
@@ -206,17 +252,18 @@ impl Probes {
                 .map_err(|source| Error::Program { name, source })?;
             program.load().map_err(|source| Error::Program { name, source })?;
         }
-        Ok(Some(Probes { ebpf, backend, links }))
+        Ok(Probes { ebpf, backend, fallback: None, links })
     }
 
     /// Starts watching the agent in cgroup `cgroup_id` (its directory is `cgroup_dir`): the
-    /// probes report its events, and the socket hooks enforce `udp` (`None`: any UDP).
+    /// probes report its events, the socket hooks enforce its UDP and destination rules, and
+    /// (LSM) its secrets and denied programs are refused by inode.
     pub fn watch(
         &mut self,
         cgroup_id: u64,
         cgroup_dir: &File,
         slot: AgentSlot,
-        udp: Option<&[UdpAllow]>,
+        plan: &Confinement,
     ) -> Result<(), Error> {
         // Single: with bpf_link (Linux 5.7+) a cgroup takes any number of links whatever the
         // mode, and the kernel refuses link flags; the mode only matters for legacy attach.
@@ -235,28 +282,48 @@ impl Probes {
         }
         {
             let mut policy: HashMap<_, u64, UdpPolicy> = self.map("UDP_POLICY")?;
-            let value = UdpPolicy { restricted: u32::from(udp.is_some()), _pad: 0 };
+            let value = UdpPolicy { restricted: u32::from(plan.udp.is_some()), _pad: 0 };
             policy.insert(cgroup_id, value, 0).map_err(|source| Error::Map { name: "UDP_POLICY", source })?;
         }
-        if let Some(rules) = udp {
-            let mut allow: LpmTrie<_, UdpAllowKey, u8> = self.map("UDP_ALLOW")?;
-            for rule in rules {
-                let (family, addr) = match rule.addr {
-                    IpAddr::V4(v4) => {
-                        let mut addr = [0u8; 16];
-                        addr[..4].copy_from_slice(&v4.octets());
-                        (libc::AF_INET as u16, addr)
-                    }
-                    IpAddr::V6(v6) => (libc::AF_INET6 as u16, v6.octets()),
-                };
-                let key = UdpAllowKey { cgroup_id, family, port: rule.port.to_be(), addr, _pad: 0 };
-                let key = Key::new(UDP_ALLOW_FIXED_BITS + u32::from(rule.prefix), key);
-                allow.insert(&key, 1, 0).map_err(|source| Error::Map { name: "UDP_ALLOW", source })?;
-            }
+        self.insert_net("UDP_ALLOW", cgroup_id, plan.udp.as_deref().unwrap_or_default())?;
+        self.insert_net("NET_DENY", cgroup_id, &plan.net_deny)?;
+        if self.backend == Backend::Lsm {
+            self.insert_inodes("DENY_OPEN", cgroup_id, &plan.deny_open)?;
+            self.insert_inodes("DENY_EXEC", cgroup_id, &plan.deny_exec)?;
         }
         // Last: from here on the agent's events are reported.
         let mut agents: HashMap<_, u64, AgentSlot> = self.map("AGENTS")?;
         agents.insert(cgroup_id, slot, 0).map_err(|source| Error::Map { name: "AGENTS", source })?;
+        Ok(())
+    }
+
+    fn insert_net(&mut self, name: &'static str, cgroup_id: u64, rules: &[NetRule]) -> Result<(), Error> {
+        let mut map: LpmTrie<_, NetKey, u8> = self.map(name)?;
+        for rule in rules {
+            let (family, addr) = match rule.addr {
+                IpAddr::V4(v4) => {
+                    let mut addr = [0u8; 16];
+                    addr[..4].copy_from_slice(&v4.octets());
+                    (libc::AF_INET as u16, addr)
+                }
+                IpAddr::V6(v6) => (libc::AF_INET6 as u16, v6.octets()),
+            };
+            let key = NetKey { cgroup_id, family, port: rule.port.to_be(), addr, _pad: 0 };
+            let key = Key::new(NET_KEY_FIXED_BITS + u32::from(rule.prefix), key);
+            map.insert(&key, 1, 0).map_err(|source| Error::Map { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Adds the inodes of `paths` that exist (a path that does not exist has no inode to deny;
+    /// Landlock keeps it unreadable by path).
+    fn insert_inodes(&mut self, name: &'static str, cgroup_id: u64, paths: &[PathBuf]) -> Result<(), Error> {
+        let mut map: HashMap<_, InodeKey, u8> = self.map(name)?;
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(path) else { continue };
+            let key = InodeKey { cgroup_id, dev: kernel_dev(meta.dev()), ino: meta.ino() };
+            map.insert(key, 1, 0).map_err(|source| Error::Map { name, source })?;
+        }
         Ok(())
     }
 
@@ -287,6 +354,41 @@ impl Probes {
             errors: sum(counter::ERRORS)?,
         })
     }
+}
+
+/// glibc's dev_t (stat) to the kernel's internal one (`MAJOR << 20 | MINOR`), which
+/// `super_block.s_dev` holds.
+pub fn kernel_dev(dev: u64) -> u64 {
+    let major = libc::major(dev) as u64;
+    let minor = libc::minor(dev) as u64;
+    (major << 20) | minor
+}
+
+/// An error with its sources, on one line (aya appends an often empty verifier log).
+fn one_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    // aya appends "Verifier output:" and the log, which is empty for a refused load; and the
+    // io error repeats as a source.
+    let mut parts: Vec<String> = Vec::new();
+    for part in text.split(": ") {
+        let part = part.split_whitespace().collect::<Vec<_>>().join(" ");
+        let part = part.trim_end_matches("Verifier output:").trim_end_matches("Verifier output").trim().to_owned();
+        if !part.is_empty() && !parts.iter().any(|seen| seen.contains(&part)) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Turns a message into a `&'static str` for an error type that wants one (rare: load errors).
+fn leak(message: String) -> &'static str {
+    Box::leak(message.into_boxed_str())
 }
 
 /// The resolvers in `/etc/resolv.conf` (or `path`), which `resolvers` in a ring stands for.

@@ -20,7 +20,13 @@ pub struct Confinement {
     pub landlock: landlock::Plan,
     pub seccomp: seccomp::Plan,
     /// UDP destinations (enforced by the probes' cgroup socket hooks); `None`: any.
-    pub udp: Option<Vec<crate::probes::UdpAllow>>,
+    pub udp: Option<Vec<crate::probes::NetRule>>,
+    /// Destinations no connect or datagram may reach (cgroup socket hooks, BPF LSM).
+    pub net_deny: Vec<crate::probes::NetRule>,
+    /// Existing secret files and directories, denied by inode where the kernel has BPF LSM.
+    pub deny_open: Vec<PathBuf>,
+    /// Programs denied by inode (BPF LSM only).
+    pub deny_exec: Vec<PathBuf>,
     /// Below admin the agent keeps no capability.
     pub drop_capabilities: bool,
     /// What a user should know about how the policy was applied.
@@ -136,27 +142,64 @@ impl Confinement {
             notes.push(format!("ring {} refuses IP sockets: the TCP ports granted have no effect", ring.trust));
         }
 
+        let deny_open = if ring.landlock.enforce { secret_paths(&carves, fs) } else { Vec::new() };
+        let deny_exec = ring
+            .deny_exec
+            .iter()
+            .chain(overlays.iter().flat_map(|overlay| &overlay.deny_exec))
+            .map(|rule| rule.path.expand(vars))
+            .collect();
         Confinement {
             trust: ring.trust,
             landlock,
             seccomp: seccomp::Plan::from_ring(ring),
             udp: udp_plan(ring, overlays, &crate::probes::resolv_conf(), &mut notes),
+            net_deny: net_deny_plan(ring, overlays, &crate::probes::resolv_conf()),
+            deny_open,
+            deny_exec,
             drop_capabilities: ring.trust != Trust::Admin,
             notes,
         }
     }
 
-    /// Checks the plan against the kernel and the probes (`probes`: whether the cgroup socket
-    /// hooks are loaded). Missing required features refuse the ring unless `best_effort`; the
-    /// returned lines say what is not enforced.
-    pub fn check(&self, kernel: &Kernel, probes: bool, best_effort: bool) -> Result<Vec<String>, Unenforceable> {
+    /// Checks the plan against the kernel and the probes that were loaded. A missing required
+    /// feature refuses the ring unless `best_effort`.
+    pub fn check(
+        &self,
+        kernel: &Kernel,
+        probes: Option<crate::probes::Backend>,
+        best_effort: bool,
+    ) -> Result<Enforcement, Unenforceable> {
         let mut missing = Vec::new();
-        let mut not_enforced = Vec::new();
-        if self.udp.is_some() && !probes {
-            missing.push(format!(
-                "ring {} restricts UDP destinations, which needs the probes' cgroup socket hooks (not loaded: --probes off)",
-                self.trust
-            ));
+        let mut partial = Vec::new();
+        if probes.is_none() {
+            if self.udp.is_some() {
+                missing.push(format!(
+                    "ring {} restricts UDP destinations, which needs the probes' cgroup socket hooks (not loaded: --probes off)",
+                    self.trust
+                ));
+            }
+            if !self.net_deny.is_empty() {
+                missing.push(format!(
+                    "ring {} denies network destinations, which needs the probes' cgroup socket hooks (not loaded: --probes off)",
+                    self.trust
+                ));
+            }
+        }
+        if probes != Some(crate::probes::Backend::Lsm) {
+            if !self.deny_exec.is_empty() {
+                missing.push(format!(
+                    "ring {} denies programs by inode, which needs BPF LSM (probes: {})",
+                    self.trust,
+                    probes.map_or("off".into(), |backend| backend.to_string())
+                ));
+            }
+            if !self.deny_open.is_empty() {
+                partial.push(format!(
+                    "ring {}: secrets are denied by path only; a hard link or bind mount of one inside an allowed tree is not refused without BPF LSM",
+                    self.trust
+                ));
+            }
         }
         if !kernel.seccomp_filter {
             missing.push(format!(
@@ -173,12 +216,93 @@ impl Confinement {
                 abi => format!("this kernel has Landlock ABI {abi}"),
             };
             let line = format!("ring {} needs Landlock {} (ABI {}); {have}", self.trust, feature.what, feature.abi);
-            if feature.required { missing.push(line) } else { not_enforced.push(line) }
+            if feature.required { missing.push(line) } else { partial.push(line) }
         }
         if !missing.is_empty() && !best_effort {
             return Err(Unenforceable(missing));
         }
-        Ok(missing.into_iter().chain(not_enforced).collect())
+        Ok(Enforcement { missing, partial })
+    }
+}
+
+/// What of a ring is not enforced: `missing` are required parts (only with --best-effort),
+/// `partial` are hardening a newer kernel or BPF LSM would add.
+#[derive(Debug, Default)]
+pub struct Enforcement {
+    pub missing: Vec<String>,
+    pub partial: Vec<String>,
+}
+
+impl Enforcement {
+    pub fn all(&self) -> Vec<String> {
+        self.missing.iter().chain(&self.partial).cloned().collect()
+    }
+}
+
+/// The secrets that exist now, and what is inside them (up to a bound), for the inode deny
+/// list: exact paths, where their symlinks lead, and glob matches.
+fn secret_paths(carves: &[carve::Carve], fs: &dyn carve::FsView) -> Vec<PathBuf> {
+    const MAX: usize = 16384;
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = Vec::new();
+    for carve in carves.iter().filter(|carve| carve.hard) {
+        let name = carve.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.contains(['*', '?', '[']) {
+            let Some(parent) = carve.path.parent() else { continue };
+            let Ok(pattern) = std::ffi::CString::new(name) else { continue };
+            for (child, _) in fs.children(parent) {
+                let Ok(child_c) = std::ffi::CString::new(child.as_encoded_bytes()) else { continue };
+                // SAFETY: two NUL-terminated strings; fnmatch only reads them.
+                if unsafe { libc::fnmatch(pattern.as_ptr(), child_c.as_ptr(), libc::FNM_PERIOD) } == 0 {
+                    stack.push(parent.join(child));
+                }
+            }
+        } else if let Some(real) = fs.canonical(&carve.path) {
+            stack.push(real);
+        }
+    }
+    while let Some(path) = stack.pop() {
+        if out.len() >= MAX {
+            break;
+        }
+        if fs.kind(&path) == carve::Kind::Dir {
+            stack.extend(
+                fs.children(&path)
+                    .into_iter()
+                    .filter(|(_, kind)| *kind != carve::Kind::Symlink)
+                    .map(|(name, _)| path.join(name)),
+            );
+        }
+        out.push(path);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The denied destinations of a ring and its overlays.
+fn net_deny_plan(ring: &Ring, overlays: &[Overlay], resolv_conf: &std::path::Path) -> Vec<crate::probes::NetRule> {
+    let rules = ring.network.deny.iter().chain(overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.deny)));
+    rules
+        .flat_map(|rule| {
+            let port = rule.port.map_or(0, |port| port.0);
+            targets(rule.to, resolv_conf).into_iter().map(move |(addr, prefix)| crate::probes::NetRule {
+                addr,
+                prefix,
+                port,
+            })
+        })
+        .collect()
+}
+
+/// The networks a rule's `to` stands for.
+fn targets(to: crate::policy::UdpTarget, resolv_conf: &std::path::Path) -> Vec<(std::net::IpAddr, u8)> {
+    match to {
+        crate::policy::UdpTarget::Resolvers => crate::probes::resolvers(resolv_conf)
+            .into_iter()
+            .map(|addr| (addr, if addr.is_ipv4() { 32 } else { 128 }))
+            .collect(),
+        crate::policy::UdpTarget::Net { addr, prefix } => vec![(addr, prefix)],
     }
 }
 
@@ -188,8 +312,8 @@ fn udp_plan(
     overlays: &[Overlay],
     resolv_conf: &std::path::Path,
     notes: &mut Vec<String>,
-) -> Option<Vec<crate::probes::UdpAllow>> {
-    use crate::{policy::UdpTarget, probes::UdpAllow};
+) -> Option<Vec<crate::probes::NetRule>> {
+    use crate::probes::NetRule;
     if ring.network.udp == TcpMode::Any {
         return None;
     }
@@ -197,23 +321,11 @@ fn udp_plan(
         ring.network.udp_allow.iter().chain(overlays.iter().flat_map(|o| o.network.iter().flat_map(|n| &n.udp_allow)));
     let mut allow = Vec::new();
     for rule in rules {
-        match rule.to {
-            UdpTarget::Resolvers => {
-                let resolvers = crate::probes::resolvers(resolv_conf);
-                if resolvers.is_empty() {
-                    notes.push(format!(
-                        "{} lists no nameserver: UDP to resolvers allows nothing",
-                        resolv_conf.display()
-                    ));
-                }
-                allow.extend(resolvers.into_iter().map(|addr| UdpAllow {
-                    addr,
-                    prefix: if addr.is_ipv4() { 32 } else { 128 },
-                    port: rule.port.0,
-                }));
-            }
-            UdpTarget::Net { addr, prefix } => allow.push(UdpAllow { addr, prefix, port: rule.port.0 }),
+        let found = targets(rule.to, resolv_conf);
+        if found.is_empty() && rule.to == crate::policy::UdpTarget::Resolvers {
+            notes.push(format!("{} lists no nameserver: UDP to resolvers allows nothing", resolv_conf.display()));
         }
+        allow.extend(found.into_iter().map(|(addr, prefix)| NetRule { addr, prefix, port: rule.port.0 }));
     }
     Some(allow)
 }
@@ -261,8 +373,11 @@ mod tests {
     #[test]
     fn a_ring_needing_tcp_rules_is_refused_on_landlock_abi_2() {
         let kernel = Kernel { landlock_abi: 2, seccomp_filter: true };
-        let error =
-            confinement(Trust::Medium).check(&kernel, true, false).err().map(|e| e.to_string()).unwrap_or_default();
+        let error = confinement(Trust::Medium)
+            .check(&kernel, Some(crate::probes::Backend::Lsm), false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(
             error.contains("ring medium needs Landlock TCP bind/connect rules (ABI 4); this kernel has Landlock ABI 2"),
             "{error}"
@@ -270,7 +385,10 @@ mod tests {
         assert!(error.contains("signal scoping (ABI 6)"), "{error}");
         assert!(error.ends_with("pass --best-effort to run without it"), "{error}");
         // With --best-effort it runs and says what is not enforced, required features first.
-        let lines = confinement(Trust::Medium).check(&kernel, true, true).unwrap_or_default();
+        let lines = confinement(Trust::Medium)
+            .check(&kernel, Some(crate::probes::Backend::Lsm), true)
+            .map(|e| e.all())
+            .unwrap_or_default();
         assert!(lines[0].contains("TCP bind/connect rules"), "{lines:?}");
         assert!(lines.iter().any(|line| line.contains("truncate(2) control (ABI 3)")), "{lines:?}");
     }
@@ -278,21 +396,29 @@ mod tests {
     #[test]
     fn missing_landlock_or_seccomp_is_named() {
         let none = Kernel { landlock_abi: 0, seccomp_filter: false };
-        let error = confinement(Trust::Low).check(&none, true, false).err().map(|e| e.to_string()).unwrap_or_default();
+        let error = confinement(Trust::Low)
+            .check(&none, Some(crate::probes::Backend::Lsm), false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("needs seccomp filters"), "{error}");
         assert!(error.contains("Landlock is not enabled on this kernel"), "{error}");
         // admin needs no Landlock, but still seccomp.
-        let admin = confinement(Trust::Admin).check(&Kernel { landlock_abi: 0, seccomp_filter: true }, false, false);
-        assert!(admin.is_ok_and(|lines| lines.is_empty()));
+        let admin = confinement(Trust::Admin).check(&Kernel { landlock_abi: 0, seccomp_filter: true }, None, false);
+        assert!(admin.is_ok_and(|e| e.all().is_empty()));
     }
 
     #[test]
     fn udp_narrowing_needs_the_probes() {
         let kernel = Kernel { landlock_abi: 7, seccomp_filter: true };
         let error =
-            confinement(Trust::Medium).check(&kernel, false, false).err().map(|e| e.to_string()).unwrap_or_default();
+            confinement(Trust::Medium).check(&kernel, None, false).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.contains("ring medium restricts UDP destinations"), "{error}");
-        assert!(confinement(Trust::High).check(&kernel, false, false).is_ok(), "high allows any UDP");
+        assert!(error.contains("ring medium denies network destinations"), "{error}");
+        assert!(confinement(Trust::Admin).check(&kernel, None, false).is_ok(), "admin restricts no network");
+        // On the tracepoint backend secrets are denied by path only: said, not refused.
+        let tracepoint = confinement(Trust::Low).check(&kernel, Some(crate::probes::Backend::Tracepoint), false);
+        assert!(tracepoint.is_ok_and(|e| e.missing.is_empty()));
     }
 
     #[test]
@@ -303,7 +429,7 @@ mod tests {
         let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
         let mut notes = Vec::new();
         let allow = udp_plan(&ring, &[], &resolv, &mut notes);
-        assert_eq!(allow, Some(vec![crate::probes::UdpAllow { addr: [192, 0, 2, 53].into(), prefix: 32, port: 53 }]));
+        assert_eq!(allow, Some(vec![crate::probes::NetRule { addr: [192, 0, 2, 53].into(), prefix: 32, port: 53 }]));
         let high = RingSource::BuiltIn.ring(Trust::High).unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(udp_plan(&high, &[], &resolv, &mut notes), None);
     }
@@ -312,7 +438,8 @@ mod tests {
     fn the_rings_are_fully_enforceable_on_abi_7() {
         let kernel = Kernel { landlock_abi: 7, seccomp_filter: true };
         for trust in Trust::ALL {
-            assert!(confinement(trust).check(&kernel, true, false).is_ok_and(|lines| lines.is_empty()), "{trust}");
+            let enforcement = confinement(trust).check(&kernel, Some(crate::probes::Backend::Lsm), false);
+            assert!(enforcement.is_ok_and(|e| e.all().is_empty()), "{trust}");
         }
     }
 

@@ -255,6 +255,21 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             let remote = libc::iovec { iov_base: 0x1000 as *mut libc::c_void, iov_len: 8 };
             check(libc::process_vm_readv(pid(args, 2), &local, 1, &remote, 1, 0) as i64)
         },
+        "flood" => unsafe {
+            // open+close PATH COUNT times; prints ok when every open succeeded.
+            let path = cstr(arg(args, 2));
+            let count: u64 = arg(args, 3).parse().unwrap_or(0);
+            let mut failures = 0u64;
+            for _ in 0..count {
+                let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+                if fd < 0 {
+                    failures += 1;
+                } else {
+                    libc::close(fd);
+                }
+            }
+            if failures > 0 { Err(errno()) } else { Ok(()) }
+        },
         "caps" => {
             // Prints the CapEff line instead of ok.
             let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -1,0 +1,62 @@
+//! Offsets of the kernel struct fields the LSM programs read. aya-ebpf has no CO-RE, and
+//! these structs differ between kernels, so the supervisor reads the running kernel's BTF
+//! and writes the offsets here at load time (`EbpfLoader::override_global`). A zero left
+//! here means "not set", and the programs treat it as an internal error.
+
+#[unsafe(no_mangle)]
+static LINUX_BINPRM_FILE: u32 = 0;
+#[unsafe(no_mangle)]
+static LINUX_BINPRM_FILENAME: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_F_INODE: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_F_PATH: u32 = 0;
+#[unsafe(no_mangle)]
+static FILE_F_FLAGS: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_I_INO: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_I_SB: u32 = 0;
+#[unsafe(no_mangle)]
+static SUPER_BLOCK_S_DEV: u32 = 0;
+
+/// Reads a load-time global. `read_volatile`, or the compiler would fold in the zero above.
+macro_rules! global {
+    ($name:ident) => {
+        // SAFETY: a plain u32 in the object's read-only data.
+        unsafe { core::ptr::read_volatile(&$name) as usize }
+    };
+}
+
+#[inline(always)]
+pub fn binprm_file() -> usize {
+    global!(LINUX_BINPRM_FILE)
+}
+#[inline(always)]
+pub fn binprm_filename() -> usize {
+    global!(LINUX_BINPRM_FILENAME)
+}
+#[inline(always)]
+pub fn file_inode() -> usize {
+    global!(FILE_F_INODE)
+}
+#[inline(always)]
+pub fn file_path() -> usize {
+    global!(FILE_F_PATH)
+}
+#[inline(always)]
+pub fn file_flags() -> usize {
+    global!(FILE_F_FLAGS)
+}
+#[inline(always)]
+pub fn inode_ino() -> usize {
+    global!(INODE_I_INO)
+}
+#[inline(always)]
+pub fn inode_sb() -> usize {
+    global!(INODE_I_SB)
+}
+#[inline(always)]
+pub fn sb_dev() -> usize {
+    global!(SUPER_BLOCK_S_DEV)
+}
