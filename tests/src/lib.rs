@@ -92,7 +92,9 @@ impl Scene {
             must(fs::set_permissions(path, fs::Permissions::from_mode(0o755)), "chmod");
         }
         let helper = workspace.join("attempt");
-        must(fs::copy(attempt, &helper), "copy attempt");
+        // The VM (tests/tests/lsm.rs) has the helper elsewhere than where it was built.
+        let attempt = std::env::var_os("GOVERNOR_ATTEMPT_BIN").map_or_else(|| PathBuf::from(attempt), PathBuf::from);
+        must(fs::copy(&attempt, &helper), "copy attempt");
         let attempt = helper;
         Scene { _root: dir, root, home, workspace, outside, attempt }
     }
@@ -151,4 +153,15 @@ pub fn cgroup2_root() -> PathBuf {
             rest.starts_with("cgroup2 ").then(|| fields.split_whitespace().nth(4).map(PathBuf::from)).flatten()
         })
         .unwrap_or_else(|| panic!("no cgroup2 mount"))
+}
+
+/// Whether any agent cgroup under `<cgroup2>/governor` has a process in it.
+pub fn agents_running() -> bool {
+    let Ok(agents) = fs::read_dir(cgroup2_root().join("governor")) else {
+        return false;
+    };
+    agents
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().is_dir())
+        .any(|entry| fs::read_to_string(entry.path().join("cgroup.procs")).is_ok_and(|procs| !procs.trim().is_empty()))
 }

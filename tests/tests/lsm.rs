@@ -1,0 +1,192 @@
+//! The BPF LSM backend, on a kernel that runs BPF LSM programs: `cargo xtask vm-test` boots
+//! Debian's 6.1 kernel (lsm=landlock,bpf) and runs this file there. On a kernel where the LSM
+//! programs do not load (this repository's CI host: BPF trampolines are refused) every test
+//! says so and skips; the VM run is where they count.
+//!
+//! That kernel has Landlock ABI 2 (no TCP rules, no scopes), so the rings run with
+//! `--best-effort`; what is tested here is what the LSM hooks add.
+
+use std::{
+    fs,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use governor_tests::{Scene, governor_bin, stderr, stdout};
+use serde_json::Value;
+
+fn scene() -> Scene {
+    Scene::new(env!("CARGO_BIN_EXE_attempt"))
+}
+
+/// Whether `--probes lsm` loads here; prints why the calling test skips when not.
+fn lsm_loads(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipping {test}: needs root");
+        return false;
+    }
+    let output = Command::new(governor_bin())
+        .args(["run", "--probes", "lsm", "--best-effort", "--workspace", "/tmp", "--", "true"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    if output.status.code() == Some(2) && stderr(&output).contains("--probes lsm:") {
+        println!("skipping {test}: {}", stderr(&output).trim().trim_start_matches("governor: "));
+        return false;
+    }
+    true
+}
+
+macro_rules! require_lsm {
+    ($name:expr) => {
+        if !lsm_loads($name) {
+            return;
+        }
+    };
+}
+
+fn events(stderr: &str) -> Vec<Value> {
+    stderr.lines().filter(|line| line.starts_with('{')).filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+fn run(scene: &Scene, extra: &[&str], args: &[&str]) -> Output {
+    let mut all = vec!["--probes", "lsm", "--best-effort", "--trace"];
+    all.extend_from_slice(extra);
+    scene.governor("low", &all, args)
+}
+
+#[test]
+fn lsm_backend_reports_exec_open_and_a_landlock_denial() {
+    require_lsm!("lsm_backend_reports_exec_open_and_a_landlock_denial");
+    let scene = scene();
+    let secret = scene.home.join(".ssh/id_ed25519");
+    let script = format!("/bin/true; cat {} 2>/dev/null; exit 0", secret.display());
+    let output = run(&scene, &["--verbose"], &["sh", "-c", &script]);
+    let err = stderr(&output);
+    assert!(err.contains("probes: lsm backend"), "{err}");
+    let events = events(&err);
+    assert!(events.iter().any(|e| e["kind"] == "exec" && e["result"] == "ok" && e["argv"][0] == "/bin/true"), "{err}");
+    let denied = events.iter().find(|e| e["kind"] == "open" && e["path"].as_str() == Some(&*secret.to_string_lossy()));
+    assert_eq!(denied.map(|e| e["result"].clone()), Some(Value::from("EACCES")), "{err}");
+}
+
+#[test]
+fn an_exec_denied_binary_is_refused_in_the_kernel_under_any_name() {
+    require_lsm!("an_exec_denied_binary_is_refused_in_the_kernel_under_any_name");
+    let scene = scene();
+    let tool = scene.workspace.join("tool");
+    fs::copy(&scene.attempt, &tool).unwrap_or_else(|error| panic!("{error}"));
+    // The same inode under another name.
+    fs::hard_link(&tool, scene.workspace.join("renamed")).unwrap_or_else(|error| panic!("{error}"));
+    let overlay = scene.root.join("deny.toml");
+    fs::write(&overlay, format!("[[deny_exec]]\npath = \"{}\"\nreason = \"not for agents\"\n", tool.display()))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let overlay = overlay.to_string_lossy().into_owned();
+    for name in ["tool", "renamed"] {
+        let path = scene.workspace.join(name);
+        let output = run(&scene, &["--policy", &overlay], &[&path.to_string_lossy(), "ids"]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(126), "{name}: {err}");
+        let decisions: Vec<Value> = events(&err).into_iter().filter(|e| e["source"] == "lsm").collect();
+        assert_eq!(decisions.len(), 1, "{name}: one LSM decision: {err}");
+        assert_eq!((decisions[0]["kind"].as_str(), decisions[0]["verdict"].as_str()), (Some("exec"), Some("denied")));
+    }
+    // Without the rule it runs.
+    let output = run(&scene, &[], &[&tool.to_string_lossy(), "ids"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn a_secret_hard_linked_into_the_workspace_is_refused_by_inode() {
+    require_lsm!("a_secret_hard_linked_into_the_workspace_is_refused_by_inode");
+    let scene = scene();
+    let secret = scene.home.join(".ssh/id_ed25519");
+    let link = scene.workspace.join("innocent.txt");
+    // Planted before the agent starts, by someone outside: Landlock allows the workspace, so
+    // only the inode says what this is.
+    fs::hard_link(&secret, &link).unwrap_or_else(|error| panic!("{error}"));
+    let output = run(&scene, &[], &[&scene.attempt.to_string_lossy(), "read", &link.to_string_lossy()]);
+    let err = stderr(&output);
+    assert_eq!(stdout(&output).trim(), "EPERM", "{err}");
+    let decisions: Vec<Value> = events(&err).into_iter().filter(|e| e["source"] == "lsm").collect();
+    assert_eq!(decisions.len(), 1, "one LSM decision: {err}");
+    assert_eq!((decisions[0]["kind"].as_str(), decisions[0]["verdict"].as_str()), (Some("open"), Some("denied")));
+    assert_eq!(decisions[0]["path"].as_str(), Some(&*link.to_string_lossy()), "{err}");
+    // An ordinary workspace file is not affected.
+    let plain = scene.workspace.join("plain.txt");
+    fs::write(&plain, "x").unwrap_or_else(|error| panic!("{error}"));
+    let output = run(&scene, &[], &[&scene.attempt.to_string_lossy(), "read", &plain.to_string_lossy()]);
+    assert_eq!(stdout(&output).trim(), "ok", "{}", stderr(&output));
+}
+
+#[test]
+fn an_earlier_programs_denial_is_respected() {
+    require_lsm!("an_earlier_programs_denial_is_respected");
+    let scene = scene();
+    let secret = scene.home.join(".ssh/id_ed25519");
+    let link = scene.workspace.join("innocent.txt");
+    fs::hard_link(&secret, &link).unwrap_or_else(|error| panic!("{error}"));
+    let marker = scene.workspace.join("second-started");
+    // First governor: its agent waits until a second governor has attached its own LSM
+    // programs after the first's, then opens the linked secret. The first's file_open denies
+    // it; the second's runs later in the chain for a process that is not its agent, and must
+    // pass that verdict on instead of returning 0.
+    let script = format!(
+        "while [ ! -e {marker} ]; do sleep 0.05; done; exec {attempt} read {link}",
+        marker = marker.display(),
+        attempt = scene.attempt.display(),
+        link = link.display()
+    );
+    let first = Command::new(governor_bin())
+        .args(["run", "--trust", "low", "--probes", "lsm", "--best-effort", "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", &scene.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    // Wait until the first agent runs (its programs are attached), then start the second.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !governor_tests::agents_running() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = Command::new(governor_bin())
+        .args(["run", "--trust", "low", "--probes", "lsm", "--best-effort", "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c"])
+        .arg(format!("touch {}; sleep 2", marker.display()))
+        .env("HOME", &scene.home)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let first = first.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(stdout(&first).trim(), "EPERM", "{}", stderr(&first));
+}
+
+#[test]
+fn lsm_backend_flood_loses_nothing_silently() {
+    require_lsm!("lsm_backend_flood_loses_nothing_silently");
+    let scene = scene();
+    const OPENS: u64 = 1_000_000;
+    let target = scene.workspace.join("flood.txt");
+    fs::write(&target, "x").unwrap_or_else(|error| panic!("{error}"));
+    let output = scene.governor(
+        "low",
+        &["--probes", "lsm", "--best-effort", "--verbose"],
+        [scene.attempt.as_os_str(), "flood".as_ref(), target.as_os_str(), OPENS.to_string().as_ref()],
+    );
+    let err = stderr(&output);
+    let line = err.lines().find(|line| line.starts_with("governor: probes (lsm)")).unwrap_or_else(|| panic!("{err}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .filter_map(|part| part.parse().ok())
+        .collect();
+    let [produced, delivered, dropped, ..] = numbers[..] else { panic!("{line}") };
+    assert!(produced > OPENS, "{line}");
+    assert_eq!(delivered + dropped, produced, "{line}");
+    let reported: u64 = events(&err).iter().filter(|e| e["kind"] == "lost").filter_map(|e| e["count"].as_u64()).sum();
+    assert_eq!(reported, dropped, "{err}");
+    println!("lsm flood: {line}");
+}
