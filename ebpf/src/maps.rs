@@ -19,13 +19,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// A syscall between its enter and exit tracepoints, keyed by pid_tgid. LRU, so an exit
-/// that is never seen (a thread killed mid-call) cannot fill it.
-#[map]
-pub static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
-
-/// execve/execveat between enter and exit: the event is built at enter, while the old
-/// image's memory (filename, argv) still exists.
+/// execve/execveat between enter and exit, keyed by pid_tgid: the event is built at enter,
+/// while the old image's memory (filename, argv) still exists. LRU, so an exit that is never
+/// seen (a thread killed mid-call) cannot fill it.
 #[map]
 pub static PENDING_EXEC: LruHashMap<u64, ExecEvent> = LruHashMap::with_max_entries(4096, 0);
 
@@ -53,18 +49,6 @@ pub static DENY_OPEN: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0
 /// Programs an agent may not execute, by inode. LSM backend.
 #[map]
 pub static DENY_EXEC: HashMap<InodeKey, u8> = HashMap::with_max_entries(16384, 0);
-
-/// Arguments of a syscall remembered at enter.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Pending {
-    pub kind: u32,
-    pub flags: u32,
-    /// User pointer: the path, or the sockaddr.
-    pub ptr: u64,
-    /// addrlen for connect.
-    pub len: u64,
-}
 
 /// The cgroup id of the current task when it belongs to an agent.
 #[inline(always)]

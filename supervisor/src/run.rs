@@ -83,7 +83,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
             Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
-            Error::Probes(probes::Error::NoLsm(_) | probes::Error::Tracefs(_)) => exit::USAGE,
+            Error::Probes(probes::Error::NoLsm(_)) => exit::USAGE,
             _ => exit::FAILURE,
         }
     }

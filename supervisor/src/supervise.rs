@@ -22,8 +22,10 @@ use crate::probes::{
     events::{Sink, decode},
 };
 
-/// How often the drop counters are read while the agent runs.
-const DROP_CHECK: Duration = Duration::from_millis(200);
+/// How often the ring buffer is drained and the drop counters read while the agent runs.
+/// The programs wake the loop at once for refusals and errors, and when 1 MiB has piled
+/// up; ordinary events wait for this tick rather than cost a wakeup each.
+const TICK: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,7 +106,8 @@ async fn supervise(
         ),
         None => None,
     };
-    let mut tick = tokio::time::interval(DROP_CHECK);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let code = loop {
         tokio::select! {
             guard = signals.readable() => {
@@ -136,7 +139,8 @@ async fn supervise(
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                if let Some(events) = events.as_mut() {
+                if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
+                    drain(ring.get_mut(), events.sink);
                     events.report_drops()?;
                 }
             }

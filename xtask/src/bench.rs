@@ -19,12 +19,25 @@ pub enum Which {
         runs: usize,
         #[arg(long, default_value = "medium")]
         trust: String,
+        /// governor's --probes (auto loads the eBPF programs on every launch).
+        #[arg(long, default_value = "off")]
+        probes: String,
+    },
+    /// An agent's open+close loop: bare, under governor without probes, and with probes.
+    Probes {
+        /// open+close iterations per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        iterations: u64,
+        /// Runs of each, interleaved.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
 }
 
 pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
-        Which::Launch { runs, trust } => launch(root, runs, &trust),
+        Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
+        Which::Probes { iterations, runs } => probes(root, iterations, runs),
     }
 }
 
@@ -38,7 +51,7 @@ fn time(command: &mut Command) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn launch(root: &Path, runs: usize, trust: &str) -> Result<()> {
+fn launch(root: &Path, runs: usize, trust: &str, probes: &str) -> Result<()> {
     if runs < 50 {
         bail!("--runs {runs}: at least 50 runs of each are needed for a stable median");
     }
@@ -51,7 +64,10 @@ fn launch(root: &Path, runs: usize, trust: &str) -> Result<()> {
     };
     let confined = || {
         let mut command = Command::new(&governor);
-        command.args(["run", "--trust", trust, "--workspace"]).arg(&workspace).args(["--", "/bin/true"]);
+        command
+            .args(["run", "--trust", trust, "--probes", probes, "--best-effort", "--workspace"])
+            .arg(&workspace)
+            .args(["--", "/bin/true"]);
         command
     };
     // Warm the page cache and the dentry cache for both.
@@ -69,7 +85,7 @@ fn launch(root: &Path, runs: usize, trust: &str) -> Result<()> {
     let bare_median = median(&mut bare_times);
     let governor_median = median(&mut governor_times);
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
-    println!("launch, {runs} interleaved runs each, trust {trust}:");
+    println!("launch, {runs} interleaved runs each, trust {trust}, probes {probes}:");
     println!(
         "  bare /bin/true:                 median {:.3} ms (p90 {:.3} ms)",
         ms(bare_median),
@@ -102,4 +118,66 @@ fn median(times: &mut [Duration]) -> Duration {
 /// `times` must be sorted.
 fn percentile(times: &[Duration], pct: usize) -> Duration {
     times[(times.len() * pct / 100).min(times.len() - 1)]
+}
+
+/// The `attempt` helper of the end-to-end tests: its `flood PATH N` op is the loop.
+fn attempt_bin(root: &Path) -> Result<std::path::PathBuf> {
+    let status = Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--release", "-p", "governor-tests", "--bin", "attempt"])
+        .status()
+        .context("building attempt")?;
+    if !status.success() {
+        bail!("building attempt failed");
+    }
+    Ok(root.join("target/release/attempt"))
+}
+
+fn probes(root: &Path, iterations: u64, runs: usize) -> Result<()> {
+    let governor = root.join("target/release/governor");
+    let attempt = attempt_bin(root)?;
+    let workspace = tempfile_dir()?;
+    let target = workspace.join("flood.txt");
+    std::fs::write(&target, "x").with_context(|| format!("writing {}", target.display()))?;
+    let helper = workspace.join("attempt");
+    std::fs::copy(&attempt, &helper).with_context(|| format!("copying {}", attempt.display()))?;
+    let count = iterations.to_string();
+    let flood = |probes: Option<&str>| {
+        let mut command = match probes {
+            None => Command::new(&helper),
+            Some(probes) => {
+                let mut command = Command::new(&governor);
+                command
+                    .args(["run", "--trust", "low", "--probes", probes, "--best-effort", "--workspace"])
+                    .arg(&workspace)
+                    .arg("--")
+                    .arg(&helper);
+                command
+            }
+        };
+        command.args(["flood"]).arg(&target).arg(&count).stderr(Stdio::null());
+        command
+    };
+    let mut bare = Vec::new();
+    let mut off = Vec::new();
+    let mut tracepoint = Vec::new();
+    for _ in 0..runs {
+        bare.push(time(&mut flood(None))?);
+        off.push(time(&mut flood(Some("off")))?);
+        tracepoint.push(time(&mut flood(Some("auto")))?);
+    }
+    let _ = std::fs::remove_dir_all(&workspace);
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let (bare, off, tracepoint) = (median(&mut bare), median(&mut off), median(&mut tracepoint));
+    println!("open+close loop, {iterations} iterations, {runs} interleaved runs each (medians):");
+    println!("  bare:                          {:.1} ms", ms(bare));
+    println!("  governor --probes off:         {:.1} ms ({:.3}x bare)", ms(off), ms(off) / ms(bare));
+    println!(
+        "  governor --probes auto:        {:.1} ms ({:.3}x bare, {:.3}x probes off)",
+        ms(tracepoint),
+        ms(tracepoint) / ms(bare),
+        ms(tracepoint) / ms(off)
+    );
+    println!("  events: {:.0} per second delivered", iterations as f64 / tracepoint.as_secs_f64());
+    Ok(())
 }

@@ -59,7 +59,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
             count(counter::ERRORS);
         }
     }
-    entry.submit(0);
+    entry.submit(crate::probes::raw_syscalls::wakeup(true));
     produced(true);
     if enforce { DENY } else { 0 }
 }

@@ -10,6 +10,7 @@ use aya_ebpf::{
 use governor_common::{NetEvent, kind, mode, source, verdict};
 
 use crate::maps::{AGENTS, EVENTS, NET_DENY, UDP_ALLOW, UDP_POLICY, header, net_match, produced};
+use crate::probes::raw_syscalls::wakeup;
 
 const ALLOW: i32 = 1;
 const REFUSE: i32 = 0;
@@ -84,6 +85,6 @@ fn decide(ctx: &SockAddrContext, family: u16, event_kind: u32) -> i32 {
         _pad: 0,
         addr,
     };
-    produced(EVENTS.output::<NetEvent>(&event, 0).is_ok());
+    produced(EVENTS.output::<NetEvent>(&event, wakeup(true)).is_ok());
     if enforce { REFUSE } else { ALLOW }
 }

@@ -67,6 +67,6 @@ fn report(file: *const u8, key: Option<governor_common::InodeKey>, cgroup_id: u6
             count(counter::ERRORS);
         }
     }
-    entry.submit(0);
+    entry.submit(crate::probes::raw_syscalls::wakeup(true));
     produced(true);
 }

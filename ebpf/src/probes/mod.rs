@@ -1,9 +1,8 @@
-//! One file per hook (or per syscall, for a tracepoint enter/exit pair), named after it.
+//! One file per hook, named after it (the raw syscall tracepoints share one file: the exit
+//! program finishes what the enter program started).
 pub mod bprm_check_security;
 pub mod cgroup_sock_addr;
 pub mod file_open;
+pub mod raw_syscalls;
 pub mod sched_process_exec;
 pub mod socket_connect;
-pub mod sys_connect;
-pub mod sys_execve;
-pub mod sys_openat;

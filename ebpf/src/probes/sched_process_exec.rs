@@ -1,45 +1,52 @@
-//! `sched/sched_process_exec`: a process in an agent cgroup now runs a new binary (the exec
-//! succeeded; the path is the one the kernel resolved).
+//! Raw tracepoint `sched/sched_process_exec`: a process in an agent cgroup now runs a new
+//! binary (the exec succeeded; the path is the one the kernel resolved, from
+//! `linux_binprm.filename` at the offset the supervisor read from BTF).
 use aya_ebpf::{
-    EbpfContext as _, helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use governor_common::{ExecEvent, counter, kind, source, verdict};
 
-use crate::maps::{EVENTS, agent, count, header, produced};
+use crate::{
+    maps::{EVENTS, agent, count, header, produced},
+    offsets,
+    probes::raw_syscalls::wakeup,
+};
 
-/// Offset of `__data_loc char[] filename` in the record (see the event's format file).
-const FILENAME_LOC: usize = 8;
-
-#[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let Some((cgroup_id, _)) = agent() else {
         return 0;
     };
+    let bprm: *const u8 = ctx.arg(2);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         produced(false);
         return 0;
     };
     let event = entry.as_mut_ptr();
-    // SAFETY: `event` is a reserved, exclusively owned ring-buffer slot; the string is read
-    // from the record with the fault-tolerant helper.
+    // SAFETY: `event` is a reserved, exclusively owned ring-buffer slot; kernel memory is
+    // read with the fault-tolerant helpers.
     unsafe {
         (*event).header = header(kind::EXECED, source::TRACEPOINT, verdict::OBSERVED, 0, cgroup_id);
         (*event).filename[0] = 0;
         for arg in 0..governor_common::ARGS {
             (*event).argv[arg][0] = 0;
         }
-        // `__data_loc`: the low 16 bits are the offset of the string in the record.
-        match ctx.read_at::<u32>(FILENAME_LOC) {
-            Ok(loc) => {
-                let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
-                if bpf_probe_read_kernel_str_bytes(src, &mut (*event).filename).is_err() {
-                    count(counter::ERRORS);
-                }
-            }
-            Err(_) => count(counter::ERRORS),
+        let filename = if offsets::binprm_filename() == 0 {
+            Err(-1)
+        } else {
+            bpf_probe_read_kernel(bprm.add(offsets::binprm_filename()) as *const *const u8)
+        };
+        let read =
+            filename.and_then(|filename| bpf_probe_read_kernel_str_bytes(filename, &mut (*event).filename).map(|_| ()));
+        if read.is_err() {
+            (*event).filename[0] = 0;
+            count(counter::ERRORS);
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup(false));
     produced(true);
     0
 }

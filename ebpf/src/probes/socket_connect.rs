@@ -8,6 +8,7 @@ use aya_ebpf::{
 use governor_common::{NetEvent, counter, kind, mode, source, verdict};
 
 use crate::maps::{DENY, EPERM, EVENTS, NET_DENY, agent, count, header, net_match, produced};
+use crate::probes::raw_syscalls::wakeup;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -58,6 +59,6 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     let (decision, result) = if enforce { (verdict::DENIED, -EPERM) } else { (verdict::WOULD_DENY, 0) };
     event.header = header(kind::CONNECT, source::LSM, decision, result, cgroup_id);
     event.port = u16::from_be(event.port);
-    produced(EVENTS.output::<NetEvent>(&event, 0).is_ok());
+    produced(EVENTS.output::<NetEvent>(&event, wakeup(true)).is_ok());
     if enforce { DENY } else { 0 }
 }

@@ -7,7 +7,6 @@
 
 mod btf;
 pub mod events;
-mod tracefs;
 
 use std::{
     fs::File,
@@ -20,7 +19,7 @@ use std::os::unix::fs::MetadataExt as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint},
 };
 use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, UdpPolicy, counter};
 
@@ -69,25 +68,11 @@ pub enum Error {
     #[error("eBPF object has no {0}")]
     Missing(&'static str),
     #[error(transparent)]
-    Tracefs(#[from] tracefs::Error),
-    #[error(transparent)]
     Btf(#[from] btf::Error),
 }
 
-/// The tracepoint programs: (program, category, event).
-const TRACEPOINTS: [(&str, &str, &str); 11] = [
-    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
-    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
-    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
-    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
-    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
-    ("sys_exit_execve", "syscalls", "sys_exit_execve"),
-    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
-    ("sys_exit_execveat", "syscalls", "sys_exit_execveat"),
-    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
-    ("sys_exit_connect", "syscalls", "sys_exit_connect"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
-];
+/// The raw tracepoint programs, named after their tracepoints.
+const RAW_TRACEPOINTS: [&str; 3] = ["sys_enter", "sys_exit", "sched_process_exec"];
 
 /// The BPF LSM programs, named after their hooks.
 const LSM_HOOKS: [&str; 3] = ["bprm_check_security", "file_open", "socket_connect"];
@@ -168,7 +153,7 @@ pub struct NetRule {
 /// Whether the kernel runs BPF LSM programs: `bpf` must be in the active LSM list
 /// (`/sys/kernel/security/lsm`; securityfs is mounted when it is not yet).
 pub fn bpf_lsm_active() -> Option<bool> {
-    tracefs::mount_securityfs();
+    mount_securityfs();
     std::fs::read_to_string("/sys/kernel/security/lsm").ok().map(|lsms| lsms.trim().split(',').any(|lsm| lsm == "bpf"))
 }
 
@@ -205,12 +190,13 @@ impl Probes {
         }
     }
 
-    /// Both backends report through the syscall tracepoints (only a syscall's exit sees
+    /// Both backends report through the raw syscall tracepoints (only a syscall's exit sees
     /// what Landlock, which runs before BPF in the LSM order, refused); the LSM backend adds
     /// the hooks that deny by inode and address in the kernel.
     fn load_backend(backend: Backend) -> Result<Probes, Error> {
         let mut loader = EbpfLoader::new();
-        let offsets = if backend == Backend::Lsm { btf::lsm_offsets(&btf::Btf::from_sys_fs()?)? } else { Vec::new() };
+        // sched_process_exec reads linux_binprm too, so both backends need the offsets.
+        let offsets = btf::lsm_offsets(&btf::Btf::from_sys_fs()?)?;
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
@@ -231,16 +217,14 @@ impl Probes {
                 links.push(Box::new(link));
             }
         }
-        let tracing = tracefs::root()?;
-        tracefs::check_layouts(&tracing)?;
-        for (name, category, event) in TRACEPOINTS {
-            let program: &mut TracePoint = ebpf
+        for name in RAW_TRACEPOINTS {
+            let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(Error::Missing(name))?
                 .try_into()
                 .map_err(|source| Error::Program { name, source })?;
             program.load().map_err(|source| Error::Program { name, source })?;
-            let id = program.attach(category, event).map_err(|source| Error::Program { name, source })?;
+            let id = program.attach(name).map_err(|source| Error::Program { name, source })?;
             let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
             links.push(Box::new(link));
         }
@@ -353,6 +337,15 @@ impl Probes {
             dropped: sum(counter::DROPPED)?,
             errors: sum(counter::ERRORS)?,
         })
+    }
+}
+
+/// Mounts securityfs at /sys/kernel/security when it is not, so the LSM list can be read.
+fn mount_securityfs() {
+    let path = "/sys/kernel/security";
+    if !Path::new(path).join("lsm").exists() {
+        let _ =
+            nix::mount::mount(Some("securityfs"), path, Some("securityfs"), nix::mount::MsFlags::empty(), None::<&str>);
     }
 }
 

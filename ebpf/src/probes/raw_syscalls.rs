@@ -1,0 +1,199 @@
+//! Raw tracepoints `raw_syscalls/sys_enter` and `raw_syscalls/sys_exit`: every execve,
+//! execveat, openat, openat2 and connect of an agent, with the syscall's result (so what
+//! Landlock or a socket hook refused is reported with the errno the agent saw).
+//!
+//! Raw, not the per-syscall `syscalls/*` events: those copy every record through the perf
+//! trace buffer, and detaching each waits for an RCU grace period under a global mutex; a
+//! raw tracepoint hands the program the syscall's registers directly. Both fire for every
+//! syscall on the machine, so the first thing each program does is compare the syscall
+//! number; only then is the agents map looked up.
+//!
+//! Arguments are read from the saved user registers at exit (x86_64 syscall ABI: rdi, rsi,
+//! rdx, r10), where the syscall has already faulted the path's page in. An exec's arguments
+//! live in the old image, which a successful exec replaces, so they are captured at enter.
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use governor_common::{ARGS, ExecEvent, NetEvent, OpenEvent, counter, kind, source, verdict};
+
+use crate::maps::{EVENTS, EXEC_SCRATCH, PENDING_EXEC, agent, count, header, produced, result_of};
+
+// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+const SYS_CONNECT: u64 = 42;
+const SYS_EXECVE: u64 = 59;
+const SYS_OPENAT: u64 = 257;
+const SYS_EXECVEAT: u64 = 322;
+const SYS_OPENAT2: u64 = 437;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Above this much unread data, the consumer is woken; below, ordinary events wait for its
+/// next poll (10 ms), so a flood does not cost a wakeup per event. Refusals and errors
+/// always wake it: the policy engine acts on them.
+const WAKE_BYTES: u64 = 1 << 20;
+
+/// Ring buffer flags for an event: wake the consumer for what it must see now, or when
+/// enough has piled up.
+#[inline(always)]
+pub fn wakeup(urgent: bool) -> u64 {
+    if urgent || EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64) >= WAKE_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct pt_regs *regs, long id)
+    let id: u64 = ctx.arg(1);
+    if id != SYS_EXECVE && id != SYS_EXECVEAT {
+        return 0;
+    }
+    let Some((cgroup_id, _)) = agent() else {
+        return 0;
+    };
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: `regs` is the tracepoint's argument; read with the fault-tolerant helper.
+    let (filename, argv) = unsafe {
+        let (di, si, dx) = (
+            bpf_probe_read_kernel(&(*regs).rdi).unwrap_or(0),
+            bpf_probe_read_kernel(&(*regs).rsi).unwrap_or(0),
+            bpf_probe_read_kernel(&(*regs).rdx).unwrap_or(0),
+        );
+        // execve(filename, argv, envp); execveat(dirfd, filename, argv, envp, flags)
+        if id == SYS_EXECVE { (di, si) } else { (si, dx) }
+    };
+    let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `event` is this CPU's scratch slot; user pointers are read with the
+    // fault-tolerant helpers.
+    unsafe {
+        (*event).header = header(kind::EXEC, source::TRACEPOINT, verdict::OBSERVED, 0, cgroup_id);
+        (*event).filename[0] = 0;
+        if bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*event).filename).is_err() {
+            count(counter::ERRORS);
+        }
+        let argv = argv as *const u64;
+        let mut done = argv.is_null();
+        for index in 0..ARGS {
+            (*event).argv[index][0] = 0;
+            if done {
+                continue;
+            }
+            let arg = bpf_probe_read_user(argv.add(index)).unwrap_or(0);
+            if arg == 0 {
+                done = true;
+                continue;
+            }
+            let _ = bpf_probe_read_user_str_bytes(arg as *const u8, &mut (*event).argv[index]);
+        }
+        let _ = PENDING_EXEC.insert(&bpf_get_current_pid_tgid(), &*event, 0);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct pt_regs *regs, long ret)
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: `regs` is the tracepoint's argument.
+    let id = unsafe { bpf_probe_read_kernel(&(*regs).orig_rax) }.unwrap_or(u64::MAX);
+    if id != SYS_OPENAT && id != SYS_OPENAT2 && id != SYS_CONNECT && id != SYS_EXECVE && id != SYS_EXECVEAT {
+        return 0;
+    }
+    let ret: i64 = ctx.arg(1);
+    if id == SYS_EXECVE || id == SYS_EXECVEAT {
+        finish_exec(ret);
+        return 0;
+    }
+    let Some((cgroup_id, _)) = agent() else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let (si, dx) =
+        unsafe { (bpf_probe_read_kernel(&(*regs).rsi).unwrap_or(0), bpf_probe_read_kernel(&(*regs).rdx).unwrap_or(0)) };
+    if id == SYS_CONNECT {
+        // connect(fd, addr, addrlen)
+        connect(cgroup_id, si, dx, ret);
+    } else {
+        // openat(dfd, filename, flags, mode); openat2(dfd, filename, how, size), where
+        // struct open_how starts with `__u64 flags`.
+        let flags = if id == SYS_OPENAT {
+            dx
+        } else {
+            // SAFETY: a user pointer, read with the fault-tolerant helper.
+            unsafe { bpf_probe_read_user(dx as *const u64) }.unwrap_or(0)
+        };
+        open(cgroup_id, si, flags as u32, ret);
+    }
+    0
+}
+
+#[inline(always)]
+fn open(cgroup_id: u64, filename: u64, flags: u32, ret: i64) {
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        produced(false);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a reserved, exclusively owned ring-buffer slot.
+    unsafe {
+        (*event).header = header(kind::OPEN, source::TRACEPOINT, verdict::OBSERVED, result_of(ret), cgroup_id);
+        (*event).flags = flags;
+        (*event)._pad = 0;
+        (*event).dev = 0;
+        (*event).ino = 0;
+        if bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*event).path).is_err() {
+            (*event).path[0] = 0;
+            count(counter::ERRORS);
+        }
+    }
+    entry.submit(wakeup(ret < 0));
+    produced(true);
+}
+
+#[inline(always)]
+fn connect(cgroup_id: u64, sockaddr: u64, addrlen: u64, ret: i64) {
+    let mut event = NetEvent {
+        header: header(kind::CONNECT, source::TRACEPOINT, verdict::OBSERVED, result_of(ret), cgroup_id),
+        ..NetEvent::default()
+    };
+    let sockaddr = sockaddr as *const u8;
+    // SAFETY: user pointers read with the fault-tolerant helpers; offsets per sockaddr_in(7)
+    // and sockaddr_in6 (family at 0, port at 2, IPv4 address at 4, IPv6 address at 8).
+    unsafe {
+        event.family = bpf_probe_read_user(sockaddr as *const u16).unwrap_or(0);
+        if event.family == AF_INET || event.family == AF_INET6 {
+            event.port = u16::from_be(bpf_probe_read_user(sockaddr.add(2) as *const u16).unwrap_or(0));
+        }
+        if event.family == AF_INET {
+            let _ = bpf_probe_read_user_buf(sockaddr.add(4), &mut event.addr[..4]);
+        } else if event.family == AF_INET6 && addrlen >= 24 {
+            let _ = bpf_probe_read_user_buf(sockaddr.add(8), &mut event.addr);
+        }
+    }
+    produced(EVENTS.output::<NetEvent>(&event, wakeup(ret < 0)).is_ok());
+}
+
+#[inline(always)]
+fn finish_exec(ret: i64) {
+    let key = bpf_get_current_pid_tgid();
+    let Some(event) = PENDING_EXEC.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: `event` points at this task's map value, which only this task writes.
+    unsafe {
+        (*event).header.result = result_of(ret);
+        produced(EVENTS.output::<ExecEvent>(&*event, wakeup(true)).is_ok());
+    }
+    let _ = PENDING_EXEC.remove(&key);
+}
