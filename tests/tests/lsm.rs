@@ -129,8 +129,10 @@ fn an_earlier_programs_denial_is_respected() {
     let marker = scene.workspace.join("second-started");
     // First governor: its agent waits until a second governor has attached its own LSM
     // programs after the first's, then opens the linked secret. The first's file_open denies
-    // it; the second's runs later in the chain for a process that is not its agent, and must
-    // pass that verdict on instead of returning 0.
+    // it; the second's comes later in the chain, for a process that is not its agent. On
+    // x86-64 the BPF trampoline stops at the first non-zero return (invoke_bpf_mod_ret in
+    // arch/x86/net/bpf_jit_comp.c), so the programs' own check of the previous verdict is a
+    // second line; what this asserts is the outcome: the denial stands with both loaded.
     let script = format!(
         "while [ ! -e {marker} ]; do sleep 0.05; done; exec {attempt} read {link}",
         marker = marker.display(),

@@ -6,12 +6,14 @@
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     ffi::OsString,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -35,6 +37,13 @@ enum Task {
     },
     /// Set up, then run clippy, the unit tests and the end-to-end tests.
     Test,
+    /// Run the BPF LSM tests on Debian's 6.1 kernel under QEMU (this kernel cannot load
+    /// LSM programs).
+    VmTest {
+        /// Seconds before the VM is given up on.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
     /// Benchmarks; figures go into BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -73,6 +82,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             test(&root)?;
             Ok(ExitCode::SUCCESS)
         }
+        Task::VmTest { timeout } => {
+            setup::all()?;
+            let mut tally = Tally::default();
+            let result = vm_test(&root, Duration::from_secs(timeout), &mut tally);
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                tally.passed.saturating_sub(tally.skips.len()),
+                tally.failed,
+                tally.skips.len()
+            );
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Bench { which } => {
             setup::all()?;
             cargo(&root, &["build", "--release", "-p", "governor"])?;
@@ -104,6 +126,8 @@ fn test(root: &Path) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    // The BPF LSM backend, on a kernel that has it.
+    let vm = vm_test(root, Duration::from_secs(1800), &mut tally);
     for skip in &tally.skips {
         println!("skipped: {skip}");
     }
@@ -112,8 +136,42 @@ fn test(root: &Path) -> Result<()> {
     if !status.success() || tally.failed > 0 {
         bail!("cargo test failed ({status})");
     }
+    vm?;
     if tally.passed == 0 {
         bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Builds the LSM tests and runs them in the VM, one at a time; their result lines are
+/// counted with the host's.
+fn vm_test(root: &Path, timeout: Duration, tally: &mut Tally) -> Result<()> {
+    cargo(root, &["build", "--release", "-p", "governor", "-p", "governor-tests", "--bins"])?;
+    let output = Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "--release", "-p", "governor-tests", "--test", "lsm", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the LSM tests")?;
+    if !output.status.success() {
+        bail!("building the LSM tests failed");
+    }
+    let lsm = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "lsm")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not say where the LSM test binary is")?;
+    let name = lsm.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let bins = [root.join("target/release/governor"), root.join("target/release/attempt"), lsm];
+    println!("xtask: booting Debian's 6.1 kernel (BPF LSM) under QEMU for the LSM tests");
+    let command = format!("/bin/{name} --test-threads=1 --show-output");
+    let code = vm::run_in_vm(root, &bins, &command, timeout, |line| {
+        println!("vm: {line}");
+        tally.add(line.trim_start_matches("vm: "));
+    })?;
+    if code != 0 {
+        bail!("the LSM tests failed in the VM (exit {code})");
     }
     Ok(())
 }

@@ -76,16 +76,28 @@ fn debian_packages() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "missing Debian packages {}: install them as root (apt-get install {})",
-            missing.join(", "),
-            missing.join(" ")
-        );
+    apt_install(&missing)
+}
+
+/// `apt-get update`, once per xtask run.
+pub fn apt_update() -> Result<()> {
+    static UPDATED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if UPDATED.get().is_some() {
+        return Ok(());
     }
     run("apt-get", &["update", "-q"])?;
+    let _ = UPDATED.set(());
+    Ok(())
+}
+
+/// Installs Debian packages (as root; otherwise says what to install).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing Debian packages: install them as root (apt-get install {})", packages.join(" "));
+    }
+    apt_update()?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(missing.iter().copied());
+    args.extend(packages.iter().copied());
     run("apt-get", &args)
 }

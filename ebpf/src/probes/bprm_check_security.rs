@@ -13,6 +13,8 @@ use crate::{
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // int bprm_check_security(struct linux_binprm *bprm), and the previous verdict.
     let previous: i32 = ctx.arg(1);
+    // An earlier BPF LSM program's denial stands. (x86-64's trampoline already skips the
+    // rest of the chain after a non-zero return; this keeps it so wherever it does not.)
     if previous != 0 {
         return previous;
     }

@@ -18,6 +18,8 @@ use crate::{
 pub fn file_open(ctx: LsmContext) -> i32 {
     // int file_open(struct file *file), and the previous BPF LSM program's verdict.
     let previous: i32 = ctx.arg(1);
+    // An earlier BPF LSM program's denial stands. (x86-64's trampoline already skips the
+    // rest of the chain after a non-zero return; this keeps it so wherever it does not.)
     if previous != 0 {
         return previous;
     }

@@ -18,6 +18,8 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     // int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen), and
     // the previous verdict.
     let previous: i32 = ctx.arg(3);
+    // An earlier BPF LSM program's denial stands. (x86-64's trampoline already skips the
+    // rest of the chain after a non-zero return; this keeps it so wherever it does not.)
     if previous != 0 {
         return previous;
     }
