@@ -56,6 +56,10 @@ enum Command {
         /// Print every kernel event of the agent as a JSON line on stderr.
         #[arg(long)]
         trace: bool,
+        /// Probe rules (socket hooks, LSM) report what they would deny instead of denying.
+        /// Landlock and seccomp still enforce the ring.
+        #[arg(long)]
+        observe: bool,
         /// The agent's command line.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -134,7 +138,19 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
     match cli.command {
-        Command::Run { trust, workspace, policies, agent_id, user, best_effort, verbose, probes, trace, command } => {
+        Command::Run {
+            trust,
+            workspace,
+            policies,
+            agent_id,
+            user,
+            best_effort,
+            verbose,
+            probes,
+            trace,
+            observe,
+            command,
+        } => {
             let request = run::Request {
                 trust,
                 workspace,
@@ -146,6 +162,7 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 verbose,
                 probes,
                 trace,
+                observe,
                 command,
             };
             let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;

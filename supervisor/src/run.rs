@@ -107,6 +107,8 @@ pub struct Request {
     pub verbose: bool,
     pub probes: probes::Choice,
     pub trace: bool,
+    /// Probe rules report instead of denying.
+    pub observe: bool,
     pub command: Vec<OsString>,
 }
 
@@ -271,7 +273,9 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         eprintln!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
     }
     if let Some(probes) = probes.as_mut() {
-        let slot = governor_common::AgentSlot { slot: 0, mode: governor_common::mode::ENFORCE };
+        let mode =
+            if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
+        let slot = governor_common::AgentSlot { slot: 0, mode };
         probes.watch(cgroup_id, &cgroup_dir, slot, &confinement)?;
     }
 

@@ -30,6 +30,7 @@ pub fn policy_show(
         verbose: false,
         probes: crate::probes::Choice::Off,
         trace: false,
+        observe: false,
         command: vec!["true".into()],
     };
     let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
@@ -277,7 +278,7 @@ pub fn check(rings: Option<&Path>) -> i32 {
             seccomp: crate::sandbox::seccomp::Plan::from_ring(&ring),
             udp: None,
             net_deny: Vec::new(),
-            deny_open: Vec::new(),
+            secrets: Vec::new(),
             deny_exec: ring
                 .deny_exec
                 .iter()

@@ -112,6 +112,12 @@ fn a_secret_hard_linked_into_the_workspace_is_refused_by_inode() {
     assert_eq!(decisions.len(), 1, "one LSM decision: {err}");
     assert_eq!((decisions[0]["kind"].as_str(), decisions[0]["verdict"].as_str()), (Some("open"), Some("denied")));
     assert_eq!(decisions[0]["path"].as_str(), Some(&*link.to_string_lossy()), "{err}");
+    // In observe mode the same read goes through, reported as would-deny.
+    let output = run(&scene, &["--observe"], &[&scene.attempt.to_string_lossy(), "read", &link.to_string_lossy()]);
+    let err = stderr(&output);
+    assert_eq!(stdout(&output).trim(), "ok", "{err}");
+    let decision = events(&err).into_iter().find(|e| e["source"] == "lsm").unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(decision["verdict"], "would-deny", "{err}");
     // An ordinary workspace file is not affected.
     let plain = scene.workspace.join("plain.txt");
     fs::write(&plain, "x").unwrap_or_else(|error| panic!("{error}"));

@@ -159,6 +159,21 @@ fn the_cgroup_socket_hooks_refuse_denied_destinations_with_eperm() {
 }
 
 #[test]
+fn observe_mode_reports_what_it_would_deny_and_allows_it() {
+    require!("observe_mode_reports_what_it_would_deny_and_allows_it");
+    let scene = scene();
+    let output = scene.governor(
+        "medium",
+        &["--trace", "--observe"],
+        [scene.attempt.as_os_str(), "udp-send".as_ref(), "9".as_ref()],
+    );
+    let err = stderr(&output);
+    assert_eq!(stdout(&output).trim(), "ok", "{err}");
+    let event = events(&err).into_iter().find(|event| event["kind"] == "sendmsg").unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((event["verdict"].as_str(), event["result"].as_str()), (Some("would-deny"), Some("ok")));
+}
+
+#[test]
 fn a_flood_of_opens_loses_nothing_silently() {
     require!("a_flood_of_opens_loses_nothing_silently");
     let scene = scene();

@@ -23,6 +23,8 @@ pub enum Which {
         #[arg(long, default_value = "off")]
         probes: String,
     },
+    /// Ring-buffer records decoded per second in userspace (criterion).
+    Decode,
     /// An agent's open+close loop: bare, under governor without probes, and with probes.
     Probes {
         /// open+close iterations per run.
@@ -38,6 +40,17 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
         Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
+        Which::Decode => {
+            let status = Command::new("cargo")
+                .current_dir(root)
+                .args(["bench", "-p", "governor", "--bench", "decode"])
+                .status()
+                .context("running cargo bench")?;
+            if !status.success() {
+                bail!("cargo bench failed");
+            }
+            Ok(())
+        }
     }
 }
 

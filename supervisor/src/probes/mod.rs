@@ -272,7 +272,7 @@ impl Probes {
         self.insert_net("UDP_ALLOW", cgroup_id, plan.udp.as_deref().unwrap_or_default())?;
         self.insert_net("NET_DENY", cgroup_id, &plan.net_deny)?;
         if self.backend == Backend::Lsm {
-            self.insert_inodes("DENY_OPEN", cgroup_id, &plan.deny_open)?;
+            self.insert_inodes("DENY_OPEN", cgroup_id, &plan.secret_paths(&crate::sandbox::carve::RealFs))?;
             self.insert_inodes("DENY_EXEC", cgroup_id, &plan.deny_exec)?;
         }
         // Last: from here on the agent's events are reported.

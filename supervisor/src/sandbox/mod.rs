@@ -23,8 +23,8 @@ pub struct Confinement {
     pub udp: Option<Vec<crate::probes::NetRule>>,
     /// Destinations no connect or datagram may reach (cgroup socket hooks, BPF LSM).
     pub net_deny: Vec<crate::probes::NetRule>,
-    /// Existing secret files and directories, denied by inode where the kernel has BPF LSM.
-    pub deny_open: Vec<PathBuf>,
+    /// The secrets, for the inode deny list (see [`Confinement::secret_paths`]).
+    pub secrets: Vec<carve::Carve>,
     /// Programs denied by inode (BPF LSM only).
     pub deny_exec: Vec<PathBuf>,
     /// Below admin the agent keeps no capability.
@@ -142,7 +142,11 @@ impl Confinement {
             notes.push(format!("ring {} refuses IP sockets: the TCP ports granted have no effect", ring.trust));
         }
 
-        let deny_open = if ring.landlock.enforce { secret_paths(&carves, fs) } else { Vec::new() };
+        let secrets = if ring.landlock.enforce {
+            carves.iter().filter(|carve| carve.hard).cloned().collect()
+        } else {
+            Vec::new()
+        };
         let deny_exec = ring
             .deny_exec
             .iter()
@@ -155,7 +159,7 @@ impl Confinement {
             seccomp: seccomp::Plan::from_ring(ring),
             udp: udp_plan(ring, overlays, &crate::probes::resolv_conf(), &mut notes),
             net_deny: net_deny_plan(ring, overlays, &crate::probes::resolv_conf()),
-            deny_open,
+            secrets,
             deny_exec,
             drop_capabilities: ring.trust != Trust::Admin,
             notes,
@@ -194,7 +198,7 @@ impl Confinement {
                     probes.map_or("off".into(), |backend| backend.to_string())
                 ));
             }
-            if !self.deny_open.is_empty() {
+            if !self.secrets.is_empty() {
                 partial.push(format!(
                     "ring {}: secrets are denied by path only; a hard link or bind mount of one inside an allowed tree is not refused without BPF LSM",
                     self.trust
@@ -239,8 +243,15 @@ impl Enforcement {
     }
 }
 
-/// The secrets that exist now, and what is inside them (up to a bound), for the inode deny
-/// list: exact paths, where their symlinks lead, and glob matches.
+impl Confinement {
+    /// The secrets that exist now, and what is inside them (up to a bound), for the inode
+    /// deny list: exact paths, where their symlinks lead, and glob matches. Only the LSM
+    /// backend uses it, so it is walked only then.
+    pub fn secret_paths(&self, fs: &dyn carve::FsView) -> Vec<PathBuf> {
+        secret_paths(&self.secrets, fs)
+    }
+}
+
 fn secret_paths(carves: &[carve::Carve], fs: &dyn carve::FsView) -> Vec<PathBuf> {
     const MAX: usize = 16384;
     let mut out = Vec::new();
