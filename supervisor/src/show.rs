@@ -195,6 +195,9 @@ fn condition(condition: &crate::sandbox::seccomp::Condition) -> String {
     match condition {
         Condition::Always => "always".into(),
         Condition::AnyFlag { arg, .. } => format!("arg{arg} has a CLONE_NEW* flag"),
+        Condition::OneOf { arg, values, .. } => {
+            format!("arg{arg} is {}", values.iter().map(|v| format!("{v:#x}")).collect::<Vec<_>>().join("|"))
+        }
         Condition::NotIn { arg, values, .. } => {
             let names: Vec<String> = values.iter().map(|v| family_name(*v)).collect();
             format!("arg{arg} not in {}", names.join("|"))

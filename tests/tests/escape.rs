@@ -337,6 +337,15 @@ fn kernel_attack_surface_syscalls_are_refused() {
 }
 
 #[test]
+fn nothing_can_be_typed_into_the_operators_terminal() {
+    require!("nothing_can_be_typed_into_the_operators_terminal");
+    let scene = scene();
+    // stdin is not a terminal here: unconfined, the ioctl reaches the tty layer (ENOTTY);
+    // below admin seccomp refuses it before, whatever stdin is.
+    expect(&scene, &["tiocsti"], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "EPERM"), ("admin", "ENOTTY")]);
+}
+
+#[test]
 fn namespaces_of_other_processes_cannot_be_entered() {
     require!("namespaces_of_other_processes_cannot_be_entered");
     let scene = scene();

@@ -216,6 +216,46 @@ pub struct Seccomp {
     /// `clone`/`unshare` calls asking for a new namespace (any `CLONE_NEW*` flag).
     #[serde(default)]
     pub deny_namespaces: Option<NamespaceDeny>,
+    /// ioctl(2) requests refused on every descriptor (the descriptors an agent inherits, its
+    /// terminal above all, are beyond Landlock's reach).
+    #[serde(default)]
+    pub deny_ioctl: Vec<IoctlDeny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoctlDeny {
+    pub requests: Vec<IoctlRequest>,
+    pub reason: Reason,
+}
+
+/// An ioctl request by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct IoctlRequest {
+    pub name: &'static str,
+    pub number: u64,
+}
+
+impl IoctlRequest {
+    /// The requests a policy may name, from <asm-generic/ioctls.h>.
+    const KNOWN: [(&'static str, u64); 2] = [
+        // Pushes bytes into the terminal's input queue: typed into the shell that started
+        // the agent once it exits.
+        ("TIOCSTI", 0x5412),
+        // Console operations, one of which (TIOCL_PASTESEL) also injects input.
+        ("TIOCLINUX", 0x541C),
+    ];
+}
+
+impl<'de> Deserialize<'de> for IoctlRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        IoctlRequest::KNOWN
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(name, number)| IoctlRequest { name, number: *number })
+            .ok_or_else(|| de::Error::custom(format!("unknown ioctl request '{text}' (known: TIOCSTI, TIOCLINUX)")))
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -30,6 +30,8 @@ pub enum Condition {
     AnyFlag { arg: u8, len: ArgLen, flags: Vec<u64> },
     /// Argument `arg` is none of `values`.
     NotIn { arg: u8, len: ArgLen, values: Vec<u64> },
+    /// Argument `arg` is one of `values`.
+    OneOf { arg: u8, len: ArgLen, values: Vec<u64> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +86,20 @@ impl Plan {
                 });
             }
         }
+        for deny in &ring.seccomp.deny_ioctl {
+            // ioctl(int fd, unsigned int request, ...): compare the low 32 bits.
+            refusals.push(Refusal {
+                syscall: "ioctl".into(),
+                number: libc::SYS_ioctl,
+                condition: Condition::OneOf {
+                    arg: 1,
+                    len: ArgLen::Dword,
+                    values: deny.requests.iter().map(|request| request.number).collect(),
+                },
+                errno: libc::EPERM as u32,
+                reason: deny.reason.0.clone(),
+            });
+        }
         let families: Option<Vec<u64>> =
             ring.network.socket_families.iter().map(|family| family.number().map(|af| af as u64)).collect();
         if let Some(families) = families {
@@ -133,6 +149,10 @@ fn seccomp_rules(condition: &Condition) -> Result<Vec<SeccompRule>, seccompiler:
                     *flag,
                 )?])
             })
+            .collect(),
+        Condition::OneOf { arg, len: arg_len, values } => values
+            .iter()
+            .map(|value| SeccompRule::new(vec![SeccompCondition::new(*arg, len(*arg_len), SeccompCmpOp::Eq, *value)?]))
             .collect(),
         Condition::NotIn { arg, len: arg_len, values } => {
             let conditions = values
@@ -261,6 +281,18 @@ mod tests {
     }
 
     #[test]
+    fn terminal_input_injection_is_refused_below_admin() {
+        for trust in [Trust::Low, Trust::Medium, Trust::High] {
+            let ioctl = refused(&plan(trust), "ioctl");
+            let [(Condition::OneOf { arg: 1, values, .. }, errno)] = ioctl.as_slice() else {
+                panic!("{trust}: {ioctl:?}");
+            };
+            assert_eq!((values.as_slice(), *errno), ([0x5412, 0x541C].as_slice(), libc::EPERM as u32), "{trust}");
+        }
+        assert!(refused(&plan(Trust::Admin), "ioctl").is_empty());
+    }
+
+    #[test]
     fn every_ring_compiles_to_bpf() {
         for trust in Trust::ALL {
             let programs = plan(trust).compile().unwrap_or_else(|error| panic!("{trust}: {error}"));
@@ -302,6 +334,10 @@ mod tests {
                     }
                     if libc::syscall(libc::SYS_getpid | 0x4000_0000) != -1 || errno() != libc::ENOSYS {
                         code |= 32;
+                    }
+                    let byte = b'x';
+                    if libc::ioctl(0, libc::TIOCSTI, &byte) != -1 || errno() != libc::EPERM {
+                        code |= 64;
                     }
                     code
                 };

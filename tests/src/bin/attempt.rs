@@ -33,6 +33,7 @@ fn name(errno: i32) -> String {
         (libc::EISDIR, "EISDIR"),
         (libc::EADDRINUSE, "EADDRINUSE"),
         (libc::ENETUNREACH, "ENETUNREACH"),
+        (libc::ENOTTY, "ENOTTY"),
     ];
     known
         .iter()
@@ -246,6 +247,11 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             let ret = libc::setns(fd, 0);
             libc::close(fd);
             check(ret as i64)
+        },
+        "tiocsti" => unsafe {
+            // Push a byte into the input queue of the terminal on stdin.
+            let byte = b'x';
+            check(libc::ioctl(0, libc::TIOCSTI, &byte) as i64)
         },
         "x32-getpid" => check(unsafe { libc::syscall(libc::SYS_getpid | 0x4000_0000) }),
         "process-vm-readv" => unsafe {
