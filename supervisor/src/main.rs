@@ -8,7 +8,7 @@ mod sandbox;
 mod show;
 mod supervise;
 
-use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -28,42 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run CMD confined by a trust ring, in its own cgroup.
-    Run {
-        /// Trust level: low, medium, high or admin.
-        #[arg(long, default_value = "low", value_parser = parse_trust)]
-        trust: Trust,
-        /// The directory the agent may write [default: the current directory].
-        #[arg(long, value_name = "DIR")]
-        workspace: Option<PathBuf>,
-        /// Extra paths, ports and secrets on top of the ring (repeatable).
-        #[arg(long = "policy", value_name = "FILE")]
-        policies: Vec<PathBuf>,
-        /// A name for the agent [default: generated from the command].
-        #[arg(long, value_name = "ID")]
-        agent_id: Option<String>,
-        /// Run the agent as this user [default: the invoking user under sudo, else unchanged].
-        #[arg(long, value_name = "NAME|UID")]
-        user: Option<String>,
-        /// Run even if the kernel cannot enforce all of the ring, and say what is not enforced.
-        #[arg(long)]
-        best_effort: bool,
-        /// Say how the agent is confined.
-        #[arg(long, short)]
-        verbose: bool,
-        /// Kernel event probes: BPF LSM where the kernel has it, else tracepoints (auto).
-        #[arg(long, value_enum, default_value = "auto")]
-        probes: probes::Choice,
-        /// Print every kernel event of the agent as a JSON line on stderr.
-        #[arg(long)]
-        trace: bool,
-        /// Probe rules (socket hooks, LSM) report what they would deny instead of denying.
-        /// Landlock and seccomp still enforce the ring.
-        #[arg(long)]
-        observe: bool,
-        /// The agent's command line.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<OsString>,
-    },
+    Run(run::Request),
     /// Show and check policies.
     Policy {
         #[command(subcommand)]
@@ -99,7 +64,7 @@ enum Format {
     Json,
 }
 
-fn parse_trust(value: &str) -> Result<Trust, String> {
+pub fn parse_trust(value: &str) -> Result<Trust, String> {
     value.parse()
 }
 
@@ -138,33 +103,8 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
     match cli.command {
-        Command::Run {
-            trust,
-            workspace,
-            policies,
-            agent_id,
-            user,
-            best_effort,
-            verbose,
-            probes,
-            trace,
-            observe,
-            command,
-        } => {
-            let request = run::Request {
-                trust,
-                workspace,
-                policies,
-                agent_id,
-                user,
-                rings: cli.rings,
-                best_effort,
-                verbose,
-                probes,
-                trace,
-                observe,
-                command,
-            };
+        Command::Run(mut request) => {
+            request.rings = cli.rings;
             let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
             run::run(prepared).map_err(|error| (error.exit_code(), error.to_string()))
         }

@@ -94,21 +94,45 @@ fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> Error {
     move |errno| Error::Sys { what, errno }
 }
 
-/// What the user asked for.
-#[derive(Debug)]
+/// What the user asked for: `governor run`'s arguments.
+#[derive(Debug, clap::Args)]
 pub struct Request {
+    /// Trust level: low, medium, high or admin.
+    #[arg(long, default_value = "low", value_parser = crate::parse_trust)]
     pub trust: Trust,
+    /// The directory the agent may write [default: the current directory].
+    #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+    /// Extra paths, ports and secrets on top of the ring (repeatable).
+    #[arg(long = "policy", value_name = "FILE")]
     pub policies: Vec<PathBuf>,
+    /// A name for the agent [default: generated from the command].
+    #[arg(long, value_name = "ID")]
     pub agent_id: Option<String>,
+    /// Run the agent as this user [default: the invoking user under sudo, else unchanged].
+    #[arg(long, value_name = "NAME|UID")]
     pub user: Option<String>,
+    /// The ring directory (the global --rings).
+    #[arg(skip)]
     pub rings: Option<PathBuf>,
+    /// Run even if the kernel cannot enforce all of the ring, and say what is not enforced.
+    #[arg(long)]
     pub best_effort: bool,
+    /// Say how the agent is confined.
+    #[arg(long, short)]
     pub verbose: bool,
+    /// Kernel event probes: BPF LSM where the kernel has it, else tracepoints (auto).
+    #[arg(long, value_enum, default_value = "auto")]
     pub probes: probes::Choice,
+    /// Print every kernel event of the agent as a JSON line on stderr.
+    #[arg(long)]
     pub trace: bool,
-    /// Probe rules report instead of denying.
+    /// Probe rules (socket hooks, LSM) report what they would deny instead of denying.
+    /// Landlock and seccomp still enforce the ring.
+    #[arg(long)]
     pub observe: bool,
+    /// The agent's command line.
+    #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 

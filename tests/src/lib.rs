@@ -54,6 +54,26 @@ pub fn kernel_ready(test: &str, abi: i32) -> bool {
     true
 }
 
+/// A [`Scene`] with this test crate's `attempt` helper (usable in integration tests, where
+/// cargo sets `CARGO_BIN_EXE_attempt`).
+#[macro_export]
+macro_rules! scene {
+    () => {
+        $crate::Scene::new(env!("CARGO_BIN_EXE_attempt"))
+    };
+}
+
+/// Returns from the calling test (after saying why) unless it runs as root on a kernel with
+/// Landlock ABI 6, which every ring below admin needs.
+#[macro_export]
+macro_rules! require {
+    ($name:expr) => {
+        if !$crate::kernel_ready($name, 6) {
+            return;
+        }
+    };
+}
+
 /// A scratch layout for one test.
 pub struct Scene {
     _root: tempfile::TempDir,

@@ -18,13 +18,9 @@ use std::{
     time::Duration,
 };
 
-use governor_tests::{Scene, kernel_ready, stderr, stdout};
+use governor_tests::{Scene, require, scene, stderr, stdout};
 
 const BELOW_ADMIN: [&str; 3] = ["low", "medium", "high"];
-
-fn scene() -> Scene {
-    Scene::new(env!("CARGO_BIN_EXE_attempt"))
-}
 
 /// Asserts what `attempt OP` prints in each listed ring.
 fn expect(scene: &Scene, op: &[&str], outcomes: &[(&str, &str)]) {
@@ -64,18 +60,10 @@ impl Drop for Outsider {
     }
 }
 
-macro_rules! require {
-    ($name:expr) => {
-        if !kernel_ready($name, 6) {
-            return;
-        }
-    };
-}
-
 #[test]
 fn ssh_key_in_home_is_unreadable_below_admin() {
     require!("ssh_key_in_home_is_unreadable_below_admin");
-    let scene = scene();
+    let scene = scene!();
     let key = scene.home.join(".ssh/id_ed25519");
     let key = key.to_string_lossy();
     let mut outcomes = every_ring_below_admin("EACCES");
@@ -92,7 +80,7 @@ fn ssh_key_in_home_is_unreadable_below_admin() {
 #[test]
 fn etc_shadow_is_unreadable_below_admin() {
     require!("etc_shadow_is_unreadable_below_admin");
-    let scene = scene();
+    let scene = scene!();
     let mut outcomes = every_ring_below_admin("EACCES");
     outcomes.push(("admin", "ok"));
     expect(&scene, &["read", "/etc/shadow"], &outcomes);
@@ -110,7 +98,7 @@ fn etc_shadow_is_unreadable_below_admin() {
 #[test]
 fn home_is_readable_in_medium_but_not_low() {
     require!("home_is_readable_in_medium_but_not_low");
-    let scene = scene();
+    let scene = scene!();
     let notes = scene.home.join("notes.txt");
     expect(&scene, &["read", &notes.to_string_lossy()], &[("low", "EACCES"), ("medium", "ok"), ("high", "ok")]);
 }
@@ -118,7 +106,7 @@ fn home_is_readable_in_medium_but_not_low() {
 #[test]
 fn a_secret_created_while_the_agent_runs_stays_unreadable() {
     require!("a_secret_created_while_the_agent_runs_stays_unreadable");
-    let scene = scene();
+    let scene = scene!();
     // ~/.kube does not exist when the agent starts; it appears while it runs.
     let kube = scene.home.join(".kube");
     let script = format!(
@@ -144,7 +132,7 @@ fn a_secret_created_while_the_agent_runs_stays_unreadable() {
 #[test]
 fn writing_outside_the_workspace_is_denied() {
     require!("writing_outside_the_workspace_is_denied");
-    let scene = scene();
+    let scene = scene!();
     let target = scene.outside.join("planted");
     expect(&scene, &["write", &target.to_string_lossy()], &every_ring_below_admin("EACCES"));
     assert!(!target.exists());
@@ -157,7 +145,7 @@ fn writing_outside_the_workspace_is_denied() {
 #[test]
 fn creating_files_in_usr_is_denied() {
     require!("creating_files_in_usr_is_denied");
-    let scene = scene();
+    let scene = scene!();
     expect(&scene, &["write", "/usr/governor-escape"], &every_ring_below_admin("EACCES"));
     expect(&scene, &["mkdir", "/usr/governor-escape-dir"], &every_ring_below_admin("EACCES"));
     assert!(!std::path::Path::new("/usr/governor-escape").exists());
@@ -166,7 +154,7 @@ fn creating_files_in_usr_is_denied() {
 #[test]
 fn a_symlink_planted_in_the_workspace_does_not_lead_to_a_secret() {
     require!("a_symlink_planted_in_the_workspace_does_not_lead_to_a_secret");
-    let scene = scene();
+    let scene = scene!();
     let link = scene.workspace.join("innocent.txt");
     symlink(scene.home.join(".ssh/id_ed25519"), &link).unwrap_or_else(|error| panic!("{error}"));
     symlink("/etc/shadow", scene.workspace.join("shadow")).unwrap_or_else(|error| panic!("{error}"));
@@ -177,7 +165,7 @@ fn a_symlink_planted_in_the_workspace_does_not_lead_to_a_secret() {
 #[test]
 fn a_secret_cannot_be_hard_linked_into_the_workspace() {
     require!("a_secret_cannot_be_hard_linked_into_the_workspace");
-    let scene = scene();
+    let scene = scene!();
     let key = scene.home.join(".ssh/id_ed25519");
     let link = scene.workspace.join("stolen");
     // Landlock refuses links that would give the file more access than it had (EXDEV).
@@ -188,7 +176,7 @@ fn a_secret_cannot_be_hard_linked_into_the_workspace() {
 #[test]
 fn workspace_files_cannot_be_moved_out() {
     require!("workspace_files_cannot_be_moved_out");
-    let scene = scene();
+    let scene = scene!();
     let from = scene.workspace.join("payload");
     fs::write(&from, "x").unwrap_or_else(|error| panic!("{error}"));
     let to = scene.outside.join("payload");
@@ -199,7 +187,7 @@ fn workspace_files_cannot_be_moved_out() {
 #[test]
 fn tcp_connect_follows_the_ring() {
     require!("tcp_connect_follows_the_ring");
-    let scene = scene();
+    let scene = scene!();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
     let port = listener.local_addr().map(|addr| addr.port().to_string()).unwrap_or_default();
     // low: no IP socket at all (seccomp); medium: not an allowed port (Landlock); high: any.
@@ -209,7 +197,7 @@ fn tcp_connect_follows_the_ring() {
 #[test]
 fn medium_may_connect_to_web_and_dns_ports() {
     require!("medium_may_connect_to_web_and_dns_ports");
-    let scene = scene();
+    let scene = scene!();
     let Some(listener) =
         ["127.0.0.1:443", "127.0.0.1:80", "127.0.0.1:53"].into_iter().find_map(|addr| TcpListener::bind(addr).ok())
     else {
@@ -223,7 +211,7 @@ fn medium_may_connect_to_web_and_dns_ports() {
 #[test]
 fn udp_and_raw_sockets_are_refused_in_low() {
     require!("udp_and_raw_sockets_are_refused_in_low");
-    let scene = scene();
+    let scene = scene!();
     // medium may send UDP only to the resolvers (the probes' cgroup socket hook), high anywhere.
     expect(&scene, &["udp-send", "9"], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "ok")]);
     expect(&scene, &["socket-packet"], &every_ring_below_admin("EPERM"));
@@ -233,14 +221,14 @@ fn udp_and_raw_sockets_are_refused_in_low() {
 #[test]
 fn no_ring_below_admin_may_listen_on_tcp() {
     require!("no_ring_below_admin_may_listen_on_tcp");
-    let scene = scene();
+    let scene = scene!();
     expect(&scene, &["tcp-bind", "0"], &[("low", "EPERM"), ("medium", "EACCES"), ("high", "EACCES"), ("admin", "ok")]);
 }
 
 #[test]
 fn processes_outside_cannot_be_traced_or_read() {
     require!("processes_outside_cannot_be_traced_or_read");
-    let scene = scene();
+    let scene = scene!();
     let outsider = Outsider::start();
     let pid = outsider.pid();
     expect(&scene, &["ptrace-attach", &pid], &every_ring_below_admin("EPERM"));
@@ -252,7 +240,7 @@ fn processes_outside_cannot_be_traced_or_read() {
 #[test]
 fn high_may_trace_its_own_descendants_only() {
     require!("high_may_trace_its_own_descendants_only");
-    let scene = scene();
+    let scene = scene!();
     // Landlock lets a sandboxed process ptrace only processes in its own domain; seccomp
     // refuses ptrace altogether below high.
     expect(&scene, &["ptrace-child"], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "ok")]);
@@ -261,7 +249,7 @@ fn high_may_trace_its_own_descendants_only() {
 #[test]
 fn processes_outside_cannot_be_signalled() {
     require!("processes_outside_cannot_be_signalled");
-    let scene = scene();
+    let scene = scene!();
     let mut outsider = Outsider::start();
     expect(&scene, &["kill", &outsider.pid()], &every_ring_below_admin("EPERM"));
     assert!(outsider.alive(), "the agent killed a process outside its sandbox");
@@ -270,7 +258,7 @@ fn processes_outside_cannot_be_signalled() {
 #[test]
 fn abstract_unix_sockets_outside_cannot_be_reached() {
     require!("abstract_unix_sockets_outside_cannot_be_reached");
-    let scene = scene();
+    let scene = scene!();
     let name = format!("governor-test-{}", std::process::id());
     let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap_or_else(|error| panic!("{error}"));
     let _listener = UnixListener::bind_addr(&address).unwrap_or_else(|error| panic!("{error}"));
@@ -284,7 +272,7 @@ fn abstract_unix_sockets_outside_cannot_be_reached() {
 #[test]
 fn mounting_and_chroot_are_refused() {
     require!("mounting_and_chroot_are_refused");
-    let scene = scene();
+    let scene = scene!();
     let workspace = scene.workspace.to_string_lossy();
     expect(&scene, &["mount-tmpfs", &workspace], &every_ring_below_admin("EPERM"));
     expect(&scene, &["chroot", &workspace], &every_ring_below_admin("EPERM"));
@@ -293,7 +281,7 @@ fn mounting_and_chroot_are_refused() {
 #[test]
 fn new_namespaces_are_refused() {
     require!("new_namespaces_are_refused");
-    let scene = scene();
+    let scene = scene!();
     expect(&scene, &["unshare-user"], &every_ring_below_admin("EPERM"));
     expect(&scene, &["unshare-net"], &every_ring_below_admin("EPERM"));
     expect(&scene, &["clone-newuser"], &every_ring_below_admin("EPERM"));
@@ -304,7 +292,7 @@ fn new_namespaces_are_refused() {
 #[test]
 fn unshare_then_reading_a_secret_fails() {
     require!("unshare_then_reading_a_secret_fails");
-    let scene = scene();
+    let scene = scene!();
     let key = scene.home.join(".ssh/id_ed25519");
     let output = scene.governor(
         "medium",
@@ -319,7 +307,7 @@ fn unshare_then_reading_a_secret_fails() {
 #[test]
 fn forking_still_works_without_clone3() {
     require!("forking_still_works_without_clone3");
-    let scene = scene();
+    let scene = scene!();
     let output = scene.governor("low", &[], ["sh", "-c", "(echo child) && echo parent"]);
     assert_eq!(stdout(&output), "child\nparent\n", "stderr: {}", stderr(&output));
 }
@@ -327,7 +315,7 @@ fn forking_still_works_without_clone3() {
 #[test]
 fn kernel_attack_surface_syscalls_are_refused() {
     require!("kernel_attack_surface_syscalls_are_refused");
-    let scene = scene();
+    let scene = scene!();
     for op in ["io-uring-setup", "perf-event-open", "keyctl", "personality"] {
         expect(&scene, &[op], &every_ring_below_admin("EPERM"));
     }
@@ -339,7 +327,7 @@ fn kernel_attack_surface_syscalls_are_refused() {
 #[test]
 fn nothing_can_be_typed_into_the_operators_terminal() {
     require!("nothing_can_be_typed_into_the_operators_terminal");
-    let scene = scene();
+    let scene = scene!();
     // stdin is not a terminal here: unconfined, the ioctl reaches the tty layer (ENOTTY);
     // below admin seccomp refuses it before, whatever stdin is.
     expect(&scene, &["tiocsti"], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "EPERM"), ("admin", "ENOTTY")]);
@@ -348,7 +336,7 @@ fn nothing_can_be_typed_into_the_operators_terminal() {
 #[test]
 fn namespaces_of_other_processes_cannot_be_entered() {
     require!("namespaces_of_other_processes_cannot_be_entered");
-    let scene = scene();
+    let scene = scene!();
     let outsider = Outsider::start();
     // Opening another process's namespace is a ptrace-mode access: refused.
     expect(&scene, &["setns", &format!("/proc/{}/ns/net", outsider.pid())], &every_ring_below_admin("EACCES"));
@@ -359,7 +347,7 @@ fn namespaces_of_other_processes_cannot_be_entered() {
 #[test]
 fn an_agent_started_as_root_has_no_capabilities_below_admin() {
     require!("an_agent_started_as_root_has_no_capabilities_below_admin");
-    let scene = scene();
+    let scene = scene!();
     for trust in BELOW_ADMIN {
         let (line, _) = scene.attempt(trust, &["caps"]);
         assert_eq!(line, "CapEff: 0000000000000000", "ring {trust}");
@@ -371,7 +359,7 @@ fn an_agent_started_as_root_has_no_capabilities_below_admin() {
 #[test]
 fn a_setuid_root_binary_gains_no_privileges() {
     require!("a_setuid_root_binary_gains_no_privileges");
-    let scene = scene();
+    let scene = scene!();
     let suid = scene.workspace.join("suid-attempt");
     fs::copy(&scene.attempt, &suid).unwrap_or_else(|error| panic!("{error}"));
     fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap_or_else(|error| panic!("{error}"));
@@ -395,7 +383,7 @@ fn a_setuid_root_binary_gains_no_privileges() {
 #[test]
 fn binaries_outside_the_allowed_trees_cannot_be_executed() {
     require!("binaries_outside_the_allowed_trees_cannot_be_executed");
-    let scene = scene();
+    let scene = scene!();
     let outside = scene.outside.join("tool");
     fs::copy(&scene.attempt, &outside).unwrap_or_else(|error| panic!("{error}"));
     expect(&scene, &["exec", &outside.to_string_lossy()], &[("low", "EACCES"), ("medium", "EACCES")]);
@@ -408,14 +396,8 @@ fn binaries_outside_the_allowed_trees_cannot_be_executed() {
 #[test]
 fn the_agent_cannot_leave_its_cgroup() {
     require!("the_agent_cannot_leave_its_cgroup");
-    let scene = scene();
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let Some(root) = mountinfo.lines().find_map(|line| {
-        let (fields, rest) = line.split_once(" - ")?;
-        rest.starts_with("cgroup2 ").then(|| fields.split_whitespace().nth(4).map(str::to_owned)).flatten()
-    }) else {
-        panic!("no cgroup2 mount");
-    };
+    let scene = scene!();
+    let root = governor_tests::cgroup2_root().display().to_string();
     let procs = format!("{root}/cgroup.procs");
     expect(&scene, &["write", &procs], &every_ring_below_admin("EACCES"));
 }
@@ -423,7 +405,7 @@ fn the_agent_cannot_leave_its_cgroup() {
 #[test]
 fn raw_disks_are_unreadable_in_high() {
     require!("raw_disks_are_unreadable_in_high");
-    let scene = scene();
+    let scene = scene!();
     let Some(disk) = ["/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda"]
         .into_iter()
         .find(|dev| std::path::Path::new(dev).exists())
@@ -438,7 +420,7 @@ fn raw_disks_are_unreadable_in_high() {
 fn a_descriptor_passed_to_governor_does_not_reach_the_agent() {
     require!("a_descriptor_passed_to_governor_does_not_reach_the_agent");
     use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
-    let scene = scene();
+    let scene = scene!();
     // Whoever starts governor holds the secret open on descriptor 7, without close-on-exec.
     // Landlock does not check descriptors opened before the domain: governor must close it.
     let key = fs::File::open(scene.home.join(".ssh/id_ed25519")).unwrap_or_else(|error| panic!("{error}"));

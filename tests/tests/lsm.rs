@@ -12,12 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor_tests::{Scene, governor_bin, stderr, stdout};
+use governor_tests::{Scene, governor_bin, scene, stderr, stdout};
 use serde_json::Value;
-
-fn scene() -> Scene {
-    Scene::new(env!("CARGO_BIN_EXE_attempt"))
-}
 
 /// Whether `--probes lsm` loads here; prints why the calling test skips when not.
 fn lsm_loads(test: &str) -> bool {
@@ -58,7 +54,7 @@ fn run(scene: &Scene, extra: &[&str], args: &[&str]) -> Output {
 #[test]
 fn lsm_backend_reports_exec_open_and_a_landlock_denial() {
     require_lsm!("lsm_backend_reports_exec_open_and_a_landlock_denial");
-    let scene = scene();
+    let scene = scene!();
     let secret = scene.home.join(".ssh/id_ed25519");
     let script = format!("/bin/true; cat {} 2>/dev/null; exit 0", secret.display());
     let output = run(&scene, &["--verbose"], &["sh", "-c", &script]);
@@ -73,7 +69,7 @@ fn lsm_backend_reports_exec_open_and_a_landlock_denial() {
 #[test]
 fn an_exec_denied_binary_is_refused_in_the_kernel_under_any_name() {
     require_lsm!("an_exec_denied_binary_is_refused_in_the_kernel_under_any_name");
-    let scene = scene();
+    let scene = scene!();
     let tool = scene.workspace.join("tool");
     fs::copy(&scene.attempt, &tool).unwrap_or_else(|error| panic!("{error}"));
     // The same inode under another name.
@@ -99,7 +95,7 @@ fn an_exec_denied_binary_is_refused_in_the_kernel_under_any_name() {
 #[test]
 fn a_secret_hard_linked_into_the_workspace_is_refused_by_inode() {
     require_lsm!("a_secret_hard_linked_into_the_workspace_is_refused_by_inode");
-    let scene = scene();
+    let scene = scene!();
     let secret = scene.home.join(".ssh/id_ed25519");
     let link = scene.workspace.join("innocent.txt");
     // Planted before the agent starts, by someone outside: Landlock allows the workspace, so
@@ -128,7 +124,7 @@ fn a_secret_hard_linked_into_the_workspace_is_refused_by_inode() {
 #[test]
 fn an_earlier_programs_denial_is_respected() {
     require_lsm!("an_earlier_programs_denial_is_respected");
-    let scene = scene();
+    let scene = scene!();
     let secret = scene.home.join(".ssh/id_ed25519");
     let link = scene.workspace.join("innocent.txt");
     fs::hard_link(&secret, &link).unwrap_or_else(|error| panic!("{error}"));
@@ -175,7 +171,7 @@ fn an_earlier_programs_denial_is_respected() {
 #[test]
 fn lsm_backend_flood_loses_nothing_silently() {
     require_lsm!("lsm_backend_flood_loses_nothing_silently");
-    let scene = scene();
+    let scene = scene!();
     const OPENS: u64 = 1_000_000;
     let target = scene.workspace.join("flood.txt");
     fs::write(&target, "x").unwrap_or_else(|error| panic!("{error}"));

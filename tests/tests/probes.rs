@@ -9,20 +9,8 @@ use std::{
     process::{Command, Stdio},
 };
 
-use governor_tests::{Scene, governor_bin, kernel_ready, stderr, stdout};
+use governor_tests::{governor_bin, require, scene, stderr, stdout};
 use serde_json::Value;
-
-fn scene() -> Scene {
-    Scene::new(env!("CARGO_BIN_EXE_attempt"))
-}
-
-macro_rules! require {
-    ($name:expr) => {
-        if !kernel_ready($name, 6) {
-            return;
-        }
-    };
-}
 
 /// The JSON events `--trace` printed on stderr.
 fn events(stderr: &str) -> Vec<Value> {
@@ -42,7 +30,7 @@ fn summary(stderr: &str) -> Option<(u64, u64, u64)> {
 #[test]
 fn an_agent_s_exec_open_and_connect_are_reported_with_their_results() {
     require!("an_agent_s_exec_open_and_connect_are_reported_with_their_results");
-    let scene = scene();
+    let scene = scene!();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
     let port = listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
     let file = scene.workspace.join("notes.md");
@@ -92,7 +80,7 @@ fn an_agent_s_exec_open_and_connect_are_reported_with_their_results() {
 #[test]
 fn a_busy_process_outside_any_agent_yields_no_event() {
     require!("a_busy_process_outside_any_agent_yields_no_event");
-    let scene = scene();
+    let scene = scene!();
     let mut outsider = Command::new("sh")
         .args(["-c", "while :; do cat /etc/hostname; done"])
         .stdout(Stdio::null())
@@ -113,7 +101,7 @@ fn a_busy_process_outside_any_agent_yields_no_event() {
 #[test]
 fn the_cgroup_socket_hooks_refuse_denied_destinations_with_eperm() {
     require!("the_cgroup_socket_hooks_refuse_denied_destinations_with_eperm");
-    let scene = scene();
+    let scene = scene!();
     // UDP from medium to anything but the resolvers.
     let output = scene.governor("medium", &["--trace"], [scene.attempt.as_os_str(), "udp-send".as_ref(), "9".as_ref()]);
     assert_eq!(stdout(&output).trim(), "EPERM");
@@ -161,7 +149,7 @@ fn the_cgroup_socket_hooks_refuse_denied_destinations_with_eperm() {
 #[test]
 fn observe_mode_reports_what_it_would_deny_and_allows_it() {
     require!("observe_mode_reports_what_it_would_deny_and_allows_it");
-    let scene = scene();
+    let scene = scene!();
     let output = scene.governor(
         "medium",
         &["--trace", "--observe"],
@@ -176,7 +164,7 @@ fn observe_mode_reports_what_it_would_deny_and_allows_it() {
 #[test]
 fn a_flood_of_opens_loses_nothing_silently() {
     require!("a_flood_of_opens_loses_nothing_silently");
-    let scene = scene();
+    let scene = scene!();
     const OPENS: u64 = 1_000_000;
     let output = Command::new(governor_bin())
         .args(["run", "--trust", "low", "--verbose", "--workspace"])
@@ -204,7 +192,7 @@ fn a_flood_of_opens_loses_nothing_silently() {
 #[test]
 fn a_stalled_consumer_counts_and_reports_every_dropped_event() {
     require!("a_stalled_consumer_counts_and_reports_every_dropped_event");
-    let scene = scene();
+    let scene = scene!();
     const OPENS: u64 = 1_000_000;
     let id = format!("stall-{}", std::process::id());
     let child = Command::new(governor_bin())

@@ -10,37 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor_tests::{Scene, governor_bin, kernel_ready, stderr, stdout};
-
-fn scene() -> Scene {
-    Scene::new(env!("CARGO_BIN_EXE_attempt"))
-}
-
-macro_rules! require {
-    ($name:expr) => {
-        if !kernel_ready($name, 6) {
-            return;
-        }
-    };
-}
-
-fn cgroup2_root() -> String {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    mountinfo
-        .lines()
-        .find_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            rest.starts_with("cgroup2 ").then(|| fields.split_whitespace().nth(4).map(str::to_owned)).flatten()
-        })
-        .unwrap_or_else(|| panic!("no cgroup2 mount"))
-}
+use governor_tests::{Scene, cgroup2_root, governor_bin, require, scene, stderr, stdout};
 
 // --- ordinary agent work under medium -------------------------------------------------------
 
 #[test]
 fn a_c_program_compiles_and_runs_in_the_workspace() {
     require!("a_c_program_compiles_and_runs_in_the_workspace");
-    let scene = scene();
+    let scene = scene!();
     let script = "printf '#include <stdio.h>\\nint main(void){puts(\"built\");return 0;}\\n' > hello.c && cc -o hello hello.c && ./hello";
     let output = scene.governor("medium", &[], ["sh", "-c", script]);
     assert_eq!(stdout(&output), "built\n", "stderr: {}", stderr(&output));
@@ -51,7 +28,7 @@ fn a_c_program_compiles_and_runs_in_the_workspace() {
 #[test]
 fn git_init_and_commit_work_in_the_workspace() {
     require!("git_init_and_commit_work_in_the_workspace");
-    let scene = scene();
+    let scene = scene!();
     let script = "git init -q repo && cd repo && echo hi > f && git add f \
         && git -c user.name=agent -c user.email=agent@example.invalid commit -q -m first && git log --format=%s";
     let output = scene.governor("medium", &[], ["sh", "-c", script]);
@@ -61,7 +38,7 @@ fn git_init_and_commit_work_in_the_workspace() {
 #[test]
 fn python_reads_home_and_writes_the_workspace() {
     require!("python_reads_home_and_writes_the_workspace");
-    let scene = scene();
+    let scene = scene!();
     let script =
         "import os; open('copy.txt', 'w').write(open(os.path.expanduser('~/notes.txt')).read()); print('done')";
     let output = scene.governor("medium", &[], ["/usr/bin/python3", "-c", script]);
@@ -72,7 +49,7 @@ fn python_reads_home_and_writes_the_workspace() {
 #[test]
 fn the_agent_gets_a_private_tmpdir_that_is_removed_afterwards() {
     require!("the_agent_gets_a_private_tmpdir_that_is_removed_afterwards");
-    let scene = scene();
+    let scene = scene!();
     let output = scene.governor("low", &[], ["sh", "-c", "echo x > \"$TMPDIR/scratch\" && echo \"$TMPDIR\""]);
     let tmpdir = stdout(&output).trim().to_owned();
     assert!(tmpdir.contains("governor-"), "TMPDIR={tmpdir}; stderr: {}", stderr(&output));
@@ -84,18 +61,18 @@ fn the_agent_gets_a_private_tmpdir_that_is_removed_afterwards() {
 #[test]
 fn the_agent_runs_in_its_own_cgroup_which_is_removed_after() {
     require!("the_agent_runs_in_its_own_cgroup_which_is_removed_after");
-    let scene = scene();
+    let scene = scene!();
     let id = format!("cgtest-{}", std::process::id());
     let output = scene.governor("low", &["--agent-id", &id], ["cat", "/proc/self/cgroup"]);
     let line = stdout(&output).lines().find(|line| line.starts_with("0::")).map(str::to_owned);
     assert_eq!(line.as_deref(), Some(format!("0::/governor/{id}").as_str()), "stderr: {}", stderr(&output));
-    assert!(!Path::new(&cgroup2_root()).join("governor").join(&id).exists(), "cgroup left behind");
+    assert!(!cgroup2_root().join("governor").join(&id).exists(), "cgroup left behind");
 }
 
 #[test]
 fn descendants_left_running_are_killed_with_the_agent() {
     require!("descendants_left_running_are_killed_with_the_agent");
-    let scene = scene();
+    let scene = scene!();
     let start = Instant::now();
     let output = scene.governor("low", &[], ["sh", "-c", "sleep 300 & echo $!"]);
     let pid: i32 = stdout(&output).trim().parse().unwrap_or_else(|_| panic!("no pid; stderr: {}", stderr(&output)));
@@ -108,7 +85,7 @@ fn descendants_left_running_are_killed_with_the_agent() {
 #[test]
 fn exit_codes_pass_through_like_a_shell() {
     require!("exit_codes_pass_through_like_a_shell");
-    let scene = scene();
+    let scene = scene!();
     let code = |args: &[&str]| scene.governor("low", &[], args).status.code();
     assert_eq!(code(&["true"]), Some(0));
     assert_eq!(code(&["sh", "-c", "exit 3"]), Some(3));
@@ -134,7 +111,7 @@ fn exit_code_after_signal(scene: &Scene, signal: i32) -> Option<i32> {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
-    let procs = Path::new(&cgroup2_root()).join("governor").join(&id).join("cgroup.procs");
+    let procs = cgroup2_root().join("governor").join(&id).join("cgroup.procs");
     let deadline = Instant::now() + Duration::from_secs(10);
     // The agent has exec'd once its cgroup has a process whose comm is sleep.
     while Instant::now() < deadline {
@@ -158,7 +135,7 @@ fn exit_code_after_signal(scene: &Scene, signal: i32) -> Option<i32> {
 #[test]
 fn sigint_and_sigterm_are_forwarded_to_the_agent() {
     require!("sigint_and_sigterm_are_forwarded_to_the_agent");
-    let scene = scene();
+    let scene = scene!();
     assert_eq!(exit_code_after_signal(&scene, libc::SIGINT), Some(130));
     assert_eq!(exit_code_after_signal(&scene, libc::SIGTERM), Some(143));
     assert_eq!(exit_code_after_signal(&scene, libc::SIGHUP), Some(129));
@@ -167,7 +144,7 @@ fn sigint_and_sigterm_are_forwarded_to_the_agent() {
 #[test]
 fn as_pid_1_governor_reaps_orphans_and_returns_the_exit_code() {
     require!("as_pid_1_governor_reaps_orphans_and_returns_the_exit_code");
-    let scene = scene();
+    let scene = scene!();
     // The subshell's sleep is orphaned at once and reparented to PID 1 (governor), which must
     // reap it when it exits; a zombie would show as state Z in the new /proc.
     let script = "(sleep 0.2 &) ; sleep 0.8; for s in /proc/[0-9]*/stat; do read -r line < $s; set -- $line; \
@@ -210,13 +187,13 @@ fn refused(scene: &Scene, args: &[&str], needle: &str) {
     assert_eq!(message.lines().count(), 1, "{args:?}: not one line: {message}");
     assert!(message.contains(needle), "{args:?}: {message:?} does not mention {needle:?}");
     assert!(!marker.exists(), "{args:?}: the agent was started");
-    assert!(!Path::new(&cgroup2_root()).join("governor").join(&id).exists(), "{args:?}: cgroup left behind");
+    assert!(!cgroup2_root().join("governor").join(&id).exists(), "{args:?}: cgroup left behind");
 }
 
 #[test]
 fn bad_input_is_refused_with_exit_2_and_nothing_started() {
     require!("bad_input_is_refused_with_exit_2_and_nothing_started");
-    let scene = scene();
+    let scene = scene!();
     let bad_toml = scene.root.join("bad.toml");
     fs::write(&bad_toml, "[[landlock.path]]\npath = \"/opt\"\naccess = [\"read\"\n")
         .unwrap_or_else(|error| panic!("{error}"));
@@ -248,7 +225,7 @@ fn bad_input_is_refused_with_exit_2_and_nothing_started() {
 #[test]
 fn a_running_agent_id_cannot_be_reused() {
     require!("a_running_agent_id_cannot_be_reused");
-    let scene = scene();
+    let scene = scene!();
     let id = format!("dup-{}", std::process::id());
     let mut first = Command::new(governor_bin())
         .args(["run", "--agent-id", &id, "--workspace"])
@@ -256,7 +233,7 @@ fn a_running_agent_id_cannot_be_reused() {
         .args(["--", "sleep", "5"])
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
-    let cgroup = Path::new(&cgroup2_root()).join("governor").join(&id);
+    let cgroup = cgroup2_root().join("governor").join(&id);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cgroup.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -292,7 +269,7 @@ fn the_shipped_policies_validate() {
 #[test]
 fn a_policy_overlay_adds_ports_paths_and_secrets() {
     require!("a_policy_overlay_adds_ports_paths_and_secrets");
-    let scene = scene();
+    let scene = scene!();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
     let port = listener.local_addr().map(|addr| addr.port()).unwrap_or(0);
     let private = scene.home.join("projects/private.txt");

@@ -134,6 +134,14 @@ fn open_fds() -> Vec<(i32, String)> {
     .collect()
 }
 
+/// The program `name` of `ebpf`, as its type.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name).ok_or(Error::Missing(name))?.try_into().map_err(|source| Error::Program { name, source })
+}
+
 /// Totals of the per-CPU counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -206,11 +214,7 @@ impl Probes {
             let btf =
                 aya::Btf::from_sys_fs().map_err(|error| Error::Btf(btf::Error::Format(leak(error.to_string()))))?;
             for name in LSM_HOOKS {
-                let program: &mut Lsm = ebpf
-                    .program_mut(name)
-                    .ok_or(Error::Missing(name))?
-                    .try_into()
-                    .map_err(|source| Error::Program { name, source })?;
+                let program: &mut Lsm = program(&mut ebpf, name)?;
                 program.load(name, &btf).map_err(|source| Error::Program { name, source })?;
                 let id = program.attach().map_err(|source| Error::Program { name, source })?;
                 let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
@@ -218,22 +222,14 @@ impl Probes {
             }
         }
         for name in RAW_TRACEPOINTS {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(Error::Missing(name))?
-                .try_into()
-                .map_err(|source| Error::Program { name, source })?;
+            let program: &mut RawTracePoint = program(&mut ebpf, name)?;
             program.load().map_err(|source| Error::Program { name, source })?;
             let id = program.attach(name).map_err(|source| Error::Program { name, source })?;
             let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
             links.push(Box::new(link));
         }
         for name in SOCK_ADDR {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(Error::Missing(name))?
-                .try_into()
-                .map_err(|source| Error::Program { name, source })?;
+            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             program.load().map_err(|source| Error::Program { name, source })?;
         }
         Ok(Probes { ebpf, backend, fallback: None, links })
@@ -252,12 +248,7 @@ impl Probes {
         // Single: with bpf_link (Linux 5.7+) a cgroup takes any number of links whatever the
         // mode, and the kernel refuses link flags; the mode only matters for legacy attach.
         for name in SOCK_ADDR {
-            let program: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(Error::Missing(name))?
-                .try_into()
-                .map_err(|source| Error::Program { name, source })?;
+            let program: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
             let id = program
                 .attach(cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|source| Error::Program { name, source })?;
