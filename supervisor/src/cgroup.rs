@@ -26,8 +26,10 @@ pub enum Error {
     Exists { id: String, path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: still populated after {waited:?}")]
+    #[error("{path}: cgroup.events did not change within {waited:?}")]
     Busy { path: PathBuf, waited: Duration },
+    #[error("unknown agent '{id}': no cgroup at {path}")]
+    NoAgent { id: String, path: PathBuf },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -84,6 +86,7 @@ fn unescape(field: &str) -> String {
 #[derive(Debug)]
 pub struct Cgroup {
     path: PathBuf,
+    /// Removed already, or not ours to remove (opened by `governor suspend` and friends).
     removed: bool,
 }
 
@@ -104,8 +107,30 @@ impl Cgroup {
         }
     }
 
+    /// The cgroup of a running agent, found by its id under `<cgroup2>/governor`.
+    pub fn open(root: &Path, id: &str) -> Result<Cgroup, Error> {
+        let path = root.join(BASE).join(id);
+        if !path.join("cgroup.procs").exists() {
+            return Err(Error::NoAgent { id: id.into(), path });
+        }
+        Ok(Cgroup { path, removed: true })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Freezes (`true`) or thaws every process in the cgroup, and waits until
+    /// `cgroup.events` confirms it (cgroup-v2.rst, "cgroup.freeze").
+    pub fn set_frozen(&self, frozen: bool, timeout: Duration) -> Result<(), Error> {
+        let path = self.path.join("cgroup.freeze");
+        fs::write(&path, if frozen { "1" } else { "0" }).map_err(io_error(&path))?;
+        self.wait_event("frozen", u64::from(frozen), timeout)
+    }
+
+    /// Whether `cgroup.freeze` asks for the cgroup to be frozen.
+    pub fn freeze_requested(&self) -> bool {
+        fs::read_to_string(self.path.join("cgroup.freeze")).is_ok_and(|text| text.trim() == "1")
     }
 
     /// The cgroup id the kernel reports for processes in it (`bpf_get_current_cgroup_id`):
@@ -155,9 +180,14 @@ impl Cgroup {
         Ok(events_field(&text, "populated") == Some(1))
     }
 
-    /// Waits until `cgroup.events` says `populated 0`. The kernel signals changes of that file
-    /// as POLLPRI (cgroup-v2.rst, "cgroup.events").
+    /// Waits until `cgroup.events` says `populated 0`.
     pub fn wait_empty(&self, timeout: Duration) -> Result<(), Error> {
+        self.wait_event("populated", 0, timeout)
+    }
+
+    /// Waits until `cgroup.events` says `key value`. The kernel signals changes of that file
+    /// as POLLPRI (cgroup-v2.rst, "cgroup.events").
+    fn wait_event(&self, key: &str, value: u64, timeout: Duration) -> Result<(), Error> {
         let path = self.path.join("cgroup.events");
         let mut file = File::open(&path).map_err(io_error(&path))?;
         let start = Instant::now();
@@ -165,7 +195,7 @@ impl Cgroup {
             let mut text = String::new();
             file.rewind().map_err(io_error(&path))?;
             file.read_to_string(&mut text).map_err(io_error(&path))?;
-            if events_field(&text, "populated") == Some(0) {
+            if events_field(&text, key) == Some(value) {
                 return Ok(());
             }
             let left = timeout.saturating_sub(start.elapsed());

@@ -1,6 +1,7 @@
 //! `governor`: runs AI agents inside kernel-enforced sandboxes.
 
 mod cgroup;
+mod engine;
 mod policy;
 mod probes;
 mod run;
@@ -36,6 +37,21 @@ enum Command {
     },
     /// Report what this kernel supports for each ring.
     Check,
+    /// Freeze a running agent (its whole cgroup).
+    Suspend {
+        #[arg(value_name = "AGENT")]
+        agent: String,
+    },
+    /// Thaw a suspended agent.
+    Resume {
+        #[arg(value_name = "AGENT")]
+        agent: String,
+    },
+    /// Kill every process of a running agent.
+    Kill {
+        #[arg(value_name = "AGENT")]
+        agent: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -125,5 +141,39 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
             Ok(if failed { run::exit::USAGE } else { 0 })
         }
         Command::Check => Ok(show::check(cli.rings.as_deref())),
+        Command::Suspend { agent } => control(&agent, Control::Suspend),
+        Command::Resume { agent } => control(&agent, Control::Resume),
+        Command::Kill { agent } => control(&agent, Control::Kill),
     }
+}
+
+enum Control {
+    Suspend,
+    Resume,
+    Kill,
+}
+
+/// `governor suspend|resume|kill AGENT`: finds the agent's cgroup and acts on all of it.
+fn control(agent: &str, what: Control) -> Result<i32, (i32, String)> {
+    let usage = |error: cgroup::Error| (run::exit::USAGE, error.to_string());
+    run::validate_agent_id(agent).map_err(|error| (error.exit_code(), error.to_string()))?;
+    let root = cgroup::mount_point().map_err(usage)?;
+    let group = cgroup::Cgroup::open(&root, agent).map_err(usage)?;
+    let failed = |error: cgroup::Error| (run::exit::FAILURE, error.to_string());
+    let timeout = std::time::Duration::from_secs(5);
+    match what {
+        Control::Suspend => {
+            group.set_frozen(true, timeout).map_err(failed)?;
+            println!("agent {agent} suspended");
+        }
+        Control::Resume => {
+            group.set_frozen(false, timeout).map_err(failed)?;
+            println!("agent {agent} resumed");
+        }
+        Control::Kill => {
+            group.kill().map_err(failed)?;
+            println!("agent {agent} killed");
+        }
+    }
+    Ok(0)
 }

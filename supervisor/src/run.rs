@@ -28,6 +28,7 @@ use nix::{
 
 use crate::{
     cgroup::{self, Cgroup},
+    engine,
     policy::{self, Overlay, PathVars, RingSource, Trust},
     probes::{self, Probes, events::Sink},
     sandbox::{
@@ -145,6 +146,8 @@ pub struct Prepared {
     pub ring: policy::Ring,
     pub secrets: Vec<policy::Secret>,
     pub overlays: Vec<Overlay>,
+    /// The policy engine's rules: shipped, then the overlays'.
+    pub rules: Vec<engine::Rule>,
     pub kernel: Kernel,
     pub cgroup_root: PathBuf,
 }
@@ -172,13 +175,14 @@ pub fn prepare(request: Request) -> Result<Prepared, Error> {
     let ring = source.ring(request.trust)?;
     let secrets = source.secrets()?;
     let overlays = request.policies.iter().map(|path| policy::load_overlay(path)).collect::<Result<Vec<_>, _>>()?;
+    let rules = engine::load(&source, &overlays)?;
     let identity = Identity::resolve(request.user.as_deref())?;
     let kernel = Kernel::probe();
     let cgroup_root = cgroup::mount_point()?;
-    Ok(Prepared { agent_id, workspace, identity, ring, secrets, overlays, kernel, cgroup_root, request })
+    Ok(Prepared { agent_id, workspace, identity, ring, secrets, overlays, rules, kernel, cgroup_root, request })
 }
 
-fn validate_agent_id(id: &str) -> Result<String, Error> {
+pub fn validate_agent_id(id: &str) -> Result<String, Error> {
     let valid = !id.is_empty()
         && id.len() <= 64
         && !id.starts_with('.')
@@ -341,7 +345,16 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
 
     let mut bytes = Vec::new();
     let _ = File::from(report_read).read_to_end(&mut bytes);
-    let mut output = EventOutput { trace: prepared.request.trace, tally: probes::events::Tally::default() };
+    let engine = engine::Engine::new(prepared.rules.clone());
+    let agent = engine.agent(prepared.ring.trust);
+    let mut output = EventOutput {
+        trace: prepared.request.trace,
+        tally: probes::events::Tally::default(),
+        engine,
+        agent,
+        agent_id: prepared.agent_id.clone(),
+        control: Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?,
+    };
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, || cleanup(cgroup, verbose))?;
     let code = match ChildFailure::decode(&bytes) {
@@ -370,13 +383,59 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
 struct EventOutput {
     trace: bool,
     tally: probes::events::Tally,
+    engine: engine::Engine,
+    agent: engine::AgentState,
+    agent_id: String,
+    /// The agent's cgroup, to suspend or kill it.
+    control: Cgroup,
 }
 
 impl Sink for EventOutput {
     fn event(&mut self, event: &probes::events::Event) {
         self.tally.event(event);
+        // A frozen agent makes no events: one arriving means it was resumed from outside.
+        if self.agent.suspended && !self.control.freeze_requested() {
+            self.agent.suspended = false;
+        }
+        let decision = self.engine.decide(&mut self.agent, event, event.header().ktime_ns);
         if self.trace {
-            probes::events::TraceSink.event(event);
+            let mut line = event.to_json();
+            line["decision"] = serde_json::json!(decision.action);
+            if let Some(rule) = decision.rule {
+                line["rule"] = serde_json::json!(rule.id);
+            }
+            eprintln!("{line}");
+        }
+        let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
+            return;
+        };
+        let incident = serde_json::json!({
+            "kind": "incident",
+            "agent": self.agent_id,
+            "rule": rule.id,
+            "severity": rule.severity,
+            "action": rule.action,
+            "reason": rule.reason.to_string(),
+            "event": event.to_json(),
+        });
+        eprintln!("{incident}");
+        match decision.action {
+            engine::Action::Suspend => match self.control.set_frozen(true, Duration::from_secs(1)) {
+                Ok(()) => {
+                    self.agent.suspended = true;
+                    eprintln!(
+                        "governor: agent {} suspended by rule {} ({}); `governor resume {}` thaws it",
+                        self.agent_id, rule.id, rule.reason, self.agent_id
+                    );
+                }
+                Err(error) => eprintln!("governor: suspending agent {} failed: {error}", self.agent_id),
+            },
+            engine::Action::Kill => {
+                if let Err(error) = self.control.kill() {
+                    eprintln!("governor: killing agent {} failed: {error}", self.agent_id);
+                }
+            }
+            engine::Action::Allow | engine::Action::Deny | engine::Action::Audit => {}
         }
     }
 

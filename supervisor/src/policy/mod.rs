@@ -11,7 +11,7 @@ use std::{
 };
 
 pub use schema::{
-    Access, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Ring, ScopeName, Secret, SecretsFile,
+    Access, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Reason, Ring, ScopeName, Secret, SecretsFile,
     TcpMode, UdpTarget,
 };
 
@@ -61,6 +61,8 @@ pub enum Error {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{col}: {message}")]
     Parse { path: PathBuf, line: usize, col: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
     #[error("{path}: declares trust '{found}' but is loaded as the '{expected}' ring")]
     WrongTrust { path: PathBuf, expected: Trust, found: Trust },
 }
@@ -143,7 +145,10 @@ impl RingSource {
 /// Reads a `--policy` overlay.
 pub fn load_overlay(path: &Path) -> Result<Overlay, Error> {
     let text = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
-    parse(path, &text)
+    let overlay: Overlay = parse(path, &text)?;
+    let rules = crate::engine::RulesFile { rule: overlay.rule.clone() };
+    rules.validate().map_err(|message| Error::Invalid { path: path.to_path_buf(), message })?;
+    Ok(overlay)
 }
 
 /// What `governor policy check` accepts: a ring (it has `trust = ...`) or an overlay (which
@@ -154,7 +159,7 @@ pub fn check_file(path: &Path) -> Result<&'static str, Error> {
     if table.contains_key("trust") {
         parse::<Ring>(path, &text).map(|_| "ring")
     } else {
-        parse::<Overlay>(path, &text).map(|_| "overlay")
+        load_overlay(path).map(|_| "overlay")
     }
 }
 

@@ -369,6 +369,9 @@ pub struct Overlay {
     /// Programs the agent may not run, denied by inode (BPF LSM).
     #[serde(default)]
     pub deny_exec: Vec<Secret>,
+    /// Policy engine rules added to the shipped ones.
+    #[serde(default)]
+    pub rule: Vec<crate::engine::Rule>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,598 @@
+//! The policy engine: decides on every kernel event of an agent. Rules (`[[rule]]` in
+//! `policies/rules.toml` and `--policy` files) match an event's kind, globs on its path,
+//! binary or destination, the agent's trust, and optionally a rate (`count` within `window`)
+//! or a sequence (`after` an earlier matching event of the same agent within a window).
+//! Highest priority first, first match wins; a suspended agent's events are denied; without
+//! a match the ring's default (allow) stands. Rules are compiled once, bucketed by kind; the
+//! per-event path allocates nothing.
+
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Deserializer, de};
+
+use crate::{
+    policy::{self, Trust},
+    probes::events::Event,
+};
+
+/// What a rule does when it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+    /// Record it as notable, change nothing.
+    Audit,
+    /// Freeze the agent's whole cgroup.
+    Suspend,
+    /// Kill everything in the agent's cgroup.
+    Kill,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// Event kinds a rule can match. `denied` is any event the kernel or a probe refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Exec,
+    Open,
+    Connect,
+    Sendmsg,
+    Denied,
+}
+
+const KINDS: usize = 5;
+
+impl Kind {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A duration in a policy: `250ms`, `10s`, `5m`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window(pub Duration);
+
+impl Window {
+    pub fn parse(text: &str) -> Result<Window, String> {
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 =
+            number.parse().map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 10s, 5m, 1h)"))?;
+        let duration = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number * 60),
+            "h" => Duration::from_secs(number * 3600),
+            _ => return Err(format!("'{text}': unit must be ms, s, m or h")),
+        };
+        if duration.is_zero() {
+            return Err(format!("'{text}': a window must be longer than zero"));
+        }
+        Ok(Window(duration))
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Window::parse(&String::deserialize(deserializer)?).map_err(de::Error::custom)
+    }
+}
+
+/// Glob patterns, checked when the file is read (an invalid one is an error at its line).
+#[derive(Clone, Debug)]
+pub struct Globs {
+    set: GlobSet,
+}
+
+impl Globs {
+    pub fn is_match(&self, text: &str) -> bool {
+        self.set.is_match(text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Globs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let patterns = Vec::<String>::deserialize(deserializer)?;
+        if patterns.is_empty() {
+            return Err(de::Error::custom("a glob list must not be empty"));
+        }
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &patterns {
+            let glob =
+                Glob::new(pattern).map_err(|error| de::Error::custom(format!("invalid glob '{pattern}': {error}")))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|error| de::Error::custom(error.to_string()))?;
+        Ok(Globs { set })
+    }
+}
+
+/// The earlier event a sequence rule needs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct After {
+    pub kind: Kind,
+    #[serde(default)]
+    pub path: Option<Globs>,
+    pub window: Window,
+}
+
+/// One `[[rule]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    #[serde(default)]
+    pub priority: i32,
+    pub kind: Kind,
+    /// The opened file, or the exec'd program's path.
+    #[serde(default)]
+    pub path: Option<Globs>,
+    /// The program, matched against an exec's path (alias of `path` for exec rules).
+    #[serde(default)]
+    pub binary: Option<Globs>,
+    /// `ADDR:PORT` of a connect or sendmsg.
+    #[serde(default)]
+    pub destination: Option<Globs>,
+    #[serde(default)]
+    pub trust_at_least: Option<Trust>,
+    #[serde(default)]
+    pub trust_below: Option<Trust>,
+    /// Match only when this is the `count`th matching event within `window`.
+    #[serde(default)]
+    pub count: Option<u32>,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub after: Option<After>,
+    pub action: Action,
+    pub severity: Severity,
+    pub reason: policy::Reason,
+}
+
+/// A file of `[[rule]]`s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    #[serde(default)]
+    pub rule: Vec<Rule>,
+}
+
+impl RulesFile {
+    /// Checks what serde cannot: a rate needs both `count` and `window`; a rule that can
+    /// never match is an error. Returns the rule id and the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        for rule in &self.rule {
+            match (rule.count, rule.window) {
+                (Some(0), _) => return Err(format!("rule '{}': count must be at least 1", rule.id)),
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(format!("rule '{}': count and window go together", rule.id));
+                }
+                _ => {}
+            }
+            if let (Some(least), Some(below)) = (rule.trust_at_least, rule.trust_below)
+                && least >= below
+            {
+                return Err(format!(
+                    "rule '{}': trust_at_least {least} and trust_below {below} match no trust level",
+                    rule.id
+                ));
+            }
+            let path_kind = matches!(rule.kind, Kind::Open | Kind::Exec | Kind::Denied);
+            if rule.path.is_some() && !path_kind {
+                return Err(format!("rule '{}': a {:?} event has no path", rule.id, rule.kind));
+            }
+            if rule.destination.is_some() && !matches!(rule.kind, Kind::Connect | Kind::Sendmsg | Kind::Denied) {
+                return Err(format!("rule '{}': a {:?} event has no destination", rule.id, rule.kind));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine's answer for one event.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision<'a> {
+    pub action: Action,
+    /// The rule that matched; `None` for the default or a suspended agent.
+    pub rule: Option<&'a Rule>,
+}
+
+/// The per-agent state the engine keeps: rate windows and sequence memory, sized once.
+#[derive(Debug)]
+pub struct AgentState {
+    pub trust: Trust,
+    pub suspended: bool,
+    /// Per rule: timestamps (ns) of recent matches, a ring of `count` entries.
+    rates: Vec<Vec<u64>>,
+    rate_next: Vec<usize>,
+    /// Per rule with `after`: when its earlier event was last seen (ns).
+    seen: Vec<Option<u64>>,
+}
+
+/// Compiled rules.
+#[derive(Debug, Default)]
+pub struct Engine {
+    /// Sorted by priority, highest first (stable: file order breaks ties).
+    rules: Vec<Rule>,
+    /// Indices into `rules`, per event kind, in priority order.
+    buckets: [Vec<usize>; KINDS],
+    /// Rules with `after`, for the sequence memory.
+    sequences: Vec<usize>,
+}
+
+impl Engine {
+    pub fn new(mut rules: Vec<Rule>) -> Engine {
+        rules.sort_by_key(|rule| std::cmp::Reverse(rule.priority));
+        let mut buckets: [Vec<usize>; KINDS] = Default::default();
+        for (index, rule) in rules.iter().enumerate() {
+            buckets[rule.kind.index()].push(index);
+        }
+        let sequences =
+            rules.iter().enumerate().filter(|(_, rule)| rule.after.is_some()).map(|(index, _)| index).collect();
+        Engine { rules, buckets, sequences }
+    }
+
+    pub fn agent(&self, trust: Trust) -> AgentState {
+        AgentState {
+            trust,
+            suspended: false,
+            rates: self.rules.iter().map(|rule| Vec::with_capacity(rule.count.unwrap_or(0) as usize)).collect(),
+            rate_next: vec![0; self.rules.len()],
+            seen: vec![None; self.rules.len()],
+        }
+    }
+
+    /// Decides on `event` for `agent` at `now_ns` (the event's kernel time).
+    pub fn decide(&self, agent: &mut AgentState, event: &Event, now_ns: u64) -> Decision<'_> {
+        if agent.suspended {
+            return Decision { action: Action::Deny, rule: None };
+        }
+        let facts = Facts::of(event);
+        // Sequence memory first: this event may be the earlier half of a sequence.
+        for &index in &self.sequences {
+            if let Some(after) = &self.rules[index].after
+                && facts.is(after.kind)
+                && after.path.as_ref().is_none_or(|globs| facts.path.is_some_and(|path| globs.is_match(path)))
+            {
+                agent.seen[index] = Some(now_ns);
+            }
+        }
+        for kind in facts.kinds() {
+            for &index in &self.buckets[kind.index()] {
+                let rule = &self.rules[index];
+                if self.matches(rule, index, agent, &facts, now_ns) {
+                    return Decision { action: rule.action, rule: Some(rule) };
+                }
+            }
+        }
+        Decision { action: Action::Allow, rule: None }
+    }
+
+    fn matches(&self, rule: &Rule, index: usize, agent: &mut AgentState, facts: &Facts<'_>, now_ns: u64) -> bool {
+        if rule.trust_at_least.is_some_and(|least| agent.trust < least)
+            || rule.trust_below.is_some_and(|below| agent.trust >= below)
+        {
+            return false;
+        }
+        let glob = |globs: &Option<Globs>, value: Option<&str>| {
+            globs.as_ref().is_none_or(|globs| value.is_some_and(|value| globs.is_match(value)))
+        };
+        if !glob(&rule.path, facts.path)
+            || !glob(&rule.binary, facts.binary)
+            || !glob(&rule.destination, facts.destination.as_deref())
+        {
+            return false;
+        }
+        if let Some(after) = &rule.after {
+            let window = after.window.0.as_nanos() as u64;
+            if agent.seen[index].is_none_or(|seen| now_ns.saturating_sub(seen) > window) {
+                return false;
+            }
+        }
+        if let (Some(count), Some(window)) = (rule.count, rule.window) {
+            let window = window.0.as_nanos() as u64;
+            let times = &mut agent.rates[index];
+            // A ring of the last `count` match times: full and its oldest within the window
+            // means `count` matches within the window.
+            if times.len() < count as usize {
+                times.push(now_ns);
+                if times.len() < count as usize {
+                    return false;
+                }
+            } else {
+                let next = agent.rate_next[index];
+                times[next] = now_ns;
+                agent.rate_next[index] = (next + 1) % count as usize;
+            }
+            let oldest = times[agent.rate_next[index] % count as usize];
+            if now_ns.saturating_sub(oldest) > window {
+                return false;
+            }
+            // Fired: the next firing needs `count` new matches.
+            times.clear();
+            agent.rate_next[index] = 0;
+        }
+        true
+    }
+}
+
+/// What rules look at, taken from an event once.
+struct Facts<'a> {
+    kind: Kind,
+    denied: bool,
+    path: Option<&'a str>,
+    binary: Option<&'a str>,
+    destination: Option<String>,
+}
+
+impl<'a> Facts<'a> {
+    fn of(event: &'a Event) -> Facts<'a> {
+        use governor_common::{kind, verdict};
+        let header = event.header();
+        // A refusal: permission errors (Landlock, seccomp, socket hooks, LSM) or a probe's
+        // verdict. Other errors (ENOENT from a PATH search, say) are not the sandbox's doing.
+        let denied =
+            header.result == -libc::EACCES || header.result == -libc::EPERM || header.verdict == verdict::DENIED;
+        match event {
+            Event::Exec { filename, .. } => {
+                Facts { kind: Kind::Exec, denied, path: Some(filename), binary: Some(filename), destination: None }
+            }
+            Event::Open { path, .. } => {
+                Facts { kind: Kind::Open, denied, path: Some(path), binary: None, destination: None }
+            }
+            Event::Net { header, addr, port, .. } => Facts {
+                kind: if header.kind == kind::SENDMSG { Kind::Sendmsg } else { Kind::Connect },
+                denied,
+                path: None,
+                binary: None,
+                destination: addr.map(|addr| format!("{addr}:{port}")),
+            },
+        }
+    }
+
+    fn is(&self, kind: Kind) -> bool {
+        self.kind == kind || (kind == Kind::Denied && self.denied)
+    }
+
+    /// The buckets to try: the event's kind, and `denied` when it was refused.
+    fn kinds(&self) -> impl Iterator<Item = Kind> {
+        [Some(self.kind), self.denied.then_some(Kind::Denied)].into_iter().flatten()
+    }
+}
+
+/// The shipped rules (`policies/rules.toml`), built in like the rings.
+pub const BUILT_IN_RULES: &str = include_str!("../../policies/rules.toml");
+
+/// The rules: `rules.toml` of the ring directory when it has one, else the shipped rules,
+/// then the `[[rule]]`s of the `--policy` overlays.
+pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result<Vec<Rule>, policy::Error> {
+    let installed = match source {
+        policy::RingSource::Dir(dir) => Some(dir.join("rules.toml")).filter(|path| path.exists()),
+        policy::RingSource::BuiltIn => None,
+    };
+    let (path, text) = match installed {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| policy::Error::Read { path: path.clone(), source })?;
+            (path, text)
+        }
+        None => (std::path::PathBuf::from("policies/rules.toml"), BUILT_IN_RULES.to_owned()),
+    };
+    let file: RulesFile = policy::parse(&path, &text)?;
+    file.validate().map_err(|message| policy::Error::Invalid { path, message })?;
+    let mut rules = file.rule;
+    rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use governor_common::{EventHeader, source, verdict};
+
+    use super::*;
+
+    fn rules(text: &str) -> Engine {
+        let file: RulesFile = toml::from_str(text).unwrap_or_else(|error| panic!("{error}"));
+        file.validate().unwrap_or_else(|error| panic!("{error}"));
+        Engine::new(file.rule)
+    }
+
+    fn open(path: &str, result: i32) -> Event {
+        let header = EventHeader {
+            kind: governor_common::kind::OPEN,
+            result,
+            ktime_ns: 0,
+            pid: 1,
+            tgid: 1,
+            uid: 0,
+            verdict: verdict::OBSERVED,
+            source: source::TRACEPOINT,
+            cgroup_id: 1,
+        };
+        Event::Open { header, flags: 0, dev: 0, ino: 0, path: path.into() }
+    }
+
+    fn exec(path: &str) -> Event {
+        let Event::Open { mut header, .. } = open(path, 0) else { unreachable!() };
+        header.kind = governor_common::kind::EXEC;
+        Event::Exec { header, filename: path.into(), argv: vec![] }
+    }
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn highest_priority_first_and_first_match_wins() {
+        let engine = rules(
+            r#"
+            [[rule]]
+            id = "audit-etc"
+            priority = 1
+            kind = "open"
+            path = ["/etc/**"]
+            action = "audit"
+            severity = "low"
+            reason = "config"
+
+            [[rule]]
+            id = "deny-passwd"
+            priority = 10
+            kind = "open"
+            path = ["/etc/passwd"]
+            action = "deny"
+            severity = "medium"
+            reason = "accounts"
+            "#,
+        );
+        let mut agent = engine.agent(Trust::Low);
+        let decide = |agent: &mut AgentState, path| {
+            let decision = engine.decide(agent, &open(path, 0), 0);
+            (decision.action, decision.rule.map(|rule| rule.id.clone()))
+        };
+        assert_eq!(decide(&mut agent, "/etc/passwd"), (Action::Deny, Some("deny-passwd".into())));
+        assert_eq!(decide(&mut agent, "/etc/hosts"), (Action::Audit, Some("audit-etc".into())));
+        assert_eq!(decide(&mut agent, "/usr/lib/libc.so"), (Action::Allow, None));
+    }
+
+    #[test]
+    fn trust_conditions_bound_a_rule() {
+        let engine = rules(
+            r#"
+            [[rule]]
+            id = "mid"
+            kind = "exec"
+            binary = ["**/curl"]
+            trust_at_least = "medium"
+            trust_below = "admin"
+            action = "audit"
+            severity = "low"
+            reason = "downloads"
+            "#,
+        );
+        for (trust, expected) in [
+            (Trust::Low, Action::Allow),
+            (Trust::Medium, Action::Audit),
+            (Trust::High, Action::Audit),
+            (Trust::Admin, Action::Allow),
+        ] {
+            let mut agent = engine.agent(trust);
+            assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/curl"), 0).action, expected, "{trust}");
+        }
+    }
+
+    #[test]
+    fn a_rate_fires_on_the_count_th_match_within_the_window_and_then_resets() {
+        let engine = rules(
+            r#"
+            [[rule]]
+            id = "repeated-denials"
+            kind = "denied"
+            count = 5
+            window = "10s"
+            action = "suspend"
+            severity = "high"
+            reason = "probing"
+            "#,
+        );
+        let mut agent = engine.agent(Trust::Low);
+        let denied = open("/etc/shadow", -13);
+        let actions: Vec<Action> = (0..5).map(|i| engine.decide(&mut agent, &denied, i * SECOND).action).collect();
+        assert_eq!(actions, [Action::Allow, Action::Allow, Action::Allow, Action::Allow, Action::Suspend]);
+        // After firing, five new denials are needed.
+        assert_eq!(engine.decide(&mut agent, &denied, 5 * SECOND).action, Action::Allow);
+        // Spread wider than the window: never fires.
+        let mut slow = engine.agent(Trust::Low);
+        let slow_actions: Vec<Action> =
+            (0..10).map(|i| engine.decide(&mut slow, &denied, i * 3 * SECOND).action).collect();
+        assert!(slow_actions.iter().all(|action| *action == Action::Allow), "{slow_actions:?}");
+        // Allowed opens, and failures that are not refusals, are not denials.
+        let mut quiet = engine.agent(Trust::Low);
+        assert!((0..10).all(|i| engine.decide(&mut quiet, &open("/etc/hosts", 0), i).action == Action::Allow));
+        assert!((0..10).all(|i| engine.decide(&mut quiet, &open("/nope", -libc::ENOENT), i).action == Action::Allow));
+    }
+
+    #[test]
+    fn a_sequence_needs_its_earlier_event_within_the_window() {
+        let engine = rules(
+            r#"
+            [[rule]]
+            id = "exfiltration"
+            kind = "exec"
+            binary = ["**/curl", "**/nc"]
+            action = "suspend"
+            severity = "critical"
+            reason = "a network tool after a secret was read"
+            after = { kind = "open", path = ["**/.ssh/**"], window = "60s" }
+            "#,
+        );
+        let mut agent = engine.agent(Trust::Medium);
+        assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/curl"), 0).action, Action::Allow);
+        engine.decide(&mut agent, &open("/home/ann/.ssh/id_ed25519", -13), SECOND);
+        assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/curl"), 30 * SECOND).action, Action::Suspend);
+        assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/curl"), 120 * SECOND).action, Action::Allow);
+    }
+
+    #[test]
+    fn a_suspended_agent_is_denied_everything() {
+        let engine = rules("");
+        let mut agent = engine.agent(Trust::Admin);
+        agent.suspended = true;
+        let decision = engine.decide(&mut agent, &open("/tmp/x", 0), 0);
+        assert_eq!((decision.action, decision.rule.map(|rule| rule.id.as_str())), (Action::Deny, None));
+    }
+
+    #[test]
+    fn impossible_and_malformed_rules_are_refused() {
+        let parse = |text: &str| {
+            toml::from_str::<RulesFile>(text).map_err(|e| e.to_string()).and_then(|file| file.validate().map(|()| file))
+        };
+        let base = "id = \"x\"\nkind = \"open\"\naction = \"deny\"\nseverity = \"low\"\nreason = \"r\"\n";
+        assert!(
+            parse(&format!("[[rule]]\n{base}trust_at_least = \"high\"\ntrust_below = \"medium\"\n"))
+                .is_err_and(|e| e.contains("match no trust level"))
+        );
+        assert!(
+            parse(&format!("[[rule]]\n{base}count = 3\n")).is_err_and(|e| e.contains("count and window go together"))
+        );
+        assert!(parse(&format!("[[rule]]\n{base}path = [\"a[\"]\n")).is_err_and(|e| e.contains("invalid glob")));
+        assert!(
+            parse(&format!("[[rule]]\n{base}window = \"10 parsecs\"\ncount = 2\n"))
+                .is_err_and(|e| e.contains("not a duration") || e.contains("unit"))
+        );
+        assert!(
+            parse(&format!("[[rule]]\n{base}destination = [\"1.2.3.4:*\"]\n"))
+                .is_err_and(|e| e.contains("no destination"))
+        );
+        assert!(
+            parse("[[rule]]\nid = \"x\"\nkind = \"teleport\"\naction = \"deny\"\nseverity = \"low\"\nreason = \"r\"\n")
+                .is_err_and(|e| e.contains("teleport"))
+        );
+    }
+
+    #[test]
+    fn windows_parse() {
+        assert_eq!(Window::parse("250ms"), Ok(Window(Duration::from_millis(250))));
+        assert_eq!(Window::parse("10s"), Ok(Window(Duration::from_secs(10))));
+        assert_eq!(Window::parse("5m"), Ok(Window(Duration::from_secs(300))));
+        assert!(Window::parse("0s").is_err());
+        assert!(Window::parse("s").is_err());
+        assert!(Window::parse("3d").is_err());
+    }
+
+    #[test]
+    fn the_shipped_rules_parse() {
+        let rules = load(&policy::RingSource::BuiltIn, &[]).unwrap_or_else(|error| panic!("{error}"));
+        assert!(rules.iter().any(|rule| rule.id == "repeated-kernel-denials"));
+        assert!(rules.iter().any(|rule| rule.id == "network-tool-after-secret"));
+    }
+}

@@ -1,0 +1,155 @@
+//! The policy engine on real kernel events: the shipped rules suspend an agent by freezing
+//! its cgroup, `governor resume` and `governor kill` act on it from outside.
+
+use std::{
+    fs,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use governor_tests::{Scene, cgroup2_root, governor_bin, require, scene, stderr, stdout};
+use serde_json::Value;
+
+fn start(scene: &Scene, trust: &str, id: &str, script: &str) -> Child {
+    Command::new(governor_bin())
+        .args(["run", "--trust", trust, "--agent-id", id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", script])
+        .env("HOME", &scene.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn events_file(id: &str) -> std::path::PathBuf {
+    cgroup2_root().join("governor").join(id).join("cgroup.events")
+}
+
+/// Waits until the agent's `cgroup.events` says `frozen 1`.
+fn wait_frozen(id: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if fs::read_to_string(events_file(id)).is_ok_and(|events| events.contains("frozen 1")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn control(command: &str, id: &str) -> Output {
+    Command::new(governor_bin()).args([command, id]).output().unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn incidents(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|value| value["kind"] == "incident")
+        .collect()
+}
+
+#[test]
+fn repeated_denials_suspend_the_agent_until_it_is_resumed() {
+    require!("repeated_denials_suspend_the_agent_until_it_is_resumed");
+    let scene = scene!();
+    let id = format!("probing-{}", std::process::id());
+    let key = scene.home.join(".ssh/id_ed25519");
+    let progress = scene.workspace.join("progress");
+    // Six tries at a secret, then a counter that keeps growing while the agent runs.
+    let script = format!(
+        "for i in 1 2 3 4 5 6; do cat {key} 2>/dev/null; sleep 0.2; done; \
+         for i in $(seq 1 50); do echo $i >> {progress}; sleep 0.1; done",
+        key = key.display(),
+        progress = progress.display()
+    );
+    let child = start(&scene, "low", &id, &script);
+    assert!(wait_frozen(&id), "the agent was not frozen");
+    // Frozen: no progress at all.
+    let before = fs::read_to_string(&progress).unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(fs::read_to_string(&progress).unwrap_or_default(), before, "a frozen agent made progress");
+    assert!(before.lines().count() < 3, "frozen too late: {before:?}");
+
+    let resumed = control("resume", &id);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert_eq!(fs::read_to_string(&progress).unwrap_or_default().lines().count(), 50, "it finished after resume");
+    let incidents = incidents(&err);
+    assert_eq!(incidents.len(), 1, "one incident: {err}");
+    assert_eq!(incidents[0]["rule"], "repeated-kernel-denials");
+    assert_eq!((incidents[0]["action"].as_str(), incidents[0]["severity"].as_str()), (Some("suspend"), Some("high")));
+    assert_eq!(incidents[0]["event"]["result"], "EACCES");
+    assert!(err.contains(&format!("`governor resume {id}` thaws it")), "{err}");
+}
+
+#[test]
+fn a_network_tool_after_a_secret_suspends_and_kill_ends_the_agent() {
+    require!("a_network_tool_after_a_secret_suspends_and_kill_ends_the_agent");
+    let scene = scene!();
+    let id = format!("exfil-{}", std::process::id());
+    let tool = scene.workspace.join("nc");
+    fs::copy(&scene.attempt, &tool).unwrap_or_else(|error| panic!("{error}"));
+    let script = format!(
+        "cat {key} 2>/dev/null; {tool} ids; sleep 30",
+        key = scene.home.join(".ssh/id_ed25519").display(),
+        tool = tool.display()
+    );
+    let child = start(&scene, "medium", &id, &script);
+    assert!(wait_frozen(&id), "the agent was not frozen");
+    let killed = control("kill", &id);
+    assert_eq!(killed.status.code(), Some(0), "{}", stderr(&killed));
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    let err = stderr(&output);
+    // The shell died of SIGKILL.
+    assert_eq!(output.status.code(), Some(128 + 9), "{err}");
+    let incidents = incidents(&err);
+    assert_eq!(incidents.len(), 1, "{err}");
+    assert_eq!(incidents[0]["rule"], "network-tool-after-secret");
+    assert_eq!(incidents[0]["severity"], "critical");
+    assert_eq!(incidents[0]["event"]["path"].as_str(), Some(&*tool.to_string_lossy()));
+    assert!(!Path::new(&events_file(&id)).exists(), "the cgroup is removed after the kill");
+    let _ = stdout(&output);
+}
+
+#[test]
+fn control_commands_refuse_unknown_agents() {
+    require!("control_commands_refuse_unknown_agents");
+    for command in ["suspend", "resume", "kill"] {
+        let output = control(command, "no-such-agent-here");
+        assert_eq!(output.status.code(), Some(2), "{command}");
+        assert!(stderr(&output).contains("unknown agent 'no-such-agent-here'"), "{}", stderr(&output));
+        let bad = control(command, "../etc");
+        assert_eq!(bad.status.code(), Some(2), "{command}");
+    }
+}
+
+#[test]
+fn a_policy_rule_with_an_impossible_condition_is_refused_with_its_file() {
+    require!("a_policy_rule_with_an_impossible_condition_is_refused_with_its_file");
+    let scene = scene!();
+    let policy = scene.root.join("rules.toml");
+    fs::write(
+        &policy,
+        "[[rule]]\nid = \"never\"\nkind = \"open\"\ntrust_at_least = \"high\"\ntrust_below = \"low\"\n\
+         action = \"deny\"\nseverity = \"low\"\nreason = \"r\"\n",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let policy = policy.to_string_lossy().into_owned();
+    let output = scene.governor("low", &["--policy", &policy], ["true"]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(err.contains(&policy) && err.contains("rule 'never'") && err.contains("match no trust level"), "{err}");
+    let glob = scene.root.join("glob.toml");
+    fs::write(&glob, "[[rule]]\nid = \"g\"\nkind = \"open\"\npath = [\"a[\"]\naction = \"deny\"\nseverity = \"low\"\nreason = \"r\"\n")
+        .unwrap_or_else(|error| panic!("{error}"));
+    let glob = glob.to_string_lossy().into_owned();
+    let output = scene.governor("low", &["--policy", &glob], ["true"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains(&format!("{glob}:4:8: invalid glob")), "{}", stderr(&output));
+}
