@@ -213,6 +213,9 @@ pub struct Decision<'a> {
 pub struct AgentState {
     pub trust: Trust,
     pub suspended: bool,
+    /// Kernel time (CLOCK_MONOTONIC, like the events') at which it was suspended: events
+    /// from before that were still in flight and are decided as usual.
+    pub suspended_since: u64,
     /// Per rule: timestamps (ns) of recent matches, a ring of `count` entries.
     rates: Vec<Vec<u64>>,
     rate_next: Vec<usize>,
@@ -247,6 +250,7 @@ impl Engine {
         AgentState {
             trust,
             suspended: false,
+            suspended_since: 0,
             rates: self.rules.iter().map(|rule| Vec::with_capacity(rule.count.unwrap_or(0) as usize)).collect(),
             rate_next: vec![0; self.rules.len()],
             seen: vec![None; self.rules.len()],
@@ -255,8 +259,13 @@ impl Engine {
 
     /// Decides on `event` for `agent` at `now_ns` (the event's kernel time).
     pub fn decide(&self, agent: &mut AgentState, event: &Event, now_ns: u64) -> Decision<'_> {
-        if agent.suspended {
+        if agent.suspended && now_ns >= agent.suspended_since {
             return Decision { action: Action::Deny, rule: None };
+        }
+        // sched_process_exec reports again an exec the syscall exit already reported: rules
+        // see each exec once.
+        if event.header().kind == governor_common::kind::EXECED {
+            return Decision { action: Action::Allow, rule: None };
         }
         let facts = Facts::of(event);
         // Sequence memory first: this event may be the earlier half of a sequence.
@@ -543,12 +552,36 @@ mod tests {
     }
 
     #[test]
+    fn a_completed_exec_is_not_decided_twice() {
+        let engine = rules(
+            r#"
+            [[rule]]
+            id = "no-curl"
+            kind = "exec"
+            binary = ["**/curl"]
+            action = "kill"
+            severity = "high"
+            reason = "r"
+            "#,
+        );
+        let mut agent = engine.agent(Trust::Low);
+        let Event::Exec { mut header, filename, argv } = exec("/usr/bin/curl") else { unreachable!() };
+        header.kind = governor_common::kind::EXECED;
+        let execed = Event::Exec { header, filename, argv };
+        assert_eq!(engine.decide(&mut agent, &execed, 0).action, Action::Allow);
+        assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/curl"), 0).action, Action::Kill);
+    }
+
+    #[test]
     fn a_suspended_agent_is_denied_everything() {
         let engine = rules("");
         let mut agent = engine.agent(Trust::Admin);
         agent.suspended = true;
-        let decision = engine.decide(&mut agent, &open("/tmp/x", 0), 0);
+        agent.suspended_since = 10;
+        let decision = engine.decide(&mut agent, &open("/tmp/x", 0), 10);
         assert_eq!((decision.action, decision.rule.map(|rule| rule.id.as_str())), (Action::Deny, None));
+        // An event from before the suspension, still in flight, is decided as usual.
+        assert_eq!(engine.decide(&mut agent, &open("/tmp/x", 0), 9).action, Action::Allow);
     }
 
     #[test]
