@@ -1,5 +1,7 @@
 //! `governor`: runs AI agents inside kernel-enforced sandboxes.
 
+mod audit;
+mod audit_cli;
 mod cgroup;
 mod engine;
 mod policy;
@@ -22,6 +24,10 @@ struct Cli {
     /// /etc/governor/rings when it exists, else the rings built into this binary]
     #[arg(long, global = true, env = "GOVERNOR_RINGS", value_name = "DIR")]
     rings: Option<PathBuf>,
+    /// The audit store [default: /var/lib/governor/audit.db for root, else
+    /// $XDG_STATE_HOME/governor/audit.db]
+    #[arg(long, global = true, env = "GOVERNOR_AUDIT_DB", value_name = "PATH")]
+    audit_db: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +43,11 @@ enum Command {
     },
     /// Report what this kernel supports for each ring.
     Check,
+    /// Read the audit store.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Freeze a running agent (its whole cgroup).
     Suspend {
         #[arg(value_name = "AGENT")]
@@ -71,6 +82,23 @@ enum PolicyCommand {
     Check {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Events, filtered.
+    Query(audit_cli::Query),
+    /// Check the hash chains: exit 0 when they hold, 1 naming the first broken row.
+    Verify,
+    /// Incidents the policy engine raised.
+    Incidents {
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        #[arg(long, value_parser = audit_cli::parse_when)]
+        since: Option<audit_cli::When>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: audit_cli::Format,
     },
 }
 
@@ -121,6 +149,7 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
     match cli.command {
         Command::Run(mut request) => {
             request.rings = cli.rings;
+            request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
             let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
             run::run(prepared).map_err(|error| (error.exit_code(), error.to_string()))
         }
@@ -141,6 +170,16 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
             Ok(if failed { run::exit::USAGE } else { 0 })
         }
         Command::Check => Ok(show::check(cli.rings.as_deref())),
+        Command::Audit { command } => {
+            let store = cli.audit_db.unwrap_or_else(audit::default_path);
+            match command {
+                AuditCommand::Query(query) => audit_cli::query(&store, &query),
+                AuditCommand::Verify => audit_cli::verify(&store),
+                AuditCommand::Incidents { agent, since, format } => {
+                    audit_cli::incidents(&store, agent.as_deref(), since, format)
+                }
+            }
+        }
         Command::Suspend { agent } => control(&agent, Control::Suspend),
         Command::Resume { agent } => control(&agent, Control::Resume),
         Command::Kill { agent } => control(&agent, Control::Kill),

@@ -27,6 +27,7 @@ use nix::{
 };
 
 use crate::{
+    audit,
     cgroup::{self, Cgroup},
     engine,
     policy::{self, Overlay, PathVars, RingSource, Trust},
@@ -73,6 +74,8 @@ pub enum Error {
     Probes(#[from] probes::Error),
     #[error(transparent)]
     Supervise(#[from] supervise::Error),
+    #[error("{0}; governor does not run an agent it cannot audit")]
+    Audit(#[from] audit::Error),
     #[error("{what}: {errno}")]
     Sys { what: String, errno: Errno },
     #[error("{path}: {source}")]
@@ -85,6 +88,7 @@ impl Error {
             Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
             Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
             Error::Probes(probes::Error::NoLsm(_)) => exit::USAGE,
+            Error::Audit(_) => exit::USAGE,
             _ => exit::FAILURE,
         }
     }
@@ -116,6 +120,9 @@ pub struct Request {
     /// The ring directory (the global --rings).
     #[arg(skip)]
     pub rings: Option<PathBuf>,
+    /// The audit store (the global --audit-db).
+    #[arg(skip)]
+    pub audit_db: PathBuf,
     /// Run even if the kernel cannot enforce all of the ring, and say what is not enforced.
     #[arg(long)]
     pub best_effort: bool,
@@ -262,6 +269,8 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
 /// Runs the agent; returns governor's exit code.
 pub fn run(prepared: Prepared) -> Result<i32, Error> {
     let verbose = prepared.request.verbose;
+    // Fail closed: no store, no agent.
+    let store = audit::Writer::open(&prepared.request.audit_db)?;
     let mut probes = Probes::load(prepared.request.probes)?;
     // The temp dir must exist to be planned; it is removed again (drop) if the kernel cannot
     // enforce the ring, so a refusal leaves nothing behind.
@@ -343,6 +352,28 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     drop(procs);
     drop(cgroup_dir);
 
+    let writer = store.start()?;
+    let command_line: Vec<String> =
+        prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
+    writer.write(audit::Row {
+        table: "agents",
+        values: vec![
+            audit::text(&prepared.agent_id),
+            audit::text(prepared.ring.trust.as_str()),
+            audit::text(command_line.join(" ")),
+            audit::text(&prepared.identity.name),
+            audit::text(cgroup.path().display().to_string()),
+            audit::text(probes.as_ref().map_or("off".to_owned(), |probes| probes.backend.to_string())),
+            audit::int(audit::now_ns()),
+        ],
+    })?;
+    writer.write(audit::action(
+        &prepared.agent_id,
+        "start",
+        &prepared.identity.name,
+        &format!("governor run --trust {}", prepared.ring.trust),
+    ))?;
+
     let mut bytes = Vec::new();
     let _ = File::from(report_read).read_to_end(&mut bytes);
     let engine = engine::Engine::new(prepared.rules.clone());
@@ -354,6 +385,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         agent,
         agent_id: prepared.agent_id.clone(),
         control: Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?,
+        writer: &writer,
     };
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, || cleanup(cgroup, verbose))?;
@@ -364,9 +396,25 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         }
         None => status,
     };
+    let exit_why = match code {
+        0..=127 => format!("exit status {code}"),
+        _ => format!("exit status {code} (signal {})", code - 128),
+    };
+    writer.write(audit::action(&prepared.agent_id, "exit", "kernel", &exit_why))?;
+    if output.tally.lost > 0 {
+        writer.write(audit::action(
+            &prepared.agent_id,
+            "events-lost",
+            "probes",
+            &format!("{} events dropped (ring buffer full)", output.tally.lost),
+        ))?;
+    }
+    let tally = std::mem::take(&mut output.tally);
+    drop(output);
+    // The writer thread ends before the probes are released (that forks).
+    writer.finish()?;
     if let Some(probes) = probes.as_mut() {
         let counters = probes.counters()?;
-        let tally = &output.tally;
         if verbose || prepared.request.trace || counters.dropped > 0 || tally.undecodable > 0 {
             eprintln!(
                 "governor: probes ({}): {} events produced, {} delivered, {} dropped (ring buffer full), {} undecodable, {} probe read errors",
@@ -380,7 +428,8 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
 
 /// Where events go until the policy engine takes them: `--trace` prints them, and every
 /// event and loss is counted for the closing summary.
-struct EventOutput {
+struct EventOutput<'w> {
+    writer: &'w audit::Writer,
     trace: bool,
     tally: probes::events::Tally,
     engine: engine::Engine,
@@ -390,7 +439,7 @@ struct EventOutput {
     control: Cgroup,
 }
 
-impl Sink for EventOutput {
+impl Sink for EventOutput<'_> {
     fn event(&mut self, event: &probes::events::Event) {
         self.tally.event(event);
         // A frozen agent makes no events: one arriving means it was resumed from outside.
@@ -406,9 +455,52 @@ impl Sink for EventOutput {
             }
             eprintln!("{line}");
         }
+        let header = event.header();
+        let (path, destination) = match event {
+            probes::events::Event::Exec { filename, .. } => (filename.clone(), String::new()),
+            probes::events::Event::Open { path, .. } => (path.clone(), String::new()),
+            probes::events::Event::Net { addr, port, .. } => {
+                (String::new(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
+            }
+        };
+        let json = event.to_json();
+        let record = audit::Row {
+            table: "events",
+            values: vec![
+                audit::text(&self.agent_id),
+                audit::int(audit::now_ns()),
+                audit::int(header.ktime_ns),
+                audit::text(probes::events::kind_name(header.kind)),
+                audit::int(header.tgid),
+                audit::int(header.pid),
+                audit::int(header.uid),
+                audit::text(path),
+                audit::text(destination),
+                audit::text(probes::events::errno_name(header.result)),
+                audit::text(json["verdict"].as_str().unwrap_or_default()),
+                audit::text(json["source"].as_str().unwrap_or_default()),
+                audit::text(recorded_decision(header, decision.action)),
+                audit::text(decision.rule.map_or("", |rule| rule.id.as_str())),
+            ],
+        };
+        if let Err(error) = self.writer.write(record) {
+            eprintln!("governor: {error}");
+        }
         let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
             return;
         };
+        let _ = self.writer.write(audit::Row {
+            table: "incidents",
+            values: vec![
+                audit::text(&self.agent_id),
+                audit::int(audit::now_ns()),
+                audit::text(&rule.id),
+                audit::text(format!("{:?}", rule.severity).to_lowercase()),
+                audit::text(decision_name(rule.action)),
+                audit::text(rule.reason.to_string()),
+                audit::text(json.to_string()),
+            ],
+        });
         let incident = serde_json::json!({
             "kind": "incident",
             "agent": self.agent_id,
@@ -423,6 +515,13 @@ impl Sink for EventOutput {
             engine::Action::Suspend => match self.control.set_frozen(true, Duration::from_secs(1)) {
                 Ok(()) => {
                     self.agent.suspended = true;
+                    self.agent.suspended_since = monotonic_ns();
+                    let _ = self.writer.write(audit::action(
+                        &self.agent_id,
+                        "suspend",
+                        &format!("rule {}", rule.id),
+                        &rule.reason.to_string(),
+                    ));
                     eprintln!(
                         "governor: agent {} suspended by rule {} ({}); `governor resume {}` thaws it",
                         self.agent_id, rule.id, rule.reason, self.agent_id
@@ -431,6 +530,12 @@ impl Sink for EventOutput {
                 Err(error) => eprintln!("governor: suspending agent {} failed: {error}", self.agent_id),
             },
             engine::Action::Kill => {
+                let _ = self.writer.write(audit::action(
+                    &self.agent_id,
+                    "kill",
+                    &format!("rule {}", rule.id),
+                    &rule.reason.to_string(),
+                ));
                 if let Err(error) = self.control.kill() {
                     eprintln!("governor: killing agent {} failed: {error}", self.agent_id);
                 }
@@ -448,6 +553,33 @@ impl Sink for EventOutput {
     fn undecodable(&mut self, error: &probes::events::DecodeError) {
         self.tally.undecodable(error);
         probes::events::TraceSink.undecodable(error);
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |time| time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64)
+}
+
+/// What the audit row says happened to the operation: `deny` when the kernel (Landlock,
+/// seccomp, a probe) refused it, whatever the engine then did about it (that is in the
+/// incident); otherwise the engine's decision.
+fn recorded_decision(header: &governor_common::EventHeader, action: engine::Action) -> &'static str {
+    let refused = header.result == -libc::EACCES
+        || header.result == -libc::EPERM
+        || header.verdict == governor_common::verdict::DENIED;
+    if refused { "deny" } else { decision_name(action) }
+}
+
+/// The name a decision is recorded under (`allow`, `deny`, `audit`, `suspend`, `kill`).
+fn decision_name(action: engine::Action) -> &'static str {
+    match action {
+        engine::Action::Allow => "allow",
+        engine::Action::Deny => "deny",
+        engine::Action::Audit => "audit",
+        engine::Action::Suspend => "suspend",
+        engine::Action::Kill => "kill",
     }
 }
 

@@ -26,6 +26,7 @@ pub fn policy_show(
         agent_id: Some("policy-show".into()),
         user: None,
         rings: rings.map(Path::to_path_buf),
+        audit_db: PathBuf::new(),
         best_effort: true,
         verbose: false,
         probes: crate::probes::Choice::Off,

@@ -108,12 +108,18 @@ fn test(root: &Path) -> Result<()> {
     cargo(root, &["clippy", "--all-targets", "--quiet", "--", "-D", "warnings"])?;
     cargo(root, &["build", "-p", "governor", "-p", "governor-tests", "--bins"])?;
     let governor = root.join("target/debug/governor");
+    let test_store = root.join("target/test-audit.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", test_store.display()));
+    }
     // --show-output prints what passing tests printed, so a kernel-dependent test that
     // skipped says so, and the skip is counted as a skip below, not as a pass.
     let mut child = Command::new("cargo")
         .current_dir(root)
         .args(["test", "--no-fail-fast", "--", "--show-output"])
         .env("GOVERNOR_BIN", &governor)
+        // The tests' agents are audited in a store of their own, not the machine's.
+        .env("GOVERNOR_AUDIT_DB", &test_store)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

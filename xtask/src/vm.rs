@@ -196,7 +196,7 @@ echo governor-vm > /etc/hostname
 echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
 echo 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >> /etc/passwd
 export HOME=/root USER=root PATH=/bin:/sbin:/usr/bin:/usr/sbin
-export GOVERNOR_BIN=/bin/governor GOVERNOR_ATTEMPT_BIN=/bin/attempt RUST_BACKTRACE=1
+export GOVERNOR_BIN=/bin/governor GOVERNOR_ATTEMPT_BIN=/bin/attempt GOVERNOR_AUDIT_DB=/tmp/audit.db RUST_BACKTRACE=1
 cd /tmp
 echo \"kernel $(uname -r), LSMs $(cat /sys/kernel/security/lsm)\"
 {command}

@@ -1,0 +1,392 @@
+//! The audit store: SQLite (WAL) holding agents, events, incidents and actions. Every row
+//! carries `prev` (the previous row's hash in its table) and `hash` = SHA-256 of `prev` and
+//! the row's content, so an edit, a deletion or a reordering breaks the chain where it
+//! happened (`governor audit verify`). Rows are only ever inserted.
+//!
+//! One writer thread per process batches rows into transactions. Several governor processes
+//! may share a store: each batch runs in `BEGIN IMMEDIATE` and reads the chain heads inside
+//! it, so the chains stay linear.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::mpsc,
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::{Connection, OptionalExtension as _};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("audit store {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("audit store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("audit store: the writer has stopped")]
+    Stopped,
+}
+
+/// Where the store is: `--audit-db`, `GOVERNOR_AUDIT_DB`, `/var/lib/governor/audit.db` for
+/// root, else `$XDG_STATE_HOME/governor/audit.db` (`~/.local/state/...`).
+pub fn default_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("GOVERNOR_AUDIT_DB") {
+        return PathBuf::from(path);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/governor/audit.db");
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    state.join("governor/audit.db")
+}
+
+/// The tables, their content columns (hashed in this order), and how to create them.
+pub const TABLES: [(&str, &[&str]); 4] = [
+    ("agents", &["agent", "trust", "command", "user", "cgroup", "backend", "time"]),
+    (
+        "events",
+        &[
+            "agent",
+            "time",
+            "ktime",
+            "kind",
+            "pid",
+            "tgid",
+            "uid",
+            "path",
+            "destination",
+            "result",
+            "verdict",
+            "source",
+            "decision",
+            "rule",
+        ],
+    ),
+    ("incidents", &["agent", "time", "rule", "severity", "action", "reason", "event"]),
+    ("actions", &["agent", "time", "action", "actor", "why"]),
+];
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS agents (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, trust TEXT NOT NULL,
+  command TEXT NOT NULL, user TEXT NOT NULL, cgroup TEXT NOT NULL, backend TEXT NOT NULL, time INTEGER NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
+  ktime INTEGER NOT NULL, kind TEXT NOT NULL, pid INTEGER NOT NULL, tgid INTEGER NOT NULL, uid INTEGER NOT NULL,
+  path TEXT NOT NULL, destination TEXT NOT NULL, result TEXT NOT NULL, verdict TEXT NOT NULL, source TEXT NOT NULL,
+  decision TEXT NOT NULL, rule TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incidents (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
+  rule TEXT NOT NULL, severity TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL, event TEXT NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS actions (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
+  action TEXT NOT NULL, actor TEXT NOT NULL, why TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_agent_time ON events (agent, time);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind);
+CREATE INDEX IF NOT EXISTS events_decision ON events (decision);
+CREATE INDEX IF NOT EXISTS incidents_agent_time ON incidents (agent, time);
+CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent, seq);
+";
+
+/// The hash of the first row's `prev`.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A row to insert: its table and its content, in `TABLES` column order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub table: &'static str,
+    pub values: Vec<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Text(String),
+    Int(i64),
+}
+
+impl Value {
+    fn to_sql(&self) -> rusqlite::types::Value {
+        match self {
+            Value::Text(text) => rusqlite::types::Value::Text(text.clone()),
+            Value::Int(int) => rusqlite::types::Value::Integer(*int),
+        }
+    }
+
+    fn canonical(&self) -> String {
+        match self {
+            Value::Text(text) => format!("t{}:{text}", text.len()),
+            Value::Int(int) => format!("i{int}"),
+        }
+    }
+}
+
+/// SHA-256 over the previous hash and the row's values (length-prefixed, so no two rows
+/// encode alike), as lowercase hex.
+pub fn chain_hash(prev: &str, values: &[Value]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev.as_bytes());
+    for value in values {
+        hasher.update([0x1f]);
+        hasher.update(value.canonical().as_bytes());
+    }
+    hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |time| i64::try_from(time.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Opens (creating) the store and its schema.
+pub fn open(path: &Path) -> Result<Connection, Error> {
+    let sqlite = |source| Error::Sqlite { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    }
+    let connection = Connection::open(path).map_err(sqlite)?;
+    connection.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
+    connection.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+    connection.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+    connection.execute_batch(SCHEMA).map_err(sqlite)?;
+    Ok(connection)
+}
+
+/// Inserts `rows` in one transaction, chaining each table from its current head.
+pub fn insert(connection: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut heads: Vec<(&str, String)> = Vec::new();
+        for row in rows {
+            let columns = TABLES.iter().find(|(table, _)| *table == row.table).map_or(&[][..], |(_, columns)| *columns);
+            let prev = match heads.iter().find(|(table, _)| *table == row.table) {
+                Some((_, head)) => head.clone(),
+                None => transaction
+                    .query_row(&format!("SELECT hash FROM {} ORDER BY seq DESC LIMIT 1", row.table), [], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or_else(|| GENESIS.to_owned()),
+            };
+            let hash = chain_hash(&prev, &row.values);
+            let placeholders = (1..=columns.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("INSERT INTO {} ({}, prev, hash) VALUES ({placeholders})", row.table, columns.join(", "));
+            let mut values: Vec<rusqlite::types::Value> = row.values.iter().map(Value::to_sql).collect();
+            values.push(rusqlite::types::Value::Text(prev));
+            values.push(rusqlite::types::Value::Text(hash.clone()));
+            transaction.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values))?;
+            match heads.iter_mut().find(|(table, _)| *table == row.table) {
+                Some((_, head)) => *head = hash,
+                None => heads.push((row.table, hash)),
+            }
+        }
+    }
+    transaction.commit()
+}
+
+/// The first broken row of a chain: table, seq and what is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Broken {
+    pub table: &'static str,
+    pub seq: i64,
+    pub problem: &'static str,
+}
+
+/// Walks every table's chain; returns the rows checked, or the first broken row.
+pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> {
+    let mut checked = 0;
+    for (table, columns) in TABLES {
+        let sql = format!("SELECT seq, {}, prev, hash FROM {table} ORDER BY seq", columns.join(", "));
+        let mut statement = connection.prepare(&sql)?;
+        let mut rows = statement.query([])?;
+        let mut expected_prev = GENESIS.to_owned();
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let mut values = Vec::with_capacity(columns.len());
+            for index in 0..columns.len() {
+                values.push(match row.get_ref(index + 1)? {
+                    rusqlite::types::ValueRef::Integer(int) => Value::Int(int),
+                    other => Value::Text(other.as_str().map(str::to_owned).unwrap_or_default()),
+                });
+            }
+            let prev: String = row.get(columns.len() + 1)?;
+            let hash: String = row.get(columns.len() + 2)?;
+            if prev != expected_prev {
+                return Ok(Err(Broken {
+                    table,
+                    seq,
+                    problem: "does not follow the row before it (a row was removed or moved)",
+                }));
+            }
+            if chain_hash(&prev, &values) != hash {
+                return Ok(Err(Broken { table, seq, problem: "its content does not match its hash (it was changed)" }));
+            }
+            expected_prev = hash;
+            checked += 1;
+        }
+    }
+    Ok(Ok(checked))
+}
+
+/// Rows queued for the writer at most.
+const QUEUE: usize = 65536;
+
+/// The writer thread: rows in, batched transactions out. Dropping it flushes what is queued.
+pub struct Writer {
+    sender: Option<mpsc::SyncSender<Row>>,
+    thread: Option<thread::JoinHandle<Result<u64, Error>>>,
+}
+
+/// An opened store whose writer has not started: opening comes first, so that a store that
+/// cannot be opened refuses the run before anything starts, and the thread comes after the
+/// fork, which must happen while governor has a single thread.
+pub struct Opened {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl Opened {
+    pub fn start(self) -> Result<Writer, Error> {
+        Writer::spawn(self.connection, self.path)
+    }
+}
+
+impl Writer {
+    pub fn open(path: &Path) -> Result<Opened, Error> {
+        Ok(Opened { connection: open(path)?, path: path.to_path_buf() })
+    }
+
+    /// Opens the store and starts the writer.
+    #[cfg(test)]
+    pub fn start(path: &Path) -> Result<Writer, Error> {
+        Writer::open(path)?.start()
+    }
+
+    fn spawn(mut connection: Connection, path: PathBuf) -> Result<Writer, Error> {
+        // Bounded: when the store falls behind, the event loop waits, the ring buffer fills
+        // and the kernel counts what it drops; memory does not grow without limit.
+        let (sender, receiver) = mpsc::sync_channel::<Row>(QUEUE);
+        let thread = thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                let mut written = 0u64;
+                let mut batch = Vec::with_capacity(4096);
+                while let Ok(row) = receiver.recv() {
+                    batch.push(row);
+                    // Take what is already queued, up to a bounded batch.
+                    while batch.len() < 8192 {
+                        match receiver.try_recv() {
+                            Ok(row) => batch.push(row),
+                            Err(_) => break,
+                        }
+                    }
+                    insert(&mut connection, &batch).map_err(|source| Error::Sqlite { path: path.clone(), source })?;
+                    written += batch.len() as u64;
+                    batch.clear();
+                }
+                Ok(written)
+            })
+            .map_err(|source| Error::Io { path: PathBuf::from("audit-writer thread"), source })?;
+        Ok(Writer { sender: Some(sender), thread: Some(thread) })
+    }
+
+    pub fn write(&self, row: Row) -> Result<(), Error> {
+        self.sender.as_ref().ok_or(Error::Stopped)?.send(row).map_err(|_| Error::Stopped)
+    }
+
+    /// Flushes and stops; returns the rows written.
+    pub fn finish(mut self) -> Result<u64, Error> {
+        drop(self.sender.take());
+        match self.thread.take().map(thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) | None => Err(Error::Stopped),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Shorthands for building rows.
+pub fn text(value: impl Into<String>) -> Value {
+    Value::Text(value.into())
+}
+
+pub fn int(value: impl TryInto<i64>) -> Value {
+    Value::Int(value.try_into().unwrap_or(i64::MAX))
+}
+
+/// Rows recorded when an agent's life changes (start, exit, suspend, resume, kill).
+pub fn action(agent: &str, action: &str, actor: &str, why: &str) -> Row {
+    Row { table: "actions", values: vec![text(agent), int(now_ns()), text(action), text(actor), text(why)] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let path = dir.path().join("audit.db");
+        (dir, path)
+    }
+
+    #[test]
+    fn chains_verify_and_break_where_they_were_tampered_with() {
+        let (_dir, path) = store();
+        let writer = Writer::start(&path).unwrap_or_else(|error| panic!("{error}"));
+        for index in 0..5 {
+            writer
+                .write(action("a1", "start", "root", &format!("row {index}")))
+                .unwrap_or_else(|error| panic!("{error}"));
+        }
+        assert_eq!(writer.finish().ok(), Some(5));
+        let connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(verify(&connection).ok(), Some(Ok(5)));
+
+        // An edit.
+        connection
+            .execute("UPDATE actions SET why = 'nothing happened' WHERE seq = 3", [])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let broken = verify(&connection).ok().and_then(Result::err);
+        assert_eq!(broken.map(|b| (b.table, b.seq)), Some(("actions", 3)));
+    }
+
+    #[test]
+    fn a_deleted_or_moved_row_breaks_the_next_one() {
+        let (_dir, path) = store();
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let rows: Vec<Row> = (0..4).map(|index| action("a", "start", "root", &index.to_string())).collect();
+        insert(&mut connection, &rows).unwrap_or_else(|error| panic!("{error}"));
+        connection.execute("DELETE FROM actions WHERE seq = 2", []).unwrap_or_else(|e| panic!("{e}"));
+        let broken = verify(&connection).ok().and_then(Result::err);
+        assert_eq!(broken.map(|b| (b.seq, b.problem.contains("removed or moved"))), Some((3, true)));
+    }
+
+    #[test]
+    fn two_writers_keep_one_chain() {
+        let (_dir, path) = store();
+        let writers: Vec<Writer> =
+            (0..2).map(|_| Writer::start(&path).unwrap_or_else(|error| panic!("{error}"))).collect();
+        for index in 0..200 {
+            let writer = &writers[index % 2];
+            writer.write(action("a", "start", "root", &index.to_string())).unwrap_or_else(|error| panic!("{error}"));
+        }
+        for writer in writers {
+            writer.finish().unwrap_or_else(|error| panic!("{error}"));
+        }
+        let connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(verify(&connection).ok(), Some(Ok(200)));
+    }
+
+    #[test]
+    fn hashes_do_not_confuse_values() {
+        assert_ne!(chain_hash(GENESIS, &[text("ab"), text("c")]), chain_hash(GENESIS, &[text("a"), text("bc")]));
+        assert_ne!(chain_hash(GENESIS, &[int(1)]), chain_hash(GENESIS, &[text("1")]));
+    }
+}

@@ -1,0 +1,223 @@
+//! `governor audit query | verify | incidents`: reading the audit store.
+
+use std::{
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::types::ValueRef;
+use serde_json::{Map, Value, json};
+
+use crate::{audit, run::exit};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Kind {
+    Exec,
+    Execed,
+    Open,
+    Connect,
+    Sendmsg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Decision {
+    Allow,
+    Deny,
+    Audit,
+    Suspend,
+    Kill,
+}
+
+/// `--since` / `--until`: a duration back from now (`1h`, `30m`) or an RFC 3339 time.
+#[derive(Clone, Copy, Debug)]
+pub struct When(pub i64);
+
+pub fn parse_when(text: &str) -> Result<When, String> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let then = SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH);
+        return Ok(When(nanos(then)));
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(|time| When(nanos(time)))
+        .map_err(|_| format!("'{text}' is neither a duration (30m, 1h) nor an RFC 3339 time (2026-11-22T10:00:00Z)"))
+}
+
+fn nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Query {
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+    #[arg(long, value_enum)]
+    pub decision: Option<Decision>,
+    /// A duration back from now (1h) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    pub since: Option<When>,
+    #[arg(long, value_parser = parse_when)]
+    pub until: Option<When>,
+    /// A glob on the path (SQLite GLOB: * and ? and [...]).
+    #[arg(long, value_name = "GLOB")]
+    pub path: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+type Failure = (i32, String);
+
+fn connect(path: &Path) -> Result<rusqlite::Connection, Failure> {
+    if !path.exists() {
+        return Err((exit::USAGE, format!("audit store {}: does not exist", path.display())));
+    }
+    audit::open(path).map_err(|error| (exit::FAILURE, error.to_string()))
+}
+
+fn sql_error(error: rusqlite::Error) -> Failure {
+    (exit::FAILURE, format!("audit store: {error}"))
+}
+
+/// Rows of a statement as JSON objects, column name -> value.
+fn rows(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Map<String, Value>>, Failure> {
+    let names: Vec<String> = statement.column_names().map(str::to_owned).collect();
+    let mut rows = statement.query(params).map_err(sql_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        let mut object = Map::new();
+        for (index, name) in names.iter().enumerate() {
+            let value = match row.get_ref(index).map_err(sql_error)? {
+                ValueRef::Integer(int) => json!(int),
+                ValueRef::Real(real) => json!(real),
+                ValueRef::Text(text) => json!(String::from_utf8_lossy(text)),
+                ValueRef::Null | ValueRef::Blob(_) => Value::Null,
+            };
+            object.insert(name.clone(), value);
+        }
+        out.push(object);
+    }
+    Ok(out)
+}
+
+fn print(rows: &[Map<String, Value>], columns: &[&str], format: Format) {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
+        Format::Jsonl => {
+            for row in rows {
+                println!("{}", Value::Object(row.clone()));
+            }
+        }
+        Format::Table => {
+            println!("{}", columns.join("\t"));
+            for row in rows {
+                let cells: Vec<String> = columns
+                    .iter()
+                    .map(|column| match &row[*column] {
+                        Value::String(text) => text.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                println!("{}", cells.join("\t"));
+            }
+        }
+    }
+}
+
+pub fn query(path: &Path, query: &Query) -> Result<i32, Failure> {
+    let connection = connect(path)?;
+    let mut sql = String::from(
+        "SELECT seq, agent, time, kind, pid, uid, path, destination, result, verdict, source, decision, rule FROM events WHERE 1",
+    );
+    let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    let mut add = |clause: &str, value: Box<dyn rusqlite::ToSql>| {
+        params.push(value);
+        sql.push_str(&format!(" AND {clause} ?{}", params.len()));
+    };
+    if let Some(agent) = &query.agent {
+        add("agent =", Box::new(agent.clone()));
+    }
+    if let Some(kind) = query.kind {
+        add("kind =", Box::new(format!("{kind:?}").to_lowercase()));
+    }
+    if let Some(decision) = query.decision {
+        add("decision =", Box::new(format!("{decision:?}").to_lowercase()));
+    }
+    if let Some(When(since)) = query.since {
+        add("time >=", Box::new(since));
+    }
+    if let Some(When(until)) = query.until {
+        add("time <=", Box::new(until));
+    }
+    if let Some(glob) = &query.path {
+        add("path GLOB", Box::new(glob.clone()));
+    }
+    sql.push_str(&format!(" ORDER BY seq LIMIT {}", query.limit));
+    let mut statement = connection.prepare(&sql).map_err(sql_error)?;
+    let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|param| param.as_ref()).collect();
+    let found = rows(&mut statement, &refs)?;
+    print(
+        &found,
+        &["seq", "agent", "time", "kind", "pid", "path", "destination", "result", "decision", "rule"],
+        query.format,
+    );
+    Ok(0)
+}
+
+pub fn incidents(path: &Path, agent: Option<&str>, since: Option<When>, format: Format) -> Result<i32, Failure> {
+    let connection = connect(path)?;
+    let mut statement = connection
+        .prepare(
+            "SELECT seq, agent, time, rule, severity, action, reason, event FROM incidents \
+             WHERE (?1 IS NULL OR agent = ?1) AND time >= ?2 ORDER BY seq",
+        )
+        .map_err(sql_error)?;
+    let since = since.map_or(0, |When(since)| since);
+    let found = rows(&mut statement, &[&agent, &since])?;
+    print(&found, &["seq", "agent", "time", "rule", "severity", "action", "reason"], format);
+    Ok(0)
+}
+
+/// Exit 0 when every chain holds, 1 naming the first broken row.
+pub fn verify(path: &Path) -> Result<i32, Failure> {
+    let connection = connect(path)?;
+    match audit::verify(&connection).map_err(sql_error)? {
+        Ok(rows) => {
+            println!("audit chain holds: {rows} rows in {}", path.display());
+            Ok(0)
+        }
+        Err(broken) => {
+            eprintln!("governor: audit chain broken at {} row {}: {}", broken.table, broken.seq, broken.problem);
+            Ok(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn when_takes_durations_and_rfc3339() {
+        let hour_ago = parse_when("1h").map(|When(ns)| ns).unwrap_or(0);
+        let now = nanos(SystemTime::now());
+        let hour = i64::try_from(Duration::from_secs(3600).as_nanos()).unwrap_or(0);
+        assert!((now - hour_ago - hour).abs() < 5_000_000_000);
+        assert_eq!(parse_when("2026-11-22T10:00:00Z").map(|When(ns)| ns), Ok(1_795_341_600_000_000_000));
+        assert!(parse_when("yesterday-ish").is_err_and(|e| e.contains("neither a duration")));
+    }
+}

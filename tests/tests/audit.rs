@@ -1,0 +1,149 @@
+//! The audit store as a user relies on it: every event of an agent, with its decision, the
+//! incident that suspended it, a chain that catches an edit, and no agent without a store.
+
+use std::{
+    fs,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use governor_tests::{cgroup2_root, governor_bin, require, scene, stderr, stdout};
+use serde_json::Value;
+
+fn audit(store: &str, args: &[&str]) -> std::process::Output {
+    Command::new(governor_bin())
+        .args(["--audit-db", store, "audit"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[test]
+fn denials_are_recorded_and_the_chain_catches_an_edit() {
+    require!("denials_are_recorded_and_the_chain_catches_an_edit");
+    let scene = scene!();
+    let store = scene.root.join("audit.db").to_string_lossy().into_owned();
+    let id = format!("audited-{}", std::process::id());
+    let key = scene.home.join(".ssh/id_ed25519");
+    let script = format!("for i in 1 2 3 4 5 6; do cat {} 2>/dev/null; sleep 0.2; done; true", key.display());
+    let child = Command::new(governor_bin())
+        .args(["--audit-db", &store, "run", "--trust", "low", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", &scene.home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    // The fifth denial suspends it; resume it once frozen.
+    let events = cgroup2_root().join("governor").join(&id).join("cgroup.events");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1")) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resumed = Command::new(governor_bin()).args(["resume", &id]).output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    let query = audit(&store, &["query", "--agent", &id, "--decision", "deny", "--format", "json"]);
+    assert_eq!(query.status.code(), Some(0), "{}", stderr(&query));
+    let rows: Vec<Value> =
+        serde_json::from_str(&stdout(&query)).unwrap_or_else(|error| panic!("{error}: {}", stdout(&query)));
+    assert_eq!(rows.len(), 6, "exactly the six denials: {rows:?}");
+    for row in &rows {
+        assert_eq!(
+            (row["path"].as_str(), row["result"].as_str(), row["kind"].as_str()),
+            (Some(&*key.to_string_lossy()), Some("EACCES"), Some("open"))
+        );
+    }
+    assert_eq!(rows.iter().filter(|row| row["rule"] == "repeated-kernel-denials").count(), 1);
+
+    let incidents = audit(&store, &["incidents", "--agent", &id, "--format", "jsonl"]);
+    let incidents: Vec<Value> = stdout(&incidents).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(
+        (incidents[0]["rule"].as_str(), incidents[0]["action"].as_str()),
+        (Some("repeated-kernel-denials"), Some("suspend"))
+    );
+
+    let verify = audit(&store, &["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    // Change one recorded denial into something harmless.
+    let seq = rows[2]["seq"].as_i64().unwrap_or(0);
+    let edit = Command::new("sqlite3")
+        .arg(&store)
+        .arg(format!("UPDATE events SET path = '/etc/hostname', result = 'ok' WHERE seq = {seq}"))
+        .status()
+        .unwrap_or_else(|error| panic!("sqlite3: {error}"));
+    assert!(edit.success());
+    let verify = audit(&store, &["verify"]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(stderr(&verify).contains(&format!("events row {seq}")), "{}", stderr(&verify));
+}
+
+#[test]
+fn no_store_no_agent() {
+    require!("no_store_no_agent");
+    let scene = scene!();
+    let blocker = scene.root.join("not-a-directory");
+    fs::write(&blocker, "").unwrap_or_else(|error| panic!("{error}"));
+    let store = blocker.join("audit.db").to_string_lossy().into_owned();
+    let marker = scene.workspace.join("started");
+    let output = Command::new(governor_bin())
+        .args(["--audit-db", &store, "run", "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("does not run an agent it cannot audit"), "{}", stderr(&output));
+    assert!(!marker.exists());
+    let bad_time = audit(&store, &["query", "--since", "last tuesday"]);
+    assert_eq!(bad_time.status.code(), Some(2));
+    assert!(stderr(&bad_time).contains("neither a duration"), "{}", stderr(&bad_time));
+}
+
+#[test]
+fn rows_committed_before_the_supervisor_is_killed_survive_and_verify() {
+    require!("rows_committed_before_the_supervisor_is_killed_survive_and_verify");
+    let scene = scene!();
+    let store = scene.root.join("audit.db").to_string_lossy().into_owned();
+    let id = format!("crash-{}", std::process::id());
+    let target = scene.workspace.join("flood.txt");
+    fs::write(&target, "x").unwrap_or_else(|error| panic!("{error}"));
+    let mut child = Command::new(governor_bin())
+        .args(["--audit-db", &store, "run", "--trust", "low", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .arg("--")
+        .arg(&scene.attempt)
+        .args(["flood"])
+        .arg(&target)
+        .arg("5000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = child.kill();
+    let _ = child.wait();
+    // The agent outlives its supervisor; end it.
+    let _ = Command::new(governor_bin()).args(["kill", &id]).output();
+    let count = Command::new("sqlite3")
+        .arg(&store)
+        .arg("SELECT count(*) FROM events")
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let rows: u64 = stdout(&count).trim().parse().unwrap_or(0);
+    assert!(rows > 1000, "events were being written: {rows}");
+    let verify = audit(&store, &["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    // Remove the cgroup the killed supervisor could not.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cgroup = cgroup2_root().join("governor").join(&id);
+    while cgroup.exists() && Instant::now() < deadline {
+        let _ = fs::remove_dir(&cgroup);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
