@@ -11,7 +11,10 @@ use std::{
     ffi::{CString, OsStr, OsString},
     fs::File,
     io::{Read as _, Write as _},
-    os::unix::{ffi::OsStrExt as _, fs::PermissionsExt as _},
+    os::unix::{
+        ffi::{OsStrExt as _, OsStringExt as _},
+        fs::PermissionsExt as _,
+    },
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -301,7 +304,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         }
     }
 
-    let command = Command::new(&prepared, &tmpdir.0)?;
+    let command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
     let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     let cgroup_dir = cgroup.dir()?;
     let mut procs = cgroup.procs_for_join()?;
@@ -645,7 +648,7 @@ struct Command {
 }
 
 impl Command {
-    fn new(prepared: &Prepared, tmpdir: &Path) -> Result<Command, Error> {
+    fn new(prepared: &Prepared, tmpdir: &Path, landlock: &landlock::Plan) -> Result<Command, Error> {
         let cstring =
             |bytes: &[u8]| CString::new(bytes).map_err(|_| Error::Usage("an argument contains a NUL byte".into()));
         let argv = prepared.request.command.iter().map(|arg| cstring(arg.as_bytes())).collect::<Result<Vec<_>, _>>()?;
@@ -656,6 +659,15 @@ impl Command {
             ("GOVERNOR_AGENT_ID", prepared.agent_id.clone().into()),
             ("GOVERNOR_TRUST", prepared.ring.trust.as_str().into()),
         ];
+        // Library search paths the ring cannot read would only make the loader collect a
+        // refusal per directory on every exec (and trip the repeated-denials rule).
+        if let Some(search) = std::env::var_os("LD_LIBRARY_PATH") {
+            let kept = readable_search_path(&search, landlock);
+            if kept != search && prepared.request.verbose {
+                eprintln!("governor: LD_LIBRARY_PATH: entries the ring cannot read were left out");
+            }
+            overrides.push(("LD_LIBRARY_PATH", kept));
+        }
         if identity.switch {
             overrides.push(("HOME", identity.home.as_os_str().to_owned()));
             overrides.push(("USER", identity.name.clone().into()));
@@ -679,6 +691,24 @@ impl Command {
         }
         Ok(Command { program, argv, envp, workspace: cstring(prepared.workspace.as_os_str().as_bytes())? })
     }
+}
+
+/// The entries of a `:`-separated search path that the Landlock plan lets the agent read
+/// (all of them when there is no Landlock domain).
+fn readable_search_path(search: &OsStr, plan: &landlock::Plan) -> OsString {
+    if !plan.enforce {
+        return search.to_owned();
+    }
+    let readable = |dir: &Path| {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        plan.paths.iter().any(|rule| dir.starts_with(&rule.path) && rule.access.contains(&crate::policy::Access::Read))
+    };
+    let kept: Vec<&[u8]> = search
+        .as_bytes()
+        .split(|byte| *byte == b':')
+        .filter(|entry| !entry.is_empty() && readable(Path::new(OsStr::from_bytes(entry))))
+        .collect();
+    OsString::from_vec(kept.join(&b':'))
 }
 
 /// What went wrong in the child before or at `exec`, sent to the parent through a pipe.
@@ -923,6 +953,28 @@ mod tests {
         assert_eq!(ChildFailure::Exec(libc::ENOENT).exit_code(), 127);
         assert_eq!(ChildFailure::Exec(libc::EACCES).exit_code(), 126);
         assert_eq!(ChildFailure::Seccomp(libc::EINVAL).exit_code(), 125);
+    }
+
+    #[test]
+    fn library_search_paths_keep_what_the_ring_can_read() {
+        let rule = |path: &str, access: Vec<crate::policy::Access>| landlock::PathRule {
+            path: path.into(),
+            is_dir: true,
+            access,
+            origin: String::new(),
+        };
+        let plan = landlock::Plan {
+            enforce: true,
+            paths: vec![
+                rule("/usr", vec![crate::policy::Access::Read]),
+                rule("/srv/w", vec![crate::policy::Access::Exec]),
+            ],
+            ..landlock::Plan::default()
+        };
+        let kept = readable_search_path(OsStr::new("/root/.rustup/lib:/usr/lib::/srv/w/lib"), &plan);
+        assert_eq!(kept, OsString::from("/usr/lib"));
+        let open = landlock::Plan::default();
+        assert_eq!(readable_search_path(OsStr::new("/root/lib"), &open), OsString::from("/root/lib"));
     }
 
     #[test]
