@@ -141,3 +141,20 @@ pub unsafe fn file_inode_key(file: *const u8, cgroup_id: u64) -> Result<governor
         Ok(governor_common::InodeKey { cgroup_id, dev: u64::from(dev), ino })
     }
 }
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address: rules are keyed by
+/// family, so it is looked up (and reported) as AF_INET, or `::ffff:169.254.169.254` would
+/// get past a rule on 169.254.169.254.
+#[inline(always)]
+pub fn unmap(family: u16, addr: [u8; 16]) -> (u16, [u8; 16]) {
+    const AF_INET: u16 = 2;
+    const AF_INET6: u16 = 10;
+    let mapped = addr[..10].iter().all(|byte| *byte == 0) && addr[10] == 0xff && addr[11] == 0xff;
+    if family == AF_INET6 && mapped {
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&addr[12..16]);
+        (AF_INET, v4)
+    } else {
+        (family, addr)
+    }
+}

@@ -145,7 +145,14 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
     }
+    let fresh = !path.exists();
     let connection = Connection::open(path).map_err(sqlite)?;
+    if fresh {
+        // What agents did is for root (or the store's owner) to read.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    }
     connection.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
     connection.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
     connection.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;

@@ -673,9 +673,19 @@ impl Command {
             overrides.push(("USER", identity.name.clone().into()));
             overrides.push(("LOGNAME", identity.name.clone().into()));
         }
+        // Handles to the operator's key agents: Landlock (before ABI 9) does not cover
+        // pathname sockets, so below admin the agent is not told where they are.
+        let withheld: &[&str] = if prepared.ring.trust == Trust::Admin {
+            &[]
+        } else {
+            &["SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO"]
+        };
         let mut envp = Vec::new();
         for (key, value) in std::env::vars_os() {
-            if overrides.iter().any(|(name, _)| OsStr::new(name) == key) || key.as_bytes().contains(&b'=') {
+            if overrides.iter().any(|(name, _)| OsStr::new(name) == key)
+                || withheld.iter().any(|name| OsStr::new(name) == key)
+                || key.as_bytes().contains(&b'=')
+            {
                 continue;
             }
             let mut entry = key.as_bytes().to_vec();
@@ -831,6 +841,13 @@ fn child_main(
     {
         return ChildFailure::Cgroup(error.raw_os_error().unwrap_or(libc::EIO));
     }
+    // A System V IPC namespace of its own (shared memory, semaphores, message queues): those
+    // are keyed by numbers, not paths, and Landlock does not see them. Needs CAP_SYS_ADMIN,
+    // which is still held here; without it (governor not root) the host's stay visible.
+    if confinement.drop_capabilities {
+        // SAFETY: unshare(2) on the calling single-threaded process.
+        let _ = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
+    }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);
     }
@@ -870,7 +887,9 @@ fn child_main(
 
 /// After the agent exits: kill what it left behind in its cgroup, reap it, remove the cgroup.
 fn cleanup(cgroup: Cgroup, verbose: bool) {
-    if cgroup.populated().unwrap_or(false) {
+    // If the state cannot be read (the agent may have lowered our descriptor limit), assume
+    // something is left and kill.
+    if cgroup.populated().unwrap_or(true) {
         if verbose {
             eprintln!("governor: killing what the agent left running: {:?}", cgroup.pids().unwrap_or_default());
         }
@@ -880,7 +899,7 @@ fn cleanup(cgroup: Cgroup, verbose: bool) {
     }
     // Leftovers were reparented to us (subreaper): reap them as they die.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cgroup.populated().unwrap_or(false) && std::time::Instant::now() < deadline {
+    while cgroup.populated().unwrap_or(true) && std::time::Instant::now() < deadline {
         let _ = cgroup.wait_empty(Duration::from_millis(50));
         while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             if status == WaitStatus::StillAlive {

@@ -325,6 +325,70 @@ fn kernel_attack_surface_syscalls_are_refused() {
 }
 
 #[test]
+fn tcp_port_rules_cannot_be_sidestepped() {
+    require!("tcp_port_rules_cannot_be_sidestepped");
+    let scene = scene!();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+    let port = listener.local_addr().map(|addr| addr.port().to_string()).unwrap_or_default();
+    // MPTCP is TCP that Landlock's TCP rules do not cover; TCP Fast Open connects in sendto.
+    expect(&scene, &["socket-mptcp"], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "EPERM")]);
+    expect(&scene, &["tcp-fastopen", &port], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "EPERM")]);
+    // A denied address spelled as IPv4-mapped IPv6 is the same address.
+    let overlay = scene.root.join("deny.toml");
+    fs::write(&overlay, format!("[[network.deny]]\nto = \"127.0.0.1\"\nport = {port}\nreason = \"test\"\n"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let overlay = overlay.to_string_lossy().into_owned();
+    let plain = scene.governor("high", &[], [scene.attempt.as_os_str(), "tcp6-mapped".as_ref(), port.as_ref()]);
+    assert_eq!(stdout(&plain).trim(), "ok", "without the rule it connects: {}", stderr(&plain));
+    let mapped = scene.governor(
+        "high",
+        &["--policy", &overlay],
+        [scene.attempt.as_os_str(), "tcp6-mapped".as_ref(), port.as_ref()],
+    );
+    assert_eq!(stdout(&mapped).trim(), "EPERM", "{}", stderr(&mapped));
+}
+
+#[test]
+fn governor_s_own_limits_and_setuid_files_are_out_of_reach() {
+    require!("governor_s_own_limits_and_setuid_files_are_out_of_reach");
+    let scene = scene!();
+    let outsider = Outsider::start();
+    expect(&scene, &["prlimit", &outsider.pid()], &every_ring_below_admin("EPERM"));
+    let file = scene.workspace.join("tool");
+    fs::copy(&scene.attempt, &file).unwrap_or_else(|error| panic!("{error}"));
+    let file = file.to_string_lossy().into_owned();
+    expect(&scene, &["chmod", &file, "4755"], &every_ring_below_admin("EPERM"));
+    expect(&scene, &["chmod", &file, "2755"], &every_ring_below_admin("EPERM"));
+    // An ordinary chmod in the workspace still works.
+    expect(&scene, &["chmod", &file, "0700"], &every_ring_below_admin("ok"));
+}
+
+#[test]
+fn the_operator_s_key_agents_and_sysv_ipc_stay_outside() {
+    require!("the_operator_s_key_agents_and_sysv_ipc_stay_outside");
+    let scene = scene!();
+    let mut command = Command::new(governor_tests::governor_bin());
+    command
+        .args(["run", "--trust", "medium", "--workspace"])
+        .arg(&scene.workspace)
+        .arg("--")
+        .arg(&scene.attempt)
+        .args(["env", "SSH_AUTH_SOCK"])
+        .env("HOME", &scene.home)
+        .env("SSH_AUTH_SOCK", "/run/user/0/ssh-agent.sock");
+    let output = command.output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(stdout(&output).trim(), "unset", "{}", stderr(&output));
+    // A System V shared memory segment made outside is not visible inside.
+    let made = Command::new("ipcmk").args(["-M", "4096"]).output().unwrap_or_else(|error| panic!("ipcmk: {error}"));
+    let id: String = stdout(&made).chars().filter(char::is_ascii_digit).collect();
+    assert!(!id.is_empty(), "ipcmk: {}", stdout(&made));
+    let inside = scene.governor("low", &[], ["cat", "/proc/sysvipc/shm"]);
+    let _ = Command::new("ipcrm").args(["-m", &id]).output();
+    let listed = stdout(&inside);
+    assert!(!listed.lines().skip(1).any(|line| line.split_whitespace().nth(1) == Some(id.as_str())), "{listed}");
+}
+
+#[test]
 fn nothing_can_be_typed_into_the_operators_terminal() {
     require!("nothing_can_be_typed_into_the_operators_terminal");
     let scene = scene!();

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use governor_common::{NetEvent, kind, mode, source, verdict};
 
-use crate::maps::{AGENTS, EVENTS, NET_DENY, UDP_ALLOW, UDP_POLICY, header, net_match, produced};
+use crate::maps::{AGENTS, EVENTS, NET_DENY, UDP_ALLOW, UDP_POLICY, header, net_match, produced, unmap};
 use crate::probes::raw_syscalls::wakeup;
 
 const ALLOW: i32 = 1;
@@ -65,6 +65,7 @@ fn decide(ctx: &SockAddrContext, family: u16, event_kind: u32) -> i32 {
         }
         ((*sa).type_, (*sa).user_port as u16, addr)
     };
+    let (family, addr) = unmap(family, addr);
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     // Denied destinations, TCP or UDP; then, for UDP, the allow list (TCP ports are

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use governor_common::{NetEvent, counter, kind, mode, source, verdict};
 
-use crate::maps::{DENY, EPERM, EVENTS, NET_DENY, agent, count, header, net_match, produced};
+use crate::maps::{DENY, EPERM, EVENTS, NET_DENY, agent, count, header, net_match, produced, unmap};
 use crate::probes::raw_syscalls::wakeup;
 
 const AF_INET: u16 = 2;
@@ -54,6 +54,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     if event.family != AF_INET && event.family != AF_INET6 {
         return 0;
     }
+    (event.family, event.addr) = unmap(event.family, event.addr);
     if !net_match(&NET_DENY, cgroup_id, event.family, event.port, event.addr) {
         return 0;
     }

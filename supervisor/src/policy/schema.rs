@@ -220,6 +220,36 @@ pub struct Seccomp {
     /// terminal above all, are beyond Landlock's reach).
     #[serde(default)]
     pub deny_ioctl: Vec<IoctlDeny>,
+    /// Refusals that depend on one argument (32-bit compare): `not_in` a set of values, or
+    /// with `any_bit` of a mask set.
+    #[serde(default)]
+    pub deny_when: Vec<DenyWhen>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyWhen {
+    pub syscalls: Vec<Syscall>,
+    pub arg: ArgIndex,
+    #[serde(default)]
+    pub not_in: Option<Vec<u64>>,
+    #[serde(default)]
+    pub any_bit: Option<Vec<u64>>,
+    pub reason: Reason,
+}
+
+/// A syscall argument index, 0..=5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArgIndex(pub u8);
+
+impl<'de> Deserialize<'de> for ArgIndex {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u8::deserialize(deserializer)?;
+        if value > 5 {
+            return Err(de::Error::custom(format!("argument {value} does not exist (syscalls take 0..=5)")));
+        }
+        Ok(ArgIndex(value))
+    }
 }
 
 #[derive(Debug, Deserialize)]

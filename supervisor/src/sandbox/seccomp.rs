@@ -100,6 +100,32 @@ impl Plan {
                 reason: deny.reason.0.clone(),
             });
         }
+        for deny in &ring.seccomp.deny_when {
+            for syscall in &deny.syscalls {
+                let arg = deny.arg.0;
+                let conditions = [
+                    deny.not_in.as_ref().map(|values| Condition::NotIn {
+                        arg,
+                        len: ArgLen::Dword,
+                        values: values.clone(),
+                    }),
+                    deny.any_bit.as_ref().map(|flags| Condition::AnyFlag {
+                        arg,
+                        len: ArgLen::Dword,
+                        flags: flags.clone(),
+                    }),
+                ];
+                for condition in conditions.into_iter().flatten() {
+                    refusals.push(Refusal {
+                        syscall: syscall.name.clone(),
+                        number: syscall.number,
+                        condition,
+                        errno: libc::EPERM as u32,
+                        reason: deny.reason.0.clone(),
+                    });
+                }
+            }
+        }
         let families: Option<Vec<u64>> =
             ring.network.socket_families.iter().map(|family| family.number().map(|af| af as u64)).collect();
         if let Some(families) = families {
@@ -263,6 +289,12 @@ mod tests {
     #[test]
     fn socket_families_follow_the_ring() {
         let af = |family: i32| family as u64;
+        let refused = |plan: &Plan, syscall: &str| -> Vec<(Condition, u32)> {
+            refused(plan, syscall)
+                .into_iter()
+                .filter(|(condition, _)| matches!(condition, Condition::NotIn { arg: 0, .. }))
+                .collect()
+        };
         let not_in =
             |values: Vec<u64>| vec![(Condition::NotIn { arg: 0, len: ArgLen::Dword, values }, libc::EPERM as u32)];
         assert_eq!(refused(&plan(Trust::Low), "socket"), not_in(vec![af(libc::AF_UNIX)]));
@@ -290,6 +322,20 @@ mod tests {
             assert_eq!((values.as_slice(), *errno), ([0x5412, 0x541C].as_slice(), libc::EPERM as u32), "{trust}");
         }
         assert!(refused(&plan(Trust::Admin), "ioctl").is_empty());
+    }
+
+    #[test]
+    fn port_rule_bypasses_are_refused_below_admin() {
+        for trust in [Trust::Low, Trust::Medium, Trust::High] {
+            let plan = plan(trust);
+            let protocol = Condition::NotIn { arg: 2, len: ArgLen::Dword, values: vec![0, 6, 17] };
+            assert!(refused(&plan, "socket").iter().any(|(condition, _)| *condition == protocol), "{trust}: MPTCP");
+            let fastopen = Condition::AnyFlag { arg: 3, len: ArgLen::Dword, flags: vec![0x2000_0000] };
+            assert!(refused(&plan, "sendto").iter().any(|(condition, _)| *condition == fastopen), "{trust}: TFO");
+            let setuid = Condition::AnyFlag { arg: 2, len: ArgLen::Dword, flags: vec![0o4000, 0o2000] };
+            assert!(refused(&plan, "fchmodat").iter().any(|(condition, _)| *condition == setuid), "{trust}: setuid");
+            assert!(!refused(&plan, "prlimit64").is_empty(), "{trust}: prlimit64 of others");
+        }
     }
 
     #[test]

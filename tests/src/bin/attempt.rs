@@ -145,6 +145,55 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             libc::close(fd);
             check(ret as i64)
         },
+        "socket-mptcp" => check(unsafe {
+            libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262 /* IPPROTO_MPTCP */)
+        } as i64),
+        "tcp-fastopen" => unsafe {
+            // sendto with MSG_FASTOPEN connects and sends in one call.
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let addr = sockaddr_in(port(args, 2));
+            let ret = libc::sendto(
+                fd,
+                b"x".as_ptr().cast(),
+                1,
+                0x2000_0000,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "tcp6-mapped" => unsafe {
+            // connect to ::ffff:127.0.0.1 PORT over an IPv6 socket.
+            let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let mut addr: libc::sockaddr_in6 = std::mem::zeroed();
+            addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            addr.sin6_port = port(args, 2).to_be();
+            addr.sin6_addr.s6_addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1];
+            let ret = libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in6>() as u32);
+            libc::close(fd);
+            check(ret as i64)
+        },
+        "prlimit" => unsafe {
+            let limit = libc::rlimit64 { rlim_cur: 5, rlim_max: 5 };
+            check(libc::prlimit64(pid(args, 2), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) as i64)
+        },
+        "chmod" => {
+            check(
+                unsafe { libc::chmod(cstr(arg(args, 2)).as_ptr(), u32::from_str_radix(arg(args, 3), 8).unwrap_or(0)) }
+                    as i64,
+            )
+        }
+        "env" => {
+            println!("{}", std::env::var(arg(args, 2)).unwrap_or_else(|_| "unset".into()));
+            return None;
+        }
         "socket-packet" => check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) } as i64),
         "socket-netlink" => check(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) } as i64),
         "abstract-connect" => unsafe {
