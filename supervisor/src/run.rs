@@ -254,6 +254,7 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         home: prepared.identity.home.clone(),
         workspace: prepared.workspace.clone(),
         tmpdir: tmpdir.to_path_buf(),
+        tty: controlling_tty(),
     };
     let mut homes = privileges::all_homes();
     homes.push(prepared.identity.home.clone());
@@ -557,6 +558,15 @@ impl Sink for EventOutput<'_> {
         self.tally.undecodable(error);
         probes::events::TraceSink.undecodable(error);
     }
+}
+
+/// The terminal on governor's stdin, stdout or stderr, if one of them is a terminal: the
+/// only one the agent may use (not every session's /dev/pts entry).
+fn controlling_tty() -> Option<PathBuf> {
+    (0..3).find_map(|fd| {
+        // SAFETY: isatty only inspects the descriptor.
+        (unsafe { libc::isatty(fd) } == 1).then(|| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()).flatten()
+    })
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.

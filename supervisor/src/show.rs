@@ -291,6 +291,7 @@ pub fn check(rings: Option<&Path>) -> i32 {
                         home: "/".into(),
                         workspace: "/".into(),
                         tmpdir: "/".into(),
+                        tty: None,
                     })
                 })
                 .collect(),

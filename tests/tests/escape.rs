@@ -389,6 +389,25 @@ fn the_operator_s_key_agents_and_sysv_ipc_stay_outside() {
 }
 
 #[test]
+fn other_sessions_terminals_are_out_of_reach() {
+    require!("other_sessions_terminals_are_out_of_reach");
+    let scene = scene!();
+    // A pseudo-terminal of someone else's session.
+    // SAFETY: posix_openpt and friends on a descriptor this test owns.
+    let (master, name) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0 && libc::grantpt(master) == 0 && libc::unlockpt(master) == 0);
+        let mut buffer = [0 as libc::c_char; 64];
+        assert_eq!(libc::ptsname_r(master, buffer.as_mut_ptr(), buffer.len()), 0);
+        (master, std::ffi::CStr::from_ptr(buffer.as_ptr()).to_string_lossy().into_owned())
+    };
+    expect(&scene, &["write", &name], &[("low", "EACCES"), ("medium", "EACCES"), ("high", "EACCES"), ("admin", "ok")]);
+    expect(&scene, &["read", &name], &every_ring_below_admin("EACCES"));
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(master) };
+}
+
+#[test]
 fn nothing_can_be_typed_into_the_operators_terminal() {
     require!("nothing_can_be_typed_into_the_operators_terminal");
     let scene = scene!();

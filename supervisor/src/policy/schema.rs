@@ -457,10 +457,16 @@ pub struct PathVars {
     pub home: PathBuf,
     pub workspace: PathBuf,
     pub tmpdir: PathBuf,
+    /// The terminal governor was started on (its stdin, stdout or stderr), if any.
+    pub tty: Option<PathBuf>,
 }
 
+/// What `$TTY` stands for when governor has no terminal: a path that never exists, so the
+/// rule grants nothing.
+const NO_TTY: &str = "/nonexistent/governor-no-tty";
+
 impl PathSpec {
-    const VARS: [&'static str; 3] = ["$HOME", "$WORKSPACE", "$TMPDIR"];
+    const VARS: [&'static str; 4] = ["$HOME", "$WORKSPACE", "$TMPDIR", "$TTY"];
 
     pub fn new(raw: &str) -> Result<PathSpec, String> {
         let rest = if raw == "~" || raw.starts_with("~/") {
@@ -470,7 +476,7 @@ impl PathSpec {
         } else if raw.starts_with('/') {
             raw
         } else if let Some(var) = raw.strip_prefix('$') {
-            return Err(format!("unknown variable in path '${var}' (known: $HOME, $WORKSPACE, $TMPDIR, ~)"));
+            return Err(format!("unknown variable in path '${var}' (known: $HOME, $WORKSPACE, $TMPDIR, $TTY, ~)"));
         } else {
             return Err(format!("path '{raw}' must be absolute or start with ~/, $HOME, $WORKSPACE or $TMPDIR"));
         };
@@ -504,6 +510,8 @@ impl PathSpec {
             (vars.workspace.as_path(), rest)
         } else if let Some(rest) = raw.strip_prefix("$TMPDIR") {
             (vars.tmpdir.as_path(), rest)
+        } else if let Some(rest) = raw.strip_prefix("$TTY") {
+            (vars.tty.as_deref().unwrap_or(Path::new(NO_TTY)), rest)
         } else {
             return PathBuf::from(raw);
         };
@@ -530,7 +538,12 @@ mod tests {
     use super::*;
 
     fn vars() -> PathVars {
-        PathVars { home: "/home/ann".into(), workspace: "/src/w".into(), tmpdir: "/tmp/g".into() }
+        PathVars {
+            home: "/home/ann".into(),
+            workspace: "/src/w".into(),
+            tmpdir: "/tmp/g".into(),
+            tty: Some("/dev/pts/3".into()),
+        }
     }
 
     #[test]
@@ -542,6 +555,7 @@ mod tests {
         assert_eq!(expand("$WORKSPACE"), Ok(PathBuf::from("/src/w")));
         assert_eq!(expand("$TMPDIR/x"), Ok(PathBuf::from("/tmp/g/x")));
         assert_eq!(expand("/usr"), Ok(PathBuf::from("/usr")));
+        assert_eq!(expand("$TTY"), Ok(PathBuf::from("/dev/pts/3")));
     }
 
     #[test]

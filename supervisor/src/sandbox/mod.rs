@@ -376,6 +376,7 @@ mod tests {
             home: "/nonexistent/home".into(),
             workspace: "/nonexistent/ws".into(),
             tmpdir: "/nonexistent/tmp".into(),
+            tty: None,
         };
         let inputs = Inputs { ring: &ring, secrets: &[], overlays: &[], vars: &vars, homes: &[] };
         Confinement::plan(&inputs, &carve::RealFs)
@@ -463,7 +464,7 @@ mod tests {
         }
         let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
-        let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src") };
+        let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src"), tty: None };
         let inputs =
             Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: std::slice::from_ref(&home) };
         let plan = Confinement::plan(&inputs, &carve::RealFs);
