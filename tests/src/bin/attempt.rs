@@ -62,6 +62,29 @@ fn sockaddr_in(port: u16) -> libc::sockaddr_in {
     }
 }
 
+/// Opens a socket, runs `op` on it with the loopback address on `port`, closes it: the
+/// outcome of `op`, or of socket() when that was refused.
+fn on_socket(domain: i32, kind: i32, port: u16, op: impl FnOnce(i32, *const libc::sockaddr, u32) -> isize) -> Outcome {
+    // SAFETY: a socket this function owns; the address lives across the call.
+    unsafe {
+        let fd = libc::socket(domain, kind, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let addr = sockaddr_in(port);
+        let ret = op(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32);
+        let outcome = check(ret as i64);
+        libc::close(fd);
+        outcome
+    }
+}
+
+/// sendto() of one byte with `flags`.
+fn send_byte(fd: i32, flags: i32, addr: *const libc::sockaddr, len: u32) -> isize {
+    // SAFETY: a one-byte static buffer and a live address.
+    unsafe { libc::sendto(fd, b"x".as_ptr().cast(), 1, flags, addr, len) }
+}
+
 fn arg(args: &[String], index: usize) -> &str {
     args.get(index).map_or("", String::as_str)
 }
@@ -108,64 +131,23 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
             Err(errno())
         },
-        "tcp-connect" => unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return Some(Err(errno()));
-            }
-            let addr = sockaddr_in(port(args, 2));
-            let ret = libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32);
-            libc::close(fd);
-            check(ret as i64)
-        },
-        "tcp-bind" => unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return Some(Err(errno()));
-            }
-            let addr = sockaddr_in(port(args, 2));
-            let ret = libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32);
-            libc::close(fd);
-            check(ret as i64)
-        },
-        "udp-send" => unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-            if fd < 0 {
-                return Some(Err(errno()));
-            }
-            let addr = sockaddr_in(port(args, 2));
-            let ret = libc::sendto(
-                fd,
-                b"x".as_ptr().cast(),
-                1,
-                0,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            );
-            libc::close(fd);
-            check(ret as i64)
-        },
+        // SAFETY (these four): plain socket calls on the socket on_socket owns.
+        "tcp-connect" => on_socket(libc::AF_INET, libc::SOCK_STREAM, port(args, 2), |fd, addr, len| unsafe {
+            libc::connect(fd, addr, len) as isize
+        }),
+        "tcp-bind" => on_socket(libc::AF_INET, libc::SOCK_STREAM, port(args, 2), |fd, addr, len| unsafe {
+            libc::bind(fd, addr, len) as isize
+        }),
+        "udp-send" => {
+            on_socket(libc::AF_INET, libc::SOCK_DGRAM, port(args, 2), |fd, addr, len| send_byte(fd, 0, addr, len))
+        }
         "socket-mptcp" => check(unsafe {
             libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262 /* IPPROTO_MPTCP */)
         } as i64),
-        "tcp-fastopen" => unsafe {
-            // sendto with MSG_FASTOPEN connects and sends in one call.
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return Some(Err(errno()));
-            }
-            let addr = sockaddr_in(port(args, 2));
-            let ret = libc::sendto(
-                fd,
-                b"x".as_ptr().cast(),
-                1,
-                0x2000_0000,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_in>() as u32,
-            );
-            libc::close(fd);
-            check(ret as i64)
-        },
+        // sendto with MSG_FASTOPEN connects and sends in one call.
+        "tcp-fastopen" => on_socket(libc::AF_INET, libc::SOCK_STREAM, port(args, 2), |fd, addr, len| {
+            send_byte(fd, 0x2000_0000, addr, len)
+        }),
         "tcp6-mapped" => unsafe {
             // connect to ::ffff:127.0.0.1 PORT over an IPv6 socket.
             let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
