@@ -176,7 +176,7 @@ fn print_text(
     if !confinement.notes.is_empty() {
         println!("\nnotes:");
         for note in &confinement.notes {
-            println!("  {}", display_note(note, display));
+            println!("  {note}");
         }
     }
     if !support.is_empty() {
@@ -185,10 +185,6 @@ fn print_text(
             println!("  {line}");
         }
     }
-}
-
-fn display_note(note: &str, _display: &dyn Fn(&Path) -> String) -> String {
-    note.to_owned()
 }
 
 fn condition(condition: &crate::sandbox::seccomp::Condition) -> String {

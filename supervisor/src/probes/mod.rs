@@ -69,6 +69,8 @@ pub enum Error {
     Missing(&'static str),
     #[error(transparent)]
     Btf(#[from] btf::Error),
+    #[error("reading the kernel's BTF for the LSM programs: {0}")]
+    AyaBtf(String),
 }
 
 /// The raw tracepoint programs, named after their tracepoints.
@@ -91,9 +93,10 @@ pub struct Probes {
 }
 
 impl Drop for Probes {
-    /// Detaching a tracepoint waits for an RCU grace period under a kernel-wide mutex (40 to
-    /// 70 ms each here, one after the other: most of a second for eleven), and would hold
-    /// governor's exit for that long. A child that keeps only the attachments releases them
+    /// Detaching the perf-event tracepoints the probes first used waited for an RCU grace
+    /// period under a kernel-wide mutex (40 to 70 ms each, one after the other). The raw
+    /// tracepoints, LSM and cgroup links used now were not measured one by one, so the release
+    /// stays off governor's exit path: a child that keeps only the attachments releases them
     /// after governor has gone; governor's own copies then close at once.
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.links);
@@ -211,8 +214,7 @@ impl Probes {
         let mut ebpf = loader.load(OBJECT)?;
         let mut links: Vec<Box<dyn Send>> = Vec::new();
         if backend == Backend::Lsm {
-            let btf =
-                aya::Btf::from_sys_fs().map_err(|error| Error::Btf(btf::Error::Format(leak(error.to_string()))))?;
+            let btf = aya::Btf::from_sys_fs().map_err(|error| Error::AyaBtf(error.to_string()))?;
             for name in LSM_HOOKS {
                 let program: &mut Lsm = program(&mut ebpf, name)?;
                 program.load(name, &btf).map_err(|source| Error::Program { name, source })?;
@@ -368,11 +370,6 @@ fn one_line(error: &dyn std::error::Error) -> String {
         }
     }
     parts.join(": ")
-}
-
-/// Turns a message into a `&'static str` for an error type that wants one (rare: load errors).
-fn leak(message: String) -> &'static str {
-    Box::leak(message.into_boxed_str())
 }
 
 /// The resolvers in `/etc/resolv.conf` (or `path`), which `resolvers` in a ring stands for.
