@@ -1,21 +1,11 @@
 //! `governor`: runs AI agents inside kernel-enforced sandboxes.
 
-mod audit;
-mod audit_cli;
-mod cgroup;
-mod engine;
-mod policy;
-mod probes;
-mod run;
-mod sandbox;
-mod show;
-mod supervise;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::policy::Trust;
+use governor::{audit, audit_cli, cgroup, parse_trust, policy, policy::Trust, run, show};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -106,10 +96,6 @@ enum AuditCommand {
 enum Format {
     Text,
     Json,
-}
-
-pub fn parse_trust(value: &str) -> Result<Trust, String> {
-    value.parse()
 }
 
 fn main() -> ExitCode {

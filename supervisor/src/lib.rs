@@ -1,0 +1,20 @@
+//! governor: runs AI agents inside kernel-enforced sandboxes. The modules behind the
+//! `governor` binary, a library so that benchmarks and tests can reach the policy engine
+//! and the audit store without a kernel.
+
+pub mod audit;
+pub mod audit_cli;
+pub mod cgroup;
+pub mod engine;
+pub mod policy;
+pub mod probes;
+pub mod run;
+pub mod sandbox;
+pub mod show;
+pub mod supervise;
+
+use crate::policy::Trust;
+
+pub fn parse_trust(value: &str) -> Result<Trust, String> {
+    value.parse()
+}
