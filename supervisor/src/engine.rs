@@ -164,8 +164,19 @@ pub struct Rule {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
+    /// Any incident this severe or worse suspends the agent, whatever its rule's action
+    /// (deny and audit become suspend; kill stays kill).
+    #[serde(default)]
+    pub suspend_on_severity: Option<Severity>,
     #[serde(default)]
     pub rule: Vec<Rule>,
+}
+
+/// The rules an agent is decided by, and the severity that suspends it.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    pub rules: Vec<Rule>,
+    pub suspend_on_severity: Option<Severity>,
 }
 
 impl RulesFile {
@@ -232,6 +243,8 @@ pub struct Engine {
     buckets: [Vec<usize>; KINDS],
     /// Rules with `after`, for the sequence memory.
     sequences: Vec<usize>,
+    /// Incidents this severe or worse suspend.
+    suspend_on_severity: Option<Severity>,
 }
 
 impl Engine {
@@ -243,7 +256,23 @@ impl Engine {
         }
         let sequences =
             rules.iter().enumerate().filter(|(_, rule)| rule.after.is_some()).map(|(index, _)| index).collect();
-        Engine { rules, buckets, sequences }
+        Engine { rules, buckets, sequences, suspend_on_severity: None }
+    }
+
+    /// The engine for a loaded policy: its rules and its `suspend_on_severity`.
+    pub fn from_rules(rules: &Rules) -> Engine {
+        Engine::new(rules.rules.clone()).suspend_on_severity(rules.suspend_on_severity)
+    }
+
+    /// Any deny or audit rule of `severity` or worse suspends instead.
+    pub fn suspend_on_severity(mut self, severity: Option<Severity>) -> Engine {
+        self.suspend_on_severity = severity;
+        self
+    }
+
+    /// The rules, highest priority first.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
     }
 
     pub fn agent(&self, trust: Trust) -> AgentState {
@@ -281,7 +310,10 @@ impl Engine {
             for &index in &self.buckets[kind.index()] {
                 let rule = &self.rules[index];
                 if self.matches(rule, index, agent, &facts, now_ns) {
-                    return Decision { action: rule.action, rule: Some(rule) };
+                    let escalate = matches!(rule.action, Action::Deny | Action::Audit)
+                        && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity);
+                    let action = if escalate { Action::Suspend } else { rule.action };
+                    return Decision { action, rule: Some(rule) };
                 }
             }
         }
@@ -385,7 +417,7 @@ pub const BUILT_IN_RULES: &str = include_str!("../../policies/rules.toml");
 
 /// The rules: `rules.toml` of the ring directory when it has one, else the shipped rules,
 /// then the `[[rule]]`s of the `--policy` overlays.
-pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result<Vec<Rule>, policy::Error> {
+pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result<Rules, policy::Error> {
     let installed = match source {
         policy::RingSource::Dir(dir) => Some(dir.join("rules.toml")).filter(|path| path.exists()),
         policy::RingSource::BuiltIn => None,
@@ -402,7 +434,7 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
     file.validate().map_err(|message| policy::Error::Invalid { path, message })?;
     let mut rules = file.rule;
     rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
-    Ok(rules)
+    Ok(Rules { rules, suspend_on_severity: file.suspend_on_severity })
 }
 
 #[cfg(test)]
@@ -624,8 +656,48 @@ mod tests {
 
     #[test]
     fn the_shipped_rules_parse() {
-        let rules = load(&policy::RingSource::BuiltIn, &[]).unwrap_or_else(|error| panic!("{error}"));
-        assert!(rules.iter().any(|rule| rule.id == "repeated-kernel-denials"));
-        assert!(rules.iter().any(|rule| rule.id == "network-tool-after-secret"));
+        let loaded = load(&policy::RingSource::BuiltIn, &[]).unwrap_or_else(|error| panic!("{error}"));
+        assert!(loaded.rules.iter().any(|rule| rule.id == "repeated-kernel-denials"));
+        assert!(loaded.rules.iter().any(|rule| rule.id == "network-tool-after-secret"));
+        assert_eq!(loaded.suspend_on_severity, Some(Severity::Critical));
+    }
+
+    #[test]
+    fn a_severe_enough_incident_suspends_whatever_its_action() {
+        let text = r#"
+            [[rule]]
+            id = "critical-audit"
+            kind = "open"
+            path = ["/etc/shadow"]
+            action = "audit"
+            severity = "critical"
+            reason = "r"
+
+            [[rule]]
+            id = "high-deny"
+            kind = "open"
+            path = ["/etc/gshadow"]
+            action = "deny"
+            severity = "high"
+            reason = "r"
+
+            [[rule]]
+            id = "critical-kill"
+            kind = "exec"
+            binary = ["**/nc"]
+            action = "kill"
+            severity = "critical"
+            reason = "r"
+            "#;
+        let file: RulesFile = toml::from_str(text).unwrap_or_else(|error| panic!("{error}"));
+        let engine = Engine::new(file.rule).suspend_on_severity(Some(Severity::Critical));
+        let mut agent = engine.agent(Trust::Low);
+        assert_eq!(engine.decide(&mut agent, &open("/etc/shadow", 0), 0).action, Action::Suspend);
+        assert_eq!(engine.decide(&mut agent, &open("/etc/gshadow", 0), 0).action, Action::Deny);
+        assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/nc"), 0).action, Action::Kill);
+        // Without the setting each rule's own action stands.
+        let plain = rules(text);
+        let mut agent = plain.agent(Trust::Low);
+        assert_eq!(plain.decide(&mut agent, &open("/etc/shadow", 0), 0).action, Action::Audit);
     }
 }

@@ -1,6 +1,5 @@
 //! `governor`: runs AI agents inside kernel-enforced sandboxes.
 
-
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};

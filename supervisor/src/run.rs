@@ -157,7 +157,7 @@ pub struct Prepared {
     pub secrets: Vec<policy::Secret>,
     pub overlays: Vec<Overlay>,
     /// The policy engine's rules: shipped, then the overlays'.
-    pub rules: Vec<engine::Rule>,
+    pub rules: engine::Rules,
     pub kernel: Kernel,
     pub cgroup_root: PathBuf,
 }
@@ -380,7 +380,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
 
     let mut bytes = Vec::new();
     let _ = File::from(report_read).read_to_end(&mut bytes);
-    let engine = engine::Engine::new(prepared.rules.clone());
+    let engine = engine::Engine::from_rules(&prepared.rules);
     let agent = engine.agent(prepared.ring.trust);
     let mut output = EventOutput {
         trace: prepared.request.trace,
