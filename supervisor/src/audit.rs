@@ -23,6 +23,10 @@ pub enum Error {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("audit store {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "audit store {path}: written by another version of governor (schema {found}, this one writes {SCHEMA_VERSION}); move it aside to start a new one"
+    )]
+    Version { path: PathBuf, found: i64 },
     #[error("audit store: the writer has stopped")]
     Stopped,
 }
@@ -55,8 +59,14 @@ pub const TABLES: [(&str, &[&str]); 4] = [
             "ktime",
             "kind",
             "pid",
-            "tgid",
+            "tid",
+            "ppid",
             "uid",
+            "euid",
+            "egid",
+            "caps",
+            "exe",
+            "cmdline",
             "path",
             "destination",
             "result",
@@ -75,8 +85,9 @@ CREATE TABLE IF NOT EXISTS agents (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL,
   command TEXT NOT NULL, user TEXT NOT NULL, cgroup TEXT NOT NULL, backend TEXT NOT NULL, time INTEGER NOT NULL,
   prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
-  ktime INTEGER NOT NULL, kind TEXT NOT NULL, pid INTEGER NOT NULL, tgid INTEGER NOT NULL, uid INTEGER NOT NULL,
-  path TEXT NOT NULL, destination TEXT NOT NULL, result TEXT NOT NULL, verdict TEXT NOT NULL, source TEXT NOT NULL,
+  ktime INTEGER NOT NULL, kind TEXT NOT NULL, pid INTEGER NOT NULL, tid INTEGER NOT NULL, ppid INTEGER NOT NULL,
+  uid INTEGER NOT NULL, euid INTEGER NOT NULL, egid INTEGER NOT NULL, caps TEXT NOT NULL, exe TEXT NOT NULL,
+  cmdline TEXT NOT NULL, path TEXT NOT NULL, destination TEXT NOT NULL, result TEXT NOT NULL, verdict TEXT NOT NULL, source TEXT NOT NULL,
   decision TEXT NOT NULL, rule TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
   rule TEXT NOT NULL, severity TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL, event TEXT NOT NULL,
@@ -89,6 +100,10 @@ CREATE INDEX IF NOT EXISTS events_decision ON events (decision);
 CREATE INDEX IF NOT EXISTS incidents_agent_time ON incidents (agent, time);
 CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent, seq);
 ";
+
+/// The layout this governor writes (`PRAGMA user_version`). A store of another version is
+/// refused, not migrated: rewriting rows would break their chains.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The hash of the first row's `prev`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -156,7 +171,15 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     connection.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
     connection.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
     connection.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(sqlite)?;
+    let tables: i64 = connection
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    if tables > 0 && version != SCHEMA_VERSION {
+        return Err(Error::Version { path: path.to_path_buf(), found: version });
+    }
     connection.execute_batch(SCHEMA).map_err(sqlite)?;
+    connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
     Ok(connection)
 }
 

@@ -75,9 +75,9 @@ pub struct Query {
     pub format: Format,
 }
 
-type Failure = (i32, String);
+pub type Failure = (i32, String);
 
-fn connect(path: &Path) -> Result<rusqlite::Connection, Failure> {
+pub fn connect(path: &Path) -> Result<rusqlite::Connection, Failure> {
     if !path.exists() {
         return Err((exit::USAGE, format!("audit store {}: does not exist", path.display())));
     }
@@ -112,34 +112,55 @@ fn rows(
     Ok(out)
 }
 
-fn print(rows: &[Map<String, Value>], columns: &[&str], format: Format) {
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
-        Format::Jsonl => {
-            for row in rows {
-                println!("{}", Value::Object(row.clone()));
-            }
-        }
-        Format::Table => {
-            println!("{}", columns.join("\t"));
-            for row in rows {
+/// Prints rows; a reader that goes away (`| head`) ends the output quietly.
+pub fn print(rows: &[Map<String, Value>], columns: &[&str], format: Format) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
+        Format::Jsonl => rows.iter().try_for_each(|row| writeln!(out, "{}", Value::Object(row.clone()))),
+        Format::Table => writeln!(out, "{}", columns.join("\t")).and_then(|()| {
+            rows.iter().try_for_each(|row| {
                 let cells: Vec<String> = columns
                     .iter()
-                    .map(|column| match &row[*column] {
-                        Value::String(text) => text.clone(),
-                        other => other.to_string(),
+                    .map(|column| match row.get(*column) {
+                        Some(Value::String(text)) => text.clone(),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
                     })
                     .collect();
-                println!("{}", cells.join("\t"));
-            }
-        }
-    }
+                writeln!(out, "{}", cells.join("\t"))
+            })
+        }),
+    };
 }
 
 pub fn query(path: &Path, query: &Query) -> Result<i32, Failure> {
     let connection = connect(path)?;
+    if let Some(agent) = &query.agent {
+        known_agent(&connection, agent)?;
+    }
+    let found = select(&connection, query)?;
+    print(
+        &found,
+        &["seq", "agent", "time", "kind", "pid", "exe", "path", "destination", "result", "decision", "rule"],
+        query.format,
+    );
+    Ok(0)
+}
+
+/// An agent the store has never seen is bad input (exit 2), not an empty answer.
+pub fn known_agent(connection: &rusqlite::Connection, agent: &str) -> Result<(), Failure> {
+    let known: bool = connection
+        .query_row("SELECT EXISTS (SELECT 1 FROM agents WHERE agent = ?1)", [agent], |row| row.get(0))
+        .map_err(sql_error)?;
+    if known { Ok(()) } else { Err((exit::USAGE, format!("agent {agent}: not in the audit store"))) }
+}
+
+/// The events `query` selects, oldest first.
+pub fn select(connection: &rusqlite::Connection, query: &Query) -> Result<Vec<Map<String, Value>>, Failure> {
     let mut sql = String::from(
-        "SELECT seq, agent, time, kind, pid, uid, path, destination, result, verdict, source, decision, rule FROM events WHERE 1",
+        "SELECT seq, agent, time, ktime, kind, pid, tid, ppid, uid, euid, egid, caps, exe, cmdline, path, destination, result, verdict, source, decision, rule FROM events WHERE 1",
     );
     let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
     let mut add = |clause: &str, value: Box<dyn rusqlite::ToSql>| {
@@ -167,17 +188,14 @@ pub fn query(path: &Path, query: &Query) -> Result<i32, Failure> {
     sql.push_str(&format!(" ORDER BY seq LIMIT {}", query.limit));
     let mut statement = connection.prepare(&sql).map_err(sql_error)?;
     let refs: Vec<&dyn rusqlite::ToSql> = params.iter().map(|param| param.as_ref()).collect();
-    let found = rows(&mut statement, &refs)?;
-    print(
-        &found,
-        &["seq", "agent", "time", "kind", "pid", "path", "destination", "result", "decision", "rule"],
-        query.format,
-    );
-    Ok(0)
+    rows(&mut statement, &refs)
 }
 
 pub fn incidents(path: &Path, agent: Option<&str>, since: Option<When>, format: Format) -> Result<i32, Failure> {
     let connection = connect(path)?;
+    if let Some(agent) = agent {
+        known_agent(&connection, agent)?;
+    }
     let mut statement = connection
         .prepare(
             "SELECT seq, agent, time, rule, severity, action, reason, event FROM incidents \

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod audit_cli;
 pub mod cgroup;
+pub mod context;
 pub mod engine;
 pub mod policy;
 pub mod probes;

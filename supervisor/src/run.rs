@@ -390,6 +390,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         agent_id: prepared.agent_id.clone(),
         control: Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?,
         writer: &writer,
+        contexts: crate::context::Cache::default(),
     };
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, || cleanup(cgroup, verbose))?;
@@ -441,6 +442,7 @@ struct EventOutput<'w> {
     agent_id: String,
     /// The agent's cgroup, to suspend or kill it.
     control: Cgroup,
+    contexts: crate::context::Cache,
 }
 
 impl Sink for EventOutput<'_> {
@@ -468,6 +470,15 @@ impl Sink for EventOutput<'_> {
             }
         };
         let json = event.to_json();
+        let context = match event {
+            probes::events::Event::Exec { filename, argv, .. }
+                if header.kind == governor_common::kind::EXECED || header.result == 0 =>
+            {
+                Some(self.contexts.exec(header.tgid, filename, argv))
+            }
+            _ => self.contexts.get(header.tgid),
+        };
+        let status = context.as_ref().and_then(|context| context.status);
         let record = audit::Row {
             table: "events",
             values: vec![
@@ -477,7 +488,13 @@ impl Sink for EventOutput<'_> {
                 audit::text(probes::events::kind_name(header.kind)),
                 audit::int(header.tgid),
                 audit::int(header.pid),
+                audit::int(status.map_or(0, |status| status.ppid)),
                 audit::int(header.uid),
+                audit::int(status.map_or(-1, |status| i64::from(status.euid))),
+                audit::int(status.map_or(-1, |status| i64::from(status.egid))),
+                audit::text(status.map_or(String::new(), |status| format!("{:016x}", status.cap_eff))),
+                audit::text(context.as_ref().map_or("", |context| context.exe.as_str())),
+                audit::text(context.as_ref().map_or("", |context| context.cmdline.as_str())),
                 audit::text(path),
                 audit::text(destination),
                 audit::text(probes::events::errno_name(header.result)),
@@ -490,6 +507,7 @@ impl Sink for EventOutput<'_> {
         if let Err(error) = self.writer.write(record) {
             eprintln!("governor: {error}");
         }
+
         let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
             return;
         };
@@ -594,6 +612,15 @@ fn decision_name(action: engine::Action) -> &'static str {
         engine::Action::Suspend => "suspend",
         engine::Action::Kill => "kill",
     }
+}
+
+/// The kernel's `struct sigaction` (x86-64) for rt_sigaction(2).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
 }
 
 /// `struct clone_args` of clone3(2).
@@ -834,11 +861,18 @@ fn child_main(
     join: Option<&mut File>,
     old_mask: &SigSet,
 ) -> ChildFailure {
-    // Signals: back to what governor was started with, and the forwarded ones to default
-    // (a shell starting governor in the background may have ignored SIGINT).
-    for signal in FORWARDED {
-        // SAFETY: restoring the default disposition in a single-threaded child.
-        let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) };
+    // Signals: every disposition back to default, the mask back to what governor was started
+    // with. An ignored signal stays ignored across exec: the Rust runtime ignores SIGPIPE
+    // (`yes | head -1` would then complain of a broken pipe instead of ending quietly), and
+    // a shell starting governor in the background ignores SIGINT.
+    // The raw system call: glibc refuses signals 32 and 33, which it keeps for itself.
+    let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for signal in 1..=64 {
+        // SAFETY: rt_sigaction(2) with a valid kernel sigaction; SIGKILL and SIGSTOP refuse
+        // with EINVAL, which changes nothing.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, signal, &raw const default, std::ptr::null_mut::<u8>(), 8usize)
+        };
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
 

@@ -99,6 +99,16 @@ fn exit_codes_pass_through_like_a_shell() {
     assert_eq!(denied.status.code(), Some(126), "stderr: {}", stderr(&denied));
 }
 
+#[test]
+fn the_agent_starts_with_no_signal_ignored_so_a_closed_pipe_ends_it_quietly() {
+    require!("the_agent_starts_with_no_signal_ignored_so_a_closed_pipe_ends_it_quietly");
+    let scene = scene!();
+    let output = scene.governor("low", &[], ["sh", "-c", "grep SigIgn /proc/self/status; yes | head -1"]);
+    assert_eq!(stdout(&output), "SigIgn:\t0000000000000000\ny\n", "stderr: {}", stderr(&output));
+    assert!(!stderr(&output).contains("Broken pipe"), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0));
+}
+
 /// Starts `governor run -- sleep 30`, waits until the agent is running, sends `signal` to
 /// governor only, and returns governor's exit code.
 fn exit_code_after_signal(scene: &Scene, signal: i32) -> Option<i32> {
