@@ -154,7 +154,7 @@ pub fn known_agent(connection: &rusqlite::Connection, agent: &str) -> Result<(),
     let known: bool = connection
         .query_row("SELECT EXISTS (SELECT 1 FROM agents WHERE agent = ?1)", [agent], |row| row.get(0))
         .map_err(sql_error)?;
-    if known { Ok(()) } else { Err((exit::USAGE, format!("agent {agent}: not in the audit store"))) }
+    if known { Ok(()) } else { Err((exit::USAGE, format!("unknown agent '{agent}': not in the audit store"))) }
 }
 
 /// The events `query` selects, oldest first.
@@ -205,6 +205,25 @@ pub fn incidents(path: &Path, agent: Option<&str>, since: Option<When>, format: 
     let since = since.map_or(0, |When(since)| since);
     let found = rows(&mut statement, &[&agent, &since])?;
     print(&found, &["seq", "agent", "time", "rule", "severity", "action", "reason"], format);
+    Ok(0)
+}
+
+/// `governor audit actions`: starts, exits, suspensions, resumptions and kills, with who
+/// did them and why.
+pub fn actions(path: &Path, agent: Option<&str>, since: Option<When>, format: Format) -> Result<i32, Failure> {
+    let connection = connect(path)?;
+    if let Some(agent) = agent {
+        known_agent(&connection, agent)?;
+    }
+    let mut statement = connection
+        .prepare(
+            "SELECT seq, agent, time, action, actor, why FROM actions \
+             WHERE (?1 IS NULL OR agent = ?1) AND time >= ?2 ORDER BY seq",
+        )
+        .map_err(sql_error)?;
+    let since = since.map_or(0, |When(since)| since);
+    let found = rows(&mut statement, &[&agent, &since])?;
+    print(&found, &["seq", "agent", "time", "action", "actor", "why"], format);
     Ok(0)
 }
 

@@ -180,6 +180,13 @@ impl Cgroup {
         Ok(events_field(&text, "populated") == Some(1))
     }
 
+    /// Whether the cgroup is frozen, from `cgroup.events`.
+    pub fn frozen(&self) -> Result<bool, Error> {
+        let path = self.path.join("cgroup.events");
+        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
+        Ok(events_field(&text, "frozen") == Some(1))
+    }
+
     /// Waits until `cgroup.events` says `populated 0`.
     pub fn wait_empty(&self, timeout: Duration) -> Result<(), Error> {
         self.wait_event("populated", 0, timeout)

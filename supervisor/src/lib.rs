@@ -12,6 +12,7 @@ pub mod probes;
 pub mod run;
 pub mod sandbox;
 pub mod show;
+pub mod status;
 pub mod supervise;
 
 use crate::policy::Trust;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use governor::{audit, audit_cli, cgroup, parse_trust, policy, policy::Trust, run, show};
+use governor::{audit, audit_cli, cgroup, parse_trust, policy, policy::Trust, run, show, status};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -37,21 +37,31 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Agents with their trust, state and counts, and a compliance summary. The compliance
+    /// score is 100 × (agents active in the last hour that raised no incident in it) / (agents
+    /// active in the last hour), 100 when none was.
+    Status {
+        /// Also list agents that ended more than an hour ago.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: audit_cli::Format,
+    },
     /// Freeze a running agent (its whole cgroup).
-    Suspend {
-        #[arg(value_name = "AGENT")]
-        agent: String,
-    },
+    Suspend(Control),
     /// Thaw a suspended agent.
-    Resume {
-        #[arg(value_name = "AGENT")]
-        agent: String,
-    },
+    Resume(Control),
     /// Kill every process of a running agent.
-    Kill {
-        #[arg(value_name = "AGENT")]
-        agent: String,
-    },
+    Kill(Control),
+}
+
+#[derive(clap::Args)]
+struct Control {
+    #[arg(value_name = "AGENT")]
+    agent: String,
+    /// Why, for the audit store.
+    #[arg(long, default_value = "")]
+    reason: String,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +90,15 @@ enum AuditCommand {
     Query(audit_cli::Query),
     /// Check the hash chains: exit 0 when they hold, 1 naming the first broken row.
     Verify,
+    /// What was done to agents (start, exit, suspend, resume, kill): when, by whom, why.
+    Actions {
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        #[arg(long, value_parser = audit_cli::parse_when)]
+        since: Option<audit_cli::When>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: audit_cli::Format,
+    },
     /// Incidents the policy engine raised.
     Incidents {
         #[arg(long, value_name = "ID")]
@@ -163,41 +182,74 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 AuditCommand::Incidents { agent, since, format } => {
                     audit_cli::incidents(&store, agent.as_deref(), since, format)
                 }
+                AuditCommand::Actions { agent, since, format } => {
+                    audit_cli::actions(&store, agent.as_deref(), since, format)
+                }
             }
         }
-        Command::Suspend { agent } => control(&agent, Control::Suspend),
-        Command::Resume { agent } => control(&agent, Control::Resume),
-        Command::Kill { agent } => control(&agent, Control::Kill),
+        Command::Status { all, format } => {
+            let store = cli.audit_db.unwrap_or_else(audit::default_path);
+            status::status(&store, cli.rings.as_deref(), all, format)
+        }
+        Command::Suspend(request) => control(cli.audit_db, &request, What::Suspend),
+        Command::Resume(request) => control(cli.audit_db, &request, What::Resume),
+        Command::Kill(request) => control(cli.audit_db, &request, What::Kill),
     }
 }
 
-enum Control {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum What {
     Suspend,
     Resume,
     Kill,
 }
 
-/// `governor suspend|resume|kill AGENT`: finds the agent's cgroup and acts on all of it.
-fn control(agent: &str, what: Control) -> Result<i32, (i32, String)> {
+/// `governor suspend|resume|kill AGENT`: finds the running agent by its cgroup, acts on all
+/// of it, and records in the audit store who did it and why. Suspend and kill act
+/// even when the store cannot record them (they only take power away, and say so); resume
+/// gives it back and is refused unless it is recorded.
+fn control(store: Option<PathBuf>, request: &Control, what: What) -> Result<i32, (i32, String)> {
+    let agent = request.agent.as_str();
     let usage = |error: cgroup::Error| (run::exit::USAGE, error.to_string());
     run::validate_agent_id(agent).map_err(|error| (error.exit_code(), error.to_string()))?;
     let root = cgroup::mount_point().map_err(usage)?;
     let group = cgroup::Cgroup::open(&root, agent).map_err(usage)?;
+    let store = store.unwrap_or_else(audit::default_path);
+    let connection = audit_cli::connect(&store);
+    let (name, done) = match what {
+        What::Suspend => ("suspend", "suspended"),
+        What::Resume => ("resume", "resumed"),
+        What::Kill => ("kill", "killed"),
+    };
+    let why = if request.reason.is_empty() { format!("governor {name}") } else { request.reason.clone() };
+    let recorded = connection.and_then(|mut connection| {
+        audit::insert(&mut connection, &[audit::action(agent, name, &actor(), &why)])
+            .map_err(|error| (run::exit::FAILURE, format!("audit store {}: {error}", store.display())))
+    });
+    if let Err((_, error)) = &recorded {
+        if what == What::Resume {
+            return Err((run::exit::FAILURE, format!("{error}; not resuming an agent without a record of it")));
+        }
+        eprintln!("governor: {error}; {name} goes ahead unrecorded");
+    }
     let failed = |error: cgroup::Error| (run::exit::FAILURE, error.to_string());
     let timeout = std::time::Duration::from_secs(5);
     match what {
-        Control::Suspend => {
-            group.set_frozen(true, timeout).map_err(failed)?;
-            println!("agent {agent} suspended");
-        }
-        Control::Resume => {
-            group.set_frozen(false, timeout).map_err(failed)?;
-            println!("agent {agent} resumed");
-        }
-        Control::Kill => {
-            group.kill().map_err(failed)?;
-            println!("agent {agent} killed");
-        }
+        What::Suspend => group.set_frozen(true, timeout).map_err(failed)?,
+        What::Resume => group.set_frozen(false, timeout).map_err(failed)?,
+        What::Kill => group.kill().map_err(failed)?,
     }
+    println!("agent {agent} {done}");
     Ok(0)
+}
+
+/// Who is acting: the user name (and uid) of the caller, and sudo's original user.
+fn actor() -> String {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let name = nix::unistd::User::from_uid(uid.into()).ok().flatten().map_or_else(|| uid.to_string(), |user| user.name);
+    match std::env::var("SUDO_USER") {
+        Ok(sudo) if !sudo.is_empty() => format!("{name} (uid {uid}, via sudo from {sudo})"),
+        _ => format!("{name} (uid {uid})"),
+    }
 }

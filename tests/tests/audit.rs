@@ -41,10 +41,50 @@ fn denials_are_recorded_and_the_chain_catches_an_edit() {
     while Instant::now() < deadline && !fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1")) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let resumed = Command::new(governor_bin()).args(["resume", &id]).output().unwrap_or_else(|error| panic!("{error}"));
+    // `governor status` shows it suspended, with its ring and its denials.
+    let agent_status = || {
+        let status = Command::new(governor_bin())
+            .args(["--audit-db", &store, "status", "--format", "json"])
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+        let document: Value = serde_json::from_str(&stdout(&status)).unwrap_or_else(|error| panic!("{error}"));
+        let agent = document["agents"].as_array().and_then(|agents| agents.iter().find(|a| a["agent"] == id.as_str()));
+        (agent.cloned().unwrap_or_else(|| panic!("{id} not in {document}")), document["compliance"].clone())
+    };
+    let (frozen, compliance) = agent_status();
+    assert_eq!((frozen["state"].as_str(), frozen["trust"].as_str()), (Some("suspended"), Some("low")), "{frozen}");
+    assert!(frozen["denials"].as_i64().is_some_and(|denials| denials >= 5), "{frozen}");
+    assert!(compliance["agents_suspended"].as_i64().is_some_and(|n| n >= 1), "{compliance}");
+    assert!(compliance["violations_last_hour"].as_i64().is_some_and(|n| n >= 1), "{compliance}");
+    assert!(compliance["compliance_score"].as_f64().is_some_and(|score| score < 100.0), "{compliance}");
+
+    let resumed = Command::new(governor_bin())
+        .args(["--audit-db", &store, "resume", &id, "--reason", "checked: a test probing on purpose"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
     let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (exited, _) = agent_status();
+    assert_eq!((exited["state"].as_str(), exited["denials"].as_i64()), (Some("exited"), Some(6)), "{exited}");
+
+    // Who suspended it, who resumed it and why, and how it ended.
+    let actions = audit(&store, &["actions", "--agent", &id, "--format", "jsonl"]);
+    let actions: Vec<(String, String, String)> = stdout(&actions)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|row| {
+            let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
+            (field("action"), field("actor"), field("why"))
+        })
+        .collect();
+    let names: Vec<&str> = actions.iter().map(|(action, _, _)| action.as_str()).collect();
+    assert_eq!(names, ["start", "suspend", "resume", "exit"], "{actions:?}");
+    assert_eq!(actions[1].1, "rule repeated-kernel-denials");
+    assert!(actions[2].1.starts_with("root (uid 0"), "{actions:?}");
+    assert_eq!(actions[2].2, "checked: a test probing on purpose");
+    assert_eq!(actions[3].2, "exit status 0");
 
     let query = audit(&store, &["query", "--agent", &id, "--decision", "deny", "--format", "json"]);
     assert_eq!(query.status.code(), Some(0), "{}", stderr(&query));
@@ -58,6 +98,20 @@ fn denials_are_recorded_and_the_chain_catches_an_edit() {
         );
     }
     assert_eq!(rows.iter().filter(|row| row["rule"] == "repeated-kernel-denials").count(), 1);
+    // The process context: what ran (from the kernel's exec events) ...
+    for row in &rows {
+        assert!(row["exe"].as_str().is_some_and(|exe| exe.ends_with("/cat")), "{row}");
+        assert_eq!(row["cmdline"].as_str(), Some(format!("cat {}", key.display()).as_str()), "{row}");
+    }
+    // ... and from procfs, for the processes still there to be read: the shell, root but
+    // with no capability left.
+    let all = audit(&store, &["query", "--agent", &id, "--format", "jsonl"]);
+    let all: Vec<Value> = stdout(&all).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let shell = all
+        .iter()
+        .find(|row| row["exe"].as_str().is_some_and(|exe| exe.ends_with("/sh")) && row["ppid"].as_i64() > Some(0))
+        .unwrap_or_else(|| panic!("no event of the shell with its context: {all:?}"));
+    assert_eq!((shell["euid"].as_i64(), shell["caps"].as_str()), (Some(0), Some("0000000000000000")), "{shell}");
 
     let incidents = audit(&store, &["incidents", "--agent", &id, "--format", "jsonl"]);
     let incidents: Vec<Value> = stdout(&incidents).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();

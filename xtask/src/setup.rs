@@ -8,13 +8,14 @@ use anyhow::{Context as _, Result, bail};
 const BPF_LINKER: &str = "0.10.1";
 
 /// Commands the end-to-end tests run, and the Debian package of each.
-const TOOLS: [(&str, &str); 6] = [
+const TOOLS: [(&str, &str); 7] = [
     ("cc", "gcc"),
     ("git", "git"),
     ("python3", "python3"),
     ("unshare", "util-linux"),
     ("runuser", "util-linux"),
     ("sleep", "coreutils"),
+    ("sqlite3", "sqlite3"),
 ];
 
 pub fn all() -> Result<()> {
