@@ -9,7 +9,11 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -27,6 +31,8 @@ pub enum Error {
         "audit store {path}: written by another version of governor (schema {found}, this one writes {SCHEMA_VERSION}); move it aside to start a new one"
     )]
     Version { path: PathBuf, found: i64 },
+    #[error("audit store {path}: {rows} rows could not be written: {source}")]
+    Lost { path: PathBuf, rows: usize, source: rusqlite::Error },
     #[error("audit store: the writer has stopped")]
     Stopped,
 }
@@ -260,10 +266,50 @@ pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> 
 /// Rows queued for the writer at most.
 const QUEUE: usize = 65536;
 
-/// The writer thread: rows in, batched transactions out. Dropping it flushes what is queued.
+/// How long a writer that is being finished keeps retrying a failing store before it gives
+/// up on the rows it still holds (and says how many).
+const GIVE_UP: Duration = Duration::from_secs(10);
+
+/// Whether the store is failing, shared by the writer thread and whoever watches it.
+#[derive(Debug, Default)]
+pub struct Health {
+    failing: AtomicBool,
+    closing: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Health {
+    fn fail(&self, reason: String) {
+        if let Ok(mut slot) = self.reason.lock() {
+            *slot = reason;
+        }
+        self.failing.store(true, Ordering::Release);
+    }
+
+    /// Why the store is failing now; `None` while it works (again).
+    pub fn failure(&self) -> Option<String> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.reason.lock().map(|reason| reason.clone()).unwrap_or_default())
+    }
+}
+
+/// The writer thread: rows in, batched transactions out. A batch that fails (disk full,
+/// locked, read-only) is retried until it commits, and `failure()` says why meanwhile: the
+/// rows wait, in order, nothing is skipped. Dropping the writer flushes what is queued.
 pub struct Writer {
     sender: Option<mpsc::SyncSender<Row>>,
     thread: Option<thread::JoinHandle<Result<u64, Error>>>,
+    health: Arc<Health>,
+}
+
+/// Why `try_write` did not take a row.
+#[derive(Debug)]
+pub enum Busy {
+    /// The queue is full; the row is handed back.
+    Full(Row),
+    Stopped,
 }
 
 /// An opened store whose writer has not started: opening comes first, so that a store that
@@ -295,6 +341,8 @@ impl Writer {
         // Bounded: when the store falls behind, the event loop waits, the ring buffer fills
         // and the kernel counts what it drops; memory does not grow without limit.
         let (sender, receiver) = mpsc::sync_channel::<Row>(QUEUE);
+        let health = Arc::new(Health::default());
+        let shared = Arc::clone(&health);
         let thread = thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
@@ -309,22 +357,43 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    insert(&mut connection, &batch).map_err(|source| Error::Sqlite { path: path.clone(), source })?;
+                    commit(&mut connection, &batch, &shared).map_err(|source| Error::Lost {
+                        path: path.clone(),
+                        rows: batch.len() + receiver.try_iter().count(),
+                        source,
+                    })?;
                     written += batch.len() as u64;
                     batch.clear();
                 }
                 Ok(written)
             })
             .map_err(|source| Error::Io { path: PathBuf::from("audit-writer thread"), source })?;
-        Ok(Writer { sender: Some(sender), thread: Some(thread) })
+        Ok(Writer { sender: Some(sender), thread: Some(thread), health })
     }
 
+    /// Queues a row, waiting while the queue is full.
     pub fn write(&self, row: Row) -> Result<(), Error> {
         self.sender.as_ref().ok_or(Error::Stopped)?.send(row).map_err(|_| Error::Stopped)
     }
 
-    /// Flushes and stops; returns the rows written.
+    /// Queues a row if there is room.
+    pub fn try_write(&self, row: Row) -> Result<(), Busy> {
+        let sender = self.sender.as_ref().ok_or(Busy::Stopped)?;
+        sender.try_send(row).map_err(|error| match error {
+            mpsc::TrySendError::Full(row) => Busy::Full(row),
+            mpsc::TrySendError::Disconnected(_) => Busy::Stopped,
+        })
+    }
+
+    /// Why the store is failing now, if it is.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
+    /// Flushes and stops; returns the rows written. A store still failing is retried for
+    /// `GIVE_UP`, then the rows not written are counted in the error.
     pub fn finish(mut self) -> Result<u64, Error> {
+        self.health.closing.store(true, Ordering::Release);
         drop(self.sender.take());
         match self.thread.take().map(thread::JoinHandle::join) {
             Some(Ok(result)) => result,
@@ -338,6 +407,32 @@ impl Drop for Writer {
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Commits a batch, retrying while the store fails (with the reason in `health`), until it
+/// commits or, once the writer is closing, `GIVE_UP` has passed.
+fn commit(connection: &mut Connection, batch: &[Row], health: &Health) -> rusqlite::Result<()> {
+    let mut wait = Duration::from_millis(10);
+    let mut closing_since = None;
+    loop {
+        match insert(connection, batch) {
+            Ok(()) => {
+                health.failing.store(false, Ordering::Release);
+                return Ok(());
+            }
+            Err(error) => {
+                health.fail(error.to_string());
+                if health.closing.load(Ordering::Acquire) {
+                    let since = *closing_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= GIVE_UP {
+                        return Err(error);
+                    }
+                }
+                thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(250));
+            }
         }
     }
 }

@@ -91,6 +91,7 @@ impl Error {
             Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
             Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
             Error::Probes(probes::Error::NoLsm(_)) => exit::USAGE,
+            Error::Audit(audit::Error::Lost { .. }) => exit::FAILURE,
             Error::Audit(_) => exit::USAGE,
             _ => exit::FAILURE,
         }
@@ -380,7 +381,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
 
     let mut bytes = Vec::new();
     let _ = File::from(report_read).read_to_end(&mut bytes);
-    let engine = engine::Engine::from_rules(&prepared.rules);
+    let engine = std::rc::Rc::new(engine::Engine::from_rules(&prepared.rules));
     let agent = engine.agent(prepared.ring.trust);
     let mut output = EventOutput {
         trace: prepared.request.trace,
@@ -391,6 +392,8 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         control: Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?,
         writer: &writer,
         contexts: crate::context::Cache::default(),
+        backlog: std::collections::VecDeque::new(),
+        store_hold: None,
     };
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, || cleanup(cgroup, verbose))?;
@@ -401,6 +404,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         }
         None => status,
     };
+    output.finish();
     let exit_why = match code {
         0..=127 => format!("exit status {code}"),
         _ => format!("exit status {code} (signal {})", code - 128),
@@ -437,22 +441,122 @@ struct EventOutput<'w> {
     writer: &'w audit::Writer,
     trace: bool,
     tally: probes::events::Tally,
-    engine: engine::Engine,
+    engine: std::rc::Rc<engine::Engine>,
     agent: engine::AgentState,
     agent_id: String,
     /// The agent's cgroup, to suspend or kill it.
     control: Cgroup,
     contexts: crate::context::Cache,
+    /// Rows waiting while the store fails.
+    backlog: std::collections::VecDeque<audit::Row>,
+    /// Set while the agent is frozen because the store fails: why, and since when.
+    store_hold: Option<(String, i64)>,
+}
+
+impl EventOutput<'_> {
+    /// Queues a row for the store. While the store works and its queue is full, waits (the
+    /// kernel's ring buffer takes up the slack and counts what it drops). While the store
+    /// fails, the agent is frozen and rows wait here, in order, until it recovers.
+    fn record(&mut self, row: audit::Row) {
+        self.flush_backlog();
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(row);
+            return;
+        }
+        let mut row = row;
+        loop {
+            match self.writer.try_write(row) {
+                Ok(()) => return,
+                Err(audit::Busy::Stopped) => {
+                    eprintln!("governor: audit store: the writer has stopped; a row was not recorded");
+                    return;
+                }
+                Err(audit::Busy::Full(back)) => {
+                    if self.writer.failure().is_some() {
+                        self.check_store();
+                        self.backlog.push_back(back);
+                        return;
+                    }
+                    row = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(row) = self.backlog.pop_front() {
+            if let Err(audit::Busy::Full(row)) = self.writer.try_write(row) {
+                self.backlog.push_front(row);
+                return;
+            }
+        }
+    }
+
+    /// Rows still waiting, queued for good (the agent has exited).
+    fn finish(&mut self) {
+        while let Some(row) = self.backlog.pop_front() {
+            let _ = self.writer.write(row);
+        }
+    }
+
+    /// Fail closed: an agent whose actions cannot be recorded does not run. Frozen when the
+    /// store starts failing; when it recovers, the gap is recorded and the agent thawed
+    /// (unless a rule suspended it meanwhile).
+    fn check_store(&mut self) {
+        match (self.writer.failure(), &self.store_hold) {
+            (Some(reason), None) => {
+                let frozen = self.control.set_frozen(true, Duration::from_secs(1));
+                eprintln!(
+                    "governor: audit store failing ({reason}): agent {} {} until it recovers",
+                    self.agent_id,
+                    if frozen.is_ok() { "frozen" } else { "could not be frozen" }
+                );
+                self.store_hold = Some((reason, audit::now_ns()));
+            }
+            (None, Some((reason, since))) => {
+                let why = format!("audit store failed: {reason}");
+                let (since, reason) = (*since, reason.clone());
+                self.store_hold = None;
+                let seconds = (audit::now_ns() - since) as f64 / 1e9;
+                self.record(audit::action(&self.agent_id, "suspend", "governor", &why));
+                let thaw = !self.agent.suspended;
+                if thaw {
+                    let _ = self.control.set_frozen(false, Duration::from_secs(1));
+                    self.record(audit::action(
+                        &self.agent_id,
+                        "resume",
+                        "governor",
+                        &format!("audit store recovered after {seconds:.1} s"),
+                    ));
+                }
+                eprintln!(
+                    "governor: audit store recovered after {seconds:.1} s ({reason}); agent {} {}",
+                    self.agent_id,
+                    if thaw { "thawed" } else { "stays suspended by its rule" }
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Sink for EventOutput<'_> {
+    fn tick(&mut self) {
+        self.check_store();
+        self.flush_backlog();
+    }
+
     fn event(&mut self, event: &probes::events::Event) {
         self.tally.event(event);
+        self.check_store();
         // A frozen agent makes no events: one arriving means it was resumed from outside.
         if self.agent.suspended && !self.control.freeze_requested() {
             self.agent.suspended = false;
         }
-        let decision = self.engine.decide(&mut self.agent, event, event.header().ktime_ns);
+        // The engine is shared (an Rc), so the decision borrows it and not `self`.
+        let engine = std::rc::Rc::clone(&self.engine);
+        let decision = engine.decide(&mut self.agent, event, event.header().ktime_ns);
         if self.trace {
             let mut line = event.to_json();
             line["decision"] = serde_json::json!(decision.action);
@@ -504,14 +608,12 @@ impl Sink for EventOutput<'_> {
                 audit::text(decision.rule.map_or("", |rule| rule.id.as_str())),
             ],
         };
-        if let Err(error) = self.writer.write(record) {
-            eprintln!("governor: {error}");
-        }
+        self.record(record);
 
         let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
             return;
         };
-        let _ = self.writer.write(audit::Row {
+        self.record(audit::Row {
             table: "incidents",
             values: vec![
                 audit::text(&self.agent_id),
@@ -538,7 +640,7 @@ impl Sink for EventOutput<'_> {
                 Ok(()) => {
                     self.agent.suspended = true;
                     self.agent.suspended_since = monotonic_ns();
-                    let _ = self.writer.write(audit::action(
+                    self.record(audit::action(
                         &self.agent_id,
                         "suspend",
                         &format!("rule {}", rule.id),
@@ -552,7 +654,7 @@ impl Sink for EventOutput<'_> {
                 Err(error) => eprintln!("governor: suspending agent {} failed: {error}", self.agent_id),
             },
             engine::Action::Kill => {
-                let _ = self.writer.write(audit::action(
+                self.record(audit::action(
                     &self.agent_id,
                     "kill",
                     &format!("rule {}", rule.id),

@@ -142,6 +142,7 @@ async fn supervise(
                 if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
                     drain(ring.get_mut(), events.sink);
                     events.report_drops()?;
+                    events.sink.tick();
                 }
             }
         }

@@ -201,3 +201,82 @@ fn rows_committed_before_the_supervisor_is_killed_survive_and_verify() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A tmpfs unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing() {
+    require!("a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing");
+    let scene = scene!();
+    let disk = scene.root.join("disk");
+    fs::create_dir(&disk).unwrap_or_else(|error| panic!("{error}"));
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap_or_else(|error| panic!("mount: {error}"));
+    assert!(mounted.success(), "mounting a tmpfs for the store");
+    let _unmount = Tmpfs(disk.clone());
+    let store = disk.join("audit.db").to_string_lossy().into_owned();
+    let id = format!("diskfull-{}", std::process::id());
+    let progress = scene.workspace.join("progress");
+    let script = "for i in $(seq 1 150); do cat /etc/hostname >/dev/null; echo $i >> progress; sleep 0.02; done";
+    let child = Command::new(governor_bin())
+        .args(["--audit-db", &store, "run", "--trust", "medium", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let lines = || fs::read_to_string(&progress).unwrap_or_default().lines().count();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Fill the disk under the store (dd stops at ENOSPC).
+    let filler = disk.join("filler");
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .arg("bs=64k")
+        .stderr(Stdio::null())
+        .status();
+    let events = cgroup2_root().join("governor").join(&id).join("cgroup.events");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1")) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1")), "not frozen on a full disk");
+    let frozen_at = lines();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(), frozen_at, "the agent made progress while its actions could not be recorded");
+    assert!(frozen_at < 150, "frozen only after it finished");
+    // Room again: the rows held back are written, and the agent goes on.
+    fs::remove_file(&filler).unwrap_or_else(|error| panic!("{error}"));
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert_eq!(lines(), 150);
+    assert!(err.contains("audit store failing (database or disk is full)"), "{err}");
+    assert!(err.contains("thawed"), "{err}");
+
+    let actions = audit(&store, &["actions", "--agent", &id, "--format", "jsonl"]);
+    let actions: Vec<Value> = stdout(&actions).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let names: Vec<&str> = actions.iter().filter_map(|row| row["action"].as_str()).collect();
+    assert_eq!(names, ["start", "suspend", "resume", "exit"], "{actions:?}");
+    assert_eq!(actions[1]["why"], "audit store failed: database or disk is full");
+    // Not one event lost: every cat's open of /etc/hostname is there, and the chain holds.
+    let opens = audit(&store, &["query", "--agent", &id, "--path", "/etc/hostname", "--format", "jsonl"]);
+    let opens = stdout(&opens).lines().filter(|line| line.contains("\"kind\":\"open\"")).count();
+    assert_eq!(opens, 150);
+    let verify = audit(&store, &["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+}

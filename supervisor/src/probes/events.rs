@@ -195,6 +195,8 @@ pub trait Sink {
     fn lost(&mut self, count: u64);
     /// A record that did not decode.
     fn undecodable(&mut self, error: &DecodeError);
+    /// Called on every tick of the event loop (every 10 ms), events or not.
+    fn tick(&mut self) {}
 }
 
 /// `--trace`: one JSON object per line on stderr.
