@@ -92,11 +92,17 @@ impl<'de> Deserialize<'de> for Window {
 #[derive(Clone, Debug)]
 pub struct Globs {
     set: GlobSet,
+    patterns: Vec<String>,
 }
 
 impl Globs {
     pub fn is_match(&self, text: &str) -> bool {
         self.set.is_match(text)
+    }
+
+    /// The patterns, as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 }
 
@@ -113,7 +119,7 @@ impl<'de> Deserialize<'de> for Globs {
             builder.add(glob);
         }
         let set = builder.build().map_err(|error| de::Error::custom(error.to_string()))?;
-        Ok(Globs { set })
+        Ok(Globs { set, patterns })
     }
 }
 
@@ -412,6 +418,139 @@ impl<'a> Facts<'a> {
     }
 }
 
+/// What of the `deny` rules the kernel can enforce for one agent, before the syscall
+/// returns: files to refuse opening and programs to refuse running (by inode, BPF LSM), and
+/// destinations to refuse (cgroup socket hooks). The engine still decides every event; this
+/// only moves the refusal into the kernel.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KernelDenies {
+    pub open: Vec<std::path::PathBuf>,
+    pub exec: Vec<std::path::PathBuf>,
+    pub net: Vec<crate::probes::NetRule>,
+    /// Rules (or patterns) left to the engine alone, and why.
+    pub userspace_only: Vec<String>,
+}
+
+/// Files a path pattern may expand to before it is left to the engine.
+const EXPAND_MAX: usize = 20_000;
+
+impl Rules {
+    /// The kernel's share of the `deny` rules that apply to an agent of `trust`: rules with
+    /// no rate or sequence (those need the engine's memory), on exec, open, connect or
+    /// sendmsg. Path patterns expand to the files that exist now (walked from their literal
+    /// directory, at most `EXPAND_MAX`); destinations must be an address (IPv4 may end in
+    /// `.*` octets) and a port or `*`.
+    pub fn kernel_denies(&self, trust: Trust) -> KernelDenies {
+        let mut out = KernelDenies::default();
+        for rule in &self.rules {
+            if rule.action != Action::Deny
+                || rule.count.is_some()
+                || rule.after.is_some()
+                || rule.trust_at_least.is_some_and(|least| trust < least)
+                || rule.trust_below.is_some_and(|below| trust >= below)
+            {
+                continue;
+            }
+            let mut userspace = |why: String| out.userspace_only.push(format!("rule '{}': {why}", rule.id));
+            match rule.kind {
+                Kind::Open | Kind::Exec => {
+                    let globs = match (&rule.path, &rule.binary) {
+                        (Some(globs), None) | (None, Some(globs)) => globs,
+                        (None, None) => {
+                            userspace("matches every path".into());
+                            continue;
+                        }
+                        (Some(_), Some(_)) => {
+                            userspace("has both path and binary".into());
+                            continue;
+                        }
+                    };
+                    match expand(globs) {
+                        Ok(paths) => {
+                            let target = if rule.kind == Kind::Open { &mut out.open } else { &mut out.exec };
+                            target.extend(paths);
+                        }
+                        Err(why) => userspace(why),
+                    }
+                }
+                Kind::Connect | Kind::Sendmsg => match &rule.destination {
+                    Some(globs) => {
+                        for pattern in globs.patterns() {
+                            match destination(pattern) {
+                                Some(net) => out.net.push(net),
+                                None => userspace(format!("destination '{pattern}' is not an address and port")),
+                            }
+                        }
+                    }
+                    None => userspace("matches every destination".into()),
+                },
+                Kind::Denied => {}
+            }
+        }
+        out
+    }
+}
+
+/// The files (and directories) that exist now and match `globs`, walking each pattern from
+/// its literal leading directory without following symlinks.
+fn expand(globs: &Globs) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut found = Vec::new();
+    let mut visited = 0usize;
+    for pattern in globs.patterns() {
+        if !pattern.starts_with('/') {
+            return Err(format!("pattern '{pattern}' is not an absolute path"));
+        }
+        let literal: Vec<&str> =
+            pattern.split('/').take_while(|part| !part.contains(['*', '?', '[', '{', '\\'])).collect();
+        let root = std::path::PathBuf::from(if literal.len() <= 1 { "/".to_owned() } else { literal.join("/") });
+        if root == std::path::Path::new("/") && pattern != "/" {
+            return Err(format!("pattern '{pattern}' would walk the whole file system"));
+        }
+        let mut stack = vec![root];
+        while let Some(path) = stack.pop() {
+            visited += 1;
+            if visited > EXPAND_MAX {
+                return Err(format!("pattern '{pattern}' covers more than {EXPAND_MAX} files"));
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if globs.is_match(&path.to_string_lossy()) && !meta.file_type().is_symlink() {
+                found.push(path.clone());
+            }
+            if meta.is_dir()
+                && let Ok(entries) = std::fs::read_dir(&path)
+            {
+                stack.extend(entries.flatten().map(|entry| entry.path()));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `ADDR:PORT` as a network rule: a literal address, or IPv4 ending in `.*` octets; a port
+/// or `*`.
+fn destination(pattern: &str) -> Option<crate::probes::NetRule> {
+    let (addr, port) = pattern.rsplit_once(':')?;
+    let port = if port == "*" { 0 } else { port.parse().ok().filter(|port| *port != 0)? };
+    if let Ok(addr) = addr.parse::<std::net::IpAddr>() {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        return Some(crate::probes::NetRule { addr, prefix, port });
+    }
+    let fixed: Vec<&str> = addr.split('.').take_while(|octet| *octet != "*").collect();
+    let wild = addr.split('.').count() - fixed.len();
+    if wild == 0 || fixed.len() + wild != 4 || addr.split('.').skip(fixed.len()).any(|octet| octet != "*") {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    for (slot, octet) in octets.iter_mut().zip(&fixed) {
+        *slot = octet.parse().ok()?;
+    }
+    Some(crate::probes::NetRule {
+        addr: std::net::IpAddr::from(octets),
+        prefix: u8::try_from(fixed.len() * 8).ok()?,
+        port,
+    })
+}
+
 /// The shipped rules (`policies/rules.toml`), built in like the rings.
 pub const BUILT_IN_RULES: &str = include_str!("../../policies/rules.toml");
 
@@ -642,6 +781,81 @@ mod tests {
             parse("[[rule]]\nid = \"x\"\nkind = \"teleport\"\naction = \"deny\"\nseverity = \"low\"\nreason = \"r\"\n")
                 .is_err_and(|e| e.contains("teleport"))
         );
+    }
+
+    #[test]
+    fn deny_rules_the_kernel_can_enforce_are_derived_for_the_agents_trust() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let base = dir.path().display();
+        for file in ["data/a.key", "data/sub/b.key", "data/c.txt"] {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap_or(dir.path())).unwrap_or_else(|error| panic!("{error}"));
+            std::fs::write(&path, "x").unwrap_or_else(|error| panic!("{error}"));
+        }
+        let text = format!(
+            r#"
+            [[rule]]
+            id = "keys"
+            kind = "open"
+            path = ["{base}/data/**/*.key"]
+            action = "deny"
+            severity = "high"
+            reason = "r"
+
+            [[rule]]
+            id = "metadata"
+            kind = "connect"
+            destination = ["169.254.169.254:*", "10.1.*.*:443", "fd00::1:22", "*.example.com:443"]
+            action = "deny"
+            severity = "high"
+            reason = "r"
+
+            [[rule]]
+            id = "only-low"
+            kind = "exec"
+            binary = ["{base}/data/c.txt"]
+            trust_below = "medium"
+            action = "deny"
+            severity = "low"
+            reason = "r"
+
+            [[rule]]
+            id = "rate"
+            kind = "open"
+            path = ["{base}/data/c.txt"]
+            count = 2
+            window = "1s"
+            action = "deny"
+            severity = "low"
+            reason = "r"
+
+            [[rule]]
+            id = "everywhere"
+            kind = "exec"
+            binary = ["**/curl"]
+            action = "deny"
+            severity = "low"
+            reason = "r"
+            "#
+        );
+        let file: RulesFile = toml::from_str(&text).unwrap_or_else(|error| panic!("{error}"));
+        let rules = Rules { rules: file.rule, suspend_on_severity: None };
+        let medium = rules.kernel_denies(Trust::Medium);
+        let mut open = medium.open.clone();
+        open.sort();
+        assert_eq!(open, [dir.path().join("data/a.key"), dir.path().join("data/sub/b.key")]);
+        assert!(medium.exec.is_empty(), "{:?}", medium.exec);
+        let net: Vec<String> =
+            medium.net.iter().map(|rule| format!("{}/{}:{}", rule.addr, rule.prefix, rule.port)).collect();
+        assert_eq!(net, ["169.254.169.254/32:0", "10.1.0.0/16:443", "fd00::1/128:22"]);
+        assert_eq!(
+            medium.userspace_only,
+            [
+                "rule 'metadata': destination '*.example.com:443' is not an address and port",
+                "rule 'everywhere': pattern '**/curl' is not an absolute path",
+            ]
+        );
+        assert_eq!(rules.kernel_denies(Trust::Low).exec, [dir.path().join("data/c.txt")]);
     }
 
     #[test]

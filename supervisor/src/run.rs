@@ -319,6 +319,14 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
             if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
         probes.watch(cgroup_id, &cgroup_dir, slot, &confinement)?;
+        let denies = prepared.rules.kernel_denies(prepared.ring.trust);
+        let enforced = probes.deny(cgroup_id, &denies)?;
+        if verbose {
+            eprintln!("governor: deny rules enforced in the kernel: {enforced}");
+            for line in &denies.userspace_only {
+                eprintln!("governor: decided in userspace only: {line}");
+            }
+        }
     }
 
     // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
@@ -640,14 +648,16 @@ impl Sink for EventOutput<'_> {
                 Ok(()) => {
                     self.agent.suspended = true;
                     self.agent.suspended_since = monotonic_ns();
+                    // From the kernel's timestamp of the event to `frozen 1` in cgroup.events.
+                    let latency_us = self.agent.suspended_since.saturating_sub(header.ktime_ns) / 1000;
                     self.record(audit::action(
                         &self.agent_id,
                         "suspend",
                         &format!("rule {}", rule.id),
-                        &rule.reason.to_string(),
+                        &format!("{} (frozen {latency_us} µs after the event)", rule.reason),
                     ));
                     eprintln!(
-                        "governor: agent {} suspended by rule {} ({}); `governor resume {}` thaws it",
+                        "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event; `governor resume {}` thaws it",
                         self.agent_id, rule.id, rule.reason, self.agent_id
                     );
                 }

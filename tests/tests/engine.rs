@@ -153,3 +153,62 @@ fn a_policy_rule_with_an_impossible_condition_is_refused_with_its_file() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains(&format!("{glob}:4:8: invalid glob")), "{}", stderr(&output));
 }
+
+#[test]
+fn a_policy_deny_rule_on_a_destination_is_enforced_in_the_kernel_and_recorded() {
+    require!("a_policy_deny_rule_on_a_destination_is_enforced_in_the_kernel_and_recorded");
+    let scene = scene!();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+    let port = listener.local_addr().map(|addr| addr.port()).unwrap_or(0).to_string();
+    let store = scene.root.join("audit.db").to_string_lossy().into_owned();
+    let connect = |extra: &[&str], id: &str| {
+        let mut args = vec!["--audit-db", store.as_str(), "run", "--trust", "high", "--agent-id", id];
+        args.extend_from_slice(extra);
+        Command::new(governor_bin())
+            .args(&args)
+            .arg("--workspace")
+            .arg(&scene.workspace)
+            .arg("--")
+            .arg(&scene.attempt)
+            .args(["tcp-connect", &port])
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    // high may connect anywhere: without the rule the listener answers.
+    let open = connect(&[], &format!("open-{}", std::process::id()));
+    assert_eq!(stdout(&open).trim(), "ok", "{}", stderr(&open));
+    // A [[rule]] (not a ring's [[network.deny]]): the engine's deny goes into the cgroup
+    // socket hook's map, so the connect fails with EPERM before any handshake.
+    let policy = scene.root.join("rules.toml");
+    fs::write(
+        &policy,
+        format!(
+            "[[rule]]\nid = \"no-local-db\"\nkind = \"connect\"\ndestination = [\"127.0.0.1:{port}\"]\n\
+             action = \"deny\"\nseverity = \"medium\"\nreason = \"the database is not for agents\"\n"
+        ),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let policy = policy.to_string_lossy().into_owned();
+    let id = format!("ruled-{}", std::process::id());
+    let output = connect(&["--policy", &policy, "--verbose"], &id);
+    let err = stderr(&output);
+    assert_eq!(stdout(&output).trim(), "EPERM", "{err}");
+    assert!(err.contains("deny rules enforced in the kernel: 1 destinations"), "{err}");
+    let incidents = incidents(&err);
+    assert!(incidents.iter().all(|incident| incident["rule"] == "no-local-db"), "{err}");
+    assert!(!incidents.is_empty(), "{err}");
+    let rows = Command::new(governor_bin())
+        .args(["--audit-db", &store, "audit", "query", "--agent", &id, "--kind", "connect", "--format", "jsonl"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let rows: Vec<Value> = stdout(&rows).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    assert!(!rows.is_empty());
+    for row in &rows {
+        assert_eq!(
+            (row["destination"].as_str(), row["result"].as_str(), row["decision"].as_str(), row["rule"].as_str()),
+            (Some(format!("127.0.0.1:{port}").as_str()), Some("EPERM"), Some("deny"), Some("no-local-db")),
+            "{row}"
+        );
+    }
+    drop(listener);
+}

@@ -194,3 +194,46 @@ fn lsm_backend_flood_loses_nothing_silently() {
     assert_eq!(reported, dropped, "{err}");
     println!("lsm flood: {line}");
 }
+
+#[test]
+fn a_policy_deny_rule_on_files_is_enforced_by_inode_in_the_kernel() {
+    require_lsm!("a_policy_deny_rule_on_files_is_enforced_by_inode_in_the_kernel");
+    let scene = scene!();
+    let private = scene.workspace.join("private");
+    fs::create_dir_all(private.join("deep")).unwrap_or_else(|error| panic!("{error}"));
+    let notes = private.join("deep/notes.txt");
+    fs::write(&notes, "x").unwrap_or_else(|error| panic!("{error}"));
+    // The same file under a name the rule's pattern does not cover.
+    let alias = scene.workspace.join("alias.txt");
+    fs::hard_link(&notes, &alias).unwrap_or_else(|error| panic!("{error}"));
+    let plain = scene.workspace.join("plain.txt");
+    fs::write(&plain, "x").unwrap_or_else(|error| panic!("{error}"));
+    let policy = scene.root.join("rules.toml");
+    fs::write(
+        &policy,
+        format!(
+            "[[rule]]\nid = \"private-notes\"\nkind = \"open\"\npath = [\"{}/**\"]\naction = \"deny\"\n\
+             severity = \"medium\"\nreason = \"not for agents\"\n",
+            private.display()
+        ),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let policy = policy.to_string_lossy().into_owned();
+    let attempt = scene.attempt.to_string_lossy().into_owned();
+    for (path, expected) in [(&notes, "EPERM"), (&alias, "EPERM"), (&plain, "ok")] {
+        let output = run(&scene, &["--policy", &policy, "--verbose"], &[&attempt, "read", &path.to_string_lossy()]);
+        let err = stderr(&output);
+        assert_eq!(stdout(&output).trim(), expected, "{}: {err}", path.display());
+        // The directory under it and the file, in the LSM's map.
+        assert!(err.contains("deny rules enforced in the kernel: 0 destinations, 2 files"), "{err}");
+        if expected == "EPERM" {
+            let decision = events(&err).into_iter().find(|e| e["source"] == "lsm").unwrap_or_else(|| panic!("{err}"));
+            assert_eq!((decision["kind"].as_str(), decision["verdict"].as_str()), (Some("open"), Some("denied")));
+            // The engine names the rule where the path matches it; the alias is refused by
+            // its inode alone.
+            if path == &notes {
+                assert_eq!(decision["rule"], "private-notes", "{err}");
+            }
+        }
+    }
+}

@@ -25,6 +25,13 @@ pub enum Which {
     },
     /// Ring-buffer records decoded per second in userspace (criterion).
     Decode,
+    /// From the kernel timestamp of the event that breaks a critical rule to `frozen 1` in
+    /// the agent's cgroup.events (the shipped network-tool-after-secret rule), p50/p99.
+    Freeze {
+        /// Agents suspended, one after another.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
     /// An agent's open+close loop: bare, under governor without probes, and with probes.
     Probes {
         /// open+close iterations per run.
@@ -40,6 +47,7 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
         Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
+        Which::Freeze { runs } => freeze(root, runs),
         Which::Decode => {
             let status = Command::new("cargo")
                 .current_dir(root)
@@ -192,5 +200,63 @@ fn probes(root: &Path, iterations: u64, runs: usize) -> Result<()> {
         ms(tracepoint) / ms(off)
     );
     println!("  events: {:.0} per second delivered", iterations as f64 / tracepoint.as_secs_f64());
+    Ok(())
+}
+
+fn freeze(root: &Path, runs: usize) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+
+    if runs < 20 {
+        bail!("--runs {runs}: at least 20 runs are needed for a p99");
+    }
+    let governor = root.join("target/release/governor");
+    let dir = tempfile_dir()?;
+    let (home, workspace) = (dir.join("home"), dir.join("workspace"));
+    std::fs::create_dir_all(home.join(".ssh")).context("creating the home")?;
+    std::fs::create_dir_all(&workspace).context("creating the workspace")?;
+    std::fs::write(home.join(".ssh/id_ed25519"), "key").context("writing the key")?;
+    // A program named like a network tool; what it does does not matter.
+    std::fs::copy("/bin/true", workspace.join("nc")).context("copying /bin/true")?;
+    let store = dir.join("audit.db");
+    let mut latencies = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let id = format!("freeze-bench-{}-{run}", std::process::id());
+        let mut child = Command::new(&governor)
+            .arg("--audit-db")
+            .arg(&store)
+            .args(["run", "--trust", "medium", "--best-effort", "--agent-id", &id, "--workspace"])
+            .arg(&workspace)
+            .args(["--", "sh", "-c", "cat ~/.ssh/id_ed25519 2>/dev/null; ./nc; sleep 60"])
+            .env("HOME", &home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting governor")?;
+        let stderr = child.stderr.take().context("governor's stderr")?;
+        let mut latency = None;
+        for line in BufReader::new(stderr).lines() {
+            let line = line.context("reading governor's stderr")?;
+            if let Some((_, rest)) = line.split_once(", frozen ") {
+                latency = rest.split_once(" µs").and_then(|(us, _)| us.parse::<u64>().ok());
+                let _ = Command::new(&governor).args(["--audit-db"]).arg(&store).args(["kill", &id]).output();
+            }
+        }
+        let status = child.wait().context("waiting for governor")?;
+        match latency {
+            Some(us) => latencies.push(Duration::from_micros(us)),
+            None => bail!("run {run}: the agent was not suspended ({status})"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort_unstable();
+    let us = |duration: Duration| duration.as_secs_f64() * 1e6;
+    println!("event-to-frozen, {runs} agents suspended by network-tool-after-secret (exec of ./nc after ~/.ssh):");
+    println!(
+        "  p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        us(percentile(&latencies, 50)),
+        us(percentile(&latencies, 90)),
+        us(percentile(&latencies, 99)),
+        us(latencies[latencies.len() - 1])
+    );
     Ok(())
 }

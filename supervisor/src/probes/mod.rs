@@ -274,6 +274,30 @@ impl Probes {
         Ok(())
     }
 
+    /// Puts the kernel's share of the policy's deny rules into the maps for the agent's
+    /// cgroup: destinations on every backend (cgroup socket hooks), files and programs by
+    /// inode with BPF LSM. Returns what it put there, to report.
+    pub fn deny(&mut self, cgroup_id: u64, denies: &crate::engine::KernelDenies) -> Result<String, Error> {
+        self.insert_net("NET_DENY", cgroup_id, &denies.net)?;
+        if self.backend == Backend::Lsm {
+            self.insert_inodes("DENY_OPEN", cgroup_id, &denies.open)?;
+            self.insert_inodes("DENY_EXEC", cgroup_id, &denies.exec)?;
+            Ok(format!(
+                "{} destinations, {} files, {} programs",
+                denies.net.len(),
+                denies.open.len(),
+                denies.exec.len()
+            ))
+        } else {
+            Ok(format!(
+                "{} destinations ({} files and {} programs decided in userspace: no BPF LSM)",
+                denies.net.len(),
+                denies.open.len(),
+                denies.exec.len()
+            ))
+        }
+    }
+
     fn insert_net(&mut self, name: &'static str, cgroup_id: u64, rules: &[NetRule]) -> Result<(), Error> {
         let mut map: LpmTrie<_, NetKey, u8> = self.map(name)?;
         for rule in rules {
