@@ -11,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::{
+    poll::{PollFd, PollFlags, ppoll},
+    sys::time::TimeSpec,
+};
 
 /// The directory under the cgroup v2 root that holds governor's agents.
 pub const BASE: &str = "governor";
@@ -209,9 +212,11 @@ impl Cgroup {
             if left.is_zero() {
                 return Err(Error::Busy { path: self.path.clone(), waited: timeout });
             }
-            let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            // The kernel's change notification for cgroup.events goes through a work queue
+            // and can come milliseconds late: look again every 100 µs meanwhile.
+            let wait = left.min(Duration::from_micros(100));
             let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
-            match poll(&mut fds, PollTimeout::from(millis)) {
+            match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(errno) => return Err(Error::Io { path, source: errno.into() }),
             }

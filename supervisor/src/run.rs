@@ -492,79 +492,13 @@ impl EventOutput<'_> {
         }
     }
 
-    fn flush_backlog(&mut self) {
-        while let Some(row) = self.backlog.pop_front() {
-            if let Err(audit::Busy::Full(row)) = self.writer.try_write(row) {
-                self.backlog.push_front(row);
-                return;
-            }
-        }
-    }
-
-    /// Rows still waiting, queued for good (the agent has exited).
-    fn finish(&mut self) {
-        while let Some(row) = self.backlog.pop_front() {
-            let _ = self.writer.write(row);
-        }
-    }
-
-    /// Fail closed: an agent whose actions cannot be recorded does not run. Frozen when the
-    /// store starts failing; when it recovers, the gap is recorded and the agent thawed
-    /// (unless a rule suspended it meanwhile).
-    fn check_store(&mut self) {
-        match (self.writer.failure(), &self.store_hold) {
-            (Some(reason), None) => {
-                let frozen = self.control.set_frozen(true, Duration::from_secs(1));
-                eprintln!(
-                    "governor: audit store failing ({reason}): agent {} {} until it recovers",
-                    self.agent_id,
-                    if frozen.is_ok() { "frozen" } else { "could not be frozen" }
-                );
-                self.store_hold = Some((reason, audit::now_ns()));
-            }
-            (None, Some((reason, since))) => {
-                let why = format!("audit store failed: {reason}");
-                let (since, reason) = (*since, reason.clone());
-                self.store_hold = None;
-                let seconds = (audit::now_ns() - since) as f64 / 1e9;
-                self.record(audit::action(&self.agent_id, "suspend", "governor", &why));
-                let thaw = !self.agent.suspended;
-                if thaw {
-                    let _ = self.control.set_frozen(false, Duration::from_secs(1));
-                    self.record(audit::action(
-                        &self.agent_id,
-                        "resume",
-                        "governor",
-                        &format!("audit store recovered after {seconds:.1} s"),
-                    ));
-                }
-                eprintln!(
-                    "governor: audit store recovered after {seconds:.1} s ({reason}); agent {} {}",
-                    self.agent_id,
-                    if thaw { "thawed" } else { "stays suspended by its rule" }
-                );
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Sink for EventOutput<'_> {
-    fn tick(&mut self) {
-        self.check_store();
-        self.flush_backlog();
-    }
-
-    fn event(&mut self, event: &probes::events::Event) {
-        self.tally.event(event);
-        self.check_store();
-        // A frozen agent makes no events: one arriving means it was resumed from outside.
-        if self.agent.suspended && !self.control.freeze_requested() {
-            self.agent.suspended = false;
-        }
-        // The engine is shared (an Rc), so the decision borrows it and not `self`.
-        let engine = std::rc::Rc::clone(&self.engine);
-        let decision = engine.decide(&mut self.agent, event, event.header().ktime_ns);
+    /// The paperwork of one decided event: trace line, audit row, incident, messages.
+    fn record_event(
+        &mut self,
+        event: &probes::events::Event,
+        decision: engine::Decision<'_>,
+        acted: Option<Result<(), crate::cgroup::Error>>,
+    ) {
         if self.trace {
             let mut line = event.to_json();
             line["decision"] = serde_json::json!(decision.action);
@@ -643,38 +577,129 @@ impl Sink for EventOutput<'_> {
             "event": event.to_json(),
         });
         eprintln!("{incident}");
-        match decision.action {
-            engine::Action::Suspend => match self.control.set_frozen(true, Duration::from_secs(1)) {
-                Ok(()) => {
-                    self.agent.suspended = true;
-                    self.agent.suspended_since = monotonic_ns();
-                    // From the kernel's timestamp of the event to `frozen 1` in cgroup.events.
-                    let latency_us = self.agent.suspended_since.saturating_sub(header.ktime_ns) / 1000;
-                    self.record(audit::action(
-                        &self.agent_id,
-                        "suspend",
-                        &format!("rule {}", rule.id),
-                        &format!("{} (frozen {latency_us} µs after the event)", rule.reason),
-                    ));
-                    eprintln!(
-                        "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event; `governor resume {}` thaws it",
-                        self.agent_id, rule.id, rule.reason, self.agent_id
-                    );
-                }
-                Err(error) => eprintln!("governor: suspending agent {} failed: {error}", self.agent_id),
-            },
-            engine::Action::Kill => {
+        match (decision.action, acted) {
+            (engine::Action::Suspend, Some(Ok(()))) => {
+                // From the kernel's timestamp of the event to `frozen 1` in cgroup.events.
+                let latency_us = self.agent.suspended_since.saturating_sub(header.ktime_ns) / 1000;
+                self.record(audit::action(
+                    &self.agent_id,
+                    "suspend",
+                    &format!("rule {}", rule.id),
+                    &format!("{} (frozen {latency_us} µs after the event)", rule.reason),
+                ));
+                eprintln!(
+                    "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event; `governor resume {}` thaws it",
+                    self.agent_id, rule.id, rule.reason, self.agent_id
+                );
+            }
+            (engine::Action::Kill, Some(Ok(()))) => {
                 self.record(audit::action(
                     &self.agent_id,
                     "kill",
                     &format!("rule {}", rule.id),
                     &rule.reason.to_string(),
                 ));
-                if let Err(error) = self.control.kill() {
-                    eprintln!("governor: killing agent {} failed: {error}", self.agent_id);
-                }
             }
-            engine::Action::Allow | engine::Action::Deny | engine::Action::Audit => {}
+            (action, Some(Err(error))) => {
+                eprintln!("governor: {} agent {} failed: {error}", decision_name(action), self.agent_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(row) = self.backlog.pop_front() {
+            if let Err(audit::Busy::Full(row)) = self.writer.try_write(row) {
+                self.backlog.push_front(row);
+                return;
+            }
+        }
+    }
+
+    /// Rows still waiting, queued for good (the agent has exited).
+    fn finish(&mut self) {
+        while let Some(row) = self.backlog.pop_front() {
+            let _ = self.writer.write(row);
+        }
+    }
+
+    /// Fail closed: an agent whose actions cannot be recorded does not run. Frozen when the
+    /// store starts failing; when it recovers, the gap is recorded and the agent thawed
+    /// (unless a rule suspended it meanwhile).
+    fn check_store(&mut self) {
+        match (self.writer.failure(), &self.store_hold) {
+            (Some(reason), None) => {
+                let frozen = self.control.set_frozen(true, Duration::from_secs(1));
+                eprintln!(
+                    "governor: audit store failing ({reason}): agent {} {} until it recovers",
+                    self.agent_id,
+                    if frozen.is_ok() { "frozen" } else { "could not be frozen" }
+                );
+                self.store_hold = Some((reason, audit::now_ns()));
+            }
+            (None, Some((reason, since))) => {
+                let why = format!("audit store failed: {reason}");
+                let (since, reason) = (*since, reason.clone());
+                self.store_hold = None;
+                let seconds = (audit::now_ns() - since) as f64 / 1e9;
+                self.record(audit::action(&self.agent_id, "suspend", "governor", &why));
+                let thaw = !self.agent.suspended;
+                if thaw {
+                    let _ = self.control.set_frozen(false, Duration::from_secs(1));
+                    self.record(audit::action(
+                        &self.agent_id,
+                        "resume",
+                        "governor",
+                        &format!("audit store recovered after {seconds:.1} s"),
+                    ));
+                }
+                eprintln!(
+                    "governor: audit store recovered after {seconds:.1} s ({reason}); agent {} {}",
+                    self.agent_id,
+                    if thaw { "thawed" } else { "stays suspended by its rule" }
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Sink for EventOutput<'_> {
+    fn tick(&mut self) {
+        self.check_store();
+        self.flush_backlog();
+    }
+
+    fn event(&mut self, event: &probes::events::Event) {
+        self.events(std::slice::from_ref(event));
+    }
+
+    /// Decides and acts on every event of the batch first, then records them: a freeze is
+    /// not kept waiting by the paperwork of the events before it.
+    fn events(&mut self, batch: &[probes::events::Event]) {
+        self.check_store();
+        // The engine is shared (an Rc), so decisions borrow it and not `self`.
+        let engine = std::rc::Rc::clone(&self.engine);
+        let mut decided = Vec::with_capacity(batch.len());
+        for event in batch {
+            self.tally.event(event);
+            // A frozen agent makes no events: one arriving means it was resumed from outside.
+            if self.agent.suspended && !self.control.freeze_requested() {
+                self.agent.suspended = false;
+            }
+            let decision = engine.decide(&mut self.agent, event, event.header().ktime_ns);
+            let acted = match decision.action {
+                engine::Action::Suspend => Some(self.control.set_frozen(true, Duration::from_secs(1)).map(|()| {
+                    self.agent.suspended = true;
+                    self.agent.suspended_since = monotonic_ns();
+                })),
+                engine::Action::Kill => Some(self.control.kill()),
+                engine::Action::Allow | engine::Action::Deny | engine::Action::Audit => None,
+            };
+            decided.push((decision, acted));
+        }
+        for (event, (decision, acted)) in batch.iter().zip(decided) {
+            self.record_event(event, decision, acted);
         }
     }
 

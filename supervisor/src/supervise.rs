@@ -61,12 +61,24 @@ impl<'a> Events<'a> {
     }
 }
 
+/// Events handed to the sink at most at once.
+const BATCH: usize = 256;
+
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) {
+    let mut batch = Vec::with_capacity(BATCH);
     while let Some(item) = ring.next() {
         match decode(&item) {
-            Ok(event) => sink.event(&event),
+            Ok(event) => batch.push(event),
             Err(error) => sink.undecodable(&error),
         }
+        drop(item);
+        if batch.len() == BATCH {
+            sink.events(&batch);
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        sink.events(&batch);
     }
 }
 

@@ -191,6 +191,12 @@ pub fn errno_name(result: i32) -> String {
 /// Where decoded events go. The policy engine is one; `--trace` is another.
 pub trait Sink {
     fn event(&mut self, event: &Event);
+    /// The events drained together, in order.
+    fn events(&mut self, batch: &[Event]) {
+        for event in batch {
+            self.event(event);
+        }
+    }
     /// Events the kernel could not deliver since the last call (ring buffer full).
     fn lost(&mut self, count: u64);
     /// A record that did not decode.
