@@ -515,7 +515,6 @@ impl EventOutput<'_> {
                 (String::new(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
             }
         };
-        let json = event.to_json();
         let context = match event {
             probes::events::Event::Exec { filename, argv, .. }
                 if header.kind == governor_common::kind::EXECED || header.result == 0 =>
@@ -544,8 +543,8 @@ impl EventOutput<'_> {
                 audit::text(path),
                 audit::text(destination),
                 audit::text(probes::events::errno_name(header.result)),
-                audit::text(json["verdict"].as_str().unwrap_or_default()),
-                audit::text(json["source"].as_str().unwrap_or_default()),
+                audit::text(probes::events::verdict_name(header.verdict)),
+                audit::text(probes::events::source_name(header.source)),
                 audit::text(recorded_decision(header, decision.action)),
                 audit::text(decision.rule.map_or("", |rule| rule.id.as_str())),
             ],
@@ -564,7 +563,7 @@ impl EventOutput<'_> {
                 audit::text(format!("{:?}", rule.severity).to_lowercase()),
                 audit::text(decision_name(rule.action)),
                 audit::text(rule.reason.to_string()),
-                audit::text(json.to_string()),
+                audit::text(event.to_json().to_string()),
             ],
         });
         let incident = serde_json::json!({

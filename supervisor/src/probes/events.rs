@@ -147,7 +147,7 @@ pub fn kind_name(kind: u32) -> &'static str {
     }
 }
 
-fn verdict_name(verdict: u16) -> &'static str {
+pub fn verdict_name(verdict: u16) -> &'static str {
     match verdict {
         verdict::OBSERVED => "observed",
         verdict::ALLOWED => "allowed",
@@ -157,7 +157,7 @@ fn verdict_name(verdict: u16) -> &'static str {
     }
 }
 
-fn source_name(source: u16) -> &'static str {
+pub fn source_name(source: u16) -> &'static str {
     match source {
         source::TRACEPOINT => "tracepoint",
         source::LSM => "lsm",
