@@ -238,6 +238,53 @@ pub struct AgentState {
     rate_next: Vec<usize>,
     /// Per rule with `after`: when its earlier event was last seen (ns).
     seen: Vec<Option<u64>>,
+    /// Scratch space for glob matching, sized once: which fields matched, per bucket rule,
+    /// and the pattern indices a glob set returned.
+    hits: Vec<u8>,
+    matched: Vec<usize>,
+}
+
+/// The fields a rule can put globs on, as bit flags.
+const PATH: u8 = 1;
+const BINARY: u8 = 2;
+const DESTINATION: u8 = 4;
+
+/// All the patterns of one field of a bucket's rules, in one glob set: one match per event
+/// and field finds every rule whose patterns match, however many rules there are.
+#[derive(Debug, Default)]
+struct FieldIndex {
+    set: GlobSet,
+    /// Pattern index -> position of its rule in the bucket.
+    owner: Vec<usize>,
+}
+
+impl FieldIndex {
+    fn build(rules: &[Rule], bucket: &[usize], field: impl Fn(&Rule) -> Option<&Globs>) -> FieldIndex {
+        let mut builder = GlobSetBuilder::new();
+        let mut owner = Vec::new();
+        for (position, &index) in bucket.iter().enumerate() {
+            for pattern in field(&rules[index]).map_or(&[][..], Globs::patterns) {
+                // Valid: every pattern was compiled when the rule was read.
+                if let Ok(glob) = Glob::new(pattern) {
+                    builder.add(glob);
+                    owner.push(position);
+                }
+            }
+        }
+        FieldIndex { set: builder.build().unwrap_or_else(|_| GlobSet::empty()), owner }
+    }
+}
+
+/// The rules of one event kind, in priority order, with their glob sets.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Indices into `Engine::rules`.
+    rules: Vec<usize>,
+    /// Per rule: the fields it has globs on.
+    needs: Vec<u8>,
+    path: FieldIndex,
+    binary: FieldIndex,
+    destination: FieldIndex,
 }
 
 /// Compiled rules.
@@ -245,8 +292,8 @@ pub struct AgentState {
 pub struct Engine {
     /// Sorted by priority, highest first (stable: file order breaks ties).
     rules: Vec<Rule>,
-    /// Indices into `rules`, per event kind, in priority order.
-    buckets: [Vec<usize>; KINDS],
+    /// Per event kind: its rules in priority order.
+    buckets: [Bucket; KINDS],
     /// Rules with `after`, for the sequence memory.
     sequences: Vec<usize>,
     /// Incidents this severe or worse suspend.
@@ -256,10 +303,25 @@ pub struct Engine {
 impl Engine {
     pub fn new(mut rules: Vec<Rule>) -> Engine {
         rules.sort_by_key(|rule| std::cmp::Reverse(rule.priority));
-        let mut buckets: [Vec<usize>; KINDS] = Default::default();
+        let mut members: [Vec<usize>; KINDS] = Default::default();
         for (index, rule) in rules.iter().enumerate() {
-            buckets[rule.kind.index()].push(index);
+            members[rule.kind.index()].push(index);
         }
+        let buckets = members.map(|bucket| Bucket {
+            needs: bucket
+                .iter()
+                .map(|&index| {
+                    let rule = &rules[index];
+                    (if rule.path.is_some() { PATH } else { 0 })
+                        | (if rule.binary.is_some() { BINARY } else { 0 })
+                        | (if rule.destination.is_some() { DESTINATION } else { 0 })
+                })
+                .collect(),
+            path: FieldIndex::build(&rules, &bucket, |rule| rule.path.as_ref()),
+            binary: FieldIndex::build(&rules, &bucket, |rule| rule.binary.as_ref()),
+            destination: FieldIndex::build(&rules, &bucket, |rule| rule.destination.as_ref()),
+            rules: bucket,
+        });
         let sequences =
             rules.iter().enumerate().filter(|(_, rule)| rule.after.is_some()).map(|(index, _)| index).collect();
         Engine { rules, buckets, sequences, suspend_on_severity: None }
@@ -289,6 +351,8 @@ impl Engine {
             rates: self.rules.iter().map(|rule| Vec::with_capacity(rule.count.unwrap_or(0) as usize)).collect(),
             rate_next: vec![0; self.rules.len()],
             seen: vec![None; self.rules.len()],
+            hits: Vec::with_capacity(self.rules.len()),
+            matched: Vec::with_capacity(self.rules.len()),
         }
     }
 
@@ -313,9 +377,33 @@ impl Engine {
             }
         }
         for kind in facts.kinds() {
-            for &index in &self.buckets[kind.index()] {
+            let bucket = &self.buckets[kind.index()];
+            if bucket.rules.is_empty() {
+                continue;
+            }
+            // Which rules' globs match, one glob set per field.
+            agent.hits.clear();
+            agent.hits.resize(bucket.rules.len(), 0);
+            let destination = facts.destination.as_ref().map(Destination::as_str);
+            for (flag, index, value) in [
+                (PATH, &bucket.path, facts.path),
+                (BINARY, &bucket.binary, facts.binary),
+                (DESTINATION, &bucket.destination, destination),
+            ] {
+                if let Some(value) = value.filter(|_| !index.owner.is_empty()) {
+                    index.set.matches_into(value, &mut agent.matched);
+                    for &pattern in &agent.matched {
+                        agent.hits[index.owner[pattern]] |= flag;
+                    }
+                }
+            }
+            for (position, &index) in bucket.rules.iter().enumerate() {
+                let needs = bucket.needs[position];
+                if agent.hits[position] & needs != needs {
+                    continue;
+                }
                 let rule = &self.rules[index];
-                if self.matches(rule, index, agent, &facts, now_ns) {
+                if self.matches(rule, index, agent, now_ns) {
                     let escalate = matches!(rule.action, Action::Deny | Action::Audit)
                         && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity);
                     let action = if escalate { Action::Suspend } else { rule.action };
@@ -326,18 +414,10 @@ impl Engine {
         Decision { action: Action::Allow, rule: None }
     }
 
-    fn matches(&self, rule: &Rule, index: usize, agent: &mut AgentState, facts: &Facts<'_>, now_ns: u64) -> bool {
+    /// The rule's conditions beyond its globs (already matched): trust, sequence, rate.
+    fn matches(&self, rule: &Rule, index: usize, agent: &mut AgentState, now_ns: u64) -> bool {
         if rule.trust_at_least.is_some_and(|least| agent.trust < least)
             || rule.trust_below.is_some_and(|below| agent.trust >= below)
-        {
-            return false;
-        }
-        let glob = |globs: &Option<Globs>, value: Option<&str>| {
-            globs.as_ref().is_none_or(|globs| value.is_some_and(|value| globs.is_match(value)))
-        };
-        if !glob(&rule.path, facts.path)
-            || !glob(&rule.binary, facts.binary)
-            || !glob(&rule.destination, facts.destination.as_deref())
         {
             return false;
         }
@@ -380,7 +460,29 @@ struct Facts<'a> {
     denied: bool,
     path: Option<&'a str>,
     binary: Option<&'a str>,
-    destination: Option<String>,
+    destination: Option<Destination>,
+}
+
+/// `ADDR:PORT` formatted on the stack: deciding allocates nothing.
+struct Destination {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Destination {
+    fn new(addr: std::net::IpAddr, port: u16) -> Destination {
+        use std::io::Write as _;
+        let mut bytes = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+        // The longest, an IPv6 address and a port, is 45 + 6 bytes: it always fits.
+        let _ = write!(cursor, "{addr}:{port}");
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        Destination { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
 }
 
 impl<'a> Facts<'a> {
@@ -403,7 +505,7 @@ impl<'a> Facts<'a> {
                 denied,
                 path: None,
                 binary: None,
-                destination: addr.map(|addr| format!("{addr}:{port}")),
+                destination: addr.map(|addr| Destination::new(addr, *port)),
             },
         }
     }
