@@ -240,7 +240,7 @@ pub struct AgentState {
     seen: Vec<Option<u64>>,
     /// Scratch space for glob matching, sized once: which fields matched, per bucket rule,
     /// and the pattern indices a glob set returned.
-    hits: Vec<u8>,
+    hits: [Vec<u8>; 2],
     matched: Vec<usize>,
 }
 
@@ -285,6 +285,24 @@ struct Bucket {
     path: FieldIndex,
     binary: FieldIndex,
     destination: FieldIndex,
+}
+
+/// Marks, per rule of `bucket`, which of its glob fields match the event.
+fn mark(bucket: &Bucket, facts: &Facts<'_>, hits: &mut Vec<u8>, matched: &mut Vec<usize>) {
+    hits.resize(bucket.rules.len(), 0);
+    let destination = facts.destination.as_ref().map(Destination::as_str);
+    for (flag, index, value) in [
+        (PATH, &bucket.path, facts.path),
+        (BINARY, &bucket.binary, facts.binary),
+        (DESTINATION, &bucket.destination, destination),
+    ] {
+        if let Some(value) = value.filter(|_| !index.owner.is_empty()) {
+            index.set.matches_into(value, matched);
+            for &pattern in matched.iter() {
+                hits[index.owner[pattern]] |= flag;
+            }
+        }
+    }
 }
 
 /// Compiled rules.
@@ -351,7 +369,7 @@ impl Engine {
             rates: self.rules.iter().map(|rule| Vec::with_capacity(rule.count.unwrap_or(0) as usize)).collect(),
             rate_next: vec![0; self.rules.len()],
             seen: vec![None; self.rules.len()],
-            hits: Vec::with_capacity(self.rules.len()),
+            hits: [Vec::with_capacity(self.rules.len()), Vec::with_capacity(self.rules.len())],
             matched: Vec::with_capacity(self.rules.len()),
         }
     }
@@ -376,39 +394,39 @@ impl Engine {
                 agent.seen[index] = Some(now_ns);
             }
         }
-        for kind in facts.kinds() {
-            let bucket = &self.buckets[kind.index()];
-            if bucket.rules.is_empty() {
+        // The event's kind and, for a refusal, `denied`: their rules merged in priority order
+        // (an index into `rules` is a rank), each bucket's globs matched once per field.
+        let buckets =
+            [Some(&self.buckets[facts.kind.index()]), facts.denied.then(|| &self.buckets[Kind::Denied.index()])];
+        for (slot, bucket) in buckets.iter().enumerate() {
+            agent.hits[slot].clear();
+            if let Some(bucket) = bucket {
+                mark(bucket, &facts, &mut agent.hits[slot], &mut agent.matched);
+            }
+        }
+        let rules_of = |slot: usize| buckets[slot].map_or(&[][..], |bucket| bucket.rules.as_slice());
+        let mut next = [0usize; 2];
+        loop {
+            let slot = match (rules_of(0).get(next[0]), rules_of(1).get(next[1])) {
+                (Some(first), Some(second)) => usize::from(second < first),
+                (Some(_), None) => 0,
+                (None, Some(_)) => 1,
+                (None, None) => break,
+            };
+            let position = next[slot];
+            next[slot] += 1;
+            let Some(bucket) = buckets[slot] else { break };
+            let needs = bucket.needs[position];
+            if agent.hits[slot][position] & needs != needs {
                 continue;
             }
-            // Which rules' globs match, one glob set per field.
-            agent.hits.clear();
-            agent.hits.resize(bucket.rules.len(), 0);
-            let destination = facts.destination.as_ref().map(Destination::as_str);
-            for (flag, index, value) in [
-                (PATH, &bucket.path, facts.path),
-                (BINARY, &bucket.binary, facts.binary),
-                (DESTINATION, &bucket.destination, destination),
-            ] {
-                if let Some(value) = value.filter(|_| !index.owner.is_empty()) {
-                    index.set.matches_into(value, &mut agent.matched);
-                    for &pattern in &agent.matched {
-                        agent.hits[index.owner[pattern]] |= flag;
-                    }
-                }
-            }
-            for (position, &index) in bucket.rules.iter().enumerate() {
-                let needs = bucket.needs[position];
-                if agent.hits[position] & needs != needs {
-                    continue;
-                }
-                let rule = &self.rules[index];
-                if self.matches(rule, index, agent, now_ns) {
-                    let escalate = matches!(rule.action, Action::Deny | Action::Audit)
-                        && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity);
-                    let action = if escalate { Action::Suspend } else { rule.action };
-                    return Decision { action, rule: Some(rule) };
-                }
+            let index = bucket.rules[position];
+            let rule = &self.rules[index];
+            if self.matches(rule, index, agent, now_ns) {
+                let escalate = matches!(rule.action, Action::Deny | Action::Audit)
+                    && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity);
+                let action = if escalate { Action::Suspend } else { rule.action };
+                return Decision { action, rule: Some(rule) };
             }
         }
         Decision { action: Action::Allow, rule: None }
@@ -512,11 +530,6 @@ impl<'a> Facts<'a> {
 
     fn is(&self, kind: Kind) -> bool {
         self.kind == kind || (kind == Kind::Denied && self.denied)
-    }
-
-    /// The buckets to try: the event's kind, and `denied` when it was refused.
-    fn kinds(&self) -> impl Iterator<Item = Kind> {
-        [Some(self.kind), self.denied.then_some(Kind::Denied)].into_iter().flatten()
     }
 }
 
@@ -679,6 +692,9 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use governor_common::{EventHeader, source, verdict};
 
@@ -744,6 +760,33 @@ mod tests {
         assert_eq!(decide(&mut agent, "/etc/passwd"), (Action::Deny, Some("deny-passwd".into())));
         assert_eq!(decide(&mut agent, "/etc/hosts"), (Action::Audit, Some("audit-etc".into())));
         assert_eq!(decide(&mut agent, "/usr/lib/libc.so"), (Action::Allow, None));
+    }
+
+    #[test]
+    fn a_denied_rule_outranks_a_lower_priority_rule_of_the_events_own_kind() {
+        let engine = rules(
+            r#"
+            [[rule]]
+            id = "any-open"
+            priority = -100
+            kind = "open"
+            action = "audit"
+            severity = "low"
+            reason = "r"
+
+            [[rule]]
+            id = "refusals"
+            priority = 100
+            kind = "denied"
+            action = "kill"
+            severity = "high"
+            reason = "r"
+            "#,
+        );
+        let mut agent = engine.agent(Trust::Low);
+        let rule = |decision: Decision<'_>| decision.rule.map(|rule| rule.id.clone());
+        assert_eq!(rule(engine.decide(&mut agent, &open("/etc/shadow", -13), 0)).as_deref(), Some("refusals"));
+        assert_eq!(rule(engine.decide(&mut agent, &open("/etc/hosts", 0), 0)).as_deref(), Some("any-open"));
     }
 
     #[test]
