@@ -25,6 +25,10 @@ pub enum Which {
     },
     /// Ring-buffer records decoded per second in userspace (criterion).
     Decode,
+    /// Policy decisions with 1, 100 and 1,000 rules (criterion, then p50/p99 of single
+    /// decisions), audit inserts per second, and audit queries in a 10,000,000-row store
+    /// (built once at target/bench/audit-10m.db).
+    Policy,
     /// From the kernel timestamp of the event that breaks a critical rule to `frozen 1` in
     /// the agent's cgroup.events (the shipped network-tool-after-secret rule), p50/p99.
     Freeze {
@@ -48,18 +52,22 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
         Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
         Which::Freeze { runs } => freeze(root, runs),
-        Which::Decode => {
-            let status = Command::new("cargo")
-                .current_dir(root)
-                .args(["bench", "-p", "governor", "--bench", "decode"])
-                .status()
-                .context("running cargo bench")?;
-            if !status.success() {
-                bail!("cargo bench failed");
-            }
-            Ok(())
-        }
+        Which::Decode => criterion(root, "decode"),
+        Which::Policy => criterion(root, "policy"),
     }
+}
+
+/// `cargo bench -p governor --bench NAME`.
+fn criterion(root: &Path, bench: &str) -> Result<()> {
+    let status = Command::new("cargo")
+        .current_dir(root)
+        .args(["bench", "-p", "governor", "--bench", bench])
+        .status()
+        .context("running cargo bench")?;
+    if !status.success() {
+        bail!("cargo bench failed");
+    }
+    Ok(())
 }
 
 fn time(command: &mut Command) -> Result<Duration> {
