@@ -223,6 +223,8 @@ pub struct Decision<'a> {
     pub action: Action,
     /// The rule that matched; `None` for the default or a suspended agent.
     pub rule: Option<&'a Rule>,
+    /// Its index in `Engine::rules`.
+    pub index: Option<usize>,
 }
 
 /// The per-agent state the engine keeps: rate windows and sequence memory, sized once.
@@ -377,12 +379,12 @@ impl Engine {
     /// Decides on `event` for `agent` at `now_ns` (the event's kernel time).
     pub fn decide(&self, agent: &mut AgentState, event: &Event, now_ns: u64) -> Decision<'_> {
         if agent.suspended && now_ns >= agent.suspended_since {
-            return Decision { action: Action::Deny, rule: None };
+            return Decision { action: Action::Deny, rule: None, index: None };
         }
         // sched_process_exec reports again an exec the syscall exit already reported: rules
         // see each exec once.
         if event.header().kind == governor_common::kind::EXECED {
-            return Decision { action: Action::Allow, rule: None };
+            return Decision { action: Action::Allow, rule: None, index: None };
         }
         let facts = Facts::of(event);
         // Sequence memory first: this event may be the earlier half of a sequence.
@@ -426,10 +428,10 @@ impl Engine {
                 let escalate = matches!(rule.action, Action::Deny | Action::Audit)
                     && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity);
                 let action = if escalate { Action::Suspend } else { rule.action };
-                return Decision { action, rule: Some(rule) };
+                return Decision { action, rule: Some(rule), index: Some(index) };
             }
         }
-        Decision { action: Action::Allow, rule: None }
+        Decision { action: Action::Allow, rule: None, index: None }
     }
 
     /// The rule's conditions beyond its globs (already matched): trust, sequence, rate.

@@ -402,6 +402,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         contexts: crate::context::Cache::default(),
         backlog: std::collections::VecDeque::new(),
         store_hold: None,
+        pending: std::collections::VecDeque::new(),
     };
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, || cleanup(cgroup, verbose))?;
@@ -459,7 +460,12 @@ struct EventOutput<'w> {
     backlog: std::collections::VecDeque<audit::Row>,
     /// Set while the agent is frozen because the store fails: why, and since when.
     store_hold: Option<(String, i64)>,
+    /// Decided events whose records are still to be written.
+    pending: std::collections::VecDeque<Pending>,
 }
+
+/// An event decided and acted on, its record not yet written.
+type Pending = (probes::events::Event, engine::Action, Option<usize>, Option<Result<(), crate::cgroup::Error>>);
 
 impl EventOutput<'_> {
     /// Queues a row for the store. While the store works and its queue is full, waits (the
@@ -670,23 +676,23 @@ impl Sink for EventOutput<'_> {
     }
 
     fn event(&mut self, event: &probes::events::Event) {
-        self.events(std::slice::from_ref(event));
+        self.events(vec![event.clone()]);
+        while self.write_pending(usize::MAX) {}
     }
 
-    /// Decides and acts on every event of the batch first, then records them: a freeze is
-    /// not kept waiting by the paperwork of the events before it.
-    fn events(&mut self, batch: &[probes::events::Event]) {
+    /// Decides and acts on every event of the batch at once; the paperwork waits for
+    /// `write_pending`, so a freeze is not kept waiting by the events before it.
+    fn events(&mut self, batch: Vec<probes::events::Event>) {
         self.check_store();
         // The engine is shared (an Rc), so decisions borrow it and not `self`.
         let engine = std::rc::Rc::clone(&self.engine);
-        let mut decided = Vec::with_capacity(batch.len());
         for event in batch {
-            self.tally.event(event);
+            self.tally.event(&event);
             // A frozen agent makes no events: one arriving means it was resumed from outside.
             if self.agent.suspended && !self.control.freeze_requested() {
                 self.agent.suspended = false;
             }
-            let decision = engine.decide(&mut self.agent, event, event.header().ktime_ns);
+            let decision = engine.decide(&mut self.agent, &event, event.header().ktime_ns);
             let acted = match decision.action {
                 engine::Action::Suspend => Some(self.control.set_frozen(true, Duration::from_secs(1)).map(|()| {
                     self.agent.suspended = true;
@@ -695,11 +701,18 @@ impl Sink for EventOutput<'_> {
                 engine::Action::Kill => Some(self.control.kill()),
                 engine::Action::Allow | engine::Action::Deny | engine::Action::Audit => None,
             };
-            decided.push((decision, acted));
+            self.pending.push_back((event, decision.action, decision.index, acted));
         }
-        for (event, (decision, acted)) in batch.iter().zip(decided) {
-            self.record_event(event, decision, acted);
+    }
+
+    fn write_pending(&mut self, max: usize) -> bool {
+        let engine = std::rc::Rc::clone(&self.engine);
+        for _ in 0..max {
+            let Some((event, action, index, acted)) = self.pending.pop_front() else { return false };
+            let rule = index.and_then(|index| engine.rules().get(index));
+            self.record_event(&event, engine::Decision { action, rule, index }, acted);
         }
+        !self.pending.is_empty()
     }
 
     fn lost(&mut self, count: u64) {

@@ -63,22 +63,30 @@ impl<'a> Events<'a> {
 
 /// Events handed to the sink at most at once.
 const BATCH: usize = 256;
+/// Records written between two looks at the ring buffer.
+const RECORDS: usize = 32;
 
+/// Hands what the ring buffer holds to the sink, batch by batch, letting it write its records
+/// a few at a time in between: an event that arrives while earlier ones are being recorded is
+/// decided (and its agent frozen) without waiting for their paperwork.
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(item) = ring.next() {
-        match decode(&item) {
-            Ok(event) => batch.push(event),
-            Err(error) => sink.undecodable(&error),
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < BATCH {
+            let Some(item) = ring.next() else { break };
+            match decode(&item) {
+                Ok(event) => batch.push(event),
+                Err(error) => sink.undecodable(&error),
+            }
         }
-        drop(item);
-        if batch.len() == BATCH {
-            sink.events(&batch);
-            batch.clear();
+        let read = !batch.is_empty();
+        if read {
+            sink.events(batch);
         }
-    }
-    if !batch.is_empty() {
-        sink.events(&batch);
+        let more = sink.write_pending(RECORDS);
+        if !read && !more {
+            return;
+        }
     }
 }
 

@@ -191,11 +191,16 @@ pub fn errno_name(result: i32) -> String {
 /// Where decoded events go. The policy engine is one; `--trace` is another.
 pub trait Sink {
     fn event(&mut self, event: &Event);
-    /// The events drained together, in order.
-    fn events(&mut self, batch: &[Event]) {
-        for event in batch {
+    /// The events drained together, in order. A sink may decide on them at once and keep
+    /// the rest of its work for `write_pending`.
+    fn events(&mut self, batch: Vec<Event>) {
+        for event in &batch {
             self.event(event);
         }
+    }
+    /// Does up to `max` items of the work `events` left; returns whether any is left.
+    fn write_pending(&mut self, _max: usize) -> bool {
+        false
     }
     /// Events the kernel could not deliver since the last call (ring buffer full).
     fn lost(&mut self, count: u64);
