@@ -191,39 +191,46 @@ pub fn select(connection: &rusqlite::Connection, query: &Query) -> Result<Vec<Ma
     rows(&mut statement, &refs)
 }
 
-pub fn incidents(path: &Path, agent: Option<&str>, since: Option<When>, format: Format) -> Result<i32, Failure> {
-    let connection = connect(path)?;
-    if let Some(agent) = agent {
-        known_agent(&connection, agent)?;
-    }
-    let mut statement = connection
-        .prepare(
-            "SELECT seq, agent, time, rule, severity, action, reason, event FROM incidents \
-             WHERE (?1 IS NULL OR agent = ?1) AND time >= ?2 ORDER BY seq",
-        )
-        .map_err(sql_error)?;
-    let since = since.map_or(0, |When(since)| since);
-    let found = rows(&mut statement, &[&agent, &since])?;
-    print(&found, &["seq", "agent", "time", "rule", "severity", "action", "reason"], format);
-    Ok(0)
+/// `--agent`, `--since` and `--format` of the listings.
+#[derive(Debug, clap::Args)]
+pub struct Listing {
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+    /// A duration back from now (1h) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    pub since: Option<When>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+/// `governor audit incidents`: what the policy engine raised.
+pub fn incidents(path: &Path, listing: &Listing) -> Result<i32, Failure> {
+    list(path, listing, "incidents", &["rule", "severity", "action", "reason", "event"], 4)
 }
 
 /// `governor audit actions`: starts, exits, suspensions, resumptions and kills, with who
 /// did them and why.
-pub fn actions(path: &Path, agent: Option<&str>, since: Option<When>, format: Format) -> Result<i32, Failure> {
+pub fn actions(path: &Path, listing: &Listing) -> Result<i32, Failure> {
+    list(path, listing, "actions", &["action", "actor", "why"], 3)
+}
+
+/// Rows of `table` (`seq`, `agent`, `time`, then `columns`), oldest first; a table shows the
+/// first `shown` of `columns`.
+fn list(path: &Path, listing: &Listing, table: &str, columns: &[&str], shown: usize) -> Result<i32, Failure> {
     let connection = connect(path)?;
+    let agent = listing.agent.as_deref();
     if let Some(agent) = agent {
         known_agent(&connection, agent)?;
     }
-    let mut statement = connection
-        .prepare(
-            "SELECT seq, agent, time, action, actor, why FROM actions \
-             WHERE (?1 IS NULL OR agent = ?1) AND time >= ?2 ORDER BY seq",
-        )
-        .map_err(sql_error)?;
-    let since = since.map_or(0, |When(since)| since);
+    let sql = format!(
+        "SELECT seq, agent, time, {} FROM {table} WHERE (?1 IS NULL OR agent = ?1) AND time >= ?2 ORDER BY seq",
+        columns.join(", ")
+    );
+    let mut statement = connection.prepare(&sql).map_err(sql_error)?;
+    let since = listing.since.map_or(0, |When(since)| since);
     let found = rows(&mut statement, &[&agent, &since])?;
-    print(&found, &["seq", "agent", "time", "action", "actor", "why"], format);
+    let header: Vec<&str> = ["seq", "agent", "time"].into_iter().chain(columns[..shown].iter().copied()).collect();
+    print(&found, &header, listing.format);
     Ok(0)
 }
 

@@ -91,23 +91,9 @@ enum AuditCommand {
     /// Check the hash chains: exit 0 when they hold, 1 naming the first broken row.
     Verify,
     /// What was done to agents (start, exit, suspend, resume, kill): when, by whom, why.
-    Actions {
-        #[arg(long, value_name = "ID")]
-        agent: Option<String>,
-        #[arg(long, value_parser = audit_cli::parse_when)]
-        since: Option<audit_cli::When>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: audit_cli::Format,
-    },
+    Actions(audit_cli::Listing),
     /// Incidents the policy engine raised.
-    Incidents {
-        #[arg(long, value_name = "ID")]
-        agent: Option<String>,
-        #[arg(long, value_parser = audit_cli::parse_when)]
-        since: Option<audit_cli::When>,
-        #[arg(long, value_enum, default_value = "table")]
-        format: audit_cli::Format,
-    },
+    Incidents(audit_cli::Listing),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,12 +165,8 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
             match command {
                 AuditCommand::Query(query) => audit_cli::query(&store, &query),
                 AuditCommand::Verify => audit_cli::verify(&store),
-                AuditCommand::Incidents { agent, since, format } => {
-                    audit_cli::incidents(&store, agent.as_deref(), since, format)
-                }
-                AuditCommand::Actions { agent, since, format } => {
-                    audit_cli::actions(&store, agent.as_deref(), since, format)
-                }
+                AuditCommand::Incidents(listing) => audit_cli::incidents(&store, &listing),
+                AuditCommand::Actions(listing) => audit_cli::actions(&store, &listing),
             }
         }
         Command::Status { all, format } => {
