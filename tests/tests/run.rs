@@ -172,6 +172,47 @@ fn as_pid_1_governor_reaps_orphans_and_returns_the_exit_code() {
     assert_eq!(output.status.code(), Some(7), "stderr: {}", stderr(&output));
 }
 
+#[test]
+fn as_pid_1_a_sigterm_from_outside_reaches_the_agent() {
+    require!("as_pid_1_a_sigterm_from_outside_reaches_the_agent");
+    let scene = scene!();
+    // The container runtime's stop: SIGTERM to PID 1 (governor), which the agent must get.
+    let script = "trap 'echo got TERM; exit 42' TERM; echo ready; while :; do sleep 0.05; done";
+    // timeout(1) ends the test if the signal never arrives.
+    let mut child = Command::new("timeout")
+        .args(["-s", "KILL", "30", "unshare", "--pid", "--fork", "--mount-proc"])
+        .arg(governor_bin())
+        .args(["run", "--trust", "medium", "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", script])
+        .env("HOME", &scene.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let mut stdout_pipe = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut ready = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout_pipe, &mut ready).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(&ready, b"ready\n");
+    // governor: timeout's grandchild (under unshare), PID 1 inside, some pid outside.
+    let child_of = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|children| children.split_whitespace().next().and_then(|pid| pid.parse::<i32>().ok()))
+            .unwrap_or(0)
+    };
+    let pid1 = child_of(child_of(i32::try_from(child.id()).unwrap_or(0)));
+    let status = fs::read_to_string(format!("/proc/{pid1}/status")).unwrap_or_default();
+    assert!(status.lines().any(|line| line.starts_with("NSpid:") && line.ends_with("\t1")), "{pid1}: {status}");
+    // SAFETY: kill(2) on a child process of this test.
+    assert_eq!(unsafe { libc::kill(pid1, libc::SIGTERM) }, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout_pipe, &mut rest).unwrap_or_else(|error| panic!("{error}"));
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(rest, "got TERM\n", "stderr: {}", stderr(&output));
+    assert_eq!(output.status.code(), Some(42), "stderr: {}", stderr(&output));
+}
+
 // --- bad input ----------------------------------------------------------------------------------
 
 /// Runs governor with `args`; asserts exit 2, a one-line error containing `needle`, no
