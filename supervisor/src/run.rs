@@ -365,6 +365,10 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     drop(procs);
     drop(cgroup_dir);
 
+    // The supervisor decides and freezes ahead of the agent it watches: a higher scheduling
+    // priority (root only; the agent, already forked, keeps its own).
+    // SAFETY: setpriority on the calling process.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
     let writer = store.start()?;
     let command_line: Vec<String> =
         prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
