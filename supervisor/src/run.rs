@@ -307,6 +307,12 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     }
 
     let command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
+    if confinement.drop_capabilities {
+        // Made now if missing, so that the agent's mask covers a control socket created
+        // while it runs too.
+        use std::os::unix::fs::DirBuilderExt as _;
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(CONTROL_DIR);
+    }
     let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     let cgroup_dir = cgroup.dir()?;
     let mut procs = cgroup.procs_for_join()?;
@@ -767,6 +773,43 @@ fn decision_name(action: engine::Action) -> &'static str {
     }
 }
 
+/// Where governor's control socket lives (the daemon's; `/run/governor/governor.sock`).
+pub const CONTROL_DIR: &str = "/run/governor";
+
+/// Below admin, the agent's view of `CONTROL_DIR` is an empty, read-only tmpfs of mode 000,
+/// in a mount namespace of its own (mounts from the host still propagate in): a path walk
+/// into it is EACCES even for an agent running as uid 0, which has no capability to override
+/// the mode. Landlock cannot keep an agent from connecting to a pathname socket before ABI 9,
+/// and the socket's owner check would let a uid-0 agent in. Needs CAP_SYS_ADMIN, still held
+/// here; without it (governor not root) the directory's own mode 0700 keeps others out.
+fn mask_control_dir() {
+    let dir = c"/run/governor";
+    // SAFETY: unshare(2) and mount(2) on the calling single-threaded process, with valid
+    // NUL-terminated strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return;
+        }
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return;
+        }
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            dir.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            c"mode=000,size=4k".as_ptr().cast(),
+        );
+    }
+}
+
 /// The kernel's `struct sigaction` (x86-64) for rt_sigaction(2).
 #[repr(C)]
 struct KernelSigaction {
@@ -1044,6 +1087,7 @@ fn child_main(
     if confinement.drop_capabilities {
         // SAFETY: unshare(2) on the calling single-threaded process.
         let _ = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
+        mask_control_dir();
     }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);

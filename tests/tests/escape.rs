@@ -270,6 +270,29 @@ fn abstract_unix_sockets_outside_cannot_be_reached() {
 }
 
 #[test]
+fn governors_control_socket_cannot_be_reached_below_admin() {
+    require!("governors_control_socket_cannot_be_reached_below_admin");
+    let scene = scene!();
+    // A socket where the daemon's lives, owned by root with mode 0600: the agent runs as uid
+    // 0, so the socket's own mode would let it in; its view of the directory is masked.
+    let dir = std::path::Path::new("/run/governor");
+    std::fs::create_dir_all(dir).unwrap_or_else(|error| panic!("{error}"));
+    let path = dir.join(format!("test-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap_or_else(|error| panic!("{error}"));
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap_or_else(|error| panic!("{error}"));
+    let socket = path.to_string_lossy();
+    expect(
+        &scene,
+        &["unix-connect", &socket],
+        &[("low", "EACCES"), ("medium", "EACCES"), ("high", "EACCES"), ("admin", "ok")],
+    );
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn mounting_and_chroot_are_refused() {
     require!("mounting_and_chroot_are_refused");
     let scene = scene!();

@@ -178,6 +178,21 @@ fn attempt(args: &[String]) -> Option<Outcome> {
         }
         "socket-packet" => check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) } as i64),
         "socket-netlink" => check(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) } as i64),
+        "unix-connect" => unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            let path = arg(args, 2).as_bytes();
+            for (slot, byte) in addr.sun_path.iter_mut().zip(path) {
+                *slot = *byte as libc::c_char;
+            }
+            let ret = libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_un>() as u32);
+            libc::close(fd);
+            check(ret as i64)
+        },
         "abstract-connect" => unsafe {
             let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
             if fd < 0 {
