@@ -234,7 +234,10 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
         return Err(Error::Version { path: path.to_path_buf(), found: version });
     }
     connection.execute_batch(SCHEMA).map_err(sqlite)?;
-    connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
+    // Written once, for a new store: a write at every open would cost a transaction.
+    if version != SCHEMA_VERSION {
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
+    }
     Ok(connection)
 }
 
