@@ -166,6 +166,13 @@ pub struct Rule {
     pub reason: policy::Reason,
 }
 
+impl Rule {
+    /// Whether the rule's trust bounds include `trust`.
+    pub fn applies_to(&self, trust: Trust) -> bool {
+        self.trust_at_least.is_none_or(|least| trust >= least) && self.trust_below.is_none_or(|below| trust < below)
+    }
+}
+
 /// A file of `[[rule]]`s.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -436,9 +443,7 @@ impl Engine {
 
     /// The rule's conditions beyond its globs (already matched): trust, sequence, rate.
     fn matches(&self, rule: &Rule, index: usize, agent: &mut AgentState, now_ns: u64) -> bool {
-        if rule.trust_at_least.is_some_and(|least| agent.trust < least)
-            || rule.trust_below.is_some_and(|below| agent.trust >= below)
-        {
+        if !rule.applies_to(agent.trust) {
             return false;
         }
         if let Some(after) = &rule.after {
@@ -507,12 +512,8 @@ impl Destination {
 
 impl<'a> Facts<'a> {
     fn of(event: &'a Event) -> Facts<'a> {
-        use governor_common::{kind, verdict};
-        let header = event.header();
-        // A refusal: permission errors (Landlock, seccomp, socket hooks, LSM) or a probe's
-        // verdict. Other errors (ENOENT from a PATH search, say) are not the sandbox's doing.
-        let denied =
-            header.result == -libc::EACCES || header.result == -libc::EPERM || header.verdict == verdict::DENIED;
+        use governor_common::kind;
+        let denied = crate::probes::events::refused(event.header());
         match event {
             Event::Exec { filename, .. } => {
                 Facts { kind: Kind::Exec, denied, path: Some(filename), binary: Some(filename), destination: None }
@@ -560,12 +561,7 @@ impl Rules {
     pub fn kernel_denies(&self, trust: Trust) -> KernelDenies {
         let mut out = KernelDenies::default();
         for rule in &self.rules {
-            if rule.action != Action::Deny
-                || rule.count.is_some()
-                || rule.after.is_some()
-                || rule.trust_at_least.is_some_and(|least| trust < least)
-                || rule.trust_below.is_some_and(|below| trust >= below)
-            {
+            if rule.action != Action::Deny || rule.count.is_some() || rule.after.is_some() || !rule.applies_to(trust) {
                 continue;
             }
             let mut userspace = |why: String| out.userspace_only.push(format!("rule '{}': {why}", rule.id));

@@ -756,10 +756,7 @@ fn monotonic_ns() -> u64 {
 /// seccomp, a probe) refused it, whatever the engine then did about it (that is in the
 /// incident); otherwise the engine's decision.
 fn recorded_decision(header: &governor_common::EventHeader, action: engine::Action) -> &'static str {
-    let refused = header.result == -libc::EACCES
-        || header.result == -libc::EPERM
-        || header.verdict == governor_common::verdict::DENIED;
-    if refused { "deny" } else { decision_name(action) }
+    if probes::events::refused(header) { "deny" } else { decision_name(action) }
 }
 
 /// The name a decision is recorded under (`allow`, `deny`, `audit`, `suspend`, `kill`).

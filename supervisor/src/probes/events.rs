@@ -136,6 +136,13 @@ impl Event {
     }
 }
 
+/// Whether the operation was refused: a permission error (Landlock, seccomp, the socket
+/// hooks, LSM) or a probe's verdict. Other errors (ENOENT from a PATH search, say) are not
+/// the sandbox's doing.
+pub fn refused(header: &EventHeader) -> bool {
+    header.result == -libc::EACCES || header.result == -libc::EPERM || header.verdict == verdict::DENIED
+}
+
 pub fn kind_name(kind: u32) -> &'static str {
     match kind {
         kind::EXEC => "exec",
