@@ -92,7 +92,8 @@ impl<'de> Deserialize<'de> for Window {
 #[derive(Clone, Debug)]
 pub struct Globs {
     set: GlobSet,
-    patterns: Vec<String>,
+    /// The same globs one by one, for the engine's per-kind sets and the kernel's share.
+    globs: Vec<Glob>,
 }
 
 impl Globs {
@@ -101,8 +102,8 @@ impl Globs {
     }
 
     /// The patterns, as written.
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.globs.iter().map(Glob::glob)
     }
 }
 
@@ -113,13 +114,15 @@ impl<'de> Deserialize<'de> for Globs {
             return Err(de::Error::custom("a glob list must not be empty"));
         }
         let mut builder = GlobSetBuilder::new();
+        let mut globs = Vec::with_capacity(patterns.len());
         for pattern in &patterns {
             let glob =
                 Glob::new(pattern).map_err(|error| de::Error::custom(format!("invalid glob '{pattern}': {error}")))?;
-            builder.add(glob);
+            builder.add(glob.clone());
+            globs.push(glob);
         }
         let set = builder.build().map_err(|error| de::Error::custom(error.to_string()))?;
-        Ok(Globs { set, patterns })
+        Ok(Globs { set, globs })
     }
 }
 
@@ -272,12 +275,9 @@ impl FieldIndex {
         let mut builder = GlobSetBuilder::new();
         let mut owner = Vec::new();
         for (position, &index) in bucket.iter().enumerate() {
-            for pattern in field(&rules[index]).map_or(&[][..], Globs::patterns) {
-                // Valid: every pattern was compiled when the rule was read.
-                if let Ok(glob) = Glob::new(pattern) {
-                    builder.add(glob);
-                    owner.push(position);
-                }
+            for glob in field(&rules[index]).map_or(&[][..], |globs| globs.globs.as_slice()) {
+                builder.add(glob.clone());
+                owner.push(position);
             }
         }
         FieldIndex { set: builder.build().unwrap_or_else(|_| GlobSet::empty()), owner }
