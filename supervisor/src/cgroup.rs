@@ -178,16 +178,19 @@ impl Cgroup {
 
     /// Whether any process is left, from `cgroup.events`.
     pub fn populated(&self) -> Result<bool, Error> {
-        let path = self.path.join("cgroup.events");
-        let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-        Ok(events_field(&text, "populated") == Some(1))
+        self.event_set("populated")
     }
 
     /// Whether the cgroup is frozen, from `cgroup.events`.
     pub fn frozen(&self) -> Result<bool, Error> {
+        self.event_set("frozen")
+    }
+
+    /// Whether `key` is 1 in `cgroup.events`.
+    fn event_set(&self, key: &str) -> Result<bool, Error> {
         let path = self.path.join("cgroup.events");
         let text = fs::read_to_string(&path).map_err(io_error(&path))?;
-        Ok(events_field(&text, "frozen") == Some(1))
+        Ok(events_field(&text, key) == Some(1))
     }
 
     /// Waits until `cgroup.events` says `populated 0`.
