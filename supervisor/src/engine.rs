@@ -704,7 +704,9 @@ mod tests {
         Engine::new(file.rule)
     }
 
-    fn open(path: &str, result: i32) -> Event {
+    /// An open of `path` with `result`, as the probes would report it (also for the
+    /// property tests).
+    pub(super) fn open(path: &str, result: i32) -> Event {
         let header = EventHeader {
             kind: governor_common::kind::OPEN,
             result,
@@ -719,7 +721,8 @@ mod tests {
         Event::Open { header, flags: 0, dev: 0, ino: 0, path: path.into() }
     }
 
-    fn exec(path: &str) -> Event {
+    /// A completed exec of `path`.
+    pub(super) fn exec(path: &str) -> Event {
         let Event::Open { mut header, .. } = open(path, 0) else { unreachable!() };
         header.kind = governor_common::kind::EXEC;
         Event::Exec { header, filename: path.into(), argv: vec![] }

@@ -5,10 +5,12 @@
 
 use std::collections::VecDeque;
 
-use governor_common::{EventHeader, kind, source, verdict};
 use proptest::prelude::*;
 
-use super::*;
+use super::{
+    tests::{exec, open},
+    *,
+};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -32,28 +34,6 @@ const ACTIONS: [(&str, Action); 5] = [
 ];
 const SEVERITIES: [(&str, Severity); 4] =
     [("low", Severity::Low), ("medium", Severity::Medium), ("high", Severity::High), ("critical", Severity::Critical)];
-
-fn header(event_kind: u32, result: i32) -> EventHeader {
-    EventHeader {
-        kind: event_kind,
-        result,
-        ktime_ns: 0,
-        pid: 1,
-        tgid: 1,
-        uid: 0,
-        verdict: verdict::OBSERVED,
-        source: source::TRACEPOINT,
-        cgroup_id: 1,
-    }
-}
-
-fn open(path: &str, result: i32) -> Event {
-    Event::Open { header: header(kind::OPEN, result), flags: 0, dev: 0, ino: 0, path: path.into() }
-}
-
-fn exec(path: &str) -> Event {
-    Event::Exec { header: header(kind::EXEC, 0), filename: path.into(), argv: vec![] }
-}
 
 fn parse(text: &str) -> RulesFile {
     let file: RulesFile = toml::from_str(text).unwrap_or_else(|error| panic!("{error}\n{text}"));
