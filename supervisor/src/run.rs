@@ -311,7 +311,7 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         // Made now if missing, so that the agent's mask covers a control socket created
         // while it runs too.
         use std::os::unix::fs::DirBuilderExt as _;
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(CONTROL_DIR);
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(OsStr::from_bytes(CONTROL_DIR.to_bytes()));
     }
     let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     let cgroup_dir = cgroup.dir()?;
@@ -570,6 +570,7 @@ impl EventOutput<'_> {
         let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
             return;
         };
+        let json = event.to_json();
         self.record(audit::Row {
             table: "incidents",
             values: vec![
@@ -579,7 +580,7 @@ impl EventOutput<'_> {
                 audit::text(format!("{:?}", rule.severity).to_lowercase()),
                 audit::text(decision_name(rule.action)),
                 audit::text(rule.reason.to_string()),
-                audit::text(event.to_json().to_string()),
+                audit::text(json.to_string()),
             ],
         });
         let incident = serde_json::json!({
@@ -589,7 +590,7 @@ impl EventOutput<'_> {
             "severity": rule.severity,
             "action": rule.action,
             "reason": rule.reason.to_string(),
-            "event": event.to_json(),
+            "event": json,
         });
         eprintln!("{incident}");
         match (decision.action, acted) {
@@ -642,7 +643,7 @@ impl EventOutput<'_> {
     /// store starts failing; when it recovers, the gap is recorded and the agent thawed
     /// (unless a rule suspended it meanwhile).
     fn check_store(&mut self) {
-        match (self.writer.failure(), &self.store_hold) {
+        match (self.writer.failure(), self.store_hold.take()) {
             (Some(reason), None) => {
                 let frozen = self.control.set_frozen(true, Duration::from_secs(1));
                 eprintln!(
@@ -654,8 +655,6 @@ impl EventOutput<'_> {
             }
             (None, Some((reason, since))) => {
                 let why = format!("audit store failed: {reason}");
-                let (since, reason) = (*since, reason.clone());
-                self.store_hold = None;
                 let seconds = (audit::now_ns() - since) as f64 / 1e9;
                 self.record(audit::action(&self.agent_id, "suspend", "governor", &why));
                 let thaw = !self.agent.suspended;
@@ -674,7 +673,7 @@ impl EventOutput<'_> {
                     if thaw { "thawed" } else { "stays suspended by its rule" }
                 );
             }
-            _ => {}
+            (_, hold) => self.store_hold = hold,
         }
     }
 }
@@ -771,7 +770,7 @@ fn decision_name(action: engine::Action) -> &'static str {
 }
 
 /// Where governor's control socket lives (the daemon's; `/run/governor/governor.sock`).
-pub const CONTROL_DIR: &str = "/run/governor";
+pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 
 /// Below admin, the agent's view of `CONTROL_DIR` is an empty, read-only tmpfs of mode 000,
 /// in a mount namespace of its own (mounts from the host still propagate in): a path walk
@@ -780,7 +779,6 @@ pub const CONTROL_DIR: &str = "/run/governor";
 /// and the socket's owner check would let a uid-0 agent in. Needs CAP_SYS_ADMIN, still held
 /// here; without it (governor not root) the directory's own mode 0700 keeps others out.
 fn mask_control_dir() {
-    let dir = c"/run/governor";
     // SAFETY: unshare(2) and mount(2) on the calling single-threaded process, with valid
     // NUL-terminated strings.
     unsafe {
@@ -799,7 +797,7 @@ fn mask_control_dir() {
         }
         libc::mount(
             c"tmpfs".as_ptr(),
-            dir.as_ptr(),
+            CONTROL_DIR.as_ptr(),
             c"tmpfs".as_ptr(),
             libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             c"mode=000,size=4k".as_ptr().cast(),
