@@ -85,6 +85,29 @@ fn send_byte(fd: i32, flags: i32, addr: *const libc::sockaddr, len: u32) -> isiz
     unsafe { libc::sendto(fd, b"x".as_ptr().cast(), 1, flags, addr, len) }
 }
 
+/// Connects a stream socket to the UNIX address `name`: a path, or an abstract name (which
+/// starts with a NUL byte).
+fn unix_connect(name: &[u8], abstract_name: bool) -> Outcome {
+    // SAFETY: a socket and an address this function owns, live across the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let skip = usize::from(abstract_name);
+        for (slot, byte) in addr.sun_path.iter_mut().skip(skip).zip(name) {
+            *slot = *byte as libc::c_char;
+        }
+        // A path is NUL-terminated; an abstract name is exactly its bytes.
+        let len = size_of::<libc::sa_family_t>() + skip + name.len() + usize::from(!abstract_name);
+        let ret = libc::connect(fd, (&raw const addr).cast(), len as u32);
+        libc::close(fd);
+        check(ret as i64)
+    }
+}
+
 fn arg(args: &[String], index: usize) -> &str {
     args.get(index).map_or("", String::as_str)
 }
@@ -178,38 +201,8 @@ fn attempt(args: &[String]) -> Option<Outcome> {
         }
         "socket-packet" => check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) } as i64),
         "socket-netlink" => check(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) } as i64),
-        "unix-connect" => unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return Some(Err(errno()));
-            }
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            let path = arg(args, 2).as_bytes();
-            for (slot, byte) in addr.sun_path.iter_mut().zip(path) {
-                *slot = *byte as libc::c_char;
-            }
-            let ret = libc::connect(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_un>() as u32);
-            libc::close(fd);
-            check(ret as i64)
-        },
-        "abstract-connect" => unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return Some(Err(errno()));
-            }
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            let name = arg(args, 2).as_bytes();
-            // Abstract names start with a NUL byte.
-            for (slot, byte) in addr.sun_path.iter_mut().skip(1).zip(name) {
-                *slot = *byte as libc::c_char;
-            }
-            let len = (size_of::<libc::sa_family_t>() + 1 + name.len()) as u32;
-            let ret = libc::connect(fd, (&raw const addr).cast(), len);
-            libc::close(fd);
-            check(ret as i64)
-        },
+        "unix-connect" => unix_connect(arg(args, 2).as_bytes(), false),
+        "abstract-connect" => unix_connect(arg(args, 2).as_bytes(), true),
         "ptrace-attach" => check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid(args, 2), 0, 0) }),
         "ptrace-child" => unsafe {
             // Attach to a child of our own (it sleeps until killed).
