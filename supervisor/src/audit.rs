@@ -328,6 +328,7 @@ pub struct Health {
     failing: AtomicBool,
     closing: AtomicBool,
     reason: Mutex<String>,
+    committed: std::sync::atomic::AtomicU64,
 }
 
 impl Health {
@@ -354,6 +355,9 @@ pub struct Writer {
     sender: Option<mpsc::SyncSender<Row>>,
     thread: Option<thread::JoinHandle<Result<u64, Error>>>,
     health: Arc<Health>,
+    /// Rows queued so far (this side) and committed so far (the thread's side): a row queued
+    /// as number N is in the store once `committed() >= N`.
+    queued: std::sync::atomic::AtomicU64,
 }
 
 /// Why `try_write` did not take a row.
@@ -415,17 +419,20 @@ impl Writer {
                         source,
                     })?;
                     written += batch.len() as u64;
+                    shared.committed.store(written, Ordering::Release);
                     batch.clear();
                 }
                 Ok(written)
             })
             .map_err(|source| Error::Io { path: PathBuf::from("audit-writer thread"), source })?;
-        Ok(Writer { sender: Some(sender), thread: Some(thread), health })
+        Ok(Writer { sender: Some(sender), thread: Some(thread), health, queued: std::sync::atomic::AtomicU64::new(0) })
     }
 
     /// Queues a row, waiting while the queue is full.
     pub fn write(&self, row: Row) -> Result<(), Error> {
-        self.sender.as_ref().ok_or(Error::Stopped)?.send(row).map_err(|_| Error::Stopped)
+        self.sender.as_ref().ok_or(Error::Stopped)?.send(row).map_err(|_| Error::Stopped)?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Queues a row if there is room.
@@ -434,7 +441,19 @@ impl Writer {
         sender.try_send(row).map_err(|error| match error {
             mpsc::TrySendError::Full(row) => Busy::Full(row),
             mpsc::TrySendError::Disconnected(_) => Busy::Stopped,
-        })
+        })?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Rows queued so far.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Rows committed so far.
+    pub fn committed(&self) -> u64 {
+        self.health.committed.load(Ordering::Acquire)
     }
 
     /// Why the store is failing now, if it is.

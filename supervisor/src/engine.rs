@@ -540,7 +540,7 @@ impl<'a> Facts<'a> {
 /// returns: files to refuse opening and programs to refuse running (by inode, BPF LSM), and
 /// destinations to refuse (cgroup socket hooks). The engine still decides every event; this
 /// only moves the refusal into the kernel.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelDenies {
     pub open: Vec<std::path::PathBuf>,
     pub exec: Vec<std::path::PathBuf>,

@@ -2,11 +2,15 @@
 //! `governor` binary, a library so that benchmarks and tests can reach the policy engine
 //! and the audit store without a kernel.
 
+pub mod agent;
 pub mod audit;
 pub mod audit_cli;
 pub mod cgroup;
 pub mod context;
+pub mod control;
+pub mod daemon;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod probes;
 pub mod run;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use governor::{audit, audit_cli, cgroup, parse_trust, policy, policy::Trust, run, show, status};
+use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, show, status};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -17,14 +17,21 @@ struct Cli {
     /// $XDG_STATE_HOME/governor/audit.db]
     #[arg(long, global = true, env = "GOVERNOR_AUDIT_DB", value_name = "PATH")]
     audit_db: Option<PathBuf>,
+    /// The governor daemon's control socket [default: /run/governor/governor.sock]
+    #[arg(long, global = true, env = "GOVERNOR_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run CMD confined by a trust ring, in its own cgroup.
+    /// Run CMD confined by a trust ring, in its own cgroup (supervised by the governor daemon
+    /// when one runs, else by this process).
     Run(run::Request),
+    /// Supervise the agents of every `governor run` on this machine: load the probes once,
+    /// own the audit store and the policy engine, listen on the control socket.
+    Daemon(daemon::Options),
     /// Show and check policies.
     Policy {
         #[command(subcommand)]
@@ -82,6 +89,9 @@ enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Make the governor daemon load the policy again (like SIGHUP); an invalid policy is
+    /// refused and the one in force stays.
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -140,8 +150,29 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
         Command::Run(mut request) => {
             request.rings = cli.rings;
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
-            let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
-            run::run(prepared).map_err(|error| (error.exit_code(), error.to_string()))
+            request.socket = cli.socket;
+            let failed = |error: run::Error| (error.exit_code(), error.to_string());
+            let prepared = run::prepare(request).map_err(failed)?;
+            let daemon = run::find_daemon(&prepared.request).map_err(failed)?;
+            run::run(prepared, daemon).map_err(failed)
+        }
+        Command::Daemon(options) => {
+            daemon::init_logging();
+            let settings = daemon::Settings {
+                socket: control::socket_path(cli.socket.as_deref()),
+                audit_db: cli.audit_db.unwrap_or_else(audit::default_path),
+                rings: cli.rings,
+                options,
+            };
+            daemon::daemon(settings)
+        }
+        Command::Policy { command: PolicyCommand::Reload } => {
+            let mut client = control::Client::connect(&control::socket_path(cli.socket.as_deref()))
+                .map_err(|error| (run::exit::USAGE, error.to_string()))?;
+            let answer =
+                client.call(&control::Request::Reload).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+            println!("policy reloaded: {} rules", answer["rules"]);
+            Ok(0)
         }
         Command::Policy { command: PolicyCommand::Show { trust, policies, workspace, format } } => {
             show::policy_show(cli.rings.as_deref(), trust, &policies, workspace, matches!(format, Format::Json))
@@ -161,7 +192,7 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
         }
         Command::Check => Ok(show::check(cli.rings.as_deref())),
         Command::Audit { command } => {
-            let store = cli.audit_db.unwrap_or_else(audit::default_path);
+            let store = store_path(cli.audit_db, cli.socket.as_deref());
             match command {
                 AuditCommand::Query(query) => audit_cli::query(&store, &query),
                 AuditCommand::Verify => audit_cli::verify(&store),
@@ -170,12 +201,12 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
             }
         }
         Command::Status { all, format } => {
-            let store = cli.audit_db.unwrap_or_else(audit::default_path);
+            let store = store_path(cli.audit_db, cli.socket.as_deref());
             status::status(&store, cli.rings.as_deref(), all, format)
         }
-        Command::Suspend(request) => control(cli.audit_db, &request, What::Suspend),
-        Command::Resume(request) => control(cli.audit_db, &request, What::Resume),
-        Command::Kill(request) => control(cli.audit_db, &request, What::Kill),
+        Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Suspend),
+        Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Resume),
+        Command::Kill(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Kill),
     }
 }
 
@@ -184,6 +215,44 @@ enum What {
     Suspend,
     Resume,
     Kill,
+}
+
+/// The audit store to read: `--audit-db`, else the running daemon's, else the default.
+fn store_path(explicit: Option<PathBuf>, socket: Option<&std::path::Path>) -> PathBuf {
+    explicit.unwrap_or_else(|| match control::discover(socket) {
+        Ok(Some((_, hello))) => hello.audit_db,
+        _ => audit::default_path(),
+    })
+}
+
+/// `governor suspend|resume|kill AGENT`: through the daemon when it supervises the agent
+/// (it records the caller it sees on the socket), else directly on the cgroup.
+fn act(
+    store: Option<PathBuf>,
+    socket: Option<&std::path::Path>,
+    request: &Control,
+    what: What,
+) -> Result<i32, (i32, String)> {
+    let daemon = control::discover(socket).map_err(|error| (run::exit::USAGE, error.to_string()))?;
+    let Some((mut client, _)) = daemon else {
+        return control(store, request, what);
+    };
+    let agent = request.agent.clone();
+    let reason = request.reason.clone();
+    let (call, done) = match what {
+        What::Suspend => (control::Request::Suspend { agent, reason }, "suspended"),
+        What::Resume => (control::Request::Resume { agent, reason }, "resumed"),
+        What::Kill => (control::Request::Kill { agent, reason }, "killed"),
+    };
+    match client.call(&call) {
+        Ok(_) => {
+            println!("agent {} {done}", request.agent);
+            Ok(0)
+        }
+        // Not one of the daemon's (a standalone run): act on the cgroup directly.
+        Err(control::Error::Refused(message)) if message.starts_with("unknown agent") => control(store, request, what),
+        Err(error) => Err((run::exit::FAILURE, error.to_string())),
+    }
 }
 
 /// `governor suspend|resume|kill AGENT`: finds the running agent by its cgroup, acts on all

@@ -30,11 +30,13 @@ use nix::{
 };
 
 use crate::{
+    agent::EventOutput,
     audit,
     cgroup::{self, Cgroup},
+    control::{Client, Hello},
     engine,
     policy::{self, Overlay, PathVars, RingSource, Trust},
-    probes::{self, Probes, events::Sink},
+    probes::{self, Probes},
     sandbox::{
         Confinement, Inputs, Kernel, Unenforceable, carve::RealFs, landlock, privileges, privileges::Identity, seccomp,
     },
@@ -79,6 +81,8 @@ pub enum Error {
     Supervise(#[from] supervise::Error),
     #[error("{0}; governor does not run an agent it cannot audit")]
     Audit(#[from] audit::Error),
+    #[error(transparent)]
+    Daemon(#[from] crate::control::Error),
     #[error("{what}: {errno}")]
     Sys { what: String, errno: Errno },
     #[error("{path}: {source}")]
@@ -91,6 +95,8 @@ impl Error {
             Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
             Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
             Error::Probes(probes::Error::NoLsm(_)) => exit::USAGE,
+            // --socket names no daemon: nothing was started.
+            Error::Daemon(crate::control::Error::Connect { .. }) => exit::USAGE,
             Error::Audit(audit::Error::Lost { .. }) => exit::FAILURE,
             Error::Audit(_) => exit::USAGE,
             _ => exit::FAILURE,
@@ -143,6 +149,13 @@ pub struct Request {
     /// Landlock and seccomp still enforce the ring.
     #[arg(long)]
     pub observe: bool,
+    /// Supervise the agent in this process even when a governor daemon runs (--trace and
+    /// --probes off imply it).
+    #[arg(long)]
+    pub standalone: bool,
+    /// The daemon's socket (the global --socket).
+    #[arg(skip)]
+    pub socket: Option<PathBuf>,
     /// The agent's command line.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -271,18 +284,55 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
     Confinement::plan(&inputs, &RealFs)
 }
 
-/// Runs the agent; returns governor's exit code.
-pub fn run(prepared: Prepared) -> Result<i32, Error> {
+/// The daemon that supervises the agent, unless it runs standalone: `--standalone`, `--trace`
+/// and `--probes off` ask for standalone; otherwise a daemon that answers is used.
+pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> {
+    if request.standalone || request.trace || request.probes == probes::Choice::Off {
+        return Ok(None);
+    }
+    let Some((client, hello)) = crate::control::discover(request.socket.as_deref())? else {
+        return Ok(None);
+    };
+    let wanted = match request.probes {
+        probes::Choice::Lsm => Some("lsm"),
+        probes::Choice::Tracepoint => Some("tracepoint"),
+        probes::Choice::Auto | probes::Choice::Off => None,
+    };
+    if let Some(wanted) = wanted.filter(|wanted| *wanted != hello.backend) {
+        return Err(Error::Usage(format!(
+            "--probes {wanted}: the governor daemon at {} runs the {} probes (pass --standalone to load your own)",
+            client.path.display(),
+            hello.backend
+        )));
+    }
+    Ok(Some((client, hello)))
+}
+
+/// Runs the agent; returns governor's exit code. With a daemon, the daemon watches the
+/// agent, decides on its events and records them; this process still starts, waits for and
+/// cleans up after the agent, as standalone.
+pub fn run(prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i32, Error> {
     let verbose = prepared.request.verbose;
-    // Fail closed: no store, no agent.
-    let store = audit::Writer::open(&prepared.request.audit_db)?;
-    let mut probes = Probes::load(prepared.request.probes)?;
+    // Fail closed: no store, no agent (the daemon has its own, opened when it started).
+    let store = match daemon {
+        Some(_) => None,
+        None => Some(audit::Writer::open(&prepared.request.audit_db)?),
+    };
+    let mut probes = match daemon {
+        Some(_) => None,
+        None => Probes::load(prepared.request.probes)?,
+    };
+    let backend = match &daemon {
+        Some((_, hello)) => {
+            Some(if hello.backend == "lsm" { probes::Backend::Lsm } else { probes::Backend::Tracepoint })
+        }
+        None => probes.as_ref().map(|p| p.backend),
+    };
     // The temp dir must exist to be planned; it is removed again (drop) if the kernel cannot
     // enforce the ring, so a refusal leaves nothing behind.
     let tmpdir = TempDir::create(&prepared.agent_id, &prepared.identity)?;
     let confinement = confinement(&prepared, &tmpdir.0);
-    let enforcement =
-        confinement.check(&prepared.kernel, probes.as_ref().map(|p| p.backend), prepared.request.best_effort)?;
+    let enforcement = confinement.check(&prepared.kernel, backend, prepared.request.best_effort)?;
     for line in &enforcement.missing {
         eprintln!("governor: not enforced: {line}");
     }
@@ -296,6 +346,12 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     if verbose {
         report(&prepared, &confinement, &tmpdir.0);
         match &probes {
+            None if let Some((client, hello)) = &daemon => eprintln!(
+                "governor: probes: {} backend of the governor daemon (pid {}, {})",
+                hello.backend,
+                hello.pid,
+                client.path.display()
+            ),
             Some(probes) => {
                 eprintln!("governor: probes: {} backend", probes.backend);
                 if let Some(reason) = &probes.fallback {
@@ -320,11 +376,33 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     if verbose {
         eprintln!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
     }
-    if let Some(probes) = probes.as_mut() {
+    if let Some((client, _)) = daemon.as_mut() {
+        let registration = crate::control::Registration {
+            agent: prepared.agent_id.clone(),
+            trust: prepared.ring.trust,
+            command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
+            user: prepared.identity.name.clone(),
+            observe: prepared.request.observe,
+            overlays: prepared
+                .request
+                .policies
+                .iter()
+                .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
+                .collect(),
+            plan: probes::ProbePlan::of(&confinement),
+        };
+        let answer = client.call(&crate::control::Request::Register(registration))?;
+        if verbose {
+            eprintln!("governor: deny rules enforced in the kernel: {}", answer["enforced"].as_str().unwrap_or(""));
+            for line in answer["userspace_only"].as_array().into_iter().flatten() {
+                eprintln!("governor: decided in userspace only: {}", line.as_str().unwrap_or(""));
+            }
+        }
+    } else if let Some(probes) = probes.as_mut() {
         let mode =
             if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
-        probes.watch(cgroup_id, &cgroup_dir, slot, &confinement)?;
+        probes.watch(cgroup_id, &cgroup_dir, slot, &probes::ProbePlan::of(&confinement))?;
         let denies = prepared.rules.kernel_denies(prepared.ring.trust);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {
@@ -371,6 +449,15 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     drop(procs);
     drop(cgroup_dir);
 
+    if let Some((client, hello)) = daemon {
+        let mut link = DaemonLink::new(client, &hello, &prepared.agent_id, cgroup.path());
+        let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
+        let code = child_result(report_read, status, &prepared.request.command[0]);
+        report_exit(link, &hello, &prepared.agent_id, code);
+        drop(tmpdir);
+        return Ok(code);
+    }
+    let store = store.ok_or_else(|| Error::Usage("no audit store".into()))?;
     // The supervisor decides and freezes ahead of the agent it watches: a higher scheduling
     // priority (root only; the agent, already forked, keeps its own).
     // SAFETY: setpriority on the calling process.
@@ -397,32 +484,19 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
         &format!("governor run --trust {}", prepared.ring.trust),
     ))?;
 
-    let mut bytes = Vec::new();
-    let _ = File::from(report_read).read_to_end(&mut bytes);
     let engine = std::rc::Rc::new(engine::Engine::from_rules(&prepared.rules));
-    let agent = engine.agent(prepared.ring.trust);
-    let mut output = EventOutput {
-        trace: prepared.request.trace,
-        tally: probes::events::Tally::default(),
+    let mut output = EventOutput::new(
+        &writer,
         engine,
-        agent,
-        agent_id: prepared.agent_id.clone(),
-        control: Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?,
-        writer: &writer,
-        contexts: crate::context::Cache::default(),
-        backlog: std::collections::VecDeque::new(),
-        store_hold: None,
-        pending: std::collections::VecDeque::new(),
-    };
+        prepared.ring.trust,
+        &prepared.agent_id,
+        Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?,
+        prepared.request.trace,
+        None,
+    );
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
-    let status = supervise::run(child, signals, &FORWARDED, events, || cleanup(cgroup, verbose))?;
-    let code = match ChildFailure::decode(&bytes) {
-        Some(failure) => {
-            eprintln!("governor: {}", failure.describe(&prepared.request.command[0]));
-            failure.exit_code()
-        }
-        None => status,
-    };
+    let status = supervise::run(child, signals, &FORWARDED, events, None, || cleanup(cgroup, verbose))?;
+    let code = child_result(report_read, status, &prepared.request.command[0]);
     output.finish();
     let exit_why = match code {
         0..=127 => format!("exit status {code}"),
@@ -454,285 +528,137 @@ pub fn run(prepared: Prepared) -> Result<i32, Error> {
     Ok(code)
 }
 
-/// Where events go until the policy engine takes them: `--trace` prints them, and every
-/// event and loss is counted for the closing summary.
-struct EventOutput<'w> {
-    writer: &'w audit::Writer,
-    trace: bool,
-    tally: probes::events::Tally,
-    engine: std::rc::Rc<engine::Engine>,
-    agent: engine::AgentState,
-    agent_id: String,
-    /// The agent's cgroup, to suspend or kill it.
-    control: Cgroup,
-    contexts: crate::context::Cache,
-    /// Rows waiting while the store fails.
-    backlog: std::collections::VecDeque<audit::Row>,
-    /// Set while the agent is frozen because the store fails: why, and since when.
-    store_hold: Option<(String, i64)>,
-    /// Decided events whose records are still to be written.
-    pending: std::collections::VecDeque<Pending>,
+/// The agent's exit code, or governor's when the child failed before or at exec (it said
+/// why through the report pipe, which exec closed otherwise).
+fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr) -> i32 {
+    let mut bytes = Vec::new();
+    let _ = File::from(report).read_to_end(&mut bytes);
+    match ChildFailure::decode(&bytes) {
+        Some(failure) => {
+            eprintln!("governor: {}", failure.describe(command));
+            failure.exit_code()
+        }
+        None => status,
+    }
 }
 
-/// An event decided and acted on, its record not yet written.
-type Pending = (probes::events::Event, engine::Action, Option<usize>, Option<Result<(), crate::cgroup::Error>>);
-
-impl EventOutput<'_> {
-    /// Queues a row for the store. While the store works and its queue is full, waits (the
-    /// kernel's ring buffer takes up the slack and counts what it drops). While the store
-    /// fails, the agent is frozen and rows wait here, in order, until it recovers.
-    fn record(&mut self, row: audit::Row) {
-        self.flush_backlog();
-        if !self.backlog.is_empty() {
-            self.backlog.push_back(row);
-            return;
-        }
-        let mut row = row;
-        loop {
-            match self.writer.try_write(row) {
-                Ok(()) => return,
-                Err(audit::Busy::Stopped) => {
-                    eprintln!("governor: audit store: the writer has stopped; a row was not recorded");
-                    return;
-                }
-                Err(audit::Busy::Full(back)) => {
-                    if self.writer.failure().is_some() {
-                        self.check_store();
-                        self.backlog.push_back(back);
-                        return;
-                    }
-                    row = back;
-                    std::thread::sleep(Duration::from_millis(1));
+/// Tells the daemon the agent has exited, over a new connection if the daemon restarted
+/// meanwhile. A daemon that cannot be told records the end itself when it finds the
+/// cgroup gone, without the status.
+fn report_exit(link: DaemonLink, hello: &Hello, agent: &str, code: i32) {
+    let request = crate::control::Request::Exited { agent: agent.to_owned(), code };
+    let path = link.path.clone();
+    let mut result = match link.client {
+        Some(mut client) => client.call(&request),
+        None => Err(crate::control::Error::Refused("gone".into())),
+    };
+    if result.is_err() {
+        // A daemon restarting (re-adopting its agents) gets a moment.
+        for _ in 0..20 {
+            if let Ok(mut again) = Client::connect(&path) {
+                result = again.call(&request);
+                if result.is_ok() {
+                    break;
                 }
             }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
+    if let Err(error) = result {
+        eprintln!(
+            "governor: {error}; the exit of agent {agent} is recorded without its status when a daemon (pid was {}) finds it gone",
+            hello.pid
+        );
+    }
+}
 
-    /// The paperwork of one decided event: trace line, audit row, incident, messages.
-    fn record_event(
-        &mut self,
-        event: &probes::events::Event,
-        decision: engine::Decision<'_>,
-        acted: Option<Result<(), crate::cgroup::Error>>,
-    ) {
-        if self.trace {
-            let mut line = event.to_json();
-            line["decision"] = serde_json::json!(decision.action);
-            if let Some(rule) = decision.rule {
-                line["rule"] = serde_json::json!(rule.id);
-            }
-            eprintln!("{line}");
+/// A `governor run`'s side of the daemon's supervision: notices the daemon going away, tries
+/// to reach a restarted one (which watches the agent again) and, when the daemon's settings
+/// say `on_supervisor_loss = "kill"`, kills the agent once it has been alone longer than the
+/// grace period.
+struct DaemonLink {
+    client: Option<Client>,
+    path: PathBuf,
+    agent: String,
+    /// `kill`: the grace period.
+    kill_after: Option<Duration>,
+    cgroup: PathBuf,
+    lost_since: Option<std::time::Instant>,
+    last_try: std::time::Instant,
+    watched: bool,
+    killed: bool,
+}
+
+impl DaemonLink {
+    fn new(client: Client, hello: &Hello, agent: &str, cgroup: &Path) -> DaemonLink {
+        DaemonLink {
+            path: client.path.clone(),
+            client: Some(client),
+            agent: agent.to_owned(),
+            kill_after: (hello.on_supervisor_loss == "kill").then(|| Duration::from_millis(hello.grace_ms)),
+            cgroup: cgroup.to_path_buf(),
+            lost_since: None,
+            last_try: std::time::Instant::now(),
+            watched: false,
+            killed: false,
         }
-        let header = event.header();
-        let (path, destination) = match event {
-            probes::events::Event::Exec { filename, .. } => (filename.clone(), String::new()),
-            probes::events::Event::Open { path, .. } => (path.clone(), String::new()),
-            probes::events::Event::Net { addr, port, .. } => {
-                (String::new(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
-            }
+    }
+}
+
+/// How often a `governor run` whose daemon went away tries to reach one again.
+const RECONNECT: Duration = Duration::from_millis(250);
+
+impl supervise::Link for DaemonLink {
+    fn watch(&mut self) -> Option<std::os::fd::OwnedFd> {
+        if self.watched {
+            return None;
+        }
+        let fd = self.client.as_ref()?.stream().try_clone().ok()?;
+        self.watched = true;
+        Some(fd.into())
+    }
+
+    fn lost(&mut self) {
+        self.client = None;
+        self.watched = false;
+        self.lost_since = Some(std::time::Instant::now());
+        let then = match self.kill_after {
+            Some(grace) => format!("it is killed if none is back within {grace:?} (on_supervisor_loss = kill)"),
+            None => "it runs on, confined, until one is back (on_supervisor_loss = keep)".to_owned(),
         };
-        let context = match event {
-            probes::events::Event::Exec { filename, argv, .. }
-                if header.kind == governor_common::kind::EXECED || header.result == 0 =>
+        eprintln!("governor: the governor daemon went away; agent {} is not watched; {then}", self.agent);
+    }
+
+    fn tick(&mut self) {
+        let Some(since) = self.lost_since else { return };
+        if self.last_try.elapsed() >= RECONNECT {
+            self.last_try = std::time::Instant::now();
+            if let Ok(mut client) = Client::connect(&self.path)
+                && client.call(&crate::control::Request::Attach { agent: self.agent.clone() }).is_ok()
             {
-                Some(self.contexts.exec(header.tgid, filename, argv))
-            }
-            _ => self.contexts.get(header.tgid),
-        };
-        let status = context.as_ref().and_then(|context| context.status);
-        let record = audit::Row {
-            table: "events",
-            values: vec![
-                audit::text(&self.agent_id),
-                audit::int(audit::now_ns()),
-                audit::int(header.ktime_ns),
-                audit::text(probes::events::kind_name(header.kind)),
-                audit::int(header.tgid),
-                audit::int(header.pid),
-                audit::int(status.map_or(0, |status| status.ppid)),
-                audit::int(header.uid),
-                audit::int(status.map_or(-1, |status| i64::from(status.euid))),
-                audit::int(status.map_or(-1, |status| i64::from(status.egid))),
-                audit::text(status.map_or(String::new(), |status| format!("{:016x}", status.cap_eff))),
-                audit::text(context.as_ref().map_or("", |context| context.exe.as_str())),
-                audit::text(context.as_ref().map_or("", |context| context.cmdline.as_str())),
-                audit::text(path),
-                audit::text(destination),
-                audit::text(probes::events::errno_name(header.result)),
-                audit::text(probes::events::verdict_name(header.verdict)),
-                audit::text(probes::events::source_name(header.source)),
-                audit::text(recorded_decision(header, decision.action)),
-                audit::text(decision.rule.map_or("", |rule| rule.id.as_str())),
-            ],
-        };
-        self.record(record);
-
-        let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
-            return;
-        };
-        let json = event.to_json();
-        self.record(audit::Row {
-            table: "incidents",
-            values: vec![
-                audit::text(&self.agent_id),
-                audit::int(audit::now_ns()),
-                audit::text(&rule.id),
-                audit::text(format!("{:?}", rule.severity).to_lowercase()),
-                audit::text(decision_name(rule.action)),
-                audit::text(rule.reason.to_string()),
-                audit::text(json.to_string()),
-            ],
-        });
-        let incident = serde_json::json!({
-            "kind": "incident",
-            "agent": self.agent_id,
-            "rule": rule.id,
-            "severity": rule.severity,
-            "action": rule.action,
-            "reason": rule.reason.to_string(),
-            "event": json,
-        });
-        eprintln!("{incident}");
-        match (decision.action, acted) {
-            (engine::Action::Suspend, Some(Ok(()))) => {
-                // From the kernel's timestamp of the event to `frozen 1` in cgroup.events.
-                let latency_us = self.agent.suspended_since.saturating_sub(header.ktime_ns) / 1000;
-                self.record(audit::action(
-                    &self.agent_id,
-                    "suspend",
-                    &format!("rule {}", rule.id),
-                    &format!("{} (frozen {latency_us} µs after the event)", rule.reason),
-                ));
                 eprintln!(
-                    "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event; `governor resume {}` thaws it",
-                    self.agent_id, rule.id, rule.reason, self.agent_id
+                    "governor: a governor daemon is back after {:.1} s and watches agent {} again",
+                    since.elapsed().as_secs_f64(),
+                    self.agent
                 );
-            }
-            (engine::Action::Kill, Some(Ok(()))) => {
-                self.record(audit::action(
-                    &self.agent_id,
-                    "kill",
-                    &format!("rule {}", rule.id),
-                    &rule.reason.to_string(),
-                ));
-            }
-            (action, Some(Err(error))) => {
-                eprintln!("governor: {} agent {} failed: {error}", decision_name(action), self.agent_id);
-            }
-            _ => {}
-        }
-    }
-
-    fn flush_backlog(&mut self) {
-        while let Some(row) = self.backlog.pop_front() {
-            if let Err(audit::Busy::Full(row)) = self.writer.try_write(row) {
-                self.backlog.push_front(row);
+                self.client = Some(client);
+                self.lost_since = None;
                 return;
             }
         }
-    }
-
-    /// Rows still waiting, queued for good (the agent has exited).
-    fn finish(&mut self) {
-        while let Some(row) = self.backlog.pop_front() {
-            let _ = self.writer.write(row);
+        if let Some(grace) = self.kill_after
+            && !self.killed
+            && since.elapsed() >= grace
+        {
+            self.killed = true;
+            let killed = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+            eprintln!(
+                "governor: agent {} {} after {:.1} s without a supervisor (on_supervisor_loss = kill)",
+                self.agent,
+                if killed.is_ok() { "killed" } else { "could not be killed" },
+                since.elapsed().as_secs_f64()
+            );
         }
-    }
-
-    /// Fail closed: an agent whose actions cannot be recorded does not run. Frozen when the
-    /// store starts failing; when it recovers, the gap is recorded and the agent thawed
-    /// (unless a rule suspended it meanwhile).
-    fn check_store(&mut self) {
-        match (self.writer.failure(), self.store_hold.take()) {
-            (Some(reason), None) => {
-                let frozen = self.control.set_frozen(true, Duration::from_secs(1));
-                eprintln!(
-                    "governor: audit store failing ({reason}): agent {} {} until it recovers",
-                    self.agent_id,
-                    if frozen.is_ok() { "frozen" } else { "could not be frozen" }
-                );
-                self.store_hold = Some((reason, audit::now_ns()));
-            }
-            (None, Some((reason, since))) => {
-                let why = format!("audit store failed: {reason}");
-                let seconds = (audit::now_ns() - since) as f64 / 1e9;
-                self.record(audit::action(&self.agent_id, "suspend", "governor", &why));
-                let thaw = !self.agent.suspended;
-                if thaw {
-                    let _ = self.control.set_frozen(false, Duration::from_secs(1));
-                    self.record(audit::action(
-                        &self.agent_id,
-                        "resume",
-                        "governor",
-                        &format!("audit store recovered after {seconds:.1} s"),
-                    ));
-                }
-                eprintln!(
-                    "governor: audit store recovered after {seconds:.1} s ({reason}); agent {} {}",
-                    self.agent_id,
-                    if thaw { "thawed" } else { "stays suspended by its rule" }
-                );
-            }
-            (_, hold) => self.store_hold = hold,
-        }
-    }
-}
-
-impl Sink for EventOutput<'_> {
-    fn tick(&mut self) {
-        self.check_store();
-        self.flush_backlog();
-    }
-
-    fn event(&mut self, event: &probes::events::Event) {
-        self.events(vec![event.clone()]);
-        while self.write_pending(usize::MAX) {}
-    }
-
-    /// Decides and acts on every event of the batch at once; the paperwork waits for
-    /// `write_pending`, so a freeze is not kept waiting by the events before it.
-    fn events(&mut self, batch: Vec<probes::events::Event>) {
-        self.check_store();
-        // The engine is shared (an Rc), so decisions borrow it and not `self`.
-        let engine = std::rc::Rc::clone(&self.engine);
-        for event in batch {
-            self.tally.event(&event);
-            // A frozen agent makes no events: one arriving means it was resumed from outside.
-            if self.agent.suspended && !self.control.freeze_requested() {
-                self.agent.suspended = false;
-            }
-            let decision = engine.decide(&mut self.agent, &event, event.header().ktime_ns);
-            let acted = match decision.action {
-                engine::Action::Suspend => Some(self.control.set_frozen(true, Duration::from_secs(1)).map(|()| {
-                    self.agent.suspended = true;
-                    self.agent.suspended_since = monotonic_ns();
-                })),
-                engine::Action::Kill => Some(self.control.kill()),
-                engine::Action::Allow | engine::Action::Deny | engine::Action::Audit => None,
-            };
-            self.pending.push_back((event, decision.action, decision.index, acted));
-        }
-    }
-
-    fn write_pending(&mut self, max: usize) -> bool {
-        let engine = std::rc::Rc::clone(&self.engine);
-        for _ in 0..max {
-            let Some((event, action, index, acted)) = self.pending.pop_front() else { return false };
-            let rule = index.and_then(|index| engine.rules().get(index));
-            self.record_event(&event, engine::Decision { action, rule, index }, acted);
-        }
-        !self.pending.is_empty()
-    }
-
-    fn lost(&mut self, count: u64) {
-        self.tally.lost(count);
-        // Always said: events are never lost silently.
-        probes::events::TraceSink.lost(count);
-    }
-
-    fn undecodable(&mut self, error: &probes::events::DecodeError) {
-        self.tally.undecodable(error);
-        probes::events::TraceSink.undecodable(error);
     }
 }
 
@@ -743,30 +669,6 @@ fn controlling_tty() -> Option<PathBuf> {
         // SAFETY: isatty only inspects the descriptor.
         (unsafe { libc::isatty(fd) } == 1).then(|| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()).flatten()
     })
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(0, |time| time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64)
-}
-
-/// What the audit row says happened to the operation: `deny` when the kernel (Landlock,
-/// seccomp, a probe) refused it, whatever the engine then did about it (that is in the
-/// incident); otherwise the engine's decision.
-fn recorded_decision(header: &governor_common::EventHeader, action: engine::Action) -> &'static str {
-    if probes::events::refused(header) { "deny" } else { decision_name(action) }
-}
-
-/// The name a decision is recorded under (`allow`, `deny`, `audit`, `suspend`, `kill`).
-fn decision_name(action: engine::Action) -> &'static str {
-    match action {
-        engine::Action::Allow => "allow",
-        engine::Action::Deny => "deny",
-        engine::Action::Audit => "audit",
-        engine::Action::Suspend => "suspend",
-        engine::Action::Kill => "kill",
-    }
 }
 
 /// Where governor's control socket lives (the daemon's; `/run/governor/governor.sock`).

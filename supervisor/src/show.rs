@@ -32,6 +32,8 @@ pub fn policy_show(
         probes: crate::probes::Choice::Off,
         trace: false,
         observe: false,
+        standalone: true,
+        socket: None,
         command: vec!["true".into()],
     };
     let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;

@@ -69,7 +69,7 @@ const RECORDS: usize = 32;
 /// Hands what the ring buffer holds to the sink, batch by batch, letting it write its records
 /// a few at a time in between: an event that arrives while earlier ones are being recorded is
 /// decided (and its agent frozen) without waiting for their paperwork.
-fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) {
+pub fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) {
     loop {
         let mut batch = Vec::new();
         while batch.len() < BATCH {
@@ -90,6 +90,18 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) {
     }
 }
 
+/// The connection of a `governor run` to the daemon that supervises its agent. The daemon
+/// never speaks first, so the connection turning readable means it went away.
+pub trait Link {
+    /// A descriptor to watch for the current connection (a duplicate, taken once per
+    /// connection); `None` while there is none or it is already watched.
+    fn watch(&mut self) -> Option<std::os::fd::OwnedFd>;
+    /// The watched connection turned readable: the daemon is gone.
+    fn lost(&mut self);
+    /// Every tick: try to reach a daemon again, or give up on the agent.
+    fn tick(&mut self);
+}
+
 /// Runs until the agent has exited, then `after_exit` (which kills what the agent left
 /// behind), then delivers the events still in the ring buffer. Returns the agent's exit code
 /// (128+N for signal N).
@@ -98,6 +110,7 @@ pub fn run(
     signals: SignalFd,
     forwarded: &[Signal],
     events: Option<Events<'_>>,
+    link: Option<&mut dyn Link>,
     after_exit: impl FnOnce(),
 ) -> Result<i32, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -105,7 +118,7 @@ pub fn run(
         .enable_time()
         .build()
         .map_err(|source| Error::Io { what: "starting the event loop", source })?;
-    runtime.block_on(supervise(agent, signals, forwarded, events, after_exit))
+    runtime.block_on(supervise(agent, signals, forwarded, events, link, after_exit))
 }
 
 async fn supervise(
@@ -113,6 +126,7 @@ async fn supervise(
     signals: SignalFd,
     forwarded: &[Signal],
     mut events: Option<Events<'_>>,
+    mut link: Option<&mut dyn Link>,
     after_exit: impl FnOnce(),
 ) -> Result<i32, Error> {
     // SAFETY (both): the AsyncFd owns the signalfd and the ring buffer map, whose descriptors
@@ -128,7 +142,14 @@ async fn supervise(
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut daemon: Option<AsyncFd<std::os::fd::OwnedFd>> = None;
     let code = loop {
+        if daemon.is_none()
+            && let Some(fd) = link.as_mut().and_then(|link| link.watch())
+        {
+            // SAFETY: the AsyncFd owns the duplicate descriptor until it is dropped.
+            daemon = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok();
+        }
         tokio::select! {
             guard = signals.readable() => {
                 let mut guard = guard.map_err(|source| Error::Io { what: "waiting for signals", source })?;
@@ -158,7 +179,16 @@ async fn supervise(
                 }
                 guard.clear_ready();
             }
+            _ = daemon_readable(&daemon) => {
+                daemon = None;
+                if let Some(link) = link.as_mut() {
+                    link.lost();
+                }
+            }
             _ = tick.tick() => {
+                if let Some(link) = link.as_mut() {
+                    link.tick();
+                }
                 if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
                     drain(ring.get_mut(), events.sink);
                     events.report_drops()?;
@@ -173,6 +203,15 @@ async fn supervise(
         events.report_drops()?;
     }
     Ok(code)
+}
+
+async fn daemon_readable(daemon: &Option<AsyncFd<std::os::fd::OwnedFd>>) {
+    match daemon {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn ring_readable(

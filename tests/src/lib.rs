@@ -185,3 +185,233 @@ pub fn agents_running() -> bool {
         .filter(|entry| entry.path().is_dir())
         .any(|entry| fs::read_to_string(entry.path().join("cgroup.procs")).is_ok_and(|procs| !procs.trim().is_empty()))
 }
+
+/// A `governor daemon` started for one test, with its socket in `/run/governor` (where the
+/// agents' mount namespace masks it) and its store and state in a directory of the test's.
+/// Stopped with SIGTERM when dropped.
+pub struct Daemon {
+    pub child: Option<std::process::Child>,
+    pub socket: PathBuf,
+    pub audit_db: PathBuf,
+    pub log: PathBuf,
+    pub rings: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Starts a daemon whose store lives in `dir`, and waits until it says it is ready.
+    pub fn start(dir: &Path, name: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_with(dir, name, None, extra)
+    }
+
+    pub fn start_with(dir: &Path, name: &str, rings: Option<&Path>, extra: &[&str]) -> Daemon {
+        let socket = PathBuf::from(format!("/run/governor/test-{name}-{}.sock", std::process::id()));
+        Daemon::start_at(dir, &socket, rings, extra, &[])
+    }
+
+    /// A daemon listening on `socket`, wherever that is, with `envs` set.
+    pub fn start_at(dir: &Path, socket: &Path, rings: Option<&Path>, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
+        let socket = socket.to_path_buf();
+        let audit_db = dir.join("audit.db");
+        let log = dir.join(format!("daemon-{}.log", fs::read_dir(dir).map(Iterator::count).unwrap_or(0)));
+        let mut command = Command::new(governor_bin());
+        command.arg("--socket").arg(&socket).arg("--audit-db").arg(&audit_db);
+        if let Some(rings) = rings {
+            command.arg("--rings").arg(rings);
+        }
+        command
+            .arg("daemon")
+            .args(extra)
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(must(fs::File::create(&log), "daemon log"));
+        let child = must(command.spawn(), "starting governor daemon");
+        let mut daemon = Daemon { child: Some(child), socket, audit_db, log, rings: rings.map(Path::to_path_buf) };
+        daemon.wait_for_log("governor daemon ready", std::time::Duration::from_secs(20));
+        daemon
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log has `needle` (panics with the log after `timeout`, or when the
+    /// daemon has exited).
+    pub fn wait_for_log(&mut self, needle: &str, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("governor daemon exited ({status}) before '{needle}':\n{}", self.log_text());
+            }
+            assert!(std::time::Instant::now() < deadline, "no '{needle}' in the daemon's log:\n{}", self.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// `governor --socket S --audit-db D ARGS...` (with the daemon's ring directory).
+    pub fn governor(&self) -> Command {
+        let mut command = Command::new(governor_bin());
+        command.arg("--socket").arg(&self.socket).arg("--audit-db").arg(&self.audit_db);
+        if let Some(rings) = &self.rings {
+            command.arg("--rings").arg(rings);
+        }
+        command
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |child| child.id() as i32)
+    }
+
+    /// SIGKILL: no chance to say anything or clean up.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+        let _ = fs::remove_file(&self.socket);
+    }
+}
+
+/// The Prometheus text exposition format (0.0.4), parsed strictly enough to catch a
+/// malformed endpoint: every sample's metric has a `# TYPE` first, names and labels are
+/// well formed, values are numbers, histogram buckets never decrease and end with `+Inf`
+/// equal to `_count`.
+pub mod prometheus {
+    use std::collections::BTreeMap;
+
+    /// Samples by `name{labels}` as written.
+    pub type Samples = BTreeMap<String, f64>;
+
+    fn valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    pub fn parse(text: &str) -> Result<Samples, String> {
+        let mut types: BTreeMap<String, String> = BTreeMap::new();
+        let mut samples = Samples::new();
+        for (number, line) in text.lines().enumerate() {
+            let at = |why: &str| format!("line {}: {why}: {line}", number + 1);
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').ok_or_else(|| at("TYPE without a type"))?;
+                if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                    return Err(at("unknown type"));
+                }
+                types.insert(name.to_owned(), kind.to_owned());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').ok_or_else(|| at("no value"))?;
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                value => value.parse().map_err(|_| at("value is not a number"))?,
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, Some(labels.strip_suffix('}').ok_or_else(|| at("unclosed labels"))?)),
+                None => (series, None),
+            };
+            if !valid_name(name) {
+                return Err(at("bad metric name"));
+            }
+            for pair in labels.into_iter().flat_map(|labels| labels.split("\",")).filter(|pair| !pair.is_empty()) {
+                let (label, quoted) = pair.split_once('=').ok_or_else(|| at("label without ="))?;
+                if !valid_name(label) || !quoted.starts_with('"') {
+                    return Err(at("bad label"));
+                }
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix).filter(|base| types.get(*base).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(name);
+            if !types.contains_key(family) {
+                return Err(at("sample before its # TYPE"));
+            }
+            if samples.insert(series.to_owned(), value).is_some() {
+                return Err(at("duplicate series"));
+            }
+        }
+        for (name, kind) in &types {
+            if kind != "histogram" {
+                continue;
+            }
+            let buckets: Vec<(&String, &f64)> =
+                samples.iter().filter(|(series, _)| series.starts_with(&format!("{name}_bucket{{"))).collect();
+            let mut bounded: Vec<(f64, f64)> = buckets
+                .iter()
+                .map(|(series, value)| {
+                    let bound = series.split("le=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("");
+                    (if bound == "+Inf" { f64::INFINITY } else { bound.parse().unwrap_or(f64::NAN) }, **value)
+                })
+                .collect();
+            bounded.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if bounded.windows(2).any(|pair| pair[1].1 < pair[0].1) {
+                return Err(format!("{name}: buckets decrease"));
+            }
+            let inf = bounded.last().filter(|(bound, _)| bound.is_infinite()).map(|(_, value)| *value);
+            if inf.is_none() || inf != samples.get(&format!("{name}_count")).copied() {
+                return Err(format!("{name}: +Inf bucket missing or not equal to _count"));
+            }
+        }
+        Ok(samples)
+    }
+
+    /// GETs `http://ADDR/metrics` and returns the body.
+    pub fn scrape(addr: &str) -> String {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|error| panic!("{addr}: {error}"));
+        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: governor\r\n\r\n");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {response}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        body.to_owned()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn malformed_text_is_refused() {
+            assert!(parse("# TYPE a counter\na 1\n").is_ok());
+            assert!(parse("a 1\n").is_err(), "no TYPE");
+            assert!(parse("# TYPE a counter\na one\n").is_err());
+            assert!(parse("# TYPE a counter\na{x=1} 1\n").is_err(), "unquoted label");
+            let histogram = "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n";
+            assert!(parse(histogram).is_err(), "decreasing buckets");
+            let histogram = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n";
+            assert!(parse(histogram).is_ok());
+        }
+    }
+}

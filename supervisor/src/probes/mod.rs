@@ -9,6 +9,7 @@ mod btf;
 pub mod events;
 
 use std::{
+    collections::HashMap as Table,
     fs::File,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -90,6 +91,50 @@ pub struct Probes {
     pub fallback: Option<String>,
     /// The attachments, owned here so that their release can be handed off (see `Drop`).
     links: Vec<Box<dyn Send>>,
+    /// Per watched cgroup: its socket-hook links and the map entries put there for it, so
+    /// that a daemon can stop watching an agent and replace its deny rules on reload.
+    watched: Table<u64, Watched>,
+}
+
+/// What `watch` and `deny` put into the kernel for one agent.
+#[derive(Default)]
+struct Watched {
+    links: Vec<Box<dyn Send>>,
+    /// From the ring (`watch`).
+    plan: Entries,
+    /// From the policy's deny rules (`deny`), replaced as a whole.
+    denies: Entries,
+}
+
+#[derive(Default, Clone)]
+struct Entries {
+    net: Vec<(&'static str, NetKey, u32)>,
+    inodes: Vec<(&'static str, InodeKey)>,
+}
+
+/// The part of an agent's confinement the probes enforce, as data: what a `governor run`
+/// hands to the daemon, and what the daemon keeps to watch the agent again after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbePlan {
+    /// UDP destinations allowed, when UDP is narrowed.
+    pub udp: Option<Vec<NetRule>>,
+    /// Destinations no connect or datagram may reach.
+    pub net_deny: Vec<NetRule>,
+    /// Secrets, refused by inode (BPF LSM).
+    pub deny_open: Vec<PathBuf>,
+    /// Programs refused by inode (BPF LSM).
+    pub deny_exec: Vec<PathBuf>,
+}
+
+impl ProbePlan {
+    pub fn of(plan: &Confinement) -> ProbePlan {
+        ProbePlan {
+            udp: plan.udp.clone(),
+            net_deny: plan.net_deny.clone(),
+            deny_open: plan.secret_paths(&crate::sandbox::carve::RealFs),
+            deny_exec: plan.deny_exec.clone(),
+        }
+    }
 }
 
 impl Drop for Probes {
@@ -99,7 +144,8 @@ impl Drop for Probes {
     /// stays off governor's exit path: a child that keeps only the attachments releases them
     /// after governor has gone; governor's own copies then close at once.
     fn drop(&mut self) {
-        let links = std::mem::take(&mut self.links);
+        let mut links = std::mem::take(&mut self.links);
+        links.extend(self.watched.drain().flat_map(|(_, watched)| watched.links));
         if links.is_empty() {
             return;
         }
@@ -154,7 +200,7 @@ pub struct Counters {
 }
 
 /// A network (address and prefix) and port, 0 for any port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetRule {
     pub addr: IpAddr,
     pub prefix: u8,
@@ -234,19 +280,14 @@ impl Probes {
             let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             program.load().map_err(|source| Error::Program { name, source })?;
         }
-        Ok(Probes { ebpf, backend, fallback: None, links })
+        Ok(Probes { ebpf, backend, fallback: None, links, watched: Table::new() })
     }
 
     /// Starts watching the agent in cgroup `cgroup_id` (its directory is `cgroup_dir`): the
     /// probes report its events, the socket hooks enforce its UDP and destination rules, and
     /// (LSM) its secrets and denied programs are refused by inode.
-    pub fn watch(
-        &mut self,
-        cgroup_id: u64,
-        cgroup_dir: &File,
-        slot: AgentSlot,
-        plan: &Confinement,
-    ) -> Result<(), Error> {
+    pub fn watch(&mut self, cgroup_id: u64, cgroup_dir: &File, slot: AgentSlot, plan: &ProbePlan) -> Result<(), Error> {
+        let mut watched = Watched::default();
         // Single: with bpf_link (Linux 5.7+) a cgroup takes any number of links whatever the
         // mode, and the kernel refuses link flags; the mode only matters for legacy attach.
         for name in SOCK_ADDR {
@@ -255,50 +296,96 @@ impl Probes {
                 .attach(cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|source| Error::Program { name, source })?;
             let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
-            self.links.push(Box::new(link));
+            watched.links.push(Box::new(link));
         }
         {
             let mut policy: HashMap<_, u64, UdpPolicy> = self.map("UDP_POLICY")?;
             let value = UdpPolicy { restricted: u32::from(plan.udp.is_some()), _pad: 0 };
             policy.insert(cgroup_id, value, 0).map_err(|source| Error::Map { name: "UDP_POLICY", source })?;
         }
-        self.insert_net("UDP_ALLOW", cgroup_id, plan.udp.as_deref().unwrap_or_default())?;
-        self.insert_net("NET_DENY", cgroup_id, &plan.net_deny)?;
+        self.insert_net("UDP_ALLOW", cgroup_id, plan.udp.as_deref().unwrap_or_default(), &mut watched.plan)?;
+        self.insert_net("NET_DENY", cgroup_id, &plan.net_deny, &mut watched.plan)?;
         if self.backend == Backend::Lsm {
-            self.insert_inodes("DENY_OPEN", cgroup_id, &plan.secret_paths(&crate::sandbox::carve::RealFs))?;
-            self.insert_inodes("DENY_EXEC", cgroup_id, &plan.deny_exec)?;
+            self.insert_inodes("DENY_OPEN", cgroup_id, &plan.deny_open, &mut watched.plan)?;
+            self.insert_inodes("DENY_EXEC", cgroup_id, &plan.deny_exec, &mut watched.plan)?;
         }
         // Last: from here on the agent's events are reported.
         let mut agents: HashMap<_, u64, AgentSlot> = self.map("AGENTS")?;
         agents.insert(cgroup_id, slot, 0).map_err(|source| Error::Map { name: "AGENTS", source })?;
+        self.watched.insert(cgroup_id, watched);
         Ok(())
     }
 
+    /// Stops watching an agent: its events are no longer reported, its map entries are
+    /// removed and its socket-hook links released. Unknown ids are ignored.
+    pub fn unwatch(&mut self, cgroup_id: u64) {
+        if let Ok(mut agents) = self.map::<HashMap<_, u64, AgentSlot>>("AGENTS") {
+            let _ = agents.remove(&cgroup_id);
+        }
+        if let Ok(mut policy) = self.map::<HashMap<_, u64, UdpPolicy>>("UDP_POLICY") {
+            let _ = policy.remove(&cgroup_id);
+        }
+        let Some(watched) = self.watched.remove(&cgroup_id) else { return };
+        self.remove(&watched.plan);
+        self.remove(&watched.denies);
+        drop(watched.links);
+    }
+
     /// Puts the kernel's share of the policy's deny rules into the maps for the agent's
-    /// cgroup: destinations on every backend (cgroup socket hooks), files and programs by
-    /// inode with BPF LSM. Returns what it put there, to report.
+    /// cgroup, in place of those put there before: destinations on every backend (cgroup
+    /// socket hooks), files and programs by inode with BPF LSM. Returns what it put there,
+    /// to report.
     pub fn deny(&mut self, cgroup_id: u64, denies: &crate::engine::KernelDenies) -> Result<String, Error> {
-        self.insert_net("NET_DENY", cgroup_id, &denies.net)?;
-        if self.backend == Backend::Lsm {
-            self.insert_inodes("DENY_OPEN", cgroup_id, &denies.open)?;
-            self.insert_inodes("DENY_EXEC", cgroup_id, &denies.exec)?;
-            Ok(format!(
-                "{} destinations, {} files, {} programs",
-                denies.net.len(),
-                denies.open.len(),
-                denies.exec.len()
-            ))
+        let mut entries = Entries::default();
+        let previous = self.watched.get_mut(&cgroup_id).map(|watched| std::mem::take(&mut watched.denies));
+        if let Some(previous) = previous {
+            // An entry the ring put there too stays.
+            let plan = self.watched.get(&cgroup_id).map(|watched| watched.plan.clone()).unwrap_or_default();
+            let only_denies = Entries {
+                net: previous.net.into_iter().filter(|entry| !plan.net.contains(entry)).collect(),
+                inodes: previous.inodes.into_iter().filter(|entry| !plan.inodes.contains(entry)).collect(),
+            };
+            self.remove(&only_denies);
+        }
+        self.insert_net("NET_DENY", cgroup_id, &denies.net, &mut entries)?;
+        let report = if self.backend == Backend::Lsm {
+            self.insert_inodes("DENY_OPEN", cgroup_id, &denies.open, &mut entries)?;
+            self.insert_inodes("DENY_EXEC", cgroup_id, &denies.exec, &mut entries)?;
+            format!("{} destinations, {} files, {} programs", denies.net.len(), denies.open.len(), denies.exec.len())
         } else {
-            Ok(format!(
+            format!(
                 "{} destinations ({} files and {} programs decided in userspace: no BPF LSM)",
                 denies.net.len(),
                 denies.open.len(),
                 denies.exec.len()
-            ))
+            )
+        };
+        if let Some(watched) = self.watched.get_mut(&cgroup_id) {
+            watched.denies = entries;
+        }
+        Ok(report)
+    }
+
+    fn remove(&mut self, entries: &Entries) {
+        for (name, key, bits) in &entries.net {
+            if let Ok(mut map) = self.map::<LpmTrie<_, NetKey, u8>>(name) {
+                let _ = map.remove(&Key::new(*bits, *key));
+            }
+        }
+        for (name, key) in &entries.inodes {
+            if let Ok(mut map) = self.map::<HashMap<_, InodeKey, u8>>(name) {
+                let _ = map.remove(key);
+            }
         }
     }
 
-    fn insert_net(&mut self, name: &'static str, cgroup_id: u64, rules: &[NetRule]) -> Result<(), Error> {
+    fn insert_net(
+        &mut self,
+        name: &'static str,
+        cgroup_id: u64,
+        rules: &[NetRule],
+        entries: &mut Entries,
+    ) -> Result<(), Error> {
         let mut map: LpmTrie<_, NetKey, u8> = self.map(name)?;
         for rule in rules {
             let (family, addr) = match rule.addr {
@@ -310,20 +397,28 @@ impl Probes {
                 IpAddr::V6(v6) => (libc::AF_INET6 as u16, v6.octets()),
             };
             let key = NetKey { cgroup_id, family, port: rule.port.to_be(), addr, _pad: 0 };
-            let key = Key::new(NET_KEY_FIXED_BITS + u32::from(rule.prefix), key);
-            map.insert(&key, 1, 0).map_err(|source| Error::Map { name, source })?;
+            let bits = NET_KEY_FIXED_BITS + u32::from(rule.prefix);
+            map.insert(&Key::new(bits, key), 1, 0).map_err(|source| Error::Map { name, source })?;
+            entries.net.push((name, key, bits));
         }
         Ok(())
     }
 
     /// Adds the inodes of `paths` that exist (a path that does not exist has no inode to deny;
     /// Landlock keeps it unreadable by path).
-    fn insert_inodes(&mut self, name: &'static str, cgroup_id: u64, paths: &[PathBuf]) -> Result<(), Error> {
+    fn insert_inodes(
+        &mut self,
+        name: &'static str,
+        cgroup_id: u64,
+        paths: &[PathBuf],
+        entries: &mut Entries,
+    ) -> Result<(), Error> {
         let mut map: HashMap<_, InodeKey, u8> = self.map(name)?;
         for path in paths {
             let Ok(meta) = std::fs::metadata(path) else { continue };
             let key = InodeKey { cgroup_id, dev: kernel_dev(meta.dev()), ino: meta.ino() };
             map.insert(key, 1, 0).map_err(|source| Error::Map { name, source })?;
+            entries.inodes.push((name, key));
         }
         Ok(())
     }

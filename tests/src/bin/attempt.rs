@@ -203,6 +203,31 @@ fn attempt(args: &[String]) -> Option<Outcome> {
         "socket-netlink" => check(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) } as i64),
         "unix-connect" => unix_connect(arg(args, 2).as_bytes(), false),
         "abstract-connect" => unix_connect(arg(args, 2).as_bytes(), true),
+        "control-request" => {
+            // Asks governor's daemon at PATH to kill agent NAME, as an agent would try.
+            use std::io::{BufRead as _, Write as _};
+            let stream = match std::os::unix::net::UnixStream::connect(arg(args, 2)) {
+                Ok(stream) => stream,
+                Err(error) => return Some(Err(error.raw_os_error().unwrap_or(libc::EIO))),
+            };
+            let request = format!("{{\"op\":\"kill\",\"agent\":\"{}\",\"reason\":\"\"}}\n", arg(args, 3));
+            let mut answer = String::new();
+            // The daemon may refuse before reading anything and close: its answer is read
+            // whether or not the request could be sent.
+            let sent = (&stream).write_all(request.as_bytes()).is_ok();
+            let _ = std::io::BufReader::new(&stream).read_line(&mut answer);
+            println!(
+                "{}",
+                if answer.contains("\"ok\":false") {
+                    "refused"
+                } else if sent && answer.contains("\"ok\":true") {
+                    "answered"
+                } else {
+                    "closed"
+                }
+            );
+            return None;
+        }
         "ptrace-attach" => check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid(args, 2), 0, 0) }),
         "ptrace-child" => unsafe {
             // Attach to a child of our own (it sleeps until killed).

@@ -1,0 +1,408 @@
+//! One agent's events after the probes: decided by the policy engine, acted on (freeze,
+//! kill), then written to the audit store as events, incidents and actions. Used by a
+//! standalone `governor run` for its one agent and by `governor daemon` for each of its.
+
+use std::{rc::Rc, time::Duration};
+
+use crate::{
+    audit,
+    cgroup::Cgroup,
+    engine,
+    metrics::Metrics,
+    probes::{self, events::Sink},
+};
+
+/// Where events go until the policy engine takes them: `--trace` prints them, and every
+/// event and loss is counted for the closing summary.
+pub struct EventOutput<'w> {
+    writer: &'w audit::Writer,
+    trace: bool,
+    pub tally: probes::events::Tally,
+    engine: Rc<engine::Engine>,
+    pub agent: engine::AgentState,
+    pub agent_id: String,
+    /// The agent's cgroup, to suspend or kill it.
+    control: Cgroup,
+    contexts: crate::context::Cache,
+    /// Rows waiting while the store fails.
+    backlog: std::collections::VecDeque<audit::Row>,
+    /// Set while the agent is frozen because the store fails: why, and since when.
+    store_hold: Option<(String, i64)>,
+    /// Decided events whose records are still to be written.
+    pending: std::collections::VecDeque<Pending>,
+    /// The daemon's counters and histograms.
+    metrics: Option<Rc<Metrics>>,
+}
+
+/// An event decided and acted on, its record not yet written.
+type Pending = (probes::events::Event, engine::Action, Option<usize>, Option<Result<(), crate::cgroup::Error>>);
+
+impl<'w> EventOutput<'w> {
+    pub fn new(
+        writer: &'w audit::Writer,
+        engine: Rc<engine::Engine>,
+        trust: crate::policy::Trust,
+        agent_id: &str,
+        control: Cgroup,
+        trace: bool,
+        metrics: Option<Rc<Metrics>>,
+    ) -> EventOutput<'w> {
+        EventOutput {
+            writer,
+            trace,
+            tally: probes::events::Tally::default(),
+            agent: engine.agent(trust),
+            engine,
+            agent_id: agent_id.to_owned(),
+            control,
+            contexts: crate::context::Cache::default(),
+            backlog: std::collections::VecDeque::new(),
+            store_hold: None,
+            pending: std::collections::VecDeque::new(),
+            metrics,
+        }
+    }
+
+    /// The agent's cgroup.
+    pub fn control(&self) -> &Cgroup {
+        &self.control
+    }
+
+    /// Decides from now on with `engine` (a policy reload). The records of events decided
+    /// with the old one are written first (they name its rules); rate windows and sequence
+    /// memory start afresh, a suspension stays.
+    pub fn swap_engine(&mut self, engine: Rc<engine::Engine>) {
+        while self.write_pending(usize::MAX) {}
+        let mut agent = engine.agent(self.agent.trust);
+        agent.suspended = self.agent.suspended;
+        agent.suspended_since = self.agent.suspended_since;
+        self.agent = agent;
+        self.engine = engine;
+    }
+
+    /// Records an action on this agent (through the backlog when the store fails).
+    pub fn record_action(&mut self, action: &str, actor: &str, why: &str) {
+        self.record(audit::action(&self.agent_id, action, actor, why));
+    }
+
+    /// Records an incident that no rule raised (a supervisor gap, say).
+    pub fn record_incident(
+        &mut self,
+        rule: &str,
+        severity: &str,
+        action: &str,
+        reason: &str,
+        detail: serde_json::Value,
+    ) {
+        if let Some(metrics) = &self.metrics {
+            metrics.incident(severity);
+        }
+        self.record(audit::Row {
+            table: "incidents",
+            values: vec![
+                audit::text(&self.agent_id),
+                audit::int(audit::now_ns()),
+                audit::text(rule),
+                audit::text(severity),
+                audit::text(action),
+                audit::text(reason),
+                audit::text(detail.to_string()),
+            ],
+        });
+    }
+
+    /// Queues a row for the store. While the store works and its queue is full, waits (the
+    /// kernel's ring buffer takes up the slack and counts what it drops). While the store
+    /// fails, the agent is frozen and rows wait here, in order, until it recovers.
+    fn record(&mut self, row: audit::Row) {
+        self.flush_backlog();
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(row);
+            return;
+        }
+        let mut row = row;
+        loop {
+            match self.writer.try_write(row) {
+                Ok(()) => return,
+                Err(audit::Busy::Stopped) => {
+                    eprintln!("governor: audit store: the writer has stopped; a row was not recorded");
+                    return;
+                }
+                Err(audit::Busy::Full(back)) => {
+                    if self.writer.failure().is_some() {
+                        self.check_store();
+                        self.backlog.push_back(back);
+                        return;
+                    }
+                    row = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// The paperwork of one decided event: trace line, audit row, incident, messages.
+    fn record_event(
+        &mut self,
+        event: &probes::events::Event,
+        decision: engine::Decision<'_>,
+        acted: Option<Result<(), crate::cgroup::Error>>,
+    ) {
+        if self.trace {
+            let mut line = event.to_json();
+            line["decision"] = serde_json::json!(decision.action);
+            if let Some(rule) = decision.rule {
+                line["rule"] = serde_json::json!(rule.id);
+            }
+            eprintln!("{line}");
+        }
+        let header = event.header();
+        let (path, destination) = match event {
+            probes::events::Event::Exec { filename, .. } => (filename.clone(), String::new()),
+            probes::events::Event::Open { path, .. } => (path.clone(), String::new()),
+            probes::events::Event::Net { addr, port, .. } => {
+                (String::new(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.event(probes::events::kind_name(header.kind), recorded_decision(header, decision.action));
+        }
+        let context = match event {
+            probes::events::Event::Exec { filename, argv, .. }
+                if header.kind == governor_common::kind::EXECED || header.result == 0 =>
+            {
+                Some(self.contexts.exec(header.tgid, filename, argv))
+            }
+            _ => self.contexts.get(header.tgid),
+        };
+        let status = context.as_ref().and_then(|context| context.status);
+        let record = audit::Row {
+            table: "events",
+            values: vec![
+                audit::text(&self.agent_id),
+                audit::int(audit::now_ns()),
+                audit::int(header.ktime_ns),
+                audit::text(probes::events::kind_name(header.kind)),
+                audit::int(header.tgid),
+                audit::int(header.pid),
+                audit::int(status.map_or(0, |status| status.ppid)),
+                audit::int(header.uid),
+                audit::int(status.map_or(-1, |status| i64::from(status.euid))),
+                audit::int(status.map_or(-1, |status| i64::from(status.egid))),
+                audit::text(status.map_or(String::new(), |status| format!("{:016x}", status.cap_eff))),
+                audit::text(context.as_ref().map_or("", |context| context.exe.as_str())),
+                audit::text(context.as_ref().map_or("", |context| context.cmdline.as_str())),
+                audit::text(path),
+                audit::text(destination),
+                audit::text(probes::events::errno_name(header.result)),
+                audit::text(probes::events::verdict_name(header.verdict)),
+                audit::text(probes::events::source_name(header.source)),
+                audit::text(recorded_decision(header, decision.action)),
+                audit::text(decision.rule.map_or("", |rule| rule.id.as_str())),
+            ],
+        };
+        self.record(record);
+
+        let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
+            return;
+        };
+        let json = event.to_json();
+        self.record(audit::Row {
+            table: "incidents",
+            values: vec![
+                audit::text(&self.agent_id),
+                audit::int(audit::now_ns()),
+                audit::text(&rule.id),
+                audit::text(format!("{:?}", rule.severity).to_lowercase()),
+                audit::text(decision_name(rule.action)),
+                audit::text(rule.reason.to_string()),
+                audit::text(json.to_string()),
+            ],
+        });
+        if let Some(metrics) = &self.metrics {
+            metrics.incident(&format!("{:?}", rule.severity).to_lowercase());
+        }
+        let incident = serde_json::json!({
+            "kind": "incident",
+            "agent": self.agent_id,
+            "rule": rule.id,
+            "severity": rule.severity,
+            "action": rule.action,
+            "reason": rule.reason.to_string(),
+            "event": json,
+        });
+        eprintln!("{incident}");
+        match (decision.action, acted) {
+            (engine::Action::Suspend, Some(Ok(()))) => {
+                // From the kernel's timestamp of the event to `frozen 1` in cgroup.events.
+                let latency_ns = self.agent.suspended_since.saturating_sub(header.ktime_ns);
+                if let Some(metrics) = &self.metrics {
+                    metrics.frozen(Duration::from_nanos(latency_ns));
+                }
+                let latency_us = latency_ns / 1000;
+                self.record(audit::action(
+                    &self.agent_id,
+                    "suspend",
+                    &format!("rule {}", rule.id),
+                    &format!("{} (frozen {latency_us} µs after the event)", rule.reason),
+                ));
+                eprintln!(
+                    "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event; `governor resume {}` thaws it",
+                    self.agent_id, rule.id, rule.reason, self.agent_id
+                );
+            }
+            (engine::Action::Kill, Some(Ok(()))) => {
+                self.record(audit::action(
+                    &self.agent_id,
+                    "kill",
+                    &format!("rule {}", rule.id),
+                    &rule.reason.to_string(),
+                ));
+            }
+            (action, Some(Err(error))) => {
+                eprintln!("governor: {} agent {} failed: {error}", decision_name(action), self.agent_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(row) = self.backlog.pop_front() {
+            if let Err(audit::Busy::Full(row)) = self.writer.try_write(row) {
+                self.backlog.push_front(row);
+                return;
+            }
+        }
+    }
+
+    /// Rows still waiting, queued for good (the agent has exited).
+    pub fn finish(&mut self) {
+        while let Some(row) = self.backlog.pop_front() {
+            let _ = self.writer.write(row);
+        }
+    }
+
+    /// Fail closed: an agent whose actions cannot be recorded does not run. Frozen when the
+    /// store starts failing; when it recovers, the gap is recorded and the agent thawed
+    /// (unless a rule suspended it meanwhile).
+    fn check_store(&mut self) {
+        match (self.writer.failure(), self.store_hold.take()) {
+            (Some(reason), None) => {
+                let frozen = self.control.set_frozen(true, Duration::from_secs(1));
+                eprintln!(
+                    "governor: audit store failing ({reason}): agent {} {} until it recovers",
+                    self.agent_id,
+                    if frozen.is_ok() { "frozen" } else { "could not be frozen" }
+                );
+                self.store_hold = Some((reason, audit::now_ns()));
+            }
+            (None, Some((reason, since))) => {
+                let why = format!("audit store failed: {reason}");
+                let seconds = (audit::now_ns() - since) as f64 / 1e9;
+                self.record(audit::action(&self.agent_id, "suspend", "governor", &why));
+                let thaw = !self.agent.suspended;
+                if thaw {
+                    let _ = self.control.set_frozen(false, Duration::from_secs(1));
+                    self.record(audit::action(
+                        &self.agent_id,
+                        "resume",
+                        "governor",
+                        &format!("audit store recovered after {seconds:.1} s"),
+                    ));
+                }
+                eprintln!(
+                    "governor: audit store recovered after {seconds:.1} s ({reason}); agent {} {}",
+                    self.agent_id,
+                    if thaw { "thawed" } else { "stays suspended by its rule" }
+                );
+            }
+            (_, hold) => self.store_hold = hold,
+        }
+    }
+}
+
+impl Sink for EventOutput<'_> {
+    fn tick(&mut self) {
+        self.check_store();
+        self.flush_backlog();
+    }
+
+    fn event(&mut self, event: &probes::events::Event) {
+        self.events(vec![event.clone()]);
+        while self.write_pending(usize::MAX) {}
+    }
+
+    /// Decides and acts on every event of the batch at once; the paperwork waits for
+    /// `write_pending`, so a freeze is not kept waiting by the events before it.
+    fn events(&mut self, batch: Vec<probes::events::Event>) {
+        self.check_store();
+        // The engine is shared (an Rc), so decisions borrow it and not `self`.
+        let engine = Rc::clone(&self.engine);
+        for event in batch {
+            self.tally.event(&event);
+            // A frozen agent makes no events: one arriving means it was resumed from outside.
+            if self.agent.suspended && !self.control.freeze_requested() {
+                self.agent.suspended = false;
+            }
+            let started = self.metrics.as_ref().map(|_| std::time::Instant::now());
+            let decision = engine.decide(&mut self.agent, &event, event.header().ktime_ns);
+            if let (Some(metrics), Some(started)) = (&self.metrics, started) {
+                metrics.decided(started.elapsed());
+            }
+            let acted = match decision.action {
+                engine::Action::Suspend => Some(self.control.set_frozen(true, Duration::from_secs(1)).map(|()| {
+                    self.agent.suspended = true;
+                    self.agent.suspended_since = monotonic_ns();
+                })),
+                engine::Action::Kill => Some(self.control.kill()),
+                engine::Action::Allow | engine::Action::Deny | engine::Action::Audit => None,
+            };
+            self.pending.push_back((event, decision.action, decision.index, acted));
+        }
+    }
+
+    fn write_pending(&mut self, max: usize) -> bool {
+        let engine = Rc::clone(&self.engine);
+        for _ in 0..max {
+            let Some((event, action, index, acted)) = self.pending.pop_front() else { return false };
+            let rule = index.and_then(|index| engine.rules().get(index));
+            self.record_event(&event, engine::Decision { action, rule, index }, acted);
+        }
+        !self.pending.is_empty()
+    }
+
+    fn lost(&mut self, count: u64) {
+        self.tally.lost(count);
+        // Always said: events are never lost silently.
+        probes::events::TraceSink.lost(count);
+    }
+
+    fn undecodable(&mut self, error: &probes::events::DecodeError) {
+        self.tally.undecodable(error);
+        probes::events::TraceSink.undecodable(error);
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |time| time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64)
+}
+
+/// What the audit row says happened to the operation: `deny` when the kernel (Landlock,
+/// seccomp, a probe) refused it, whatever the engine then did about it (that is in the
+/// incident); otherwise the engine's decision.
+pub fn recorded_decision(header: &governor_common::EventHeader, action: engine::Action) -> &'static str {
+    if probes::events::refused(header) { "deny" } else { decision_name(action) }
+}
+
+/// The name a decision is recorded under (`allow`, `deny`, `audit`, `suspend`, `kill`).
+pub fn decision_name(action: engine::Action) -> &'static str {
+    match action {
+        engine::Action::Allow => "allow",
+        engine::Action::Deny => "deny",
+        engine::Action::Audit => "audit",
+        engine::Action::Suspend => "suspend",
+        engine::Action::Kill => "kill",
+    }
+}

@@ -1,0 +1,1082 @@
+//! `governor daemon`: loads the probes once, owns the audit writer and the policy engine, and
+//! supervises every agent that a `governor run` registers over the control socket. The agent
+//! stays the child of its `governor run` (exit code, signals and terminal as standalone);
+//! the daemon decides on its events, freezes and kills it, and records it.
+//!
+//! One thread runs the loop (a current-thread tokio runtime): signals, the ring buffer, the
+//! control socket's lines (read by small tasks that hand them over), the metrics endpoint and
+//! a tick. Agents are found by the cgroup id every event carries.
+//!
+//! State that outlives the process: the audit store, and per agent its registration in
+//! `<state>/agents/<agent>.json` (`<state>` is the audit store's directory), so that a
+//! daemon started after one was killed watches the agents that still run again.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    os::{fd::AsRawFd as _, unix::fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use nix::sys::{
+    signal::{SigSet, SigmaskHow, Signal, sigprocmask},
+    signalfd::{SfdFlags, SignalFd},
+};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Interest, unix::AsyncFd},
+    net::{TcpListener, UnixListener, UnixStream},
+    sync::mpsc,
+};
+
+use crate::{
+    agent::{EventOutput, monotonic_ns},
+    audit,
+    cgroup::{self, Cgroup},
+    control::{self, Peer, Registration, Request},
+    engine::{self, Engine, Rules},
+    metrics::Metrics,
+    policy::{self, RingSource},
+    probes::{
+        self, Probes,
+        events::{DecodeError, Event, Sink},
+    },
+    run::exit,
+};
+
+/// `governor daemon`'s own options (the socket and the store are global options).
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// The daemon's settings (TOML: control_group, on_supervisor_loss, loss_grace)
+    /// [default: /etc/governor/governor.toml when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9464) under /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Kernel event probes: BPF LSM where the kernel has it, else tracepoints.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub probes: probes::Choice,
+}
+
+/// The settings file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// A group whose members may control agents besides root.
+    control_group: Option<String>,
+    #[serde(default)]
+    on_supervisor_loss: Loss,
+    /// How long an agent may be without a supervisor before `on_supervisor_loss = "kill"`
+    /// kills it.
+    #[serde(default = "default_grace")]
+    loss_grace: engine::Window,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { control_group: None, on_supervisor_loss: Loss::Keep, loss_grace: default_grace() }
+    }
+}
+
+fn default_grace() -> engine::Window {
+    engine::Window(Duration::from_secs(30))
+}
+
+/// What becomes of an agent whose supervisor is gone longer than the grace period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// It runs on, still confined by Landlock and seccomp; a new daemon watches it again.
+    #[default]
+    Keep,
+    /// It is killed.
+    Kill,
+}
+
+impl Loss {
+    fn as_str(self) -> &'static str {
+        match self {
+            Loss::Keep => "keep",
+            Loss::Kill => "kill",
+        }
+    }
+}
+
+/// Everything `governor daemon` needs, checked before anything starts.
+pub struct Settings {
+    pub socket: PathBuf,
+    pub audit_db: PathBuf,
+    pub rings: Option<PathBuf>,
+    pub options: Options,
+}
+
+type Failure = (i32, String);
+
+fn usage(message: impl std::fmt::Display) -> Failure {
+    (exit::USAGE, message.to_string())
+}
+
+fn failure(message: impl std::fmt::Display) -> Failure {
+    (exit::FAILURE, message.to_string())
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<Config, Failure> {
+    let default = Path::new("/etc/governor/governor.toml");
+    let path = match explicit {
+        Some(path) => path,
+        None if default.exists() => default,
+        None => return Ok(Config::default()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| usage(format!("{}: {error}", path.display())))?;
+    policy::parse::<Config>(path, &text).map_err(usage)
+}
+
+fn group_id(name: &str) -> Result<u32, Failure> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(usage(format!("control_group '{name}': no such group"))),
+    }
+}
+
+/// An agent the daemon supervises.
+struct Supervised<'w> {
+    output: EventOutput<'w>,
+    registration: Registration,
+    cgroup_id: u64,
+    /// The engine built for its `--policy` rules, when it has any (else the daemon's).
+    own_rules: Option<Rules>,
+    /// The connection of its `governor run`, while there is one.
+    connection: Option<u64>,
+    /// Since when no `governor run` speaks for it.
+    orphaned_since: Option<Instant>,
+}
+
+struct Daemon<'w> {
+    writer: &'w audit::Writer,
+    probes: Probes,
+    cgroup_root: PathBuf,
+    rings: Option<PathBuf>,
+    rules: Rules,
+    engine: Rc<Engine>,
+    agents: HashMap<u64, Supervised<'w>>,
+    names: HashMap<String, u64>,
+    metrics: Rc<Metrics>,
+    config: Config,
+    control_group: Option<u32>,
+    state_dir: PathBuf,
+    hello: control::Hello,
+    reported_drops: u64,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops (their
+/// confinement is the kernel's); the next daemon watches them again.
+pub fn daemon(settings: Settings) -> Result<i32, Failure> {
+    let config = load_config(settings.options.config.as_deref())?;
+    let control_group = config.control_group.as_deref().map(group_id).transpose()?;
+    if settings.options.probes == probes::Choice::Off {
+        return Err(usage("--probes off: the daemon exists to watch agents; run agents standalone instead"));
+    }
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return Err(usage("governor daemon must run as root (probes, cgroups)"));
+    }
+    let source = RingSource::locate(settings.rings.as_deref());
+    let rules = engine::load(&source, &[]).map_err(usage)?;
+    let cgroup_root = cgroup::mount_point().map_err(usage)?;
+    let store = audit::Writer::open(&settings.audit_db).map_err(|error| usage(format!("{error}")))?;
+    let state_dir = settings.audit_db.parent().unwrap_or(Path::new(".")).join("agents");
+    std::fs::create_dir_all(&state_dir).map_err(|error| usage(format!("{}: {error}", state_dir.display())))?;
+    let _ = std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700));
+    let listener = bind(&settings.socket, control_group)?;
+    let probes = Probes::load(settings.options.probes)
+        .map_err(|error| (exit::USAGE, error.to_string()))?
+        .ok_or_else(|| usage("no probes"))?;
+    if let Some(reason) = &probes.fallback {
+        tracing::info!(reason = %reason, "BPF LSM not used; tracepoint probes");
+    }
+    let metrics_listener = match settings.options.metrics {
+        Some(addr) => {
+            let listener =
+                std::net::TcpListener::bind(addr).map_err(|error| usage(format!("--metrics {addr}: {error}")))?;
+            listener.set_nonblocking(true).map_err(failure)?;
+            Some(listener)
+        }
+        None => None,
+    };
+
+    // Signals are taken before the writer's thread starts, so that thread inherits the mask.
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(signal);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|errno| failure(format!("blocking signals: {errno}")))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|errno| failure(format!("signalfd: {errno}")))?;
+    let writer = store.start().map_err(failure)?;
+    let hello = control::Hello {
+        pid: std::process::id(),
+        backend: probes.backend.to_string(),
+        audit_db: settings.audit_db.clone(),
+        on_supervisor_loss: config.on_supervisor_loss.as_str().into(),
+        grace_ms: config.loss_grace.0.as_millis() as u64,
+        metrics: metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|addr| addr.to_string()),
+    };
+    let mut daemon = Daemon {
+        writer: &writer,
+        probes,
+        cgroup_root,
+        rings: settings.rings.clone(),
+        engine: Rc::new(Engine::from_rules(&rules)),
+        rules,
+        agents: HashMap::new(),
+        names: HashMap::new(),
+        metrics: Rc::new(Metrics::default()),
+        config,
+        control_group,
+        state_dir,
+        hello,
+        reported_drops: 0,
+    };
+    daemon.adopt();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|error| failure(format!("starting the event loop: {error}")))?;
+    let result = runtime.block_on(daemon.serve(listener, metrics_listener, signals));
+    drop(daemon);
+    let _ = std::fs::remove_file(&settings.socket);
+    writer.finish().map_err(failure)?;
+    result.map(|()| 0)
+}
+
+/// Binds the control socket: its directory 0700 when governor makes it, the socket 0600
+/// (0660 with the control group). A socket nobody answers on is stale and replaced; one
+/// that answers means another daemon runs.
+fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListener, Failure> {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|error| usage(format!("{}: {error}", dir.display())))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(usage(format!("{}: a governor daemon is already running", path.display())));
+        }
+        std::fs::remove_file(path).map_err(|error| usage(format!("{}: {error}", path.display())))?;
+    }
+    // Created with no permission at all, then opened up: never reachable by others between.
+    // SAFETY: umask only changes this process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(|error| usage(format!("{}: {error}", path.display())))?;
+    if let Some(gid) = group {
+        nix::unistd::chown(path, None, Some(gid.into()))
+            .map_err(|errno| failure(format!("{}: chown: {errno}", path.display())))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(failure)?;
+    }
+    listener.set_nonblocking(true).map_err(failure)?;
+    Ok(listener)
+}
+
+/// What the connection tasks hand to the loop.
+enum Message {
+    Line(u64, String),
+    Closed(u64),
+    Metrics(tokio::net::TcpStream),
+}
+
+/// How often the loop drains the ring buffer, reads the drop counter, checks orphaned
+/// agents and the store.
+const TICK: Duration = Duration::from_millis(10);
+/// How often the daemon says it is alive (state file, systemd watchdog).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+impl<'w> Daemon<'w> {
+    async fn serve(
+        &mut self,
+        listener: std::os::unix::net::UnixListener,
+        metrics: Option<std::net::TcpListener>,
+        signals: SignalFd,
+    ) -> Result<(), Failure> {
+        let listener = UnixListener::from_std(listener).map_err(failure)?;
+        let metrics = metrics.map(TcpListener::from_std).transpose().map_err(failure)?;
+        let ring = self.probes.take_events().map_err(failure)?;
+        // SAFETY (both): the AsyncFd owns the signalfd and the ring buffer map, whose
+        // descriptors stay open and unchanged until it is dropped.
+        let signals = unsafe { AsyncFd::register_with_interest(signals, Interest::READABLE) }
+            .map_err(|error| failure(format!("watching signals: {error:?}")))?;
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|error| failure(format!("watching the ring buffer: {error:?}")))?;
+        let (sender, mut messages) = mpsc::unbounded_channel::<Message>();
+        let mut replies: HashMap<u64, (mpsc::UnboundedSender<String>, Peer)> = HashMap::new();
+        let mut next_connection = 0u64;
+        let mut deferred: Vec<(mpsc::UnboundedSender<String>, String, u64)> = Vec::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heartbeat = Instant::now() - HEARTBEAT;
+        let watchdog = watchdog_interval();
+        self.heartbeat();
+        notify("READY=1");
+        tracing::info!(
+            socket = %listener.local_addr().ok().and_then(|addr| addr.as_pathname().map(|p| p.display().to_string())).unwrap_or_default(),
+            backend = %self.probes.backend,
+            metrics = self.hello.metrics.as_deref().unwrap_or("off"),
+            agents = self.agents.len(),
+            "governor daemon ready"
+        );
+        loop {
+            tokio::select! {
+                guard = signals.readable() => {
+                    let mut guard = guard.map_err(failure)?;
+                    let mut stop = false;
+                    while let Ok(Some(info)) = guard.get_inner().read_signal() {
+                        match Signal::try_from(info.ssi_signo as i32) {
+                            Ok(Signal::SIGHUP) => {
+                                notify("RELOADING=1");
+                                let _ = self.reload(ring.get_mut());
+                                notify("READY=1");
+                            }
+                            Ok(_) => stop = true,
+                            Err(_) => {}
+                        }
+                    }
+                    guard.clear_ready();
+                    if stop {
+                        tracing::info!(agents = self.agents.len(), "stopping; agents keep running and are watched again by the next daemon");
+                        notify("STOPPING=1");
+                        self.stop(ring.get_mut());
+                        return Ok(());
+                    }
+                }
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.map_err(failure)?;
+                    crate::supervise::drain(guard.get_inner_mut(), &mut Dispatch { daemon: self });
+                    guard.clear_ready();
+                }
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let Some(peer) = peer_of(&stream) else { continue };
+                    next_connection += 1;
+                    let id = next_connection;
+                    let (reply, outgoing) = mpsc::unbounded_channel::<String>();
+                    if let Err(why) = control::admit(&peer, self.control_group) {
+                        tracing::warn!(pid = peer.pid, uid = peer.uid, why = %why, "control connection refused");
+                        let _ = reply.send(refusal(&format!("refused: {why}")));
+                        drop(reply);
+                        let (_, write) = stream.into_split();
+                        tokio::spawn(write_lines(write, outgoing));
+                        continue;
+                    }
+                    replies.insert(id, (reply, peer));
+                    let (read, write) = stream.into_split();
+                    tokio::spawn(write_lines(write, outgoing));
+                    tokio::spawn(read_lines(id, read, sender.clone()));
+                }
+                accepted = accept_metrics(metrics.as_ref()) => {
+                    if let Ok((stream, _)) = accepted {
+                        tokio::spawn(read_http_request(stream, sender.clone()));
+                    }
+                }
+                Some(message) = messages.recv() => match message {
+                    Message::Line(id, line) => {
+                        let Some((reply, peer)) = replies.get(&id) else { continue };
+                        let peer = peer.clone();
+                        let durable = line.contains("\"op\":\"exited\"");
+                        let answer = self.handle(id, &peer, &line, ring.get_mut());
+                        if durable {
+                            // `governor run` returns once the agent's last rows are in the
+                            // store, as standalone: answered when the writer has committed them.
+                            deferred.push((reply.clone(), answer, self.writer.queued()));
+                        } else {
+                            let _ = reply.send(answer);
+                        }
+                    }
+                    Message::Closed(id) => {
+                        replies.remove(&id);
+                        self.connection_closed(id);
+                    }
+                    Message::Metrics(stream) => {
+                        let body = self.metrics.render(&self.agent_states());
+                        tokio::spawn(write_http(stream, body));
+                    }
+                },
+                _ = tokio::time::sleep(Duration::from_millis(1)), if !deferred.is_empty() => {
+                    let committed = self.writer.committed();
+                    deferred.retain(|(reply, answer, target)| {
+                        let done = committed >= *target;
+                        if done {
+                            let _ = reply.send(answer.clone());
+                        }
+                        !done
+                    });
+                }
+                _ = tick.tick() => {
+                    crate::supervise::drain(ring.get_mut(), &mut Dispatch { daemon: self });
+                    self.report_drops();
+                    for supervised in self.agents.values_mut() {
+                        supervised.output.tick();
+                    }
+                    self.check_orphans(ring.get_mut());
+                    if last_heartbeat.elapsed() >= HEARTBEAT.min(watchdog.unwrap_or(HEARTBEAT)) {
+                        last_heartbeat = Instant::now();
+                        self.heartbeat();
+                        if watchdog.is_some() {
+                            notify("WATCHDOG=1");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one request line.
+    fn handle(&mut self, connection: u64, peer: &Peer, line: &str, ring: &mut RingBuf<MapData>) -> String {
+        let request: Request = match serde_json::from_str(line) {
+            Ok(request) => request,
+            Err(error) => return refusal(&format!("malformed request: {error}")),
+        };
+        let result = match request {
+            Request::Hello => serde_json::to_value(&self.hello).map_err(|error| error.to_string()),
+            Request::Register(registration) => self.register(connection, registration),
+            Request::Attach { agent } => match self.names.get(&agent).copied() {
+                Some(id) => {
+                    if let Some(supervised) = self.agents.get_mut(&id) {
+                        supervised.connection = Some(connection);
+                        supervised.orphaned_since = None;
+                    }
+                    Ok(serde_json::json!({}))
+                }
+                None => Err(format!("unknown agent '{agent}'")),
+            },
+            Request::Exited { agent, code } => self.exited(&agent, Some(code), ring),
+            Request::Suspend { agent, reason } => self.act(&agent, "suspend", peer, &reason),
+            Request::Resume { agent, reason } => self.act(&agent, "resume", peer, &reason),
+            Request::Kill { agent, reason } => self.act(&agent, "kill", peer, &reason),
+            Request::Reload => self.reload(ring).map(|rules| serde_json::json!({ "rules": rules })),
+            Request::Agents => Ok(serde_json::Value::Array(
+                self.agents
+                    .values()
+                    .map(|supervised| {
+                        serde_json::json!({
+                            "agent": supervised.output.agent_id,
+                            "trust": supervised.registration.trust,
+                            "state": state_of(supervised),
+                            "cgroup_id": supervised.cgroup_id,
+                        })
+                    })
+                    .collect(),
+            ))
+            .map(|agents| serde_json::json!({ "agents": agents })),
+        };
+        match result {
+            Ok(mut value) => {
+                if let serde_json::Value::Object(map) = &mut value {
+                    map.insert("ok".into(), true.into());
+                }
+                let mut line = value.to_string();
+                line.push('\n');
+                line
+            }
+            Err(error) => refusal(&error),
+        }
+    }
+
+    /// The rules for an agent with `overlays`: the daemon's, plus theirs.
+    fn rules_for(&self, overlays: &[PathBuf]) -> Result<Option<Rules>, String> {
+        if overlays.is_empty() {
+            return Ok(None);
+        }
+        let overlays = overlays
+            .iter()
+            .map(|path| policy::load_overlay(path))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let source = RingSource::locate(self.rings.as_deref());
+        engine::load(&source, &overlays).map(Some).map_err(|error| error.to_string())
+    }
+
+    /// Starts supervising an agent whose cgroup `governor run` has made (the agent has not
+    /// started yet): watch its cgroup, put its deny rules into the kernel, record it.
+    fn register(&mut self, connection: u64, registration: Registration) -> Result<serde_json::Value, String> {
+        let agent = crate::run::validate_agent_id(&registration.agent).map_err(|error| error.to_string())?;
+        if self.names.contains_key(&agent) {
+            return Err(format!("an agent with id '{agent}' is already supervised"));
+        }
+        let cgroup = Cgroup::open(&self.cgroup_root, &agent).map_err(|error| error.to_string())?;
+        let own_rules = self.rules_for(&registration.overlays)?;
+        let (cgroup_id, enforced, userspace_only) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
+        let engine = match &own_rules {
+            Some(rules) => Rc::new(Engine::from_rules(rules)),
+            None => Rc::clone(&self.engine),
+        };
+        let output = EventOutput::new(
+            self.writer,
+            engine,
+            registration.trust,
+            &agent,
+            cgroup,
+            false,
+            Some(Rc::clone(&self.metrics)),
+        );
+        let row = audit::Row {
+            table: "agents",
+            values: vec![
+                audit::text(&agent),
+                audit::text(registration.trust.as_str()),
+                audit::text(registration.command.join(" ")),
+                audit::text(&registration.user),
+                audit::text(output.control().path().display().to_string()),
+                audit::text(self.probes.backend.to_string()),
+                audit::int(audit::now_ns()),
+            ],
+        };
+        self.writer.write(row).map_err(|error| error.to_string())?;
+        self.writer
+            .write(audit::action(
+                &agent,
+                "start",
+                &registration.user,
+                &format!("governor run --trust {} (via governor daemon)", registration.trust),
+            ))
+            .map_err(|error| error.to_string())?;
+        self.save(&registration);
+        tracing::info!(agent = %agent, trust = %registration.trust, cgroup_id, "agent registered");
+        self.names.insert(agent, cgroup_id);
+        self.agents.insert(
+            cgroup_id,
+            Supervised {
+                output,
+                registration,
+                cgroup_id,
+                own_rules,
+                connection: Some(connection),
+                orphaned_since: None,
+            },
+        );
+        Ok(serde_json::json!({ "cgroup_id": cgroup_id, "enforced": enforced, "userspace_only": userspace_only }))
+    }
+
+    /// Watches the agent's cgroup with its probe plan and deny rules.
+    fn watch(
+        &mut self,
+        registration: &Registration,
+        cgroup: &Cgroup,
+        own_rules: Option<&Rules>,
+    ) -> Result<(u64, String, Vec<String>), String> {
+        let cgroup_id = cgroup.id().map_err(|error| error.to_string())?;
+        let dir = cgroup.dir().map_err(|error| error.to_string())?;
+        let mode = if registration.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
+        let slot = governor_common::AgentSlot { slot: 0, mode };
+        self.probes.watch(cgroup_id, &dir, slot, &registration.plan).map_err(|error| error.to_string())?;
+        let denies = own_rules.unwrap_or(&self.rules).kernel_denies(registration.trust);
+        let enforced = match self.probes.deny(cgroup_id, &denies) {
+            Ok(enforced) => enforced,
+            Err(error) => {
+                self.probes.unwatch(cgroup_id);
+                return Err(error.to_string());
+            }
+        };
+        Ok((cgroup_id, enforced, denies.userspace_only))
+    }
+
+    /// The agent's `governor run` says it exited (or, `code` None, the daemon found its cgroup
+    /// empty with nobody to say so): its last events are decided and recorded, then the exit.
+    fn exited(
+        &mut self,
+        agent: &str,
+        code: Option<i32>,
+        ring: &mut RingBuf<MapData>,
+    ) -> Result<serde_json::Value, String> {
+        let Some(cgroup_id) = self.names.get(agent).copied() else {
+            return Err(format!("unknown agent '{agent}'"));
+        };
+        // Events still in the ring buffer belong before the exit.
+        crate::supervise::drain(ring, &mut Dispatch { daemon: self });
+        self.names.remove(agent);
+        let Some(mut supervised) = self.agents.remove(&cgroup_id) else {
+            return Err(format!("unknown agent '{agent}'"));
+        };
+        self.probes.unwatch(cgroup_id);
+        while supervised.output.write_pending(usize::MAX) {}
+        supervised.output.finish();
+        let why = match code {
+            Some(code @ 0..=127) => format!("exit status {code}"),
+            Some(code) => format!("exit status {code} (signal {})", code - 128),
+            None => "ended with no governor run to report its exit status".to_owned(),
+        };
+        supervised.output.record_action("exit", if code.is_some() { "kernel" } else { "governor daemon" }, &why);
+        let _ = std::fs::remove_file(self.state_file(agent));
+        tracing::info!(agent = %agent, why = %why, events = supervised.output.tally.events, "agent exited");
+        Ok(serde_json::json!({}))
+    }
+
+    /// `governor suspend|resume|kill` through the daemon: acts on the agent's cgroup, keeps
+    /// the engine's view in step, records who and why.
+    fn act(&mut self, agent: &str, what: &str, peer: &Peer, reason: &str) -> Result<serde_json::Value, String> {
+        let Some(supervised) = self.names.get(agent).and_then(|id| self.agents.get_mut(id)) else {
+            return Err(format!("unknown agent '{agent}': not supervised by this daemon"));
+        };
+        let why = if reason.is_empty() { format!("governor {what}") } else { reason.to_owned() };
+        if what == "resume"
+            && let Some(failure) = self.writer.failure()
+        {
+            return Err(format!("audit store failing ({failure}); not resuming an agent without a record of it"));
+        }
+        let timeout = Duration::from_secs(5);
+        let control = supervised.output.control();
+        let done = match what {
+            "suspend" => control.set_frozen(true, timeout),
+            "resume" => control.set_frozen(false, timeout),
+            _ => control.kill(),
+        };
+        done.map_err(|error| error.to_string())?;
+        match what {
+            "suspend" => {
+                supervised.output.agent.suspended = true;
+                supervised.output.agent.suspended_since = monotonic_ns();
+            }
+            "resume" => supervised.output.agent.suspended = false,
+            _ => {}
+        }
+        supervised.output.record_action(what, &peer.describe(), &why);
+        tracing::info!(agent = %agent, action = what, by = %peer.describe(), why = %why, "agent control");
+        Ok(serde_json::json!({}))
+    }
+
+    /// Loads the policy again and puts it in force for every agent, or keeps the old one.
+    fn reload(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize, String> {
+        let result = self.try_reload(ring);
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(rules) => tracing::info!(rules, agents = self.agents.len(), "policy reloaded"),
+            Err(error) => tracing::error!(error = %error, "policy reload refused; the policy in force stays"),
+        }
+        result
+    }
+
+    fn try_reload(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize, String> {
+        let source = RingSource::locate(self.rings.as_deref());
+        let rules = engine::load(&source, &[]).map_err(|error| error.to_string())?;
+        // Every agent's rules are built before any is put in force: all or nothing.
+        let mut own = HashMap::new();
+        for (id, supervised) in &self.agents {
+            if let Some(rules) = self.rules_for(&supervised.registration.overlays)? {
+                own.insert(*id, rules);
+            }
+        }
+        let count = rules.rules.len();
+        self.engine = Rc::new(Engine::from_rules(&rules));
+        self.rules = rules;
+        // Events decided until now were decided under the old rules.
+        crate::supervise::drain(ring, &mut Dispatch { daemon: self });
+        let ids: Vec<u64> = self.agents.keys().copied().collect();
+        for id in ids {
+            let own_rules = own.remove(&id);
+            let Some(supervised) = self.agents.get_mut(&id) else { continue };
+            let engine = match &own_rules {
+                Some(rules) => Rc::new(Engine::from_rules(rules)),
+                None => Rc::clone(&self.engine),
+            };
+            supervised.output.swap_engine(engine);
+            let denies = own_rules.as_ref().unwrap_or(&self.rules).kernel_denies(supervised.registration.trust);
+            supervised.own_rules = own_rules;
+            if let Err(error) = self.probes.deny(id, &denies) {
+                tracing::error!(agent = %supervised.output.agent_id, error = %error, "kernel deny rules not replaced");
+            }
+        }
+        Ok(count)
+    }
+
+    /// A control connection closed: an agent whose `governor run` it was is orphaned until
+    /// one attaches again or its cgroup empties.
+    fn connection_closed(&mut self, connection: u64) {
+        for supervised in self.agents.values_mut() {
+            if supervised.connection == Some(connection) {
+                supervised.connection = None;
+                supervised.orphaned_since = Some(Instant::now());
+                tracing::warn!(agent = %supervised.output.agent_id, "its governor run went away");
+            }
+        }
+    }
+
+    /// Orphaned agents whose cgroup has emptied have ended; their exit is recorded without a
+    /// status.
+    fn check_orphans(&mut self, ring: &mut RingBuf<MapData>) {
+        let ended: Vec<String> = self
+            .agents
+            .values()
+            .filter(|supervised| {
+                supervised.orphaned_since.is_some_and(|since| since.elapsed() >= Duration::from_millis(100))
+            })
+            .filter(|supervised| !supervised.output.control().populated().unwrap_or(false))
+            .map(|supervised| supervised.output.agent_id.clone())
+            .collect();
+        for agent in ended {
+            let path = self.cgroup_root.join(cgroup::BASE).join(&agent);
+            let _ = std::fs::remove_dir(&path);
+            let _ = self.exited(&agent, None, ring);
+        }
+    }
+
+    /// Watches again the agents a previous daemon supervised that still run; records the end
+    /// of those that ended meanwhile. The time without a supervisor is an incident.
+    fn adopt(&mut self) {
+        let alive_at = std::fs::read_to_string(self.state_dir.join("daemon.alive"))
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok());
+        let gap_ns = alive_at.map(|at| audit::now_ns() - at);
+        let Ok(entries) = std::fs::read_dir(&self.state_dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "json") {
+                continue;
+            }
+            let registration =
+                std::fs::read(&path).ok().and_then(|bytes| serde_json::from_slice::<Registration>(&bytes).ok());
+            let Some(registration) = registration else {
+                tracing::error!(file = %path.display(), "unreadable agent state; left in place");
+                continue;
+            };
+            if let Err(error) = self.adopt_one(registration, gap_ns) {
+                tracing::error!(file = %path.display(), error = %error, "agent not adopted");
+            }
+        }
+    }
+
+    fn adopt_one(&mut self, registration: Registration, gap_ns: Option<i64>) -> Result<(), String> {
+        let agent = registration.agent.clone();
+        let gap = gap_ns.map_or_else(|| "an unknown time".to_owned(), |ns| format!("{:.1} s", ns as f64 / 1e9));
+        let live = Cgroup::open(&self.cgroup_root, &agent).ok().filter(|group| group.populated().unwrap_or(false));
+        let Some(cgroup) = live else {
+            let path = self.cgroup_root.join(cgroup::BASE).join(&agent);
+            let _ = std::fs::remove_dir(&path);
+            self.writer
+                .write(audit::action(
+                    &agent,
+                    "exit",
+                    "governor daemon",
+                    "ended while no governor daemon ran; exit status unknown",
+                ))
+                .map_err(|error| error.to_string())?;
+            let _ = std::fs::remove_file(self.state_file(&agent));
+            tracing::info!(agent = %agent, "agent ended while no daemon ran");
+            return Ok(());
+        };
+        let own_rules = self.rules_for(&registration.overlays)?;
+        let frozen = cgroup.frozen().unwrap_or(false);
+        let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
+        let engine = match &own_rules {
+            Some(rules) => Rc::new(Engine::from_rules(rules)),
+            None => Rc::clone(&self.engine),
+        };
+        let mut output = EventOutput::new(
+            self.writer,
+            engine,
+            registration.trust,
+            &agent,
+            cgroup,
+            false,
+            Some(Rc::clone(&self.metrics)),
+        );
+        output.agent.suspended = frozen;
+        let reason = format!(
+            "no supervisor for {gap}: the agent ran confined by Landlock and seccomp, but its events in that time were not seen and probe rules (UDP narrowing, kernel deny rules) lapsed"
+        );
+        output.record_incident(
+            "supervisor-gap",
+            "high",
+            "audit",
+            &reason,
+            serde_json::json!({ "gap_ns": gap_ns, "previous_heartbeat_ns": gap_ns.map(|ns| audit::now_ns() - ns) }),
+        );
+        let expired = gap_ns.is_none_or(|ns| ns as u128 > self.config.loss_grace.0.as_nanos());
+        if self.config.on_supervisor_loss == Loss::Kill && expired {
+            let killed = output.control().kill();
+            output.record_action(
+                "kill",
+                "governor daemon",
+                &format!("supervisor gone for {gap}, longer than loss_grace (on_supervisor_loss = kill)"),
+            );
+            tracing::warn!(agent = %agent, gap = %gap, ok = killed.is_ok(), "agent killed: on_supervisor_loss = kill");
+        } else {
+            output.record_action(
+                "adopt",
+                "governor daemon",
+                &format!("watched again after {gap} without a supervisor"),
+            );
+            tracing::info!(agent = %agent, gap = %gap, suspended = frozen, "agent adopted");
+        }
+        self.names.insert(agent, cgroup_id);
+        self.agents.insert(
+            cgroup_id,
+            Supervised {
+                output,
+                registration,
+                cgroup_id,
+                own_rules,
+                connection: None,
+                orphaned_since: Some(Instant::now()),
+            },
+        );
+        Ok(())
+    }
+
+    fn state_file(&self, agent: &str) -> PathBuf {
+        self.state_dir.join(format!("{agent}.json"))
+    }
+
+    /// Keeps the registration where the next daemon finds it (written whole, then renamed).
+    fn save(&self, registration: &Registration) {
+        let path = self.state_file(&registration.agent);
+        let temporary = path.with_extension("json.new");
+        let written = serde_json::to_vec(registration)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, &path));
+        if let Err(error) = written {
+            tracing::error!(file = %path.display(), error = %error, "agent state not saved: a restarted daemon will not adopt it");
+        }
+    }
+
+    /// The time the daemon was last alive, for the next one to measure the gap.
+    fn heartbeat(&self) {
+        let path = self.state_dir.join("daemon.alive");
+        let _ = std::fs::write(&path, audit::now_ns().to_string());
+    }
+
+    fn report_drops(&mut self) {
+        let Ok(counters) = self.probes.counters() else { return };
+        if counters.dropped > self.reported_drops {
+            let count = counters.dropped - self.reported_drops;
+            self.reported_drops = counters.dropped;
+            Dispatch { daemon: self }.lost(count);
+        }
+    }
+
+    /// Agents by state, for the metrics gauge.
+    fn agent_states(&self) -> Vec<(&'static str, u64)> {
+        let mut running = 0;
+        let mut suspended = 0;
+        for supervised in self.agents.values() {
+            if state_of(supervised) == "suspended" {
+                suspended += 1;
+            } else {
+                running += 1;
+            }
+        }
+        vec![("running", running), ("suspended", suspended)]
+    }
+
+    /// On the way out: what was decided is recorded; agents stay as they are.
+    fn stop(&mut self, ring: &mut RingBuf<MapData>) {
+        crate::supervise::drain(ring, &mut Dispatch { daemon: self });
+        for supervised in self.agents.values_mut() {
+            while supervised.output.write_pending(usize::MAX) {}
+            supervised.output.finish();
+            supervised.output.record_action("unwatched", "governor daemon", "the daemon stopped; the agent runs on");
+        }
+        self.heartbeat();
+    }
+}
+
+fn state_of(supervised: &Supervised<'_>) -> &'static str {
+    if supervised.output.control().frozen().unwrap_or(false) { "suspended" } else { "running" }
+}
+
+/// The daemon as the ring buffer's sink: each event goes to its agent by cgroup id.
+struct Dispatch<'d, 'w> {
+    daemon: &'d mut Daemon<'w>,
+}
+
+impl Sink for Dispatch<'_, '_> {
+    fn event(&mut self, event: &Event) {
+        self.events(vec![event.clone()]);
+        while self.write_pending(usize::MAX) {}
+    }
+
+    fn events(&mut self, batch: Vec<Event>) {
+        let mut by_agent: Vec<(u64, Vec<Event>)> = Vec::new();
+        for event in batch {
+            let id = event.header().cgroup_id;
+            if !self.daemon.agents.contains_key(&id) {
+                self.daemon.metrics.unattributed.set(self.daemon.metrics.unattributed.get() + 1);
+                continue;
+            }
+            match by_agent.iter_mut().find(|(agent, _)| *agent == id) {
+                Some((_, events)) => events.push(event),
+                None => by_agent.push((id, vec![event])),
+            }
+        }
+        for (id, events) in by_agent {
+            if let Some(supervised) = self.daemon.agents.get_mut(&id) {
+                supervised.output.events(events);
+            }
+        }
+    }
+
+    fn write_pending(&mut self, max: usize) -> bool {
+        let mut more = false;
+        for supervised in self.daemon.agents.values_mut() {
+            more |= supervised.output.write_pending(max);
+        }
+        more
+    }
+
+    /// The ring buffer is shared: a drop cannot be pinned on one agent, so every agent
+    /// running when it happened gets the record.
+    fn lost(&mut self, count: u64) {
+        let metrics = &self.daemon.metrics;
+        metrics.dropped.set(metrics.dropped.get() + count);
+        tracing::error!(count, "events dropped: ring buffer full");
+        for supervised in self.daemon.agents.values_mut() {
+            supervised.output.tally.lost += count;
+            supervised.output.record_action(
+                "events-lost",
+                "probes",
+                &format!("{count} events dropped machine-wide (ring buffer full) while this agent ran"),
+            );
+        }
+    }
+
+    fn undecodable(&mut self, error: &DecodeError) {
+        let metrics = &self.daemon.metrics;
+        metrics.undecodable.set(metrics.undecodable.get() + 1);
+        tracing::error!(error = %error, "undecodable event");
+    }
+}
+
+fn refusal(error: &str) -> String {
+    let mut line = serde_json::json!({ "ok": false, "error": error }).to_string();
+    line.push('\n');
+    line
+}
+
+fn peer_of(stream: &UnixStream) -> Option<Peer> {
+    let fd = stream.as_raw_fd();
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let credentials = nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    Some(Peer { pid: credentials.pid(), uid: credentials.uid(), gid: credentials.gid() })
+}
+
+/// Longest request line accepted.
+const MAX_LINE: u64 = 1 << 20;
+
+async fn read_lines(id: u64, read: tokio::net::unix::OwnedReadHalf, sender: mpsc::UnboundedSender<Message>) {
+    let mut reader = tokio::io::BufReader::new(read.take(u64::MAX));
+    loop {
+        let mut line = String::new();
+        reader.get_mut().set_limit(MAX_LINE);
+        match reader.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) if !line.ends_with('\n') => break,
+            Ok(_) => {
+                if sender.send(Message::Line(id, line)).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sender.send(Message::Closed(id));
+}
+
+async fn write_lines(mut write: tokio::net::unix::OwnedWriteHalf, mut lines: mpsc::UnboundedReceiver<String>) {
+    while let Some(line) = lines.recv().await {
+        if write.write_all(line.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn accept_metrics(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads an HTTP request's head (any path answers with the metrics; there is only one
+/// thing to serve) and hands the connection to the loop.
+async fn read_http_request(mut stream: tokio::net::TcpStream, sender: mpsc::UnboundedSender<Message>) {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(count) => head.extend_from_slice(&buffer[..count]),
+            }
+        }
+        true
+    })
+    .await;
+    if read == Ok(true) {
+        let _ = sender.send(Message::Metrics(stream));
+    }
+}
+
+async fn write_http(mut stream: tokio::net::TcpStream, body: String) {
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Tells systemd (`Type=notify`) about the daemon's state, when it started the daemon.
+fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+        }
+        None => socket.send_to(state.as_bytes(), &path),
+    };
+    if let Err(error) = sent {
+        tracing::warn!(error = %error, state, "sd_notify failed");
+    }
+}
+
+/// Half of systemd's `WATCHDOG_USEC`, when the watchdog is on for this process.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|pid| pid.parse::<u32>().ok())
+        && pid != std::process::id()
+    {
+        return None;
+    }
+    Some(Duration::from_micros(usec / 2))
+}
+
+/// Logs go to stderr, one event per line, without colour; without timestamps under
+/// journald, which adds its own.
+pub fn init_logging() {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder =
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_target(false).with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GOVERNOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
+    let _ = if journald { builder.without_time().try_init() } else { builder.try_init() };
+    let _ = std::io::stderr().flush();
+}
