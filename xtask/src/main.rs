@@ -5,6 +5,7 @@
 //! tests use. Nothing is downloaded outside the package registries.
 
 mod bench;
+mod install;
 mod setup;
 mod vm;
 
@@ -43,6 +44,15 @@ enum Task {
         /// Seconds before the VM is given up on.
         #[arg(long, default_value_t = 1800)]
         timeout: u64,
+    },
+    /// Build the release binary and install it, the systemd unit and the policies.
+    Install {
+        /// Where the binary goes (PREFIX/bin/governor).
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Stage everything under this directory instead of /.
+        #[arg(long, default_value = "/")]
+        destdir: PathBuf,
     },
     /// Benchmarks; figures go into BENCHMARKS.md.
     Bench {
@@ -93,6 +103,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tally.skips.len()
             );
             result?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::Install { prefix, destdir } => {
+            setup::all()?;
+            cargo(&root, &["build", "--release", "-p", "governor"])?;
+            install::install(&root, &root.join("target/release/governor"), &prefix, &destdir)?;
+            println!("xtask: `systemctl daemon-reload && systemctl enable --now governor` starts the daemon");
             Ok(ExitCode::SUCCESS)
         }
         Task::Bench { which } => {
