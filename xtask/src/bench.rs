@@ -23,6 +23,13 @@ pub enum Which {
         #[arg(long, default_value = "off")]
         probes: String,
     },
+    /// With `governor daemon` running: `governor run --trust medium -- /bin/true` through it,
+    /// against bare `/bin/true` and a standalone run that loads the probes itself.
+    Daemon {
+        /// Runs of each, interleaved.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+    },
     /// Ring-buffer records decoded per second in userspace (criterion).
     Decode,
     /// Policy decisions with 1, 100 and 1,000 rules (criterion, then p50/p99 of single
@@ -52,6 +59,7 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
         Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
         Which::Freeze { runs } => freeze(root, runs),
+        Which::Daemon { runs } => daemon(root, runs),
         Which::Decode => criterion(root, "decode"),
         Which::Policy => criterion(root, "policy"),
     }
@@ -130,6 +138,89 @@ fn launch(root: &Path, runs: usize, trust: &str, probes: &str) -> Result<()> {
         ms(governor_median) - ms(bare_median),
         ms(governor_median) / ms(bare_median)
     );
+    Ok(())
+}
+
+fn daemon(root: &Path, runs: usize) -> Result<()> {
+    if runs < 50 {
+        bail!("--runs {runs}: at least 50 runs of each are needed for a stable median");
+    }
+    let governor = root.join("target/release/governor");
+    let dir = tempfile_dir()?;
+    let workspace = dir.join("workspace");
+    std::fs::create_dir_all(&workspace)?;
+    let socket = std::path::PathBuf::from(format!("/run/governor/bench-{}.sock", std::process::id()));
+    let store = dir.join("audit.db");
+    let mut daemon = Command::new(&governor)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--audit-db")
+        .arg(&store)
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting governor daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if Instant::now() > deadline {
+            let _ = daemon.kill();
+            bail!("governor daemon did not listen on {}", socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bare = || {
+        let mut command = Command::new("/bin/true");
+        command.current_dir(&workspace);
+        command
+    };
+    let run = |standalone: bool| {
+        let mut command = Command::new(&governor);
+        command.arg("--socket").arg(&socket).arg("--audit-db").arg(&store);
+        command.args(["run", "--trust", "medium", "--workspace"]).arg(&workspace);
+        if standalone {
+            command.args(["--standalone", "--probes", "auto"]);
+        }
+        command.args(["--", "/bin/true"]);
+        command
+    };
+    let result = (|| -> Result<[Vec<Duration>; 3]> {
+        for _ in 0..10 {
+            time(&mut bare())?;
+            time(&mut run(false))?;
+            time(&mut run(true))?;
+        }
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for _ in 0..runs {
+            times[0].push(time(&mut bare())?);
+            times[1].push(time(&mut run(false))?);
+            times[2].push(time(&mut run(true))?);
+        }
+        Ok(times)
+    })();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut times = result?;
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let medians: Vec<Duration> = times.iter_mut().map(|times| median(times)).collect();
+    println!("launch with governor daemon running, {runs} interleaved runs each, trust medium:");
+    for ((name, median), times) in
+        ["bare /bin/true", "governor run (daemon)", "governor run --standalone --probes auto"]
+            .iter()
+            .zip(&medians)
+            .zip(&times)
+    {
+        println!("  {name:<42} median {:.3} ms (p90 {:.3} ms)", ms(*median), ms(percentile(times, 90)));
+    }
+    println!(
+        "  added through the daemon:                  {:.3} ms (ratio {:.2}x; target at most 2 ms)",
+        ms(medians[1]) - ms(medians[0]),
+        ms(medians[1]) / ms(medians[0])
+    );
+    println!("  added standalone, loading the probes:      {:.3} ms", ms(medians[2]) - ms(medians[0]));
     Ok(())
 }
 
