@@ -449,6 +449,9 @@ impl<'w> Daemon<'w> {
         };
         let result = match request {
             Request::Hello => serde_json::to_value(&self.hello).map_err(|error| error.to_string()),
+            // Launching is root's: the daemon reads the agent's --policy files as root, and a
+            // group member must not get other files' lines back in a parse error.
+            Request::Register(_) if peer.uid != 0 => Err("only root may launch agents through the daemon".into()),
             Request::Register(registration) => self.register(connection, registration),
             Request::Attach { agent } => match self.names.get(&agent).copied() {
                 Some(id) => {
@@ -602,6 +605,11 @@ impl<'w> Daemon<'w> {
         let Some(cgroup_id) = self.names.get(agent).copied() else {
             return Err(format!("unknown agent '{agent}'"));
         };
+        // Supervision ends when the agent has, not when someone says so.
+        let running = self.agents.get(&cgroup_id).is_some_and(|s| s.output.control().populated().unwrap_or(false));
+        if running {
+            return Err(format!("agent '{agent}' still has processes in its cgroup"));
+        }
         // Events still in the ring buffer belong before the exit.
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         self.names.remove(agent);
@@ -669,11 +677,20 @@ impl<'w> Daemon<'w> {
     fn try_reload(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize, String> {
         let source = RingSource::locate(self.rings.as_deref());
         let rules = engine::load(&source, &[]).map_err(|error| error.to_string())?;
-        // Every agent's rules are built before any is put in force: all or nothing.
+        // Every agent's rules are built before any is put in force. An agent whose own
+        // `--policy` files no longer load (removed, edited badly) keeps the rules it has.
         let mut own = HashMap::new();
+        let mut kept = Vec::new();
         for (id, supervised) in &self.agents {
-            if let Some(rules) = self.rules_for(&supervised.registration.overlays)? {
-                own.insert(*id, rules);
+            match self.rules_for(&supervised.registration.overlays) {
+                Ok(Some(rules)) => {
+                    own.insert(*id, rules);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(agent = %supervised.output.agent_id, error = %error, "its --policy files do not load; it keeps the rules in force");
+                    kept.push(*id);
+                }
             }
         }
         let count = rules.rules.len();
@@ -682,7 +699,7 @@ impl<'w> Daemon<'w> {
         // Events decided until now were decided under the old rules.
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         let ids: Vec<u64> = self.agents.keys().copied().collect();
-        for id in ids {
+        for id in ids.into_iter().filter(|id| !kept.contains(id)) {
             let own_rules = own.remove(&id);
             let Some(supervised) = self.agents.get_mut(&id) else { continue };
             let engine = match &own_rules {

@@ -202,7 +202,21 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
         }
         Command::Status { all, format } => {
             let store = store_path(cli.audit_db, cli.socket.as_deref());
-            status::status(&store, cli.rings.as_deref(), all, format)
+            let code = status::status(&store, cli.rings.as_deref(), all, format)?;
+            if matches!(format, audit_cli::Format::Table)
+                && let Ok(Some((mut client, hello))) = control::discover(cli.socket.as_deref())
+            {
+                let supervised = client.call(&control::Request::Agents).ok();
+                let count = supervised.as_ref().and_then(|answer| answer["agents"].as_array()).map_or(0, Vec::len);
+                println!(
+                    "daemon: pid {}, {} probes, {count} agents supervised, audit store {}, metrics {}",
+                    hello.pid,
+                    hello.backend,
+                    hello.audit_db.display(),
+                    hello.metrics.as_deref().unwrap_or("off")
+                );
+            }
+            Ok(code)
         }
         Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Suspend),
         Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Resume),

@@ -261,28 +261,48 @@ fn non_root_clients_and_agents_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
     // An agent below admin cannot even reach the socket: /run/governor is masked for it.
-    let (result, _) = scene.attempt("high", &["control-request", &socket, &victim]);
-    assert_eq!(result, "EACCES");
+    for ring in ["low", "medium", "high"] {
+        let (result, _) = scene.attempt(ring, &["control-request", &socket, &victim]);
+        assert_eq!(result, "EACCES", "{ring}");
+    }
     kill_agent_cgroup(&victim);
     let _ = child.wait_with_output();
     drop(daemon);
 
-    // A daemon whose socket is open to everyone (a misconfiguration) still refuses by
-    // SO_PEERCRED: nobody, and an admin agent that runs as root but inside an agent's cgroup.
+    // A daemon with a control group, its socket opened to everyone (a misconfiguration):
+    // SO_PEERCRED still decides. A stranger is refused, a member of the group may control
+    // agents (and is recorded) but not launch them, and an admin agent, running as root but
+    // inside an agent's cgroup, is refused.
     let state = scene.root.join("open");
     fs::create_dir_all(&state).unwrap_or_else(|error| panic!("{error}"));
+    let config = scene.root.join("group.toml");
+    fs::write(&config, "control_group = \"nogroup\"\n").unwrap_or_else(|error| panic!("{error}"));
+    let config = config.to_string_lossy().into_owned();
     let open_socket = scene.root.join("open.sock");
-    let daemon = Daemon::start_at(&state, &open_socket, None, &[], &[]);
+    let daemon = Daemon::start_at(&state, &open_socket, None, &["--config", &config], &[]);
     use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(&open_socket).map(|meta| meta.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode, 0o660, "the control group's socket");
     fs::set_permissions(&open_socket, fs::Permissions::from_mode(0o666)).unwrap_or_else(|error| panic!("{error}"));
     let socket = open_socket.to_string_lossy().into_owned();
     let child = spawn_run(&daemon, &scene, "medium", &victim, "sleep 30");
     wait_until("the victim registered", Duration::from_secs(20), || {
         actions_of(&daemon, &victim).iter().any(|row| row["action"] == "start")
     });
-    let out = as_nobody(&socket, &["kill", &victim]);
+    let as_user = |ids: &[&str], args: &[&str]| {
+        output(
+            Command::new("setpriv")
+                .args(ids)
+                .arg("--clear-groups")
+                .arg(governor_tests::governor_bin())
+                .args(["--socket", &socket])
+                .args(args),
+        )
+    };
+    let stranger = ["--reuid=12345", "--regid=12345"];
+    let out = as_user(&stranger, &["suspend", &victim]);
     assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("refused: uid 65534 is not root"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused: uid 12345 is not root nor in the control group"), "{}", stderr(&out));
     let (result, _) = scene.attempt("admin", &["control-request", &socket, &victim]);
     assert_eq!(result, "refused");
     assert!(daemon.log_text().contains("cgroup; agents may not control governor"), "{}", daemon.log_text());
@@ -291,9 +311,36 @@ fn non_root_clients_and_agents_are_refused() {
     let names: Vec<String> =
         actions_of(&daemon, &victim).iter().map(|row| row["action"].as_str().unwrap_or("").to_owned()).collect();
     assert_eq!(names, ["start"]);
-    kill_agent_cgroup(&victim);
+    let member = ["--reuid=65534", "--regid=65534"];
+    // A member cannot launch: registering an agent makes the daemon read files as root.
+    let register = r#"{"op":"register","agent":"intruder","trust":"admin","command":["true"],"user":"nobody","observe":false,"overlays":["/etc/shadow"],"plan":{"udp":null,"net_deny":[],"deny_open":[],"deny_exec":[]}}"#;
+    let script = "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode()+b'\\n'); print(s.makefile().readline())";
+    let out = output(Command::new("setpriv").args(member).arg("--clear-groups").args([
+        "/usr/bin/python3",
+        "-c",
+        script,
+        &socket,
+        register,
+    ]));
+    assert!(stdout(&out).contains("only root may launch agents"), "{} {}", stdout(&out), stderr(&out));
+    // A root client may not end the supervision of an agent that still runs.
+    let mut exited = std::os::unix::net::UnixStream::connect(&open_socket).unwrap_or_else(|error| panic!("{error}"));
+    let answer = {
+        use std::io::{BufRead as _, Write as _};
+        let request = format!("{{\"op\":\"exited\",\"agent\":\"{victim}\",\"code\":0}}\n");
+        exited.write_all(request.as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(&exited).read_line(&mut line);
+        line
+    };
+    assert!(answer.contains("still has processes in its cgroup"), "{answer}");
+    let out = as_user(&member, &["kill", &victim, "--reason", "member"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(out.status.code(), Some(137));
+    let actions = actions_of(&daemon, &victim);
+    let kill = actions.iter().find(|row| row["action"] == "kill").unwrap_or_else(|| panic!("{actions:?}"));
+    assert!(kill["actor"].as_str().unwrap_or("").starts_with("nobody (uid 65534, pid "), "{kill}");
 }
 
 /// The shipped rules plus `extra`, as the ring directory's rules.toml.
