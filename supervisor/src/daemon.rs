@@ -458,6 +458,7 @@ impl<'w> Daemon<'w> {
                     if let Some(supervised) = self.agents.get_mut(&id) {
                         supervised.connection = Some(connection);
                         supervised.orphaned_since = None;
+                        tracing::info!(agent = %agent, "its governor run is attached again");
                     }
                     Ok(serde_json::json!({}))
                 }

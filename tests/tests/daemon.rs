@@ -146,7 +146,8 @@ fn a_restarted_daemon_readopts_running_agents_and_a_violation_still_suspends() {
     let agent = format!("adopted-{}", std::process::id());
     // Five refusals in ten seconds suspend a medium agent (repeated-kernel-denials), once the
     // test says go: after the daemon that registered it is gone and a new one has started.
-    let script = "while [ ! -e go ]; do sleep 0.05; done; for i in 1 2 3 4 5 6 7 8; do cat /etc/shadow 2>/dev/null; done; echo unfrozen";
+    // Exactly five: a sixth could be in flight before the freeze and raise a second incident.
+    let script = "while [ ! -e go ]; do sleep 0.05; done; for i in 1 2 3 4 5; do cat /etc/shadow 2>/dev/null; done; sleep 60";
     let child = spawn_run(&daemon, &scene, "medium", &agent, script);
     wait_until("the agent registered", Duration::from_secs(20), || {
         actions_of(&daemon, &agent).iter().any(|row| row["action"] == "start")
@@ -171,7 +172,6 @@ fn a_restarted_daemon_readopts_running_agents_and_a_violation_still_suspends() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
-    assert!(!stdout(&out).contains("unfrozen"));
     let actions: Vec<(String, String)> = actions_of(&daemon, &agent)
         .iter()
         .map(|row| (row["action"].as_str().unwrap_or("").to_owned(), row["actor"].as_str().unwrap_or("").to_owned()))
@@ -224,8 +224,8 @@ fn on_supervisor_loss_keep_lets_the_agent_run_and_a_new_daemon_takes_its_exit() 
     });
     daemon.kill_hard();
     std::thread::sleep(Duration::from_millis(1500));
-    let daemon = Daemon::start(&scene.root, "keep", &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut daemon = Daemon::start(&scene.root, "keep", &[]);
+    daemon.wait_for_log("its governor run is attached again", Duration::from_secs(10));
     fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
     let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
@@ -437,7 +437,7 @@ fn the_metrics_endpoint_parses_and_its_counters_move_with_the_events() {
     let get = |samples: &prometheus::Samples, series: &str| samples.get(series).copied().unwrap_or(0.0);
     fs::write(scene.workspace.join("marker"), "x").unwrap_or_else(|error| panic!("{error}"));
     let agent = format!("metrics-{}", std::process::id());
-    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do cat marker >/dev/null; done; for i in 1 2 3 4 5 6; do cat /etc/shadow 2>/dev/null; done; sleep 30";
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do cat marker >/dev/null; done; for i in 1 2 3 4 5; do cat /etc/shadow 2>/dev/null; done; sleep 30";
     let child = spawn_run(&daemon, &scene, "medium", &agent, script);
     wait_until("the agent suspended", Duration::from_secs(20), || frozen(&agent));
     std::thread::sleep(Duration::from_millis(200));
