@@ -10,14 +10,14 @@ use serde_json::{Map, Value, json};
 
 use crate::{audit, run::exit};
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     Table,
     Json,
     Jsonl,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     Exec,
     Execed,
@@ -26,7 +26,7 @@ pub enum Kind {
     Sendmsg,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Decision {
     Allow,
     Deny,
@@ -36,7 +36,7 @@ pub enum Decision {
 }
 
 /// `--since` / `--until`: a duration back from now (`1h`, `30m`) or an RFC 3339 time.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct When(pub i64);
 
 pub fn parse_when(text: &str) -> Result<When, String> {
@@ -53,7 +53,7 @@ fn nanos(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct Query {
     #[arg(long, value_name = "ID")]
     pub agent: Option<String>,
@@ -112,10 +112,8 @@ fn rows(
     Ok(out)
 }
 
-/// Prints rows; a reader that goes away (`| head`) ends the output quietly.
-pub fn print(rows: &[Map<String, Value>], columns: &[&str], format: Format) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
+/// Prints rows to `out`; a reader that goes away (`| head`) ends the output quietly.
+pub fn print(out: &mut dyn std::io::Write, rows: &[Map<String, Value>], columns: &[&str], format: Format) {
     let _ = match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
         Format::Jsonl => rows.iter().try_for_each(|row| writeln!(out, "{}", Value::Object(row.clone()))),
@@ -135,13 +133,14 @@ pub fn print(rows: &[Map<String, Value>], columns: &[&str], format: Format) {
     };
 }
 
-pub fn query(path: &Path, query: &Query) -> Result<i32, Failure> {
+pub fn query(out: &mut dyn std::io::Write, path: &Path, query: &Query) -> Result<i32, Failure> {
     let connection = connect(path)?;
     if let Some(agent) = &query.agent {
         known_agent(&connection, agent)?;
     }
     let found = select(&connection, query)?;
     print(
+        out,
         &found,
         &["seq", "agent", "time", "kind", "pid", "exe", "path", "destination", "result", "decision", "rule"],
         query.format,
@@ -192,7 +191,7 @@ pub fn select(connection: &rusqlite::Connection, query: &Query) -> Result<Vec<Ma
 }
 
 /// `--agent`, `--since` and `--format` of the listings.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct Listing {
     #[arg(long, value_name = "ID")]
     pub agent: Option<String>,
@@ -204,19 +203,26 @@ pub struct Listing {
 }
 
 /// `governor audit incidents`: what the policy engine raised.
-pub fn incidents(path: &Path, listing: &Listing) -> Result<i32, Failure> {
-    list(path, listing, "incidents", &["rule", "severity", "action", "reason", "event"], 4)
+pub fn incidents(out: &mut dyn std::io::Write, path: &Path, listing: &Listing) -> Result<i32, Failure> {
+    list(out, path, listing, "incidents", &["rule", "severity", "action", "reason", "event"], 4)
 }
 
 /// `governor audit actions`: starts, exits, suspensions, resumptions and kills, with who
 /// did them and why.
-pub fn actions(path: &Path, listing: &Listing) -> Result<i32, Failure> {
-    list(path, listing, "actions", &["action", "actor", "why"], 3)
+pub fn actions(out: &mut dyn std::io::Write, path: &Path, listing: &Listing) -> Result<i32, Failure> {
+    list(out, path, listing, "actions", &["action", "actor", "why"], 3)
 }
 
 /// Rows of `table` (`seq`, `agent`, `time`, then `columns`), oldest first; a table shows the
 /// first `shown` of `columns`.
-fn list(path: &Path, listing: &Listing, table: &str, columns: &[&str], shown: usize) -> Result<i32, Failure> {
+fn list(
+    out: &mut dyn std::io::Write,
+    path: &Path,
+    listing: &Listing,
+    table: &str,
+    columns: &[&str],
+    shown: usize,
+) -> Result<i32, Failure> {
     let connection = connect(path)?;
     let agent = listing.agent.as_deref();
     if let Some(agent) = agent {
@@ -230,7 +236,7 @@ fn list(path: &Path, listing: &Listing, table: &str, columns: &[&str], shown: us
     let since = listing.since.map_or(0, |When(since)| since);
     let found = rows(&mut statement, &[&agent, &since])?;
     let header: Vec<&str> = ["seq", "agent", "time"].into_iter().chain(columns[..shown].iter().copied()).collect();
-    print(&found, &header, listing.format);
+    print(out, &found, &header, listing.format);
     Ok(0)
 }
 

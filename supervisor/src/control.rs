@@ -46,6 +46,32 @@ pub enum Request {
     Reload,
     /// The agents the daemon supervises now.
     Agents,
+    /// Read the daemon's audit store: for callers who may control agents but not read the
+    /// store's file (members of the control group).
+    Read(Read),
+}
+
+/// What `Request::Read` reads: the answer is the text the same command prints locally, with
+/// its exit code (`{"code": N, "output": "...", "error": "..."}`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "what", rename_all = "kebab-case")]
+pub enum Read {
+    Query(crate::audit_cli::Query),
+    Incidents(crate::audit_cli::Listing),
+    Actions(crate::audit_cli::Listing),
+    Status { all: bool, format: crate::audit_cli::Format },
+}
+
+impl Read {
+    /// Runs the read against `store`, writing what it prints into `out`.
+    pub fn run(&self, out: &mut dyn std::io::Write, store: &Path, rings: Option<&Path>) -> Result<i32, (i32, String)> {
+        match self {
+            Read::Query(query) => crate::audit_cli::query(out, store, query),
+            Read::Incidents(listing) => crate::audit_cli::incidents(out, store, listing),
+            Read::Actions(listing) => crate::audit_cli::actions(out, store, listing),
+            Read::Status { all, format } => crate::status::status(out, store, rings, *all, *format),
+        }
+    }
 }
 
 /// An agent as `governor run` hands it to the daemon (and as the daemon keeps it in its

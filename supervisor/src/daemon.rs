@@ -293,6 +293,8 @@ fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListe
 /// What the connection tasks hand to the loop.
 enum Message {
     Line(u64, String),
+    /// The answer of a read done on another thread.
+    Reply(u64, String),
     Closed(u64),
     Metrics(tokio::net::TcpStream),
 }
@@ -392,6 +394,29 @@ impl<'w> Daemon<'w> {
                 Some(message) = messages.recv() => match message {
                     Message::Line(id, line) => {
                         let Some((reply, peer)) = replies.get(&id) else { continue };
+                        if let Ok(Request::Read(read)) = serde_json::from_str::<Request>(&line) {
+                            // Reads of the store can be long (a query over millions of rows):
+                            // off the loop, which must stay free to freeze agents.
+                            let store = self.hello.audit_db.clone();
+                            let rings = self.rings.clone();
+                            let sender = sender.clone();
+                            let spawned = std::thread::Builder::new().name("audit-read".into()).spawn(move || {
+                                let mut output = Vec::new();
+                                let result = read.run(&mut output, &store, rings.as_deref());
+                                let (code, error) = match result {
+                                    Ok(code) => (code, String::new()),
+                                    Err((code, error)) => (code, error),
+                                };
+                                let output = String::from_utf8_lossy(&output).into_owned();
+                                let mut line = serde_json::json!({ "ok": true, "code": code, "output": output, "error": error }).to_string();
+                                line.push('\n');
+                                let _ = sender.send(Message::Reply(id, line));
+                            });
+                            if spawned.is_err() {
+                                let _ = reply.send(refusal("cannot start a reader thread"));
+                            }
+                            continue;
+                        }
                         let peer = peer.clone();
                         let durable = line.contains("\"op\":\"exited\"");
                         let answer = self.handle(id, &peer, &line, ring.get_mut());
@@ -401,6 +426,11 @@ impl<'w> Daemon<'w> {
                             deferred.push((reply.clone(), answer, self.writer.queued()));
                         } else {
                             let _ = reply.send(answer);
+                        }
+                    }
+                    Message::Reply(id, line) => {
+                        if let Some((reply, _)) = replies.get(&id) {
+                            let _ = reply.send(line);
                         }
                     }
                     Message::Closed(id) => {
@@ -469,6 +499,7 @@ impl<'w> Daemon<'w> {
             Request::Resume { agent, reason } => self.act(&agent, "resume", peer, &reason),
             Request::Kill { agent, reason } => self.act(&agent, "kill", peer, &reason),
             Request::Reload => self.reload(ring).map(|rules| serde_json::json!({ "rules": rules })),
+            Request::Read(_) => Err("reads are answered by the loop's reader threads".into()),
             Request::Agents => Ok(serde_json::Value::Array(
                 self.agents
                     .values()

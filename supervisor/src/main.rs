@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, show, status};
+use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, show};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -192,17 +192,24 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
         }
         Command::Check => Ok(show::check(cli.rings.as_deref())),
         Command::Audit { command } => {
-            let store = store_path(cli.audit_db, cli.socket.as_deref());
-            match command {
-                AuditCommand::Query(query) => audit_cli::query(&store, &query),
-                AuditCommand::Verify => audit_cli::verify(&store),
-                AuditCommand::Incidents(listing) => audit_cli::incidents(&store, &listing),
-                AuditCommand::Actions(listing) => audit_cli::actions(&store, &listing),
-            }
+            let read = match command {
+                AuditCommand::Verify => {
+                    let store = cli.audit_db.unwrap_or_else(audit::default_path);
+                    return audit_cli::verify(&store);
+                }
+                AuditCommand::Query(query) => control::Read::Query(query),
+                AuditCommand::Incidents(listing) => control::Read::Incidents(listing),
+                AuditCommand::Actions(listing) => control::Read::Actions(listing),
+            };
+            read_store(cli.audit_db, cli.socket.as_deref(), cli.rings.as_deref(), &read)
         }
         Command::Status { all, format } => {
-            let store = store_path(cli.audit_db, cli.socket.as_deref());
-            let code = status::status(&store, cli.rings.as_deref(), all, format)?;
+            let code = read_store(
+                cli.audit_db,
+                cli.socket.as_deref(),
+                cli.rings.as_deref(),
+                &control::Read::Status { all, format },
+            )?;
             if matches!(format, audit_cli::Format::Table)
                 && let Ok(Some((mut client, hello))) = control::discover(cli.socket.as_deref())
             {
@@ -231,12 +238,36 @@ enum What {
     Kill,
 }
 
-/// The audit store to read: `--audit-db`, else the running daemon's, else the default.
-fn store_path(explicit: Option<PathBuf>, socket: Option<&std::path::Path>) -> PathBuf {
-    explicit.unwrap_or_else(|| match control::discover(socket) {
-        Ok(Some((_, hello))) => hello.audit_db,
-        _ => audit::default_path(),
-    })
+/// Reads an audit store: `--audit-db` (or `GOVERNOR_AUDIT_DB`) directly; else the running
+/// daemon's, through the daemon (its store is root's; a control-group member reads it this
+/// way); else the default store directly.
+fn read_store(
+    explicit: Option<PathBuf>,
+    socket: Option<&std::path::Path>,
+    rings: Option<&std::path::Path>,
+    read: &control::Read,
+) -> Result<i32, (i32, String)> {
+    use std::io::Write as _;
+    if let Some(store) = explicit {
+        return read.run(&mut std::io::stdout().lock(), &store, rings);
+    }
+    let daemon = control::discover(socket).map_err(|error| (run::exit::USAGE, error.to_string()))?;
+    let Some((mut client, _)) = daemon else {
+        return read.run(&mut std::io::stdout().lock(), &audit::default_path(), rings);
+    };
+    let request = control::Request::Read(match read {
+        control::Read::Query(query) => control::Read::Query(query.clone()),
+        control::Read::Incidents(listing) => control::Read::Incidents(listing.clone()),
+        control::Read::Actions(listing) => control::Read::Actions(listing.clone()),
+        control::Read::Status { all, format } => control::Read::Status { all: *all, format: *format },
+    });
+    let answer = client.call(&request).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+    let _ = std::io::stdout().lock().write_all(answer["output"].as_str().unwrap_or("").as_bytes());
+    let code = answer["code"].as_i64().and_then(|code| i32::try_from(code).ok()).unwrap_or(run::exit::FAILURE);
+    match answer["error"].as_str().filter(|error| !error.is_empty()) {
+        Some(error) => Err((code, error.to_owned())),
+        None => Ok(code),
+    }
 }
 
 /// `governor suspend|resume|kill AGENT`: through the daemon when it supervises the agent

@@ -161,7 +161,13 @@ fn agent_json(agent: &Agent) -> Map<String, Value> {
 }
 
 /// `governor status`.
-pub fn status(store: &Path, rings: Option<&Path>, all: bool, format: Format) -> Result<i32, Failure> {
+pub fn status(
+    out: &mut dyn std::io::Write,
+    store: &Path,
+    rings: Option<&Path>,
+    all: bool,
+    format: Format,
+) -> Result<i32, Failure> {
     let connection = audit_cli::connect(store)?;
     let source = policy::RingSource::locate(rings);
     let rules = engine::load(&source, &[]).map_err(|error| (exit::USAGE, error.to_string()))?;
@@ -191,7 +197,7 @@ pub fn status(store: &Path, rings: Option<&Path>, all: bool, format: Format) -> 
     match format {
         Format::Json => {
             let document = json!({ "agents": shown, "compliance": compliance });
-            println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&document).unwrap_or_default());
         }
         Format::Jsonl => {
             let mut compliance = compliance;
@@ -203,16 +209,18 @@ pub fn status(store: &Path, rings: Option<&Path>, all: bool, format: Format) -> 
             if let Value::Object(object) = compliance {
                 rows.push(object);
             }
-            audit_cli::print(&rows, &[], Format::Jsonl);
+            audit_cli::print(out, &rows, &[], Format::Jsonl);
         }
         Format::Table => {
             audit_cli::print(
+                out,
                 &shown,
                 &["agent", "trust", "state", "events", "denials", "incidents", "command"],
                 Format::Table,
             );
-            println!();
-            println!(
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
                 "agents: {} total, {} active, {} suspended; policies: {} rings, {} rules; violations in the last hour: {}",
                 summary.agents_total,
                 summary.active,
@@ -221,7 +229,8 @@ pub fn status(store: &Path, rings: Option<&Path>, all: bool, format: Format) -> 
                 summary.rules,
                 summary.violations_last_hour
             );
-            println!(
+            let _ = writeln!(
+                out,
                 "compliance score: {} ({} of {} agents active in the last hour raised no incident)",
                 summary.score, summary.clean, summary.recent
             );

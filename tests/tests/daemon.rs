@@ -147,7 +147,8 @@ fn a_restarted_daemon_readopts_running_agents_and_a_violation_still_suspends() {
     // Five refusals in ten seconds suspend a medium agent (repeated-kernel-denials), once the
     // test says go: after the daemon that registered it is gone and a new one has started.
     // Exactly five: a sixth could be in flight before the freeze and raise a second incident.
-    let script = "while [ ! -e go ]; do sleep 0.05; done; for i in 1 2 3 4 5; do cat /etc/shadow 2>/dev/null; done; sleep 60";
+    let script =
+        "while [ ! -e go ]; do sleep 0.05; done; for i in 1 2 3 4 5; do cat /etc/shadow 2>/dev/null; done; sleep 60";
     let child = spawn_run(&daemon, &scene, "medium", &agent, script);
     wait_until("the agent registered", Duration::from_secs(20), || {
         actions_of(&daemon, &agent).iter().any(|row| row["action"] == "start")
@@ -296,7 +297,9 @@ fn non_root_clients_and_agents_are_refused() {
                 .arg("--clear-groups")
                 .arg(governor_tests::governor_bin())
                 .args(["--socket", &socket])
-                .args(args),
+                .args(args)
+                // The daemon's store, which only root may open, is read through the daemon.
+                .env_remove("GOVERNOR_AUDIT_DB"),
         )
     };
     let stranger = ["--reuid=12345", "--regid=12345"];
@@ -334,6 +337,20 @@ fn non_root_clients_and_agents_are_refused() {
         line
     };
     assert!(answer.contains("still has processes in its cgroup"), "{answer}");
+    // A member reads the store through the daemon: it cannot open the file itself.
+    let out = as_user(&member, &["audit", "actions", "--agent", &victim, "--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = stdout(&out).lines().map(json).collect();
+    assert_eq!(rows.first().map(|row| row["action"].clone()), Some("start".into()), "{rows:?}");
+    let out = as_user(&member, &["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&victim) && stdout(&out).contains("daemon: pid "), "{}", stdout(&out));
+    let out = as_user(&member, &["audit", "query", "--agent", "nobody-knows"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unknown agent 'nobody-knows'"), "{}", stderr(&out));
+    let out = as_user(&stranger, &["audit", "actions"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
     let out = as_user(&member, &["kill", &victim, "--reason", "member"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
