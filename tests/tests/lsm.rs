@@ -237,3 +237,69 @@ fn a_policy_deny_rule_on_files_is_enforced_by_inode_in_the_kernel() {
         }
     }
 }
+
+#[test]
+fn a_daemon_with_bpf_lsm_denies_by_inode_and_replaces_its_deny_rules_on_reload() {
+    require_lsm!("a_daemon_with_bpf_lsm_denies_by_inode_and_replaces_its_deny_rules_on_reload");
+    let scene = scene!();
+    let rings = scene.root.join("rings");
+    fs::create_dir_all(&rings).unwrap_or_else(|error| panic!("{error}"));
+    // The shipped rings, compiled into this test (the VM has the test binaries, not the
+    // repository), with a rules.toml of the test's own beside them.
+    for (name, text) in [
+        ("low", include_str!("../../policies/rings/low.toml")),
+        ("medium", include_str!("../../policies/rings/medium.toml")),
+        ("high", include_str!("../../policies/rings/high.toml")),
+        ("admin", include_str!("../../policies/rings/admin.toml")),
+        ("secrets", include_str!("../../policies/rings/secrets.toml")),
+    ] {
+        fs::write(rings.join(format!("{name}.toml")), text).unwrap_or_else(|error| panic!("{error}"));
+    }
+    let private = scene.workspace.join("private");
+    fs::create_dir_all(&private).unwrap_or_else(|error| panic!("{error}"));
+    let notes = private.join("notes.txt");
+    fs::write(&notes, "x").unwrap_or_else(|error| panic!("{error}"));
+    let rule = format!(
+        "[[rule]]\nid = \"private-notes\"\nkind = \"open\"\npath = [\"{}/**\"]\naction = \"deny\"\n\
+         severity = \"medium\"\nreason = \"not for agents\"\n",
+        private.display()
+    );
+    fs::write(rings.join("rules.toml"), &rule).unwrap_or_else(|error| panic!("{error}"));
+    let mut daemon = governor_tests::Daemon::start_with(&scene.root, "lsm", Some(&rings), &["--probes", "lsm"]);
+    let attempt = scene.attempt.to_string_lossy().into_owned();
+    let script = format!(
+        "{attempt} read {notes}; while [ ! -e step ]; do sleep 0.05; done; {attempt} read {notes}",
+        notes = notes.display()
+    );
+    let mut command = daemon.governor();
+    command
+        .args(["run", "--trust", "low", "--best-effort", "--agent-id", "lsm-daemon", "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", &scene.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().unwrap_or_else(|error| panic!("{error}"));
+    // The first read is refused by inode, in the kernel, for this daemon's agent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = daemon
+            .governor()
+            .args(["audit", "query", "--agent", "lsm-daemon", "--format", "jsonl"])
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let rows: Vec<Value> = stdout(&out).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        if rows.iter().any(|row| row["path"] == notes.to_string_lossy().as_ref() && row["rule"] == "private-notes") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no denied open of {}: {}", notes.display(), daemon.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The rule goes: after a reload the kernel's map no longer holds the inode.
+    fs::write(rings.join("rules.toml"), "").unwrap_or_else(|error| panic!("{error}"));
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("policy reloaded", Duration::from_secs(10));
+    fs::write(scene.workspace.join("step"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(stdout(&out), "EPERM\nok\n", "{}\n{}", stderr(&out), daemon.log_text());
+}
