@@ -107,7 +107,7 @@ fn engine(n: usize) -> Engine {
     let file: RulesFile = toml::from_str(&rules_toml(n)).expect("the generated rules parse");
     file.validate().expect("the generated rules are valid");
     assert_eq!(file.rule.len(), n);
-    Engine::new(file.rule).suspend_on_severity(file.suspend_on_severity)
+    Engine::new(file.rule).unwrap_or_else(|error| panic!("{error}")).suspend_on_severity(file.suspend_on_severity)
 }
 
 fn header(kind: u32, result: i32) -> EventHeader {

@@ -230,7 +230,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         probes,
         cgroup_root,
         rings: settings.rings.clone(),
-        engine: Rc::new(Engine::from_rules(&rules)),
+        engine: Rc::new(Engine::from_rules(&rules).map_err(usage)?),
         rules,
         agents: HashMap::new(),
         names: HashMap::new(),
@@ -553,7 +553,7 @@ impl<'w> Daemon<'w> {
         let own_rules = self.rules_for(&registration.overlays)?;
         let (cgroup_id, enforced, userspace_only) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
         let engine = match &own_rules {
-            Some(rules) => Rc::new(Engine::from_rules(rules)),
+            Some(rules) => Rc::new(Engine::from_rules(rules)?),
             None => Rc::clone(&self.engine),
         };
         let output = EventOutput::new(
@@ -726,7 +726,7 @@ impl<'w> Daemon<'w> {
             }
         }
         let count = rules.rules.len();
-        self.engine = Rc::new(Engine::from_rules(&rules));
+        self.engine = Rc::new(Engine::from_rules(&rules)?);
         self.rules = rules;
         // Events decided until now were decided under the old rules.
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
@@ -734,8 +734,10 @@ impl<'w> Daemon<'w> {
         for id in ids.into_iter().filter(|id| !kept.contains(id)) {
             let own_rules = own.remove(&id);
             let Some(supervised) = self.agents.get_mut(&id) else { continue };
-            let engine = match &own_rules {
-                Some(rules) => Rc::new(Engine::from_rules(rules)),
+            let engine = match own_rules.as_ref().map(Engine::from_rules) {
+                Some(Ok(engine)) => Rc::new(engine),
+                // Compiled once already when loaded; kept as it is if it fails now.
+                Some(Err(_)) => continue,
                 None => Rc::clone(&self.engine),
             };
             supervised.output.swap_engine(engine);
@@ -827,7 +829,7 @@ impl<'w> Daemon<'w> {
         let frozen = cgroup.frozen().unwrap_or(false);
         let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
         let engine = match &own_rules {
-            Some(rules) => Rc::new(Engine::from_rules(rules)),
+            Some(rules) => Rc::new(Engine::from_rules(rules)?),
             None => Rc::clone(&self.engine),
         };
         let mut output = EventOutput::new(

@@ -271,7 +271,10 @@ struct FieldIndex {
 }
 
 impl FieldIndex {
-    fn build(rules: &[Rule], bucket: &[usize], field: impl Fn(&Rule) -> Option<&Globs>) -> FieldIndex {
+    /// Fails when the patterns together are too much for one glob set (the regex engine's
+    /// size limit): an engine without them would never match those rules, so the policy is
+    /// refused instead.
+    fn build(rules: &[Rule], bucket: &[usize], field: impl Fn(&Rule) -> Option<&Globs>) -> Result<FieldIndex, String> {
         let mut builder = GlobSetBuilder::new();
         let mut owner = Vec::new();
         for (position, &index) in bucket.iter().enumerate() {
@@ -280,7 +283,17 @@ impl FieldIndex {
                 owner.push(position);
             }
         }
-        FieldIndex { set: builder.build().unwrap_or_else(|_| GlobSet::empty()), owner }
+        let set = builder.build().map_err(|error| {
+            let mut ids: Vec<&str> = Vec::new();
+            for &position in &owner {
+                let id = rules[bucket[position]].id.as_str();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            format!("the patterns of rules {} cannot be compiled together: {error}", ids.join(", "))
+        })?;
+        Ok(FieldIndex { set, owner })
     }
 }
 
@@ -328,35 +341,38 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(mut rules: Vec<Rule>) -> Engine {
+    pub fn new(mut rules: Vec<Rule>) -> Result<Engine, String> {
         rules.sort_by_key(|rule| std::cmp::Reverse(rule.priority));
         let mut members: [Vec<usize>; KINDS] = Default::default();
         for (index, rule) in rules.iter().enumerate() {
             members[rule.kind.index()].push(index);
         }
-        let buckets = members.map(|bucket| Bucket {
-            needs: bucket
-                .iter()
-                .map(|&index| {
-                    let rule = &rules[index];
-                    (if rule.path.is_some() { PATH } else { 0 })
-                        | (if rule.binary.is_some() { BINARY } else { 0 })
-                        | (if rule.destination.is_some() { DESTINATION } else { 0 })
-                })
-                .collect(),
-            path: FieldIndex::build(&rules, &bucket, |rule| rule.path.as_ref()),
-            binary: FieldIndex::build(&rules, &bucket, |rule| rule.binary.as_ref()),
-            destination: FieldIndex::build(&rules, &bucket, |rule| rule.destination.as_ref()),
-            rules: bucket,
-        });
+        let mut buckets: [Bucket; KINDS] = Default::default();
+        for (bucket, members) in buckets.iter_mut().zip(members) {
+            *bucket = Bucket {
+                needs: members
+                    .iter()
+                    .map(|&index| {
+                        let rule = &rules[index];
+                        (if rule.path.is_some() { PATH } else { 0 })
+                            | (if rule.binary.is_some() { BINARY } else { 0 })
+                            | (if rule.destination.is_some() { DESTINATION } else { 0 })
+                    })
+                    .collect(),
+                path: FieldIndex::build(&rules, &members, |rule| rule.path.as_ref())?,
+                binary: FieldIndex::build(&rules, &members, |rule| rule.binary.as_ref())?,
+                destination: FieldIndex::build(&rules, &members, |rule| rule.destination.as_ref())?,
+                rules: members,
+            };
+        }
         let sequences =
             rules.iter().enumerate().filter(|(_, rule)| rule.after.is_some()).map(|(index, _)| index).collect();
-        Engine { rules, buckets, sequences, suspend_on_severity: None }
+        Ok(Engine { rules, buckets, sequences, suspend_on_severity: None })
     }
 
     /// The engine for a loaded policy: its rules and its `suspend_on_severity`.
-    pub fn from_rules(rules: &Rules) -> Engine {
-        Engine::new(rules.rules.clone()).suspend_on_severity(rules.suspend_on_severity)
+    pub fn from_rules(rules: &Rules) -> Result<Engine, String> {
+        Ok(Engine::new(rules.rules.clone())?.suspend_on_severity(rules.suspend_on_severity))
     }
 
     /// Any deny or audit rule of `severity` or worse suspends instead.
@@ -683,10 +699,13 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
         None => (std::path::PathBuf::from("policies/rules.toml"), BUILT_IN_RULES.to_owned()),
     };
     let file: RulesFile = policy::parse(&path, &text)?;
-    file.validate().map_err(|message| policy::Error::Invalid { path, message })?;
+    file.validate().map_err(|message| policy::Error::Invalid { path: path.clone(), message })?;
     let mut rules = file.rule;
     rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
-    Ok(Rules { rules, suspend_on_severity: file.suspend_on_severity })
+    let rules = Rules { rules, suspend_on_severity: file.suspend_on_severity };
+    // Compiled once here so that a policy the engine cannot hold is refused when loaded.
+    Engine::from_rules(&rules).map_err(|message| policy::Error::Invalid { path, message })?;
+    Ok(rules)
 }
 
 #[cfg(test)]
@@ -701,7 +720,7 @@ mod tests {
     fn rules(text: &str) -> Engine {
         let file: RulesFile = toml::from_str(text).unwrap_or_else(|error| panic!("{error}"));
         file.validate().unwrap_or_else(|error| panic!("{error}"));
-        Engine::new(file.rule)
+        Engine::new(file.rule).unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// An open of `path` with `result`, as the probes would report it (also for the
@@ -1050,7 +1069,9 @@ mod tests {
             reason = "r"
             "#;
         let file: RulesFile = toml::from_str(text).unwrap_or_else(|error| panic!("{error}"));
-        let engine = Engine::new(file.rule).suspend_on_severity(Some(Severity::Critical));
+        let engine = Engine::new(file.rule)
+            .unwrap_or_else(|error| panic!("{error}"))
+            .suspend_on_severity(Some(Severity::Critical));
         let mut agent = engine.agent(Trust::Low);
         assert_eq!(engine.decide(&mut agent, &open("/etc/shadow", 0), 0).action, Action::Suspend);
         assert_eq!(engine.decide(&mut agent, &open("/etc/gshadow", 0), 0).action, Action::Deny);

@@ -484,7 +484,7 @@ pub fn run(prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i3
         &format!("governor run --trust {}", prepared.ring.trust),
     ))?;
 
-    let engine = std::rc::Rc::new(engine::Engine::from_rules(&prepared.rules));
+    let engine = std::rc::Rc::new(engine::Engine::from_rules(&prepared.rules).map_err(Error::Usage)?);
     let mut output = EventOutput::new(
         &writer,
         engine,

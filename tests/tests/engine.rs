@@ -212,3 +212,36 @@ fn a_policy_deny_rule_on_a_destination_is_enforced_in_the_kernel_and_recorded() 
     }
     drop(listener);
 }
+
+#[test]
+fn a_policy_whose_patterns_the_engine_cannot_compile_is_refused_not_ignored() {
+    require!("a_policy_whose_patterns_the_engine_cannot_compile_is_refused_not_ignored");
+    let scene = scene!();
+    // Two rules whose wildcard patterns each compile, but not together: the engine puts all
+    // the open rules' path patterns in one glob set, past the regex engine's size limit. An
+    // engine built without them would never match either rule: fail open.
+    let rule = |name: &str, offset: usize| {
+        let patterns: Vec<String> = (offset..offset + 5000).map(|n| format!("\"**/x{n}*[a-z]?*y{n}*/**\"")).collect();
+        format!(
+            "[[rule]]\nid = \"{name}\"\nkind = \"open\"\npath = [{}]\naction = \"deny\"\nseverity = \"high\"\nreason = \"x\"\n",
+            patterns.join(", ")
+        )
+    };
+    let overlay = scene.root.join("huge.toml");
+    fs::write(&overlay, format!("{}\n{}", rule("first-half", 0), rule("second-half", 5000)))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let id = format!("huge-{}", std::process::id());
+    let output = Command::new(governor_bin())
+        .args(["run", "--agent-id", &id, "--policy"])
+        .arg(&overlay)
+        .args(["--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "true"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("rules first-half, second-half cannot be compiled together"), "{message}");
+    assert!(!cgroup2_root().join("governor").join(&id).exists(), "nothing started");
+}

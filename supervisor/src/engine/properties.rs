@@ -151,7 +151,7 @@ proptest! {
         paths in prop::collection::vec(0..PATHS.len(), 1..8),
         trust in 0usize..4,
     ) {
-        let engine = Engine::new(parse(&toml_of(&rules)).rule);
+        let engine = Engine::new(parse(&toml_of(&rules)).rule).unwrap_or_else(|error| panic!("{error}"));
         let mut agent = engine.agent(Trust::ALL[trust]);
         for (step, path) in paths.into_iter().enumerate() {
             let decided = outcome(engine.decide(&mut agent, &open(PATHS[path], 0), step as u64));
@@ -183,7 +183,7 @@ proptest! {
         };
         prop_assert_eq!(file.validate().is_ok(), possible);
         if possible {
-            let engine = Engine::new(file.rule);
+            let engine = Engine::new(file.rule).unwrap_or_else(|error| panic!("{error}"));
             for (level, trust) in Trust::ALL.into_iter().enumerate() {
                 let within = at_least.is_none_or(|least| least <= level) && below.is_none_or(|below| level < below);
                 let mut agent = engine.agent(trust);
@@ -209,7 +209,7 @@ proptest! {
             "[[rule]]\nid = \"rate\"\nkind = \"denied\"\ncount = {count}\nwindow = \"{window}s\"\n\
              action = \"suspend\"\nseverity = \"high\"\nreason = \"r\"\n"
         );
-        let engine = Engine::new(parse(&text).rule);
+        let engine = Engine::new(parse(&text).rule).unwrap_or_else(|error| panic!("{error}"));
         let mut agent = engine.agent(Trust::Low);
         let mut refusals: VecDeque<u64> = VecDeque::new();
         let mut now = 0;
@@ -248,7 +248,7 @@ proptest! {
              severity = \"critical\"\nreason = \"r\"\n\
              after = {{ kind = \"open\", path = [\"**/.ssh/**\"], window = \"{window}s\" }}\n"
         );
-        let engine = Engine::new(parse(&text).rule);
+        let engine = Engine::new(parse(&text).rule).unwrap_or_else(|error| panic!("{error}"));
         let mut agent = engine.agent(Trust::Medium);
         let mut secret_read: Option<u64> = None;
         let mut now = 0;
@@ -283,7 +283,7 @@ proptest! {
         // Times relative to the suspension, often right at its edge.
         events in prop::collection::vec((0..PATHS.len(), prop_oneof![-2i64..=2, -1000i64..1000]), 1..10),
     ) {
-        let engine = Engine::new(parse(&toml_of(&rules)).rule);
+        let engine = Engine::new(parse(&toml_of(&rules)).rule).unwrap_or_else(|error| panic!("{error}"));
         let mut agent = engine.agent(Trust::ALL[trust]);
         agent.suspended = true;
         agent.suspended_since = since;
@@ -306,7 +306,7 @@ proptest! {
         path in 0..PATHS.len(),
         trust in 0usize..4,
     ) {
-        let engine = Engine::new(parse(&toml_of(&rules)).rule)
+        let engine = Engine::new(parse(&toml_of(&rules)).rule).unwrap_or_else(|error| panic!("{error}"))
             .suspend_on_severity(threshold.map(|threshold| SEVERITIES[threshold].1));
         let mut agent = engine.agent(Trust::ALL[trust]);
         let decided = outcome(engine.decide(&mut agent, &open(PATHS[path], 0), 0));
