@@ -373,7 +373,14 @@ impl<'w> Daemon<'w> {
                     next_connection += 1;
                     let id = next_connection;
                     let (reply, outgoing) = mpsc::unbounded_channel::<String>();
-                    if let Err(why) = control::admit(&peer, self.control_group) {
+                    // The pid is checked against /proc/PID/cgroup; with a pidfd of the peer
+                    // (Linux 6.5+) it is known not to have been reused meanwhile.
+                    let pidfd = peer_pidfd(&stream);
+                    let admitted = control::admit(&peer, self.control_group).and_then(|()| match &pidfd {
+                        Some(pidfd) if !alive(pidfd) => Err(format!("pid {} exited before it could be checked", peer.pid)),
+                        _ => Ok(()),
+                    });
+                    if let Err(why) = admitted {
                         tracing::warn!(pid = peer.pid, uid = peer.uid, why = %why, "control connection refused");
                         let _ = reply.send(refusal(&format!("refused: {why}")));
                         drop(reply);
@@ -1022,6 +1029,30 @@ fn peer_of(stream: &UnixStream) -> Option<Peer> {
     Some(Peer { pid: credentials.pid(), uid: credentials.uid(), gid: credentials.gid() })
 }
 
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the process that connected.
+const SO_PEERPIDFD: libc::c_int = 77;
+
+fn peer_pidfd(stream: &impl std::os::fd::AsRawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    let mut pidfd: libc::c_int = -1;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) into a c_int of the size given, on the stream's descriptor.
+    let ret = unsafe {
+        libc::getsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, SO_PEERPIDFD, (&raw mut pidfd).cast(), &raw mut len)
+    };
+    // SAFETY: on success the kernel returned a new descriptor that this process now owns.
+    (ret == 0 && pidfd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) })
+}
+
+/// Whether the process of `pidfd` is still running (pidfd_send_signal with signal 0).
+fn alive(pidfd: &std::os::fd::OwnedFd) -> bool {
+    // SAFETY: pidfd_send_signal(2) with signal 0 only checks; the descriptor is a pidfd.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    ret == 0
+}
+
 /// Longest request line accepted.
 const MAX_LINE: u64 = 1 << 20;
 
@@ -1130,4 +1161,28 @@ pub fn init_logging() {
         );
     let _ = if journald { builder.without_time().try_init() } else { builder.try_init() };
     let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_pidfd_tells_a_live_peer_from_one_that_has_exited() {
+        // Our own end's peer is this process: alive.
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap_or_else(|error| panic!("{error}"));
+        match peer_pidfd(&ours) {
+            Some(pidfd) => assert!(alive(&pidfd)),
+            None => println!("no SO_PEERPIDFD on this kernel (before 6.5): the pid-reuse check is skipped"),
+        }
+        // A child that has exited and been reaped: its pidfd says so.
+        let mut child = std::process::Command::new("true").spawn().unwrap_or_else(|error| panic!("{error}"));
+        // SAFETY: pidfd_open(2) on our own child, which is not reaped yet.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        assert!(raw >= 0, "pidfd_open");
+        // SAFETY: a new descriptor this process owns.
+        let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
+        let _ = child.wait();
+        assert!(!alive(&pidfd));
+    }
 }
