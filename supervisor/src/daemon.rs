@@ -559,19 +559,7 @@ impl<'w> Daemon<'w> {
         let cgroup = Cgroup::open(&self.cgroup_root, &agent).map_err(|error| error.to_string())?;
         let own_rules = self.rules_for(&registration.overlays)?;
         let (cgroup_id, enforced, userspace_only) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
-        let engine = match &own_rules {
-            Some(rules) => Rc::new(Engine::from_rules(rules)?),
-            None => Rc::clone(&self.engine),
-        };
-        let output = EventOutput::new(
-            self.writer,
-            engine,
-            registration.trust,
-            &agent,
-            cgroup,
-            false,
-            Some(Rc::clone(&self.metrics)),
-        );
+        let output = self.output_for(&agent, &registration, cgroup, own_rules.as_ref())?;
         let row = audit::Row {
             table: "agents",
             values: vec![
@@ -595,19 +583,36 @@ impl<'w> Daemon<'w> {
             .map_err(|error| error.to_string())?;
         self.save(&registration);
         tracing::info!(agent = %agent, trust = %registration.trust, cgroup_id, "agent registered");
-        self.names.insert(agent, cgroup_id);
-        self.agents.insert(
+        self.supervise(Supervised {
+            output,
+            registration,
             cgroup_id,
-            Supervised {
-                output,
-                registration,
-                cgroup_id,
-                own_rules,
-                connection: Some(connection),
-                orphaned_since: None,
-            },
-        );
+            own_rules,
+            connection: Some(connection),
+            orphaned_since: None,
+        });
         Ok(serde_json::json!({ "cgroup_id": cgroup_id, "enforced": enforced, "userspace_only": userspace_only }))
+    }
+
+    /// An agent's event output: decided by its own rules' engine, or the daemon's.
+    fn output_for(
+        &self,
+        agent: &str,
+        registration: &Registration,
+        cgroup: Cgroup,
+        own_rules: Option<&Rules>,
+    ) -> Result<EventOutput<'w>, String> {
+        let engine = match own_rules {
+            Some(rules) => Rc::new(Engine::from_rules(rules)?),
+            None => Rc::clone(&self.engine),
+        };
+        let metrics = Some(Rc::clone(&self.metrics));
+        Ok(EventOutput::new(self.writer, engine, registration.trust, agent, cgroup, false, metrics))
+    }
+
+    fn supervise(&mut self, supervised: Supervised<'w>) {
+        self.names.insert(supervised.output.agent_id.clone(), supervised.cgroup_id);
+        self.agents.insert(supervised.cgroup_id, supervised);
     }
 
     /// Watches the agent's cgroup with its probe plan and deny rules.
@@ -835,19 +840,7 @@ impl<'w> Daemon<'w> {
         let own_rules = self.rules_for(&registration.overlays)?;
         let frozen = cgroup.frozen().unwrap_or(false);
         let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
-        let engine = match &own_rules {
-            Some(rules) => Rc::new(Engine::from_rules(rules)?),
-            None => Rc::clone(&self.engine),
-        };
-        let mut output = EventOutput::new(
-            self.writer,
-            engine,
-            registration.trust,
-            &agent,
-            cgroup,
-            false,
-            Some(Rc::clone(&self.metrics)),
-        );
+        let mut output = self.output_for(&agent, &registration, cgroup, own_rules.as_ref())?;
         output.agent.suspended = frozen;
         let reason = format!(
             "no supervisor for {gap}: the agent ran confined by Landlock and seccomp, but its events in that time were not seen and probe rules (UDP narrowing, kernel deny rules) lapsed"
@@ -876,18 +869,14 @@ impl<'w> Daemon<'w> {
             );
             tracing::info!(agent = %agent, gap = %gap, suspended = frozen, "agent adopted");
         }
-        self.names.insert(agent, cgroup_id);
-        self.agents.insert(
+        self.supervise(Supervised {
+            output,
+            registration,
             cgroup_id,
-            Supervised {
-                output,
-                registration,
-                cgroup_id,
-                own_rules,
-                connection: None,
-                orphaned_since: Some(Instant::now()),
-            },
-        );
+            own_rules,
+            connection: None,
+            orphaned_since: Some(Instant::now()),
+        });
         Ok(())
     }
 

@@ -85,10 +85,16 @@ fn twenty_concurrent_agents_of_mixed_trust_are_each_recorded_under_their_own_id(
     for n in 0..20 {
         fs::write(scene.workspace.join(format!("marker-{n}")), "x").unwrap_or_else(|error| panic!("{error}"));
     }
-    // Each agent reads its own marker, then waits for the test to have looked at it running.
+    // Each agent reads its own marker, then waits for the test to have looked at it running:
+    // blocked reading a line from a FIFO, which makes no events (a polling loop's execs
+    // could fill the ring buffer while twenty agents start on a loaded machine).
+    let release = scene.workspace.join("release");
+    let fifo = std::ffi::CString::new(release.to_string_lossy().as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0, "mkfifo");
     let children: Vec<Child> = (0..20)
         .map(|n| {
-            let script = format!("cat marker-{n} >/dev/null; while [ ! -e release ]; do sleep 0.05; done");
+            let script = format!("cat marker-{n} >/dev/null; read line < release");
             spawn_run(&daemon, &scene, rings[n % 4], &id(n), &script)
         })
         .collect();
@@ -115,11 +121,15 @@ fn twenty_concurrent_agents_of_mixed_trust_are_each_recorded_under_their_own_id(
             .unwrap_or_else(|| panic!("{} not in status: {listed}", id(n)));
         assert_eq!(entry["trust"], rings[n % 4], "{entry}");
     }
-    fs::write(scene.workspace.join("release"), "").unwrap_or_else(|error| panic!("{error}"));
+    // One line each (the shell's read takes a pipe's bytes one at a time); the FIFO stays open
+    // for writing until all have exited, so a late reader still finds its line.
+    let mut writer = fs::OpenOptions::new().write(true).open(&release).unwrap_or_else(|error| panic!("{error}"));
+    std::io::Write::write_all(&mut writer, "go\n".repeat(20).as_bytes()).unwrap_or_else(|error| panic!("{error}"));
     for (n, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(out.status.code(), Some(0), "agent {n}: {}", stderr(&out));
     }
+    drop(writer);
     for n in 0..20 {
         let rows = events_of(&daemon, &id(n));
         let opened: Vec<String> = rows
