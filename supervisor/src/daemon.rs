@@ -553,6 +553,11 @@ impl<'w> Daemon<'w> {
     /// started yet): watch its cgroup, put its deny rules into the kernel, record it.
     fn register(&mut self, connection: u64, registration: Registration) -> Result<serde_json::Value, String> {
         let agent = crate::run::validate_agent_id(&registration.agent).map_err(|error| error.to_string())?;
+        // Fail closed, and never wait on a failing store here: the loop would stop deciding
+        // (and freezing) for every other agent.
+        if let Some(failure) = self.writer.failure() {
+            return Err(format!("audit store failing ({failure}); governor does not run an agent it cannot audit"));
+        }
         if self.names.contains_key(&agent) {
             return Err(format!("an agent with id '{agent}' is already supervised"));
         }
@@ -572,15 +577,24 @@ impl<'w> Daemon<'w> {
                 audit::int(audit::now_ns()),
             ],
         };
-        self.writer.write(row).map_err(|error| error.to_string())?;
-        self.writer
-            .write(audit::action(
-                &agent,
-                "start",
-                &registration.user,
-                &format!("governor run --trust {} (via governor daemon)", registration.trust),
-            ))
-            .map_err(|error| error.to_string())?;
+        let start = audit::action(
+            &agent,
+            "start",
+            &registration.user,
+            &format!("governor run --trust {} (via governor daemon)", registration.trust),
+        );
+        for row in [row, start] {
+            if let Err(busy) = self.writer.try_write(row) {
+                self.probes.unwatch(cgroup_id);
+                return Err(format!(
+                    "audit store {}; governor does not run an agent it cannot audit",
+                    match busy {
+                        audit::Busy::Full(_) => "queue full",
+                        audit::Busy::Stopped => "writer stopped",
+                    }
+                ));
+            }
+        }
         self.save(&registration);
         tracing::info!(agent = %agent, trust = %registration.trust, cgroup_id, "agent registered");
         self.supervise(Supervised {

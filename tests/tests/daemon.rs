@@ -573,3 +573,65 @@ fn the_systemd_unit_verifies_and_the_daemon_speaks_sd_notify() {
     assert_eq!(status.and_then(|status| status.code()), Some(0));
     assert!(!socket.exists(), "the socket is removed on the way out");
 }
+
+/// A tmpfs unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_it_recovers() {
+    require!("a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_it_recovers");
+    let scene = scene!();
+    let disk = scene.root.join("disk");
+    fs::create_dir(&disk).unwrap_or_else(|error| panic!("{error}"));
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap_or_else(|error| panic!("mount: {error}"));
+    assert!(mounted.success(), "mounting a tmpfs for the store");
+    let _unmount = Tmpfs(disk.clone());
+    let daemon = Daemon::start(&disk, "diskfull", &[]);
+    let agent = format!("full-{}", std::process::id());
+    let progress = scene.workspace.join("progress");
+    let script = "for i in $(seq 1 100); do cat /etc/hostname >/dev/null; echo $i >> progress; sleep 0.02; done";
+    let child = spawn_run(&daemon, &scene, "medium", &agent, script);
+    let lines = || fs::read_to_string(&progress).unwrap_or_default().lines().count();
+    wait_until("the agent under way", Duration::from_secs(20), || lines() >= 10);
+    let filler = disk.join("filler");
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .arg("bs=64k")
+        .stderr(Stdio::null())
+        .status();
+    wait_until("the agent frozen on a full store", Duration::from_secs(20), || frozen(&agent));
+    // A new agent is refused while the store fails: nothing of it is started or left.
+    let refused = format!("refused-{}", std::process::id());
+    let out = spawn_run(&daemon, &scene, "medium", &refused, "echo ran").wait_with_output();
+    let out = out.unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("audit store failing"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("ran"));
+    assert!(!cgroup2_root().join("governor").join(&refused).exists());
+    let frozen_at = lines();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines(), frozen_at, "the agent made progress while its actions could not be recorded");
+    // Room again: the first agent is thawed and finishes, with nothing lost.
+    fs::remove_file(&filler).unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(), 100);
+    let names: Vec<String> =
+        actions_of(&daemon, &agent).iter().map(|row| row["action"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(names, ["start", "suspend", "resume", "exit"]);
+    let opens =
+        events_of(&daemon, &agent).iter().filter(|row| row["kind"] == "open" && row["path"] == "/etc/hostname").count();
+    assert_eq!(opens, 100);
+    assert!(actions_of(&daemon, &refused).is_empty(), "the refused agent left no record");
+}
