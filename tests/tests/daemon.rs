@@ -635,3 +635,33 @@ fn a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_i
     assert_eq!(opens, 100);
     assert!(actions_of(&daemon, &refused).is_empty(), "the refused agent left no record");
 }
+
+#[test]
+fn a_daemon_stopped_with_sigterm_leaves_its_agents_running_for_the_next_one() {
+    require!("a_daemon_stopped_with_sigterm_leaves_its_agents_running_for_the_next_one");
+    let scene = scene!();
+    let mut daemon = Daemon::start(&scene.root, "stop", &[]);
+    let agent = format!("stopped-{}", std::process::id());
+    let child = spawn_run(&daemon, &scene, "medium", &agent, "while [ ! -e go ]; do sleep 0.1; done; exit 3");
+    wait_until("the agent registered", Duration::from_secs(20), || {
+        actions_of(&daemon, &agent).iter().any(|row| row["action"] == "start")
+    });
+    // systemctl stop: SIGTERM. The daemon records what it stops watching and exits 0; the
+    // agent runs on (KillMode=process: it is its governor run's child, not the daemon's).
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.child.take().map(|mut child| child.wait().unwrap_or_else(|error| panic!("{error}")));
+    assert_eq!(status.and_then(|status| status.code()), Some(0));
+    assert!(cgroup2_root().join("governor").join(&agent).join("cgroup.procs").exists(), "the agent still runs");
+    let names: Vec<String> =
+        actions_of(&daemon, &agent).iter().map(|row| row["action"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(names, ["start", "unwatched"]);
+    let mut daemon = Daemon::start(&scene.root, "stop", &[]);
+    daemon.wait_for_log("its governor run is attached again", Duration::from_secs(10));
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let actions = actions_of(&daemon, &agent);
+    let names: Vec<&str> = actions.iter().filter_map(|row| row["action"].as_str()).collect();
+    assert_eq!(names, ["start", "unwatched", "adopt", "exit"], "{actions:?}");
+    assert_eq!(actions[3]["why"], "exit status 3");
+}
