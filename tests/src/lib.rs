@@ -186,6 +186,25 @@ pub fn agents_running() -> bool {
         .any(|entry| fs::read_to_string(entry.path().join("cgroup.procs")).is_ok_and(|procs| !procs.trim().is_empty()))
 }
 
+/// A 16 MiB tmpfs mounted at `dir` (made here) for a store to fill up; unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path) -> Tmpfs {
+        must(fs::create_dir(dir), "mkdir");
+        let mounted =
+            must(Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(dir).status(), "mount");
+        assert!(mounted.success(), "mounting a tmpfs at {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// A `governor daemon` started for one test, with its socket in `/run/governor` (where the
 /// agents' mount namespace masks it) and its store and state in a directory of the test's.
 /// Stopped with SIGTERM when dropped.

@@ -202,28 +202,12 @@ fn rows_committed_before_the_supervisor_is_killed_survive_and_verify() {
     }
 }
 
-/// A tmpfs unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing() {
     require!("a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing");
     let scene = scene!();
     let disk = scene.root.join("disk");
-    fs::create_dir(&disk).unwrap_or_else(|error| panic!("{error}"));
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .unwrap_or_else(|error| panic!("mount: {error}"));
-    assert!(mounted.success(), "mounting a tmpfs for the store");
-    let _unmount = Tmpfs(disk.clone());
+    let _unmount = governor_tests::Tmpfs::mount(&disk);
     let store = disk.join("audit.db").to_string_lossy().into_owned();
     let id = format!("diskfull-{}", std::process::id());
     let progress = scene.workspace.join("progress");

@@ -574,28 +574,12 @@ fn the_systemd_unit_verifies_and_the_daemon_speaks_sd_notify() {
     assert!(!socket.exists(), "the socket is removed on the way out");
 }
 
-/// A tmpfs unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_it_recovers() {
     require!("a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_it_recovers");
     let scene = scene!();
     let disk = scene.root.join("disk");
-    fs::create_dir(&disk).unwrap_or_else(|error| panic!("{error}"));
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .unwrap_or_else(|error| panic!("mount: {error}"));
-    assert!(mounted.success(), "mounting a tmpfs for the store");
-    let _unmount = Tmpfs(disk.clone());
+    let _unmount = governor_tests::Tmpfs::mount(&disk);
     let daemon = Daemon::start(&disk, "diskfull", &[]);
     let agent = format!("full-{}", std::process::id());
     let progress = scene.workspace.join("progress");
