@@ -323,12 +323,20 @@ const QUEUE: usize = 65536;
 const GIVE_UP: Duration = Duration::from_secs(10);
 
 /// Whether the store is failing, shared by the writer thread and whoever watches it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Health {
     failing: AtomicBool,
     closing: AtomicBool,
     reason: Mutex<String>,
     committed: std::sync::atomic::AtomicU64,
+    /// Called by the writer thread after each commit.
+    on_commit: Mutex<Option<Box<dyn Fn() + Send>>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").field("failing", &self.failing).field("committed", &self.committed).finish()
+    }
 }
 
 impl Health {
@@ -420,6 +428,11 @@ impl Writer {
                     })?;
                     written += batch.len() as u64;
                     shared.committed.store(written, Ordering::Release);
+                    if let Ok(hook) = shared.on_commit.lock()
+                        && let Some(hook) = hook.as_ref()
+                    {
+                        hook();
+                    }
                     batch.clear();
                 }
                 Ok(written)
@@ -454,6 +467,14 @@ impl Writer {
     /// Rows committed so far.
     pub fn committed(&self) -> u64 {
         self.health.committed.load(Ordering::Acquire)
+    }
+
+    /// Has `hook` called (on the writer's thread) after every commit: a loop waiting for rows
+    /// to be in the store is woken instead of polling.
+    pub fn on_commit(&self, hook: Box<dyn Fn() + Send>) {
+        if let Ok(mut slot) = self.health.on_commit.lock() {
+            *slot = Some(hook);
+        }
     }
 
     /// Why the store is failing now, if it is.

@@ -293,6 +293,8 @@ fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListe
 /// What the connection tasks hand to the loop.
 enum Message {
     Line(u64, String),
+    /// The writer committed rows.
+    Committed,
     /// The answer of a read done on another thread.
     Reply(u64, String),
     Closed(u64),
@@ -322,6 +324,10 @@ impl<'w> Daemon<'w> {
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|error| failure(format!("watching the ring buffer: {error:?}")))?;
         let (sender, mut messages) = mpsc::unbounded_channel::<Message>();
+        let committed = sender.clone();
+        self.writer.on_commit(Box::new(move || {
+            let _ = committed.send(Message::Committed);
+        }));
         let mut replies: HashMap<u64, (mpsc::UnboundedSender<String>, Peer)> = HashMap::new();
         let mut next_connection = 0u64;
         let mut deferred: Vec<(mpsc::UnboundedSender<String>, String, u64)> = Vec::new();
@@ -427,13 +433,23 @@ impl<'w> Daemon<'w> {
                         let peer = peer.clone();
                         let durable = line.contains("\"op\":\"exited\"");
                         let answer = self.handle(id, &peer, &line, ring.get_mut());
-                        if durable {
+                        if durable && self.writer.committed() < self.writer.queued() {
                             // `governor run` returns once the agent's last rows are in the
                             // store, as standalone: answered when the writer has committed them.
                             deferred.push((reply.clone(), answer, self.writer.queued()));
                         } else {
                             let _ = reply.send(answer);
                         }
+                    }
+                    Message::Committed => {
+                        let committed = self.writer.committed();
+                        deferred.retain(|(reply, answer, target)| {
+                            let done = committed >= *target;
+                            if done {
+                                let _ = reply.send(answer.clone());
+                            }
+                            !done
+                        });
                     }
                     Message::Reply(id, line) => {
                         if let Some((reply, _)) = replies.get(&id) {
@@ -449,16 +465,7 @@ impl<'w> Daemon<'w> {
                         tokio::spawn(write_http(stream, body));
                     }
                 },
-                _ = tokio::time::sleep(Duration::from_millis(1)), if !deferred.is_empty() => {
-                    let committed = self.writer.committed();
-                    deferred.retain(|(reply, answer, target)| {
-                        let done = committed >= *target;
-                        if done {
-                            let _ = reply.send(answer.clone());
-                        }
-                        !done
-                    });
-                }
+
                 _ = tick.tick() => {
                     crate::supervise::drain(ring.get_mut(), &mut Dispatch { daemon: self });
                     self.report_drops();
