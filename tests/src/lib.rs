@@ -197,6 +197,18 @@ impl Tmpfs {
         assert!(mounted.success(), "mounting a tmpfs at {}", dir.display());
         Tmpfs(dir.to_path_buf())
     }
+
+    /// Fills the tmpfs (dd stops at ENOSPC); returns the file to remove to make room again.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", filler.display()))
+            .arg("bs=64k")
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
+    }
 }
 
 impl Drop for Tmpfs {

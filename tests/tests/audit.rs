@@ -207,7 +207,7 @@ fn a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing()
     require!("a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing");
     let scene = scene!();
     let disk = scene.root.join("disk");
-    let _unmount = governor_tests::Tmpfs::mount(&disk);
+    let disk_space = governor_tests::Tmpfs::mount(&disk);
     let store = disk.join("audit.db").to_string_lossy().into_owned();
     let id = format!("diskfull-{}", std::process::id());
     let progress = scene.workspace.join("progress");
@@ -225,14 +225,8 @@ fn a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing()
     while lines() < 10 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Fill the disk under the store (dd stops at ENOSPC).
-    let filler = disk.join("filler");
-    let _ = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", filler.display()))
-        .arg("bs=64k")
-        .stderr(Stdio::null())
-        .status();
+    // Fill the disk under the store.
+    let filler = disk_space.fill();
     let events = cgroup2_root().join("governor").join(&id).join("cgroup.events");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && !fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1")) {

@@ -579,7 +579,7 @@ fn a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_i
     require!("a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_it_recovers");
     let scene = scene!();
     let disk = scene.root.join("disk");
-    let _unmount = governor_tests::Tmpfs::mount(&disk);
+    let disk_space = governor_tests::Tmpfs::mount(&disk);
     let daemon = Daemon::start(&disk, "diskfull", &[]);
     let agent = format!("full-{}", std::process::id());
     let progress = scene.workspace.join("progress");
@@ -587,13 +587,7 @@ fn a_daemon_whose_store_fills_up_freezes_its_agents_and_refuses_new_ones_until_i
     let child = spawn_run(&daemon, &scene, "medium", &agent, script);
     let lines = || fs::read_to_string(&progress).unwrap_or_default().lines().count();
     wait_until("the agent under way", Duration::from_secs(20), || lines() >= 10);
-    let filler = disk.join("filler");
-    let _ = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", filler.display()))
-        .arg("bs=64k")
-        .stderr(Stdio::null())
-        .status();
+    let filler = disk_space.fill();
     wait_until("the agent frozen on a full store", Duration::from_secs(20), || frozen(&agent));
     // A new agent is refused while the store fails: nothing of it is started or left.
     let refused = format!("refused-{}", std::process::id());
