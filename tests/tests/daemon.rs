@@ -57,6 +57,13 @@ fn actions_of(daemon: &Daemon, agent: &str) -> Vec<serde_json::Value> {
     stdout(&out).lines().map(json).collect()
 }
 
+/// Waits until the daemon has recorded the agent's start.
+fn wait_registered(daemon: &Daemon, agent: &str) {
+    wait_until("the agent registered", Duration::from_secs(20), || {
+        actions_of(daemon, agent).iter().any(|row| row["action"] == "start")
+    });
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -160,9 +167,7 @@ fn a_restarted_daemon_readopts_running_agents_and_a_violation_still_suspends() {
     let script =
         "while [ ! -e go ]; do sleep 0.05; done; for i in 1 2 3 4 5; do cat /etc/shadow 2>/dev/null; done; sleep 60";
     let child = spawn_run(&daemon, &scene, "medium", &agent, script);
-    wait_until("the agent registered", Duration::from_secs(20), || {
-        actions_of(&daemon, &agent).iter().any(|row| row["action"] == "start")
-    });
+    wait_registered(&daemon, &agent);
     daemon.kill_hard();
     std::thread::sleep(Duration::from_millis(300));
     let mut daemon = Daemon::start(&scene.root, "restart", &[]);
@@ -203,9 +208,7 @@ fn on_supervisor_loss_kill_kills_an_agent_left_alone_longer_than_the_grace() {
     let mut daemon = Daemon::start(&scene.root, "loss", &["--config", &config]);
     let agent = format!("lost-{}", std::process::id());
     let child = spawn_run(&daemon, &scene, "medium", &agent, "sleep 60");
-    wait_until("the agent registered", Duration::from_secs(20), || {
-        actions_of(&daemon, &agent).iter().any(|row| row["action"] == "start")
-    });
+    wait_registered(&daemon, &agent);
     // No daemon comes back: the agent's `governor run` kills it after the grace period.
     let lost_at = Instant::now();
     daemon.kill_hard();
@@ -230,9 +233,7 @@ fn on_supervisor_loss_keep_lets_the_agent_run_and_a_new_daemon_takes_its_exit() 
     let mut daemon = Daemon::start(&scene.root, "keep", &[]);
     let agent = format!("kept-{}", std::process::id());
     let child = spawn_run(&daemon, &scene, "medium", &agent, "while [ ! -e go ]; do sleep 0.05; done; exit 7");
-    wait_until("the agent registered", Duration::from_secs(20), || {
-        actions_of(&daemon, &agent).iter().any(|row| row["action"] == "start")
-    });
+    wait_registered(&daemon, &agent);
     daemon.kill_hard();
     std::thread::sleep(Duration::from_millis(1500));
     let mut daemon = Daemon::start(&scene.root, "keep", &[]);
@@ -255,9 +256,7 @@ fn non_root_clients_and_agents_are_refused() {
     let socket = daemon.socket.to_string_lossy().into_owned();
     let victim = format!("victim-{}", std::process::id());
     let child = spawn_run(&daemon, &scene, "medium", &victim, "sleep 30");
-    wait_until("the victim registered", Duration::from_secs(20), || {
-        actions_of(&daemon, &victim).iter().any(|row| row["action"] == "start")
-    });
+    wait_registered(&daemon, &victim);
     // nobody: the socket is root's, mode 0600.
     let as_nobody = |socket: &str, args: &[&str]| {
         output(
@@ -297,9 +296,7 @@ fn non_root_clients_and_agents_are_refused() {
     fs::set_permissions(&open_socket, fs::Permissions::from_mode(0o666)).unwrap_or_else(|error| panic!("{error}"));
     let socket = open_socket.to_string_lossy().into_owned();
     let child = spawn_run(&daemon, &scene, "medium", &victim, "sleep 30");
-    wait_until("the victim registered", Duration::from_secs(20), || {
-        actions_of(&daemon, &victim).iter().any(|row| row["action"] == "start")
-    });
+    wait_registered(&daemon, &victim);
     let as_user = |ids: &[&str], args: &[&str]| {
         output(
             Command::new("setpriv")
@@ -621,9 +618,7 @@ fn a_daemon_stopped_with_sigterm_leaves_its_agents_running_for_the_next_one() {
     let mut daemon = Daemon::start(&scene.root, "stop", &[]);
     let agent = format!("stopped-{}", std::process::id());
     let child = spawn_run(&daemon, &scene, "medium", &agent, "while [ ! -e go ]; do sleep 0.1; done; exit 3");
-    wait_until("the agent registered", Duration::from_secs(20), || {
-        actions_of(&daemon, &agent).iter().any(|row| row["action"] == "start")
-    });
+    wait_registered(&daemon, &agent);
     // systemctl stop: SIGTERM. The daemon records what it stops watching and exits 0; the
     // agent runs on (KillMode=process: it is its governor run's child, not the daemon's).
     daemon.signal(libc::SIGTERM);
