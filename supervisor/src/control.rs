@@ -53,7 +53,7 @@ pub enum Request {
 
 /// What `Request::Read` reads: the answer is the text the same command prints locally, with
 /// its exit code (`{"code": N, "output": "...", "error": "..."}`).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "what", rename_all = "kebab-case")]
 pub enum Read {
     Query(crate::audit_cli::Query),
@@ -70,6 +70,58 @@ impl Read {
             Read::Incidents(listing) => crate::audit_cli::incidents(out, store, listing),
             Read::Actions(listing) => crate::audit_cli::actions(out, store, listing),
             Read::Status { all, format } => crate::status::status(out, store, rings, *all, *format),
+        }
+    }
+}
+
+/// `governor suspend|resume|kill`: what is done to an agent's cgroup, directly or by the
+/// daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Suspend,
+    Resume,
+    Kill,
+}
+
+impl Act {
+    /// The action's name in the audit store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Act::Suspend => "suspend",
+            Act::Resume => "resume",
+            Act::Kill => "kill",
+        }
+    }
+
+    pub fn done(self) -> &'static str {
+        match self {
+            Act::Suspend => "suspended",
+            Act::Resume => "resumed",
+            Act::Kill => "killed",
+        }
+    }
+
+    /// The reason recorded: the caller's, or the command's name.
+    pub fn why(self, reason: &str) -> String {
+        if reason.is_empty() { format!("governor {}", self.name()) } else { reason.to_owned() }
+    }
+
+    /// Freezes, thaws (waiting for `cgroup.events` to confirm) or kills the whole cgroup.
+    pub fn apply(self, group: &crate::cgroup::Cgroup) -> Result<(), crate::cgroup::Error> {
+        let timeout = std::time::Duration::from_secs(5);
+        match self {
+            Act::Suspend => group.set_frozen(true, timeout),
+            Act::Resume => group.set_frozen(false, timeout),
+            Act::Kill => group.kill(),
+        }
+    }
+
+    /// The request that asks the daemon for it.
+    pub fn request(self, agent: String, reason: String) -> Request {
+        match self {
+            Act::Suspend => Request::Suspend { agent, reason },
+            Act::Resume => Request::Resume { agent, reason },
+            Act::Kill => Request::Kill { agent, reason },
         }
     }
 }
@@ -93,11 +145,9 @@ pub struct Registration {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Hello {
     pub pid: u32,
-    /// `lsm` or `tracepoint`.
-    pub backend: String,
+    pub backend: crate::probes::Backend,
     pub audit_db: PathBuf,
-    /// `keep` or `kill`.
-    pub on_supervisor_loss: String,
+    pub on_supervisor_loss: crate::daemon::Loss,
     /// How long an agent may be without a supervisor before `kill` applies.
     pub grace_ms: u64,
     /// The metrics address, when served.

@@ -35,7 +35,7 @@ use crate::{
     agent::{EventOutput, monotonic_ns},
     audit,
     cgroup::{self, Cgroup},
-    control::{self, Peer, Registration, Request},
+    control::{self, Act, Peer, Registration, Request},
     engine::{self, Engine, Rules},
     metrics::Metrics,
     policy::{self, RingSource},
@@ -86,7 +86,7 @@ fn default_grace() -> engine::Window {
 }
 
 /// What becomes of an agent whose supervisor is gone longer than the grace period.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Loss {
     /// It runs on, still confined by Landlock and seccomp; a new daemon watches it again.
@@ -94,15 +94,6 @@ pub enum Loss {
     Keep,
     /// It is killed.
     Kill,
-}
-
-impl Loss {
-    fn as_str(self) -> &'static str {
-        match self {
-            Loss::Keep => "keep",
-            Loss::Kill => "kill",
-        }
-    }
 }
 
 /// Everything `governor daemon` needs, checked before anything starts.
@@ -184,7 +175,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         return Err(usage("governor daemon must run as root (probes, cgroups)"));
     }
     let source = RingSource::locate(settings.rings.as_deref());
-    let rules = engine::load(&source, &[]).map_err(usage)?;
+    let (rules, engine) = engine::load(&source, &[]).map_err(usage)?;
     let cgroup_root = cgroup::mount_point().map_err(usage)?;
     let store = audit::Writer::open(&settings.audit_db).map_err(|error| usage(format!("{error}")))?;
     let state_dir = settings.audit_db.parent().unwrap_or(Path::new(".")).join("agents");
@@ -219,9 +210,9 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
     let writer = store.start().map_err(failure)?;
     let hello = control::Hello {
         pid: std::process::id(),
-        backend: probes.backend.to_string(),
+        backend: probes.backend,
         audit_db: settings.audit_db.clone(),
-        on_supervisor_loss: config.on_supervisor_loss.as_str().into(),
+        on_supervisor_loss: config.on_supervisor_loss,
         grace_ms: config.loss_grace.0.as_millis() as u64,
         metrics: metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|addr| addr.to_string()),
     };
@@ -230,7 +221,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         probes,
         cgroup_root,
         rings: settings.rings.clone(),
-        engine: Rc::new(Engine::from_rules(&rules).map_err(usage)?),
+        engine: Rc::new(engine),
         rules,
         agents: HashMap::new(),
         names: HashMap::new(),
@@ -407,7 +398,14 @@ impl<'w> Daemon<'w> {
                 Some(message) = messages.recv() => match message {
                     Message::Line(id, line) => {
                         let Some((reply, peer)) = replies.get(&id) else { continue };
-                        if let Ok(Request::Read(read)) = serde_json::from_str::<Request>(&line) {
+                        let request = match serde_json::from_str::<Request>(&line) {
+                            Ok(request) => request,
+                            Err(error) => {
+                                let _ = reply.send(refusal(&format!("malformed request: {error}")));
+                                continue;
+                            }
+                        };
+                        if let Request::Read(read) = request {
                             // Reads of the store can be long (a query over millions of rows):
                             // off the loop, which must stay free to freeze agents.
                             let store = self.hello.audit_db.clone();
@@ -431,8 +429,8 @@ impl<'w> Daemon<'w> {
                             continue;
                         }
                         let peer = peer.clone();
-                        let durable = line.contains("\"op\":\"exited\"");
-                        let answer = self.handle(id, &peer, &line, ring.get_mut());
+                        let durable = matches!(request, Request::Exited { .. });
+                        let answer = self.handle(id, &peer, request, ring.get_mut());
                         if durable && self.writer.committed() < self.writer.queued() {
                             // `governor run` returns once the agent's last rows are in the
                             // store, as standalone: answered when the writer has committed them.
@@ -485,12 +483,8 @@ impl<'w> Daemon<'w> {
         }
     }
 
-    /// Answers one request line.
-    fn handle(&mut self, connection: u64, peer: &Peer, line: &str, ring: &mut RingBuf<MapData>) -> String {
-        let request: Request = match serde_json::from_str(line) {
-            Ok(request) => request,
-            Err(error) => return refusal(&format!("malformed request: {error}")),
-        };
+    /// Answers one request (reads are answered by reader threads, in the loop).
+    fn handle(&mut self, connection: u64, peer: &Peer, request: Request, ring: &mut RingBuf<MapData>) -> String {
         let result = match request {
             Request::Hello => serde_json::to_value(&self.hello).map_err(|error| error.to_string()),
             // Launching is root's: the daemon reads the agent's --policy files as root, and a
@@ -509,9 +503,9 @@ impl<'w> Daemon<'w> {
                 None => Err(format!("unknown agent '{agent}'")),
             },
             Request::Exited { agent, code } => self.exited(&agent, Some(code), ring),
-            Request::Suspend { agent, reason } => self.act(&agent, "suspend", peer, &reason),
-            Request::Resume { agent, reason } => self.act(&agent, "resume", peer, &reason),
-            Request::Kill { agent, reason } => self.act(&agent, "kill", peer, &reason),
+            Request::Suspend { agent, reason } => self.act(&agent, Act::Suspend, peer, &reason),
+            Request::Resume { agent, reason } => self.act(&agent, Act::Resume, peer, &reason),
+            Request::Kill { agent, reason } => self.act(&agent, Act::Kill, peer, &reason),
             Request::Reload => self.reload(ring).map(|rules| serde_json::json!({ "rules": rules })),
             Request::Read(_) => Err("reads are answered by the loop's reader threads".into()),
             Request::Agents => Ok(serde_json::Value::Array(
@@ -542,8 +536,9 @@ impl<'w> Daemon<'w> {
         }
     }
 
-    /// The rules for an agent with `overlays`: the daemon's, plus theirs.
-    fn rules_for(&self, overlays: &[PathBuf]) -> Result<Option<Rules>, String> {
+    /// The rules for an agent with `overlays` (the daemon's, plus theirs) and their engine;
+    /// `None` for an agent without overlays, which the daemon's rules decide.
+    fn rules_for(&self, overlays: &[PathBuf]) -> Result<Option<(Rules, Engine)>, String> {
         if overlays.is_empty() {
             return Ok(None);
         }
@@ -569,9 +564,9 @@ impl<'w> Daemon<'w> {
             return Err(format!("an agent with id '{agent}' is already supervised"));
         }
         let cgroup = Cgroup::open(&self.cgroup_root, &agent).map_err(|error| error.to_string())?;
-        let own_rules = self.rules_for(&registration.overlays)?;
+        let (own_rules, own_engine) = self.rules_for(&registration.overlays)?.unzip();
         let (cgroup_id, enforced, userspace_only) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
-        let output = self.output_for(&agent, &registration, cgroup, own_rules.as_ref())?;
+        let output = self.output_for(&agent, &registration, cgroup, own_engine);
         let row = audit::Row {
             table: "agents",
             values: vec![
@@ -621,14 +616,11 @@ impl<'w> Daemon<'w> {
         agent: &str,
         registration: &Registration,
         cgroup: Cgroup,
-        own_rules: Option<&Rules>,
-    ) -> Result<EventOutput<'w>, String> {
-        let engine = match own_rules {
-            Some(rules) => Rc::new(Engine::from_rules(rules)?),
-            None => Rc::clone(&self.engine),
-        };
+        own_engine: Option<Engine>,
+    ) -> EventOutput<'w> {
+        let engine = own_engine.map_or_else(|| Rc::clone(&self.engine), Rc::new);
         let metrics = Some(Rc::clone(&self.metrics));
-        Ok(EventOutput::new(self.writer, engine, registration.trust, agent, cgroup, false, metrics))
+        EventOutput::new(self.writer, engine, registration.trust, agent, cgroup, false, metrics)
     }
 
     fn supervise(&mut self, supervised: Supervised<'w>) {
@@ -697,34 +689,27 @@ impl<'w> Daemon<'w> {
 
     /// `governor suspend|resume|kill` through the daemon: acts on the agent's cgroup, keeps
     /// the engine's view in step, records who and why.
-    fn act(&mut self, agent: &str, what: &str, peer: &Peer, reason: &str) -> Result<serde_json::Value, String> {
+    fn act(&mut self, agent: &str, what: Act, peer: &Peer, reason: &str) -> Result<serde_json::Value, String> {
         let Some(supervised) = self.names.get(agent).and_then(|id| self.agents.get_mut(id)) else {
             return Err(format!("unknown agent '{agent}': not supervised by this daemon"));
         };
-        let why = if reason.is_empty() { format!("governor {what}") } else { reason.to_owned() };
-        if what == "resume"
+        let why = what.why(reason);
+        if what == Act::Resume
             && let Some(failure) = self.writer.failure()
         {
             return Err(format!("audit store failing ({failure}); not resuming an agent without a record of it"));
         }
-        let timeout = Duration::from_secs(5);
-        let control = supervised.output.control();
-        let done = match what {
-            "suspend" => control.set_frozen(true, timeout),
-            "resume" => control.set_frozen(false, timeout),
-            _ => control.kill(),
-        };
-        done.map_err(|error| error.to_string())?;
+        what.apply(supervised.output.control()).map_err(|error| error.to_string())?;
         match what {
-            "suspend" => {
+            Act::Suspend => {
                 supervised.output.agent.suspended = true;
                 supervised.output.agent.suspended_since = monotonic_ns();
             }
-            "resume" => supervised.output.agent.suspended = false,
-            _ => {}
+            Act::Resume => supervised.output.agent.suspended = false,
+            Act::Kill => {}
         }
-        supervised.output.record_action(what, &peer.describe(), &why);
-        tracing::info!(agent = %agent, action = what, by = %peer.describe(), why = %why, "agent control");
+        supervised.output.record_action(what.name(), &peer.describe(), &why);
+        tracing::info!(agent = %agent, action = what.name(), by = %peer.describe(), why = %why, "agent control");
         Ok(serde_json::json!({}))
     }
 
@@ -741,15 +726,15 @@ impl<'w> Daemon<'w> {
 
     fn try_reload(&mut self, ring: &mut RingBuf<MapData>) -> Result<usize, String> {
         let source = RingSource::locate(self.rings.as_deref());
-        let rules = engine::load(&source, &[]).map_err(|error| error.to_string())?;
+        let (rules, engine) = engine::load(&source, &[]).map_err(|error| error.to_string())?;
         // Every agent's rules are built before any is put in force. An agent whose own
         // `--policy` files no longer load (removed, edited badly) keeps the rules it has.
         let mut own = HashMap::new();
         let mut kept = Vec::new();
         for (id, supervised) in &self.agents {
             match self.rules_for(&supervised.registration.overlays) {
-                Ok(Some(rules)) => {
-                    own.insert(*id, rules);
+                Ok(Some(own_policy)) => {
+                    own.insert(*id, own_policy);
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -759,21 +744,15 @@ impl<'w> Daemon<'w> {
             }
         }
         let count = rules.rules.len();
-        self.engine = Rc::new(Engine::from_rules(&rules)?);
+        self.engine = Rc::new(engine);
         self.rules = rules;
         // Events decided until now were decided under the old rules.
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         let ids: Vec<u64> = self.agents.keys().copied().collect();
         for id in ids.into_iter().filter(|id| !kept.contains(id)) {
-            let own_rules = own.remove(&id);
+            let (own_rules, own_engine) = own.remove(&id).unzip();
             let Some(supervised) = self.agents.get_mut(&id) else { continue };
-            let engine = match own_rules.as_ref().map(Engine::from_rules) {
-                Some(Ok(engine)) => Rc::new(engine),
-                // Compiled once already when loaded; kept as it is if it fails now.
-                Some(Err(_)) => continue,
-                None => Rc::clone(&self.engine),
-            };
-            supervised.output.swap_engine(engine);
+            supervised.output.swap_engine(own_engine.map_or_else(|| Rc::clone(&self.engine), Rc::new));
             let denies = own_rules.as_ref().unwrap_or(&self.rules).kernel_denies(supervised.registration.trust);
             supervised.own_rules = own_rules;
             if let Err(error) = self.probes.deny(id, &denies) {
@@ -858,10 +837,10 @@ impl<'w> Daemon<'w> {
             tracing::info!(agent = %agent, "agent ended while no daemon ran");
             return Ok(());
         };
-        let own_rules = self.rules_for(&registration.overlays)?;
+        let (own_rules, own_engine) = self.rules_for(&registration.overlays)?.unzip();
         let frozen = cgroup.frozen().unwrap_or(false);
         let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
-        let mut output = self.output_for(&agent, &registration, cgroup, own_rules.as_ref())?;
+        let mut output = self.output_for(&agent, &registration, cgroup, own_engine);
         output.agent.suspended = frozen;
         let reason = format!(
             "no supervisor for {gap}: the agent ran confined by Landlock and seccomp, but its events in that time were not seen and probe rules (UDP narrowing, kernel deny rules) lapsed"

@@ -684,8 +684,9 @@ fn destination(pattern: &str) -> Option<crate::probes::NetRule> {
 pub const BUILT_IN_RULES: &str = include_str!("../../policies/rules.toml");
 
 /// The rules: `rules.toml` of the ring directory when it has one, else the shipped rules,
-/// then the `[[rule]]`s of the `--policy` overlays.
-pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result<Rules, policy::Error> {
+/// then the `[[rule]]`s of the `--policy` overlays; and the engine compiled from them (a
+/// policy the engine cannot hold is refused here, when loaded).
+pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result<(Rules, Engine), policy::Error> {
     let installed = match source {
         policy::RingSource::Dir(dir) => Some(dir.join("rules.toml")).filter(|path| path.exists()),
         policy::RingSource::BuiltIn => None,
@@ -703,9 +704,8 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
     let mut rules = file.rule;
     rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
     let rules = Rules { rules, suspend_on_severity: file.suspend_on_severity };
-    // Compiled once here so that a policy the engine cannot hold is refused when loaded.
-    Engine::from_rules(&rules).map_err(|message| policy::Error::Invalid { path, message })?;
-    Ok(rules)
+    let engine = Engine::from_rules(&rules).map_err(|message| policy::Error::Invalid { path, message })?;
+    Ok((rules, engine))
 }
 
 #[cfg(test)]
@@ -1035,7 +1035,7 @@ mod tests {
 
     #[test]
     fn the_shipped_rules_parse() {
-        let loaded = load(&policy::RingSource::BuiltIn, &[]).unwrap_or_else(|error| panic!("{error}"));
+        let (loaded, _) = load(&policy::RingSource::BuiltIn, &[]).unwrap_or_else(|error| panic!("{error}"));
         assert!(loaded.rules.iter().any(|rule| rule.id == "repeated-kernel-denials"));
         assert!(loaded.rules.iter().any(|rule| rule.id == "network-tool-after-secret"));
         assert_eq!(loaded.suspend_on_severity, Some(Severity::Critical));

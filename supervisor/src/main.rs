@@ -201,17 +201,22 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 AuditCommand::Incidents(listing) => control::Read::Incidents(listing),
                 AuditCommand::Actions(listing) => control::Read::Actions(listing),
             };
-            read_store(cli.audit_db, cli.socket.as_deref(), cli.rings.as_deref(), &read)
+            let mut daemon = match cli.audit_db {
+                Some(_) => None,
+                None => discover(cli.socket.as_deref())?,
+            };
+            read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)
         }
         Command::Status { all, format } => {
-            let code = read_store(
-                cli.audit_db,
-                cli.socket.as_deref(),
-                cli.rings.as_deref(),
-                &control::Read::Status { all, format },
-            )?;
+            // The daemon is named under the table even when --audit-db reads another store.
+            let mut daemon = match cli.audit_db {
+                Some(_) => control::discover(cli.socket.as_deref()).ok().flatten(),
+                None => discover(cli.socket.as_deref())?,
+            };
+            let read = control::Read::Status { all, format };
+            let code = read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)?;
             if matches!(format, audit_cli::Format::Table)
-                && let Ok(Some((mut client, hello))) = control::discover(cli.socket.as_deref())
+                && let Some((client, hello)) = daemon.as_mut()
             {
                 let supervised = client.call(&control::Request::Agents).ok();
                 let count = supervised.as_ref().and_then(|answer| answer["agents"].as_array()).map_or(0, Vec::len);
@@ -225,43 +230,34 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
             }
             Ok(code)
         }
-        Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Suspend),
-        Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Resume),
-        Command::Kill(request) => act(cli.audit_db, cli.socket.as_deref(), &request, What::Kill),
+        Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Suspend),
+        Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Resume),
+        Command::Kill(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Kill),
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum What {
-    Suspend,
-    Resume,
-    Kill,
+/// The daemon at `--socket` (or the default socket), if one answers; one that cannot be
+/// asked is bad input.
+fn discover(socket: Option<&std::path::Path>) -> Result<Option<(control::Client, control::Hello)>, (i32, String)> {
+    control::discover(socket).map_err(|error| (run::exit::USAGE, error.to_string()))
 }
 
 /// Reads an audit store: `--audit-db` (or `GOVERNOR_AUDIT_DB`) directly; else the running
-/// daemon's, through the daemon (its store is root's; a control-group member reads it this
+/// daemon's, through `daemon` (its store is root's; a control-group member reads it this
 /// way); else the default store directly.
 fn read_store(
     explicit: Option<PathBuf>,
-    socket: Option<&std::path::Path>,
+    daemon: Option<&mut control::Client>,
     rings: Option<&std::path::Path>,
-    read: &control::Read,
+    read: control::Read,
 ) -> Result<i32, (i32, String)> {
     use std::io::Write as _;
-    if let Some(store) = explicit {
-        return read.run(&mut std::io::stdout().lock(), &store, rings);
-    }
-    let daemon = control::discover(socket).map_err(|error| (run::exit::USAGE, error.to_string()))?;
-    let Some((mut client, _)) = daemon else {
-        return read.run(&mut std::io::stdout().lock(), &audit::default_path(), rings);
+    let client = match (explicit, daemon) {
+        (Some(store), _) => return read.run(&mut std::io::stdout().lock(), &store, rings),
+        (None, None) => return read.run(&mut std::io::stdout().lock(), &audit::default_path(), rings),
+        (None, Some(client)) => client,
     };
-    let request = control::Request::Read(match read {
-        control::Read::Query(query) => control::Read::Query(query.clone()),
-        control::Read::Incidents(listing) => control::Read::Incidents(listing.clone()),
-        control::Read::Actions(listing) => control::Read::Actions(listing.clone()),
-        control::Read::Status { all, format } => control::Read::Status { all: *all, format: *format },
-    });
-    let answer = client.call(&request).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+    let answer = client.call(&control::Request::Read(read)).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
     let _ = std::io::stdout().lock().write_all(answer["output"].as_str().unwrap_or("").as_bytes());
     let code = answer["code"].as_i64().and_then(|code| i32::try_from(code).ok()).unwrap_or(run::exit::FAILURE);
     match answer["error"].as_str().filter(|error| !error.is_empty()) {
@@ -276,22 +272,14 @@ fn act(
     store: Option<PathBuf>,
     socket: Option<&std::path::Path>,
     request: &Control,
-    what: What,
+    what: control::Act,
 ) -> Result<i32, (i32, String)> {
-    let daemon = control::discover(socket).map_err(|error| (run::exit::USAGE, error.to_string()))?;
-    let Some((mut client, _)) = daemon else {
+    let Some((mut client, _)) = discover(socket)? else {
         return control(store, request, what);
     };
-    let agent = request.agent.clone();
-    let reason = request.reason.clone();
-    let (call, done) = match what {
-        What::Suspend => (control::Request::Suspend { agent, reason }, "suspended"),
-        What::Resume => (control::Request::Resume { agent, reason }, "resumed"),
-        What::Kill => (control::Request::Kill { agent, reason }, "killed"),
-    };
-    match client.call(&call) {
+    match client.call(&what.request(request.agent.clone(), request.reason.clone())) {
         Ok(_) => {
-            println!("agent {} {done}", request.agent);
+            println!("agent {} {}", request.agent, what.done());
             Ok(0)
         }
         // Not one of the daemon's (a standalone run): act on the cgroup directly.
@@ -304,7 +292,7 @@ fn act(
 /// of it, and records in the audit store who did it and why. Suspend and kill act
 /// even when the store cannot record them (they only take power away, and say so); resume
 /// gives it back and is refused unless it is recorded.
-fn control(store: Option<PathBuf>, request: &Control, what: What) -> Result<i32, (i32, String)> {
+fn control(store: Option<PathBuf>, request: &Control, what: control::Act) -> Result<i32, (i32, String)> {
     let agent = request.agent.as_str();
     let usage = |error: cgroup::Error| (run::exit::USAGE, error.to_string());
     run::validate_agent_id(agent).map_err(|error| (error.exit_code(), error.to_string()))?;
@@ -312,30 +300,20 @@ fn control(store: Option<PathBuf>, request: &Control, what: What) -> Result<i32,
     let group = cgroup::Cgroup::open(&root, agent).map_err(usage)?;
     let store = store.unwrap_or_else(audit::default_path);
     let connection = audit_cli::connect(&store);
-    let (name, done) = match what {
-        What::Suspend => ("suspend", "suspended"),
-        What::Resume => ("resume", "resumed"),
-        What::Kill => ("kill", "killed"),
-    };
-    let why = if request.reason.is_empty() { format!("governor {name}") } else { request.reason.clone() };
+    let name = what.name();
+    let why = what.why(&request.reason);
     let recorded = connection.and_then(|mut connection| {
         audit::insert(&mut connection, &[audit::action(agent, name, &actor(), &why)])
             .map_err(|error| (run::exit::FAILURE, format!("audit store {}: {error}", store.display())))
     });
     if let Err((_, error)) = &recorded {
-        if what == What::Resume {
+        if what == control::Act::Resume {
             return Err((run::exit::FAILURE, format!("{error}; not resuming an agent without a record of it")));
         }
         eprintln!("governor: {error}; {name} goes ahead unrecorded");
     }
-    let failed = |error: cgroup::Error| (run::exit::FAILURE, error.to_string());
-    let timeout = std::time::Duration::from_secs(5);
-    match what {
-        What::Suspend => group.set_frozen(true, timeout).map_err(failed)?,
-        What::Resume => group.set_frozen(false, timeout).map_err(failed)?,
-        What::Kill => group.kill().map_err(failed)?,
-    }
-    println!("agent {agent} {done}");
+    what.apply(&group).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+    println!("agent {agent} {}", what.done());
     Ok(0)
 }
 

@@ -172,6 +172,9 @@ pub struct Prepared {
     pub overlays: Vec<Overlay>,
     /// The policy engine's rules: shipped, then the overlays'.
     pub rules: engine::Rules,
+    /// Compiled from `rules` (taken by a standalone run; a run through the daemon has no use
+    /// for it beyond the policy having compiled).
+    pub engine: engine::Engine,
     pub kernel: Kernel,
     pub cgroup_root: PathBuf,
 }
@@ -199,11 +202,11 @@ pub fn prepare(request: Request) -> Result<Prepared, Error> {
     let ring = source.ring(request.trust)?;
     let secrets = source.secrets()?;
     let overlays = request.policies.iter().map(|path| policy::load_overlay(path)).collect::<Result<Vec<_>, _>>()?;
-    let rules = engine::load(&source, &overlays)?;
+    let (rules, engine) = engine::load(&source, &overlays)?;
     let identity = Identity::resolve(request.user.as_deref())?;
     let kernel = Kernel::probe();
     let cgroup_root = cgroup::mount_point()?;
-    Ok(Prepared { agent_id, workspace, identity, ring, secrets, overlays, rules, kernel, cgroup_root, request })
+    Ok(Prepared { agent_id, workspace, identity, ring, secrets, overlays, rules, engine, kernel, cgroup_root, request })
 }
 
 pub fn validate_agent_id(id: &str) -> Result<String, Error> {
@@ -294,8 +297,8 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
         return Ok(None);
     };
     let wanted = match request.probes {
-        probes::Choice::Lsm => Some("lsm"),
-        probes::Choice::Tracepoint => Some("tracepoint"),
+        probes::Choice::Lsm => Some(probes::Backend::Lsm),
+        probes::Choice::Tracepoint => Some(probes::Backend::Tracepoint),
         probes::Choice::Auto | probes::Choice::Off => None,
     };
     if let Some(wanted) = wanted.filter(|wanted| *wanted != hello.backend) {
@@ -311,7 +314,7 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
 /// Runs the agent; returns governor's exit code. With a daemon, the daemon watches the
 /// agent, decides on its events and records them; this process still starts, waits for and
 /// cleans up after the agent, as standalone.
-pub fn run(prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i32, Error> {
+pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i32, Error> {
     let verbose = prepared.request.verbose;
     // Fail closed: no store, no agent (the daemon has its own, opened when it started).
     let store = match daemon {
@@ -323,9 +326,7 @@ pub fn run(prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i3
         None => Probes::load(prepared.request.probes)?,
     };
     let backend = match &daemon {
-        Some((_, hello)) => {
-            Some(if hello.backend == "lsm" { probes::Backend::Lsm } else { probes::Backend::Tracepoint })
-        }
+        Some((_, hello)) => Some(hello.backend),
         None => probes.as_ref().map(|p| p.backend),
     };
     // The temp dir must exist to be planned; it is removed again (drop) if the kernel cannot
@@ -450,7 +451,8 @@ pub fn run(prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i3
     drop(cgroup_dir);
 
     if let Some((client, hello)) = daemon {
-        let mut link = DaemonLink::new(client, &hello, &prepared.agent_id, cgroup.path());
+        let control = Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?;
+        let mut link = DaemonLink::new(client, &hello, &prepared.agent_id, control);
         let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
         let code = child_result(report_read, status, &prepared.request.command[0]);
         report_exit(link, &hello, &prepared.agent_id, code);
@@ -484,7 +486,7 @@ pub fn run(prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i3
         &format!("governor run --trust {}", prepared.ring.trust),
     ))?;
 
-    let engine = std::rc::Rc::new(engine::Engine::from_rules(&prepared.rules).map_err(Error::Usage)?);
+    let engine = std::rc::Rc::new(std::mem::take(&mut prepared.engine));
     let mut output = EventOutput::new(
         &writer,
         engine,
@@ -582,7 +584,8 @@ struct DaemonLink {
     agent: String,
     /// `kill`: the grace period.
     kill_after: Option<Duration>,
-    cgroup: PathBuf,
+    /// The agent's cgroup, to kill it.
+    control: Cgroup,
     lost_since: Option<std::time::Instant>,
     last_try: std::time::Instant,
     watched: bool,
@@ -590,13 +593,14 @@ struct DaemonLink {
 }
 
 impl DaemonLink {
-    fn new(client: Client, hello: &Hello, agent: &str, cgroup: &Path) -> DaemonLink {
+    fn new(client: Client, hello: &Hello, agent: &str, control: Cgroup) -> DaemonLink {
         DaemonLink {
             path: client.path.clone(),
             client: Some(client),
             agent: agent.to_owned(),
-            kill_after: (hello.on_supervisor_loss == "kill").then(|| Duration::from_millis(hello.grace_ms)),
-            cgroup: cgroup.to_path_buf(),
+            kill_after: (hello.on_supervisor_loss == crate::daemon::Loss::Kill)
+                .then(|| Duration::from_millis(hello.grace_ms)),
+            control,
             lost_since: None,
             last_try: std::time::Instant::now(),
             watched: false,
@@ -651,7 +655,7 @@ impl supervise::Link for DaemonLink {
             && since.elapsed() >= grace
         {
             self.killed = true;
-            let killed = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+            let killed = self.control.kill();
             eprintln!(
                 "governor: agent {} {} after {:.1} s without a supervisor (on_supervisor_loss = kill)",
                 self.agent,

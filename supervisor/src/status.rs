@@ -170,7 +170,7 @@ pub fn status(
 ) -> Result<i32, Failure> {
     let connection = audit_cli::connect(store)?;
     let source = policy::RingSource::locate(rings);
-    let rules = engine::load(&source, &[]).map_err(|error| (exit::USAGE, error.to_string()))?;
+    let (rules, _) = engine::load(&source, &[]).map_err(|error| (exit::USAGE, error.to_string()))?;
     let ring_count = policy::Trust::ALL.len();
     let root = crate::cgroup::mount_point().ok();
     let now = crate::audit::now_ns();
