@@ -377,7 +377,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if verbose {
         eprintln!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
     }
-    if let Some((client, _)) = daemon.as_mut() {
+    if let Some((client, hello)) = daemon.as_mut() {
         let registration = crate::control::Registration {
             agent: prepared.agent_id.clone(),
             trust: prepared.ring.trust,
@@ -390,7 +390,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 .iter()
                 .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
                 .collect(),
-            plan: probes::ProbePlan::of(&confinement),
+            plan: probes::ProbePlan::of(&confinement, hello.backend),
         };
         let answer = client.call(&crate::control::Request::Register(registration))?;
         if verbose {
@@ -403,7 +403,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let mode =
             if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
-        probes.watch(cgroup_id, &cgroup_dir, slot, &probes::ProbePlan::of(&confinement))?;
+        probes.watch(cgroup_id, &cgroup_dir, slot, &probes::ProbePlan::of(&confinement, probes.backend))?;
         let denies = prepared.rules.kernel_denies(prepared.ring.trust);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {

@@ -120,18 +120,24 @@ pub struct ProbePlan {
     pub udp: Option<Vec<NetRule>>,
     /// Destinations no connect or datagram may reach.
     pub net_deny: Vec<NetRule>,
-    /// Secrets, refused by inode (BPF LSM).
+    /// Secrets, refused by inode (BPF LSM; empty for the tracepoint backend, which has no
+    /// use for them).
     pub deny_open: Vec<PathBuf>,
     /// Programs refused by inode (BPF LSM).
     pub deny_exec: Vec<PathBuf>,
 }
 
 impl ProbePlan {
-    pub fn of(plan: &Confinement) -> ProbePlan {
+    /// The plan for `backend`: the secrets' files are walked only where BPF LSM can refuse
+    /// them by inode (a walk of up to 16,384 entries on every launch otherwise).
+    pub fn of(plan: &Confinement, backend: Backend) -> ProbePlan {
         ProbePlan {
             udp: plan.udp.clone(),
             net_deny: plan.net_deny.clone(),
-            deny_open: plan.secret_paths(&crate::sandbox::carve::RealFs),
+            deny_open: match backend {
+                Backend::Lsm => plan.secret_paths(&crate::sandbox::carve::RealFs),
+                Backend::Tracepoint => Vec::new(),
+            },
             deny_exec: plan.deny_exec.clone(),
         }
     }
