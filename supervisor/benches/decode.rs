@@ -2,12 +2,7 @@
 //! "events are never lost", measured without the kernel (`cargo xtask bench decode`).
 #![expect(clippy::expect_used, reason = "benchmark setup")]
 
-// The decoder is a module of the governor binary; include its source rather than turn the
-// binary into a library for one benchmark.
-#[path = "../src/probes/events.rs"]
-#[expect(dead_code, reason = "the benchmark uses only the decoder")]
-#[allow(unused_imports, reason = "the module's tests are not compiled here, so their imports are unused")]
-mod events;
+use governor::probes::events;
 
 use std::hint::black_box;
 

@@ -125,7 +125,7 @@ impl<'w> EventOutput<'w> {
             match self.writer.try_write(row) {
                 Ok(()) => return,
                 Err(audit::Busy::Stopped) => {
-                    eprintln!("governor: audit store: the writer has stopped; a row was not recorded");
+                    say!("governor: audit store: the writer has stopped; a row was not recorded");
                     return;
                 }
                 Err(audit::Busy::Full(back)) => {
@@ -154,7 +154,7 @@ impl<'w> EventOutput<'w> {
             if let Some(rule) = decision.rule {
                 line["rule"] = serde_json::json!(rule.id);
             }
-            eprintln!("{line}");
+            say!("{line}");
         }
         let header = event.header();
         let (path, destination) = match event {
@@ -231,7 +231,7 @@ impl<'w> EventOutput<'w> {
             "reason": rule.reason.to_string(),
             "event": json,
         });
-        eprintln!("{incident}");
+        say!("{incident}");
         match (decision.action, acted) {
             (engine::Action::Suspend, Some(Ok(()))) => {
                 // From the kernel's timestamp of the event to `frozen 1` in cgroup.events.
@@ -246,9 +246,12 @@ impl<'w> EventOutput<'w> {
                     &format!("rule {}", rule.id),
                     &format!("{} (frozen {latency_us} µs after the event)", rule.reason),
                 ));
-                eprintln!(
+                say!(
                     "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event; `governor resume {}` thaws it",
-                    self.agent_id, rule.id, rule.reason, self.agent_id
+                    self.agent_id,
+                    rule.id,
+                    rule.reason,
+                    self.agent_id
                 );
             }
             (engine::Action::Kill, Some(Ok(()))) => {
@@ -260,7 +263,7 @@ impl<'w> EventOutput<'w> {
                 ));
             }
             (action, Some(Err(error))) => {
-                eprintln!("governor: {} agent {} failed: {error}", decision_name(action), self.agent_id);
+                say!("governor: {} agent {} failed: {error}", decision_name(action), self.agent_id);
             }
             _ => {}
         }
@@ -289,7 +292,7 @@ impl<'w> EventOutput<'w> {
         match (self.writer.failure(), self.store_hold.take()) {
             (Some(reason), None) => {
                 let frozen = self.control.set_frozen(true, Duration::from_secs(1));
-                eprintln!(
+                say!(
                     "governor: audit store failing ({reason}): agent {} {} until it recovers",
                     self.agent_id,
                     if frozen.is_ok() { "frozen" } else { "could not be frozen" }
@@ -310,7 +313,7 @@ impl<'w> EventOutput<'w> {
                         &format!("audit store recovered after {seconds:.1} s"),
                     ));
                 }
-                eprintln!(
+                say!(
                     "governor: audit store recovered after {seconds:.1} s ({reason}); agent {} {}",
                     self.agent_id,
                     if thaw { "thawed" } else { "stays suspended by its rule" }

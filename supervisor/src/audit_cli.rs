@@ -112,7 +112,8 @@ fn rows(
     Ok(out)
 }
 
-/// Prints rows to `out`; a reader that goes away (`| head`) ends the output quietly.
+/// Prints rows to `out`; a reader that goes away (`| head`) ends the output quietly. Tables
+/// escape control characters; JSON keeps the values exact (serde_json escapes them).
 pub fn print(out: &mut dyn std::io::Write, rows: &[Map<String, Value>], columns: &[&str], format: Format) {
     let _ = match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
@@ -122,7 +123,9 @@ pub fn print(out: &mut dyn std::io::Write, rows: &[Map<String, Value>], columns:
                 let cells: Vec<String> = columns
                     .iter()
                     .map(|column| match row.get(*column) {
-                        Some(Value::String(text)) => text.clone(),
+                        // Agent-chosen text (paths, command lines) must not forge rows or
+                        // reach the terminal as escape sequences.
+                        Some(Value::String(text)) => crate::output::escape(text).into_owned(),
                         Some(other) => other.to_string(),
                         None => String::new(),
                     })
@@ -249,7 +252,7 @@ pub fn verify(path: &Path) -> Result<i32, Failure> {
             Ok(0)
         }
         Err(broken) => {
-            eprintln!("governor: audit chain broken at {} row {}: {}", broken.table, broken.seq, broken.problem);
+            say!("governor: audit chain broken at {} row {}: {}", broken.table, broken.seq, broken.problem);
             Ok(1)
         }
     }

@@ -1140,11 +1140,16 @@ fn watchdog_interval() -> Option<Duration> {
 }
 
 /// Logs go to stderr, one event per line, without colour; without timestamps under
-/// journald, which adds its own.
+/// journald, which adds its own. A line stderr refuses is dropped: tracing-subscriber would
+/// otherwise report the failure with `eprintln!`, which panics when stderr fails.
 pub fn init_logging() {
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder =
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_target(false).with_env_filter(
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .log_internal_errors(false)
+        .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GOVERNOR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         );

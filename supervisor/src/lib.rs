@@ -2,6 +2,9 @@
 //! `governor` binary, a library so that benchmarks and tests can reach the policy engine
 //! and the audit store without a kernel.
 
+#[macro_use]
+pub mod output;
+
 pub mod agent;
 pub mod audit;
 pub mod audit_cli;
@@ -18,6 +21,7 @@ pub mod sandbox;
 pub mod show;
 pub mod status;
 pub mod supervise;
+pub mod warden;
 
 use crate::policy::Trust;
 

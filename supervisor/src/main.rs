@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, show};
+use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, say, show};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -60,6 +60,10 @@ enum Command {
     Resume(Control),
     /// Kill every process of a running agent.
     Kill(Control),
+    /// The process `governor run` starts beside its agent, which kills the agent if governor
+    /// ends without cleaning up (not for people).
+    #[command(hide = true)]
+    Warden(governor::warden::Args),
 }
 
 #[derive(clap::Args)]
@@ -131,14 +135,14 @@ fn main() -> ExitCode {
             {
                 line = format!("{line} {next}");
             }
-            eprintln!("governor: {line}");
+            say!("governor: {line}");
             return ExitCode::from(2);
         }
     };
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err((code, message)) => {
-            eprintln!("governor: {message}");
+            say!("governor: {message}");
             code
         }
     };
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
     match cli.command {
+        Command::Warden(args) => governor::warden::main(args),
         Command::Run(mut request) => {
             request.rings = cli.rings;
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
@@ -183,7 +188,7 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 match policy::check_file(file) {
                     Ok(kind) => println!("{}: ok ({kind})", file.display()),
                     Err(error) => {
-                        eprintln!("governor: {error}");
+                        say!("governor: {error}");
                         failed = true;
                     }
                 }
@@ -310,7 +315,7 @@ fn control(store: Option<PathBuf>, request: &Control, what: control::Act) -> Res
         if what == control::Act::Resume {
             return Err((run::exit::FAILURE, format!("{error}; not resuming an agent without a record of it")));
         }
-        eprintln!("governor: {error}; {name} goes ahead unrecorded");
+        say!("governor: {error}; {name} goes ahead unrecorded");
     }
     what.apply(&group).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
     println!("agent {agent} {}", what.done());

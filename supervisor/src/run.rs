@@ -83,6 +83,8 @@ pub enum Error {
     Audit(#[from] audit::Error),
     #[error(transparent)]
     Daemon(#[from] crate::control::Error),
+    #[error(transparent)]
+    Warden(#[from] crate::warden::Error),
     #[error("{what}: {errno}")]
     Sys { what: String, errno: Errno },
     #[error("{path}: {source}")]
@@ -335,11 +337,11 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     let confinement = confinement(&prepared, &tmpdir.0);
     let enforcement = confinement.check(&prepared.kernel, backend, prepared.request.best_effort)?;
     for line in &enforcement.missing {
-        eprintln!("governor: not enforced: {line}");
+        say!("governor: not enforced: {line}");
     }
     if verbose {
         for line in &enforcement.partial {
-            eprintln!("governor: not enforced here: {line}");
+            say!("governor: not enforced here: {line}");
         }
     }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi)?;
@@ -347,19 +349,19 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if verbose {
         report(&prepared, &confinement, &tmpdir.0);
         match &probes {
-            None if let Some((client, hello)) = &daemon => eprintln!(
+            None if let Some((client, hello)) = &daemon => say!(
                 "governor: probes: {} backend of the governor daemon (pid {}, {})",
                 hello.backend,
                 hello.pid,
                 client.path.display()
             ),
             Some(probes) => {
-                eprintln!("governor: probes: {} backend", probes.backend);
+                say!("governor: probes: {} backend", probes.backend);
                 if let Some(reason) = &probes.fallback {
-                    eprintln!("governor: probes: BPF LSM not used: {reason}");
+                    say!("governor: probes: BPF LSM not used: {reason}");
                 }
             }
-            None => eprintln!("governor: probes: off"),
+            None => say!("governor: probes: off"),
         }
     }
 
@@ -375,7 +377,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     let mut procs = cgroup.procs_for_join()?;
     let cgroup_id = cgroup.id()?;
     if verbose {
-        eprintln!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
+        say!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
     }
     if let Some((client, hello)) = daemon.as_mut() {
         let registration = crate::control::Registration {
@@ -394,9 +396,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         };
         let answer = client.call(&crate::control::Request::Register(registration))?;
         if verbose {
-            eprintln!("governor: deny rules enforced in the kernel: {}", answer["enforced"].as_str().unwrap_or(""));
+            say!("governor: deny rules enforced in the kernel: {}", answer["enforced"].as_str().unwrap_or(""));
             for line in answer["userspace_only"].as_array().into_iter().flatten() {
-                eprintln!("governor: decided in userspace only: {}", line.as_str().unwrap_or(""));
+                say!("governor: decided in userspace only: {}", line.as_str().unwrap_or(""));
             }
         }
     } else if let Some(probes) = probes.as_mut() {
@@ -407,12 +409,19 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let denies = prepared.rules.kernel_denies(prepared.ring.trust);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {
-            eprintln!("governor: deny rules enforced in the kernel: {enforced}");
+            say!("governor: deny rules enforced in the kernel: {enforced}");
             for line in &denies.userspace_only {
-                eprintln!("governor: decided in userspace only: {line}");
+                say!("governor: decided in userspace only: {line}");
             }
         }
     }
+
+    // Standalone, governor is the agent's only supervisor: the warden kills the agent if
+    // governor ends without cleaning up, and keeps the socket hooks attached until then.
+    let mut warden = match daemon {
+        Some(_) => None,
+        None => Some(crate::warden::Warden::spawn(cgroup.path(), &prepared.agent_id, &prepared.request.audit_db)?),
+    };
 
     // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
     // fork and the read loop; the child restores the mask before exec.
@@ -449,6 +458,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     drop(report_write);
     drop(procs);
     drop(cgroup_dir);
+    if let Some(warden) = warden.as_mut() {
+        warden.started();
+    }
 
     if let Some((client, hello)) = daemon {
         let control = Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?;
@@ -513,6 +525,16 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             &format!("{} events dropped (ring buffer full)", output.tally.lost),
         ))?;
     }
+    let unwritten = crate::output::dropped();
+    if unwritten > 0 {
+        // The reader went away or the terminal refused: the lines are gone, the count is not.
+        writer.write(audit::action(
+            &prepared.agent_id,
+            "output-dropped",
+            "governor",
+            &format!("{unwritten} lines of governor's own stderr could not be written (EPIPE or EAGAIN)"),
+        ))?;
+    }
     let tally = std::mem::take(&mut output.tally);
     drop(output);
     // The writer thread ends before the probes are released (that forks).
@@ -520,13 +542,21 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if let Some(probes) = probes.as_mut() {
         let counters = probes.counters()?;
         if verbose || prepared.request.trace || counters.dropped > 0 || tally.undecodable > 0 {
-            eprintln!(
+            say!(
                 "governor: probes ({}): {} events produced, {} delivered, {} dropped (ring buffer full), {} undecodable, {} probe read errors",
-                probes.backend, counters.produced, tally.events, counters.dropped, tally.undecodable, counters.errors
+                probes.backend,
+                counters.produced,
+                tally.events,
+                counters.dropped,
+                tally.undecodable,
+                counters.errors
             );
         }
     }
     drop(tmpdir);
+    if let Some(warden) = warden {
+        warden.done();
+    }
     Ok(code)
 }
 
@@ -537,7 +567,7 @@ fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr) -> i
     let _ = File::from(report).read_to_end(&mut bytes);
     match ChildFailure::decode(&bytes) {
         Some(failure) => {
-            eprintln!("governor: {}", failure.describe(command));
+            say!("governor: {}", failure.describe(command));
             failure.exit_code()
         }
         None => status,
@@ -567,7 +597,7 @@ fn report_exit(link: DaemonLink, hello: &Hello, agent: &str, code: i32) {
         }
     }
     if let Err(error) = result {
-        eprintln!(
+        say!(
             "governor: {error}; the exit of agent {agent} is recorded without its status when a daemon (pid was {}) finds it gone",
             hello.pid
         );
@@ -630,7 +660,7 @@ impl supervise::Link for DaemonLink {
             Some(grace) => format!("it is killed if none is back within {grace:?} (on_supervisor_loss = kill)"),
             None => "it runs on, confined, until one is back (on_supervisor_loss = keep)".to_owned(),
         };
-        eprintln!("governor: the governor daemon went away; agent {} is not watched; {then}", self.agent);
+        say!("governor: the governor daemon went away; agent {} is not watched; {then}", self.agent);
     }
 
     fn tick(&mut self) {
@@ -640,7 +670,7 @@ impl supervise::Link for DaemonLink {
             if let Ok(mut client) = Client::connect(&self.path)
                 && client.call(&crate::control::Request::Attach { agent: self.agent.clone() }).is_ok()
             {
-                eprintln!(
+                say!(
                     "governor: a governor daemon is back after {:.1} s and watches agent {} again",
                     since.elapsed().as_secs_f64(),
                     self.agent
@@ -656,7 +686,7 @@ impl supervise::Link for DaemonLink {
         {
             self.killed = true;
             let killed = self.control.kill();
-            eprintln!(
+            say!(
                 "governor: agent {} {} after {:.1} s without a supervisor (on_supervisor_loss = kill)",
                 self.agent,
                 if killed.is_ok() { "killed" } else { "could not be killed" },
@@ -798,7 +828,7 @@ impl Command {
         if let Some(search) = std::env::var_os("LD_LIBRARY_PATH") {
             let kept = readable_search_path(&search, landlock);
             if kept != search && prepared.request.verbose {
-                eprintln!("governor: LD_LIBRARY_PATH: entries the ring cannot read were left out");
+                say!("governor: LD_LIBRARY_PATH: entries the ring cannot read were left out");
             }
             overrides.push(("LD_LIBRARY_PATH", kept));
         }
@@ -1033,10 +1063,10 @@ fn cleanup(cgroup: Cgroup, verbose: bool) {
     // something is left and kill.
     if cgroup.populated().unwrap_or(true) {
         if verbose {
-            eprintln!("governor: killing what the agent left running: {:?}", cgroup.pids().unwrap_or_default());
+            say!("governor: killing what the agent left running: {:?}", cgroup.pids().unwrap_or_default());
         }
         if let Err(error) = cgroup.kill() {
-            eprintln!("governor: {error}");
+            say!("governor: {error}");
         }
     }
     // Leftovers were reparented to us (subreaper): reap them as they die.
@@ -1056,13 +1086,13 @@ fn cleanup(cgroup: Cgroup, verbose: bool) {
     }
     let path = cgroup.path().to_path_buf();
     if let Err(error) = cgroup.remove() {
-        eprintln!("governor: cannot remove {}: {error}", path.display());
+        say!("governor: cannot remove {}: {error}", path.display());
     }
 }
 
 fn report(prepared: &Prepared, confinement: &Confinement, tmpdir: &Path) {
     let identity = &prepared.identity;
-    eprintln!(
+    say!(
         "governor: agent {} ring {} as {} (uid {}) workspace {} tmpdir {}",
         prepared.agent_id,
         confinement.trust,
@@ -1071,7 +1101,7 @@ fn report(prepared: &Prepared, confinement: &Confinement, tmpdir: &Path) {
         prepared.workspace.display(),
         tmpdir.display()
     );
-    eprintln!(
+    say!(
         "governor: Landlock ABI {} ({} path rules, connect {}, bind {}), seccomp {} refusals, capabilities {}",
         prepared.kernel.landlock_abi,
         confinement.landlock.paths.len(),
@@ -1081,7 +1111,7 @@ fn report(prepared: &Prepared, confinement: &Confinement, tmpdir: &Path) {
         if confinement.drop_capabilities { "dropped" } else { "kept" }
     );
     for note in &confinement.notes {
-        eprintln!("governor: note: {note}");
+        say!("governor: note: {note}");
     }
 }
 

@@ -222,15 +222,15 @@ pub struct TraceSink;
 
 impl Sink for TraceSink {
     fn event(&mut self, event: &Event) {
-        eprintln!("{}", event.to_json());
+        say!("{}", event.to_json());
     }
 
     fn lost(&mut self, count: u64) {
-        eprintln!("{}", json!({ "kind": "lost", "count": count }));
+        say!("{}", json!({ "kind": "lost", "count": count }));
     }
 
     fn undecodable(&mut self, error: &DecodeError) {
-        eprintln!("{}", json!({ "kind": "undecodable", "error": error.to_string() }));
+        say!("{}", json!({ "kind": "undecodable", "error": error.to_string() }));
     }
 }
 

@@ -176,7 +176,7 @@ impl Drop for Probes {
 }
 
 /// The descriptors this process has open, with what they point to.
-fn open_fds() -> Vec<(i32, String)> {
+pub fn open_fds() -> Vec<(i32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };

@@ -325,6 +325,13 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             let remote = libc::iovec { iov_base: 0x1000 as *mut libc::c_void, iov_len: 8 };
             check(libc::process_vm_readv(pid(args, 2), &local, 1, &remote, 1, 0) as i64)
         },
+        "stop-terminal" => unsafe {
+            // What a hostile agent does to the terminal it shares with governor: the open file
+            // description of stderr made non-blocking, and output stopped (TCXONC/TCOOFF).
+            let flags = libc::fcntl(2, libc::F_GETFL);
+            libc::fcntl(2, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            check(libc::ioctl(2, libc::TCXONC, libc::TCOOFF) as i64)
+        },
         "flood" => unsafe {
             // open+close PATH COUNT times; prints ok when every open succeeded.
             let path = cstr(arg(args, 2));
