@@ -88,7 +88,10 @@ pub struct OpenEvent {
     pub header: EventHeader,
     /// open(2) flags.
     pub flags: u32,
-    pub _pad: u32,
+    /// The directory a relative path is resolved from: `AT_FDCWD` (-100) for the current
+    /// directory, else a descriptor of the opening process (tracepoints); `AT_FDCWD` from
+    /// the LSM, whose paths are absolute.
+    pub dirfd: i32,
     /// Device and inode of the file (LSM backend; 0 from tracepoints).
     pub dev: u64,
     pub ino: u64,

@@ -26,7 +26,7 @@ fn record() -> Vec<u8> {
             cgroup_id: 3,
         },
         flags: 0,
-        _pad: 0,
+        dirfd: -100,
         dev: 0,
         ino: 0,
         path,

@@ -125,12 +125,18 @@ fn header(kind: u32, result: i32) -> EventHeader {
 }
 
 fn open(path: String, result: i32) -> Event {
-    Event::Open { header: header(kind::OPEN, result), flags: 0, dev: 0, ino: 0, path }
+    Event::Open { header: header(kind::OPEN, result), flags: 0, dirfd: -100, dev: 0, ino: 0, path, aka: Vec::new() }
 }
 
 fn exec(filename: &str) -> Event {
     let name = filename.rsplit('/').next().unwrap_or(filename).to_owned();
-    Event::Exec { header: header(kind::EXEC, 0), filename: filename.to_owned(), argv: vec![name, "--help".into()] }
+    // The program the kernel ran (sched_process_exec): what exec rules decide on.
+    Event::Exec {
+        header: header(kind::EXECED, 0),
+        filename: filename.to_owned(),
+        argv: vec![name, "--help".into()],
+        aka: Vec::new(),
+    }
 }
 
 fn connect(addr: Ipv4Addr) -> Event {

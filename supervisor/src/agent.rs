@@ -32,6 +32,8 @@ pub struct EventOutput<'w> {
     pending: std::collections::VecDeque<Pending>,
     /// The daemon's counters and histograms.
     metrics: Option<Rc<Metrics>>,
+    /// Resolves paths and identifies programs for the engine.
+    resolver: crate::resolve::Resolver,
 }
 
 /// An event decided and acted on, its record not yet written.
@@ -47,6 +49,7 @@ impl<'w> EventOutput<'w> {
         trace: bool,
         metrics: Option<Rc<Metrics>>,
     ) -> EventOutput<'w> {
+        let resolver = crate::resolve::Resolver::new(&engine);
         EventOutput {
             writer,
             trace,
@@ -60,6 +63,7 @@ impl<'w> EventOutput<'w> {
             store_hold: None,
             pending: std::collections::VecDeque::new(),
             metrics,
+            resolver,
         }
     }
 
@@ -77,6 +81,7 @@ impl<'w> EventOutput<'w> {
         agent.suspended = self.agent.suspended;
         agent.suspended_since = self.agent.suspended_since;
         self.agent = agent;
+        self.resolver = crate::resolve::Resolver::new(&engine);
         self.engine = engine;
     }
 
@@ -341,8 +346,11 @@ impl Sink for EventOutput<'_> {
         self.check_store();
         // The engine is shared (an Rc), so decisions borrow it and not `self`.
         let engine = Rc::clone(&self.engine);
-        for event in batch {
+        for mut event in batch {
             self.tally.event(&event);
+            // The other names of its path or program, so that no rule is dodged by naming
+            // the same file another way.
+            self.resolver.resolve(&mut event);
             // A frozen agent makes no events: one arriving means it was resumed from outside.
             if self.agent.suspended && !self.control.freeze_requested() {
                 self.agent.suspended = false;

@@ -318,7 +318,9 @@ fn mark(bucket: &Bucket, facts: &Facts<'_>, hits: &mut Vec<u8>, matched: &mut Ve
         (BINARY, &bucket.binary, facts.binary),
         (DESTINATION, &bucket.destination, destination),
     ] {
-        if let Some(value) = value.filter(|_| !index.owner.is_empty()) {
+        let Some(value) = value.filter(|_| !index.owner.is_empty()) else { continue };
+        let names = if flag == DESTINATION { &[][..] } else { facts.aka };
+        for value in std::iter::once(value).chain(names.iter().map(String::as_str)) {
             index.set.matches_into(value, matched);
             for &pattern in matched.iter() {
                 hits[index.owner[pattern]] |= flag;
@@ -386,6 +388,15 @@ impl Engine {
         &self.rules
     }
 
+    /// Whether an exec rule names the program at `path` (by its `binary` or `path` globs),
+    /// so that copies of it are recognised by content (`resolve`).
+    pub fn names_program(&self, path: &str) -> bool {
+        self.rules.iter().filter(|rule| rule.kind == Kind::Exec).any(|rule| {
+            rule.binary.as_ref().is_some_and(|globs| globs.is_match(path))
+                || rule.path.as_ref().is_some_and(|globs| globs.is_match(path))
+        })
+    }
+
     pub fn agent(&self, trust: Trust) -> AgentState {
         AgentState {
             trust,
@@ -404,9 +415,15 @@ impl Engine {
         if agent.suspended && now_ns >= agent.suspended_since {
             return Decision { action: Action::Deny, rule: None, index: None };
         }
-        // sched_process_exec reports again an exec the syscall exit already reported: rules
-        // see each exec once.
-        if event.header().kind == governor_common::kind::EXECED {
+        // Rules about programs decide on the program the kernel ran (sched_process_exec,
+        // from the kernel's own copy of the path), never only on the syscall's argument,
+        // which the agent controls and a probe may fail to read. The syscall's exit repeats
+        // a successful exec and is only recorded; a refused exec has no other event.
+        let header = event.header();
+        if header.kind == governor_common::kind::EXEC
+            && header.result == 0
+            && header.source == governor_common::source::TRACEPOINT
+        {
             return Decision { action: Action::Allow, rule: None, index: None };
         }
         let facts = Facts::of(event);
@@ -414,7 +431,10 @@ impl Engine {
         for &index in &self.sequences {
             if let Some(after) = &self.rules[index].after
                 && facts.is(after.kind)
-                && after.path.as_ref().is_none_or(|globs| facts.path.is_some_and(|path| globs.is_match(path)))
+                && after.path.as_ref().is_none_or(|globs| {
+                    facts.path.is_some_and(|path| globs.is_match(path))
+                        || facts.aka.iter().any(|name| globs.is_match(name))
+                })
             {
                 agent.seen[index] = Some(now_ns);
             }
@@ -501,6 +521,8 @@ struct Facts<'a> {
     denied: bool,
     path: Option<&'a str>,
     binary: Option<&'a str>,
+    /// Other names of the path or program (resolved, identified): matched like them.
+    aka: &'a [String],
     destination: Option<Destination>,
 }
 
@@ -531,17 +553,18 @@ impl<'a> Facts<'a> {
         use governor_common::kind;
         let denied = crate::probes::events::refused(event.header());
         match event {
-            Event::Exec { filename, .. } => {
-                Facts { kind: Kind::Exec, denied, path: Some(filename), binary: Some(filename), destination: None }
+            Event::Exec { filename, aka, .. } => {
+                Facts { kind: Kind::Exec, denied, path: Some(filename), binary: Some(filename), aka, destination: None }
             }
-            Event::Open { path, .. } => {
-                Facts { kind: Kind::Open, denied, path: Some(path), binary: None, destination: None }
+            Event::Open { path, aka, .. } => {
+                Facts { kind: Kind::Open, denied, path: Some(path), binary: None, aka, destination: None }
             }
             Event::Net { header, addr, port, .. } => Facts {
                 kind: if header.kind == kind::SENDMSG { Kind::Sendmsg } else { Kind::Connect },
                 denied,
                 path: None,
                 binary: None,
+                aka: &[],
                 destination: addr.map(|addr| Destination::new(addr, *port)),
             },
         }
@@ -737,14 +760,21 @@ mod tests {
             source: source::TRACEPOINT,
             cgroup_id: 1,
         };
-        Event::Open { header, flags: 0, dev: 0, ino: 0, path: path.into() }
+        Event::Open { header, flags: 0, dirfd: -100, dev: 0, ino: 0, path: path.into(), aka: Vec::new() }
     }
 
-    /// A completed exec of `path`.
+    /// A completed exec of `path`, as `sched_process_exec` reports it.
     pub(super) fn exec(path: &str) -> Event {
         let Event::Open { mut header, .. } = open(path, 0) else { unreachable!() };
+        header.kind = governor_common::kind::EXECED;
+        Event::Exec { header, filename: path.into(), argv: vec![], aka: vec![] }
+    }
+
+    /// The execve syscall's own event, with its result.
+    fn exec_syscall(path: &str, result: i32) -> Event {
+        let Event::Open { mut header, .. } = open(path, result) else { unreachable!() };
         header.kind = governor_common::kind::EXEC;
-        Event::Exec { header, filename: path.into(), argv: vec![] }
+        Event::Exec { header, filename: path.into(), argv: vec![], aka: vec![] }
     }
 
     const SECOND: u64 = 1_000_000_000;
@@ -901,11 +931,17 @@ mod tests {
             "#,
         );
         let mut agent = engine.agent(Trust::Low);
-        let Event::Exec { mut header, filename, argv } = exec("/usr/bin/curl") else { unreachable!() };
-        header.kind = governor_common::kind::EXECED;
-        let execed = Event::Exec { header, filename, argv };
-        assert_eq!(engine.decide(&mut agent, &execed, 0).action, Action::Allow);
+        // The kernel's view decides; the syscall's exit of the same exec repeats it.
         assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/curl"), 0).action, Action::Kill);
+        assert_eq!(engine.decide(&mut agent, &exec_syscall("/usr/bin/curl", 0), 0).action, Action::Allow);
+        // A refused exec has no sched_process_exec: its syscall event is decided.
+        let refused = exec_syscall("/usr/bin/curl", -libc::EACCES);
+        assert_eq!(engine.decide(&mut agent, &refused, 0).action, Action::Kill);
+        // A program known by another name (a symlink, a copy) matches by that name.
+        let Event::Exec { header, argv, .. } = exec("/tmp/x/renamed") else { unreachable!() };
+        let copy = Event::Exec { header, filename: "/tmp/x/renamed".into(), argv, aka: vec!["/usr/bin/curl".into()] };
+        assert_eq!(engine.decide(&mut agent, &copy, 0).action, Action::Kill);
+        assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/true"), 0).action, Action::Allow);
     }
 
     #[test]

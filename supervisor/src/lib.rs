@@ -16,6 +16,7 @@ pub mod engine;
 pub mod metrics;
 pub mod policy;
 pub mod probes;
+pub mod resolve;
 pub mod run;
 pub mod sandbox;
 pub mod show;

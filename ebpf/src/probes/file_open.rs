@@ -14,6 +14,9 @@ use crate::{
     offsets,
 };
 
+/// openat(2)'s "the current directory": d_path gives absolute paths, so none is needed.
+const AT_FDCWD: i32 = -100;
+
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     // int file_open(struct file *file), and the previous BPF LSM program's verdict.
@@ -59,7 +62,7 @@ fn report(file: *const u8, key: Option<governor_common::InodeKey>, cgroup_id: u6
     unsafe {
         (*event).header = header(kind::OPEN, source::LSM, decision, result, cgroup_id);
         (*event).flags = bpf_probe_read_kernel(file.add(offsets::file_flags()) as *const u32).unwrap_or(0);
-        (*event)._pad = 0;
+        (*event).dirfd = AT_FDCWD;
         (*event).dev = key.map_or(0, |key| key.dev);
         (*event).ino = key.map_or(0, |key| key.ino);
         (*event).path[0] = 0;

@@ -112,15 +112,20 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     }
     let ret: i64 = ctx.arg(1);
     if id == SYS_EXECVE || id == SYS_EXECVEAT {
-        finish_exec(ret);
+        finish_exec(regs, id, ret);
         return 0;
     }
     let Some((cgroup_id, _)) = agent() else {
         return 0;
     };
     // SAFETY: as above.
-    let (si, dx) =
-        unsafe { (bpf_probe_read_kernel(&(*regs).rsi).unwrap_or(0), bpf_probe_read_kernel(&(*regs).rdx).unwrap_or(0)) };
+    let (di, si, dx) = unsafe {
+        (
+            bpf_probe_read_kernel(&(*regs).rdi).unwrap_or(0),
+            bpf_probe_read_kernel(&(*regs).rsi).unwrap_or(0),
+            bpf_probe_read_kernel(&(*regs).rdx).unwrap_or(0),
+        )
+    };
     if id == SYS_CONNECT {
         // connect(fd, addr, addrlen)
         connect(cgroup_id, si, dx, ret);
@@ -133,13 +138,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             // SAFETY: a user pointer, read with the fault-tolerant helper.
             unsafe { bpf_probe_read_user(dx as *const u64) }.unwrap_or(0)
         };
-        open(cgroup_id, si, flags as u32, ret);
+        open(cgroup_id, di as i32, si, flags as u32, ret);
     }
     0
 }
 
 #[inline(always)]
-fn open(cgroup_id: u64, filename: u64, flags: u32, ret: i64) {
+fn open(cgroup_id: u64, dirfd: i32, filename: u64, flags: u32, ret: i64) {
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         produced(false);
         return;
@@ -149,7 +154,7 @@ fn open(cgroup_id: u64, filename: u64, flags: u32, ret: i64) {
     unsafe {
         (*event).header = header(kind::OPEN, source::TRACEPOINT, verdict::OBSERVED, result_of(ret), cgroup_id);
         (*event).flags = flags;
-        (*event)._pad = 0;
+        (*event).dirfd = dirfd;
         (*event).dev = 0;
         (*event).ino = 0;
         if bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*event).path).is_err() {
@@ -184,14 +189,27 @@ fn connect(cgroup_id: u64, sockaddr: u64, addrlen: u64, ret: i64) {
     produced(EVENTS.output::<NetEvent>(&event, wakeup(ret < 0)).is_ok());
 }
 
+/// A failed exec keeps the old image, so a filename that could not be read at entry (its
+/// page not faulted in yet: a string literal in a fresh process) is read again here, where
+/// the syscall has faulted it in. A successful exec's program is in `sched_process_exec`,
+/// from the kernel's own copy.
 #[inline(always)]
-fn finish_exec(ret: i64) {
+fn finish_exec(regs: *const pt_regs, id: u64, ret: i64) {
     let key = bpf_get_current_pid_tgid();
     let Some(event) = PENDING_EXEC.get_ptr_mut(&key) else {
         return;
     };
-    // SAFETY: `event` points at this task's map value, which only this task writes.
+    // SAFETY: `event` points at this task's map value, which only this task writes; user
+    // memory and the saved registers are read with the fault-tolerant helpers.
     unsafe {
+        if ret < 0 && (*event).filename[0] == 0 {
+            let filename = if id == SYS_EXECVE {
+                bpf_probe_read_kernel(&(*regs).rdi).unwrap_or(0)
+            } else {
+                bpf_probe_read_kernel(&(*regs).rsi).unwrap_or(0)
+            };
+            let _ = bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*event).filename);
+        }
         (*event).header.result = result_of(ret);
         produced(EVENTS.output::<ExecEvent>(&*event, wakeup(true)).is_ok());
     }

@@ -46,7 +46,9 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             count(counter::ERRORS);
         }
     }
-    entry.submit(wakeup(false));
+    // Urgent: rules about programs decide on this event, and procfs of a short-lived
+    // program (which resolves what it is) is only there while it runs.
+    entry.submit(wakeup(true));
     produced(true);
     0
 }

@@ -24,22 +24,24 @@ pub enum Event {
         header: EventHeader,
         filename: String,
         argv: Vec<String>,
+        /// Other names of the program, found by governor (`resolve`): the executable the
+        /// kernel resolved, the program a dynamic loader was asked to run, a known program
+        /// this file is a copy of. Rules about programs match any of them.
+        aka: Vec<String>,
     },
     Open {
         header: EventHeader,
         flags: u32,
+        /// `AT_FDCWD` (-100) or the descriptor a relative `path` is relative to.
+        dirfd: i32,
         dev: u64,
         ino: u64,
         path: String,
+        /// The path as resolved (absolute, symlinks followed), when it differs.
+        aka: Vec<String>,
     },
     /// connect (`kind::CONNECT`) or sendmsg (`kind::SENDMSG`).
-    Net {
-        header: EventHeader,
-        family: u16,
-        port: u16,
-        sock_type: u16,
-        addr: Option<IpAddr>,
-    },
+    Net { header: EventHeader, family: u16, port: u16, sock_type: u16, addr: Option<IpAddr> },
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -70,11 +72,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXEC | kind::EXECED => {
             let event: ExecEvent = exact(bytes, header.kind)?;
             let argv = event.argv.iter().map(|arg| text(arg)).take_while(|arg| !arg.is_empty()).collect();
-            Ok(Event::Exec { header, filename: text(&event.filename), argv })
+            Ok(Event::Exec { header, filename: text(&event.filename), argv, aka: Vec::new() })
         }
         kind::OPEN => {
             let event: OpenEvent = exact(bytes, header.kind)?;
-            Ok(Event::Open { header, flags: event.flags, dev: event.dev, ino: event.ino, path: text(&event.path) })
+            Ok(Event::Open {
+                header,
+                flags: event.flags,
+                dirfd: event.dirfd,
+                dev: event.dev,
+                ino: event.ino,
+                path: text(&event.path),
+                aka: Vec::new(),
+            })
         }
         kind::CONNECT | kind::SENDMSG => {
             let event: NetEvent = exact(bytes, header.kind)?;
@@ -113,9 +123,18 @@ impl Event {
             "source": source_name(header.source),
         });
         let fields = match self {
-            Event::Exec { filename, argv, .. } => json!({ "path": filename, "argv": argv }),
-            Event::Open { flags, dev, ino, path, .. } => {
+            Event::Exec { filename, argv, aka, .. } => {
+                let mut fields = json!({ "path": filename, "argv": argv });
+                if !aka.is_empty() {
+                    fields["aka"] = json!(aka);
+                }
+                fields
+            }
+            Event::Open { flags, dev, ino, path, aka, .. } => {
                 let mut fields = json!({ "path": path, "flags": flags });
+                if !aka.is_empty() {
+                    fields["aka"] = json!(aka);
+                }
                 if *ino != 0 {
                     fields["dev"] = json!(dev);
                     fields["ino"] = json!(ino);
@@ -292,7 +311,7 @@ mod tests {
         let event = OpenEvent {
             header: header(kind::OPEN, -libc::EACCES),
             flags: 0,
-            _pad: 0,
+            dirfd: -100,
             dev: 0,
             ino: 0,
             path: fixed::<PATH_LEN>("/home/ann/.ssh/id_ed25519"),
@@ -318,7 +337,8 @@ mod tests {
             Some(Event::Exec {
                 header: header(kind::EXEC, 0),
                 filename: "/bin/sh".into(),
-                argv: vec!["sh".into(), "-c".into()]
+                argv: vec!["sh".into(), "-c".into()],
+                aka: Vec::new(),
             })
         );
     }

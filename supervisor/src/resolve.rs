@@ -1,0 +1,350 @@
+//! What an event's path really names, found before the policy engine decides: rules about
+//! secrets and programs must not be dodged by naming the same file another way.
+//!
+//! - An open's relative path is resolved against the opening process's working directory
+//!   (or the directory descriptor it passed), and symlinks are followed: `cd ~/.ssh; cat
+//!   id_ed25519` and a symlink to a key both name `~/.ssh/id_ed25519`.
+//! - An exec's program is the file the kernel runs: `/proc/PID/exe` (symlinks resolved by the
+//!   kernel); for a dynamic loader run as a program (`/lib64/ld-linux-x86-64.so.2
+//!   /usr/bin/curl`), the program it was asked to load; and for a file whose content is that
+//!   of a program some rule names (a renamed copy of curl), that program's path.
+//!
+//! Everything here reads procfs of a process that may already be gone (within the ~10 ms it
+//! takes to decide an event): then the names the kernel reported stand alone.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::Read as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{engine::Engine, probes::events::Event};
+
+/// `AT_FDCWD` of openat(2).
+const AT_FDCWD: i32 = -100;
+
+/// Directories searched for the programs that rules name, besides those on `PATH`.
+const PROGRAM_DIRS: [&str; 6] = ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/local/sbin"];
+
+/// Resolved absolute paths are reused this long (a flood opens the same path again and
+/// again; a symlink changed meanwhile is seen after this).
+const CACHE_FOR: Duration = Duration::from_secs(1);
+const CACHE_MAX: usize = 4096;
+
+/// A program that an exec rule names, found on this machine.
+#[derive(Debug)]
+struct Known {
+    path: PathBuf,
+    /// SHA-256 of its content, read when a file of the same size is first run.
+    hash: Option<[u8; 32]>,
+}
+
+/// The resolver of one agent's events.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    /// Programs the rules name, by file size (sizes filter before anything is hashed).
+    programs: HashMap<u64, Vec<Known>>,
+    /// Hashes of executed files, by (device, inode, mtime, size).
+    hashed: HashMap<(u64, u64, i64, u64), [u8; 32]>,
+    /// Absolute path -> canonical path, and when.
+    canonical: HashMap<PathBuf, (PathBuf, Instant)>,
+}
+
+impl Resolver {
+    /// For the exec rules of `engine`: the programs they name are looked up in the usual
+    /// program directories and on `PATH`, to recognise copies of them by content.
+    pub fn new(engine: &Engine) -> Resolver {
+        let mut resolver = Resolver::default();
+        let mut dirs: Vec<PathBuf> = PROGRAM_DIRS.iter().map(PathBuf::from).collect();
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path).filter(|dir| dir.is_absolute()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                let name = path.to_string_lossy();
+                if !engine.names_program(&name) {
+                    continue;
+                }
+                let Ok(meta) = fs::metadata(&path) else { continue };
+                if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                resolver.programs.entry(meta.len()).or_default().push(Known { path, hash: None });
+            }
+        }
+        resolver
+    }
+
+    /// Adds the other names of the event's path or program (`aka`).
+    pub fn resolve(&mut self, event: &mut Event) {
+        match event {
+            Event::Open { header, dirfd, path, aka, .. } => {
+                if let Some(resolved) = self.open_path(header.tgid, *dirfd, path)
+                    && resolved.as_os_str() != path.as_str()
+                {
+                    aka.push(resolved.to_string_lossy().into_owned());
+                }
+            }
+            Event::Exec { header, filename, argv, aka } if header.kind == governor_common::kind::EXECED => {
+                self.program(header.tgid, filename, argv, aka);
+            }
+            Event::Exec { header, filename, aka, .. } if header.result != 0 => {
+                // A refused exec: its path as the process named it, resolved.
+                if let Some(resolved) = self.open_path(header.tgid, AT_FDCWD, filename)
+                    && resolved.as_os_str() != filename.as_str()
+                {
+                    aka.push(resolved.to_string_lossy().into_owned());
+                }
+            }
+            Event::Exec { .. } | Event::Net { .. } => {}
+        }
+    }
+
+    /// An opened (or refused) path, absolute and with symlinks followed as far as it exists.
+    fn open_path(&mut self, tgid: u32, dirfd: i32, path: &str) -> Option<PathBuf> {
+        if path.is_empty() {
+            return None;
+        }
+        let path = Path::new(path);
+        let absolute = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            let base = if dirfd == AT_FDCWD {
+                fs::read_link(format!("/proc/{tgid}/cwd")).ok()?
+            } else {
+                fs::read_link(format!("/proc/{tgid}/fd/{dirfd}")).ok()?
+            };
+            base.join(path)
+        };
+        Some(self.canonical(&normalize(&absolute)))
+    }
+
+    /// Symlinks followed: the longest existing prefix canonicalized, the rest appended.
+    fn canonical(&mut self, path: &Path) -> PathBuf {
+        if let Some((resolved, when)) = self.canonical.get(path)
+            && when.elapsed() < CACHE_FOR
+        {
+            return resolved.clone();
+        }
+        let mut existing = path.to_path_buf();
+        let mut rest = Vec::new();
+        let resolved = loop {
+            if let Ok(found) = fs::canonicalize(&existing) {
+                break rest.iter().rev().fold(found, |acc: PathBuf, part: &std::ffi::OsString| acc.join(part));
+            }
+            match (existing.file_name().map(std::ffi::OsStr::to_os_string), existing.parent()) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = parent.to_path_buf();
+                }
+                _ => break path.to_path_buf(),
+            }
+        };
+        if self.canonical.len() >= CACHE_MAX {
+            self.canonical.clear();
+        }
+        self.canonical.insert(path.to_path_buf(), (resolved.clone(), Instant::now()));
+        resolved
+    }
+
+    /// The names of what a completed exec ran. What the kernel reported comes first and
+    /// does not depend on the process still running: its own copy of the path (absolute
+    /// when the program was found on `PATH` or named so), resolved on this machine, and the
+    /// arguments captured at the syscall's entry. procfs adds the kernel's resolution of the
+    /// executable while the process lives (a relative or symlinked name).
+    fn program(&mut self, tgid: u32, filename: &str, argv: &[String], aka: &mut Vec<String>) {
+        let push = |name: String, aka: &mut Vec<String>| {
+            if name != filename && !aka.contains(&name) {
+                aka.push(name);
+            }
+        };
+        let mut run: Option<PathBuf> = self.open_path(tgid, AT_FDCWD, filename);
+        if let Some(resolved) = &run {
+            push(resolved.to_string_lossy().into_owned(), aka);
+        }
+        if let Ok(exe) = fs::read_link(format!("/proc/{tgid}/exe")) {
+            push(exe.to_string_lossy().into_owned(), aka);
+            run = Some(exe);
+        }
+        if run.as_deref().is_some_and(is_loader) || is_loader(Path::new(filename)) {
+            let live = fs::read(format!("/proc/{tgid}/cmdline")).ok().map(|bytes| {
+                bytes
+                    .split(|byte| *byte == 0)
+                    .filter(|arg| !arg.is_empty())
+                    .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                    .collect::<Vec<_>>()
+            });
+            // The captured arguments first (the process may be gone), then the whole
+            // command line, which has every option (the capture keeps three arguments).
+            let program = loaded_program(argv)
+                .map(str::to_owned)
+                .or_else(|| live.as_deref().and_then(loaded_program).map(str::to_owned));
+            if let Some(program) = program {
+                push(program.clone(), aka);
+                let resolved = self.open_path(tgid, AT_FDCWD, &program);
+                if let Some(resolved) = &resolved {
+                    push(resolved.to_string_lossy().into_owned(), aka);
+                }
+                run = resolved;
+            }
+        }
+        if let Some(path) = run
+            && let Some(known) = self.identify(&path)
+            && known != path
+        {
+            push(known.to_string_lossy().into_owned(), aka);
+        }
+    }
+
+    /// The program a rule names whose content `file` has, if any.
+    fn identify(&mut self, file: &Path) -> Option<PathBuf> {
+        let meta = fs::metadata(file).ok()?;
+        let candidates = self.programs.get(&meta.len())?;
+        // The program itself or a hard link of it: the same inode, nothing to read.
+        if let Some(known) = candidates
+            .iter()
+            .find(|known| fs::metadata(&known.path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev()))
+        {
+            return Some(known.path.clone());
+        }
+        let key = (meta.dev(), meta.ino(), meta.mtime(), meta.len());
+        let hash = match self.hashed.get(&key) {
+            Some(hash) => *hash,
+            None => {
+                let hash = hash_file(file)?;
+                self.hashed.insert(key, hash);
+                hash
+            }
+        };
+        let candidates = self.programs.get_mut(&meta.len())?;
+        for known in candidates.iter_mut() {
+            if known.hash.is_none() {
+                known.hash = hash_file(&known.path);
+            }
+            if known.hash == Some(hash) {
+                return Some(known.path.clone());
+            }
+        }
+        None
+    }
+}
+
+fn hash_file(path: &Path) -> Option<[u8; 32]> {
+    let mut file = fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = file.read(&mut buffer).ok()?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Some(hasher.finalize().into())
+}
+
+/// `.` and `..` removed without touching the filesystem (a `..` after a symlink is what the
+/// kernel would also walk lexically only with the symlink resolved; `canonical` follows the
+/// links of whatever prefix exists).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether `exe` is a dynamic loader (ld.so(8)), which runs the program named by its first
+/// argument that is not an option.
+fn is_loader(exe: &Path) -> bool {
+    let name = exe.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+    name.starts_with("ld-linux")
+        || name.starts_with("ld-musl")
+        || name == "ld.so"
+        || (name.starts_with("ld-") && name.contains(".so"))
+}
+
+/// The program ld.so(8) runs for `args` (`argv[0]` first): the first argument after the
+/// loader's own options (those listed in ld.so(8); the ones that take a value skip it).
+fn loaded_program(args: &[String]) -> Option<&str> {
+    const WITH_VALUE: [&str; 7] = [
+        "--library-path",
+        "--inhibit-rpath",
+        "--audit",
+        "--preload",
+        "--argv0",
+        "--glibc-hwcaps-prefix",
+        "--glibc-hwcaps-mask",
+    ];
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            rest.next();
+        } else if arg.starts_with("--") {
+            if arg == "--" {
+                return rest.next().map(String::as_str);
+            }
+        } else {
+            return Some(arg);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|arg| (*arg).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_loader_runs_its_first_non_option_argument() {
+        assert_eq!(loaded_program(&strings(&["ld.so", "/usr/bin/curl", "-s"])), Some("/usr/bin/curl"));
+        assert_eq!(
+            loaded_program(&strings(&["ld.so", "--library-path", "/x", "--inhibit-cache", "./curl"])),
+            Some("./curl")
+        );
+        assert_eq!(loaded_program(&strings(&["ld.so", "--argv0", "sh", "--", "/bin/nc"])), Some("/bin/nc"));
+        assert_eq!(loaded_program(&strings(&["ld.so", "--list"])), None);
+        assert!(is_loader(Path::new("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")));
+        assert!(is_loader(Path::new("/lib/ld-musl-x86_64.so.1")));
+        assert!(!is_loader(Path::new("/usr/bin/ldd")));
+    }
+
+    #[test]
+    fn relative_paths_and_symlinks_resolve() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let root = dir.path().canonicalize().unwrap_or_else(|error| panic!("{error}"));
+        let secret = root.join("home/.ssh");
+        fs::create_dir_all(&secret).unwrap_or_else(|error| panic!("{error}"));
+        fs::write(secret.join("id"), "k").unwrap_or_else(|error| panic!("{error}"));
+        std::os::unix::fs::symlink(secret.join("id"), root.join("link")).unwrap_or_else(|error| panic!("{error}"));
+        let mut resolver = Resolver::default();
+        assert_eq!(resolver.canonical(&root.join("link")), secret.join("id"));
+        assert_eq!(normalize(&root.join("home/./x/../.ssh/id")), secret.join("id"));
+        // A file that does not exist yet: its existing prefix resolved, the rest kept.
+        std::os::unix::fs::symlink(&secret, root.join("keys")).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(resolver.canonical(&root.join("keys/new")), secret.join("new"));
+        // This process's own cwd, through procfs.
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap_or_else(|error| panic!("{error}"));
+        let cwd = cwd.canonicalize().unwrap_or(cwd);
+        assert_eq!(resolver.open_path(me, AT_FDCWD, "some-file"), Some(cwd.join("some-file")));
+    }
+}

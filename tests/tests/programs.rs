@@ -1,0 +1,176 @@
+//! Rules about programs match the program the kernel ran, however it was named: a path the
+//! syscall probe could not read, the dynamic loader running it, a symlink, a renamed copy.
+
+use std::{
+    fs,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use governor_tests::{Scene, cgroup2_root, governor_bin, require, scene, stderr};
+use serde_json::Value;
+
+fn start(scene: &Scene, id: &str, extra: &[&str], script: &str) -> Child {
+    Command::new(governor_bin())
+        .args(["run", "--standalone", "--trust", "medium", "--agent-id", id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .env("HOME", &scene.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn cgroup_events(id: &str) -> std::path::PathBuf {
+    cgroup2_root().join("governor").join(id).join("cgroup.events")
+}
+
+/// Waits until the agent's cgroup is frozen; kills it either way (so no test leaves an agent
+/// behind) and returns governor's stderr and whether it was frozen.
+fn frozen_then_killed(id: &str, child: Child) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut frozen = false;
+    while Instant::now() < deadline {
+        if fs::read_to_string(cgroup_events(id)).is_ok_and(|events| events.contains("frozen 1")) {
+            frozen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new(governor_bin()).args(["kill", id]).output();
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    (frozen, stderr(&output))
+}
+
+fn incidents(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|value| value["kind"] == "incident")
+        .collect()
+}
+
+/// The shipped exfiltration rule: a secret tried, then `run` (which starts curl some way).
+fn assert_exfiltration_caught(scene: &Scene, id: &str, run: &str) {
+    let script =
+        format!("cat {} 2>/dev/null; {run} >/dev/null 2>&1; sleep 30", scene.home.join(".ssh/id_ed25519").display());
+    let child = start(scene, id, &[], &script);
+    let (frozen, err) = frozen_then_killed(id, child);
+    assert!(frozen, "`{run}` after a secret did not suspend the agent: {err}");
+    let incidents = incidents(&err);
+    assert!(
+        incidents.iter().any(|incident| incident["rule"] == "network-tool-after-secret"),
+        "no exfiltration incident for `{run}`: {err}"
+    );
+}
+
+#[test]
+fn a_program_named_by_an_unread_literal_is_still_matched() {
+    require!("a_program_named_by_an_unread_literal_is_still_matched");
+    let scene = scene!();
+    // fork, then execl with the path as a string literal: in the fresh child the literal's
+    // page is not mapped yet, so the syscall-entry probe cannot read the filename.
+    let source = scene.root.join("fork-exec.c");
+    fs::write(
+        &source,
+        "#include <unistd.h>\n#include <sys/wait.h>\nint main(void) {\n  pid_t pid = fork();\n  if (pid == 0) {\n    execl(\"/usr/bin/curl\", \"curl\", \"--version\", (char *)0);\n    _exit(127);\n  }\n  int status;\n  waitpid(pid, &status, 0);\n  sleep(30);\n  return 0;\n}\n",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let program = scene.workspace.join("fork-exec");
+    let built = Command::new("cc").arg("-O2").arg("-o").arg(&program).arg(&source).status();
+    assert!(built.is_ok_and(|status| status.success()), "cc failed");
+    let policy = scene.root.join("no-curl.toml");
+    fs::write(
+        &policy,
+        "[[rule]]\nid = \"no-curl\"\nkind = \"exec\"\nbinary = [\"**/curl\"]\naction = \"kill\"\nseverity = \"high\"\nreason = \"no downloads\"\n",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let id = format!("literal-{}", std::process::id());
+    let child = start(&scene, &id, &["--policy", &policy.to_string_lossy()], &program.to_string_lossy());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut child = child;
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new(governor_bin()).args(["kill", &id]).output();
+            let _ = child.wait();
+            panic!("the agent ran on: curl was not recognised");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    let err = stderr(&output);
+    assert_eq!(code, Some(128 + 9), "the rule's kill should end the agent: {err}");
+    let incidents = incidents(&err);
+    assert_eq!(incidents.len(), 1, "{err}");
+    assert_eq!(incidents[0]["rule"], "no-curl");
+    assert_eq!(incidents[0]["event"]["kind"], "execed", "decided on the kernel's exec event: {err}");
+    assert_eq!(incidents[0]["event"]["path"], "/usr/bin/curl");
+}
+
+#[test]
+fn the_dynamic_loader_running_curl_after_a_secret_is_caught() {
+    require!("the_dynamic_loader_running_curl_after_a_secret_is_caught");
+    let scene = scene!();
+    let Some(loader) = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|loader| std::path::Path::new(loader).exists())
+    else {
+        println!("skipping the_dynamic_loader_running_curl_after_a_secret_is_caught: no glibc dynamic loader here");
+        return;
+    };
+    assert_exfiltration_caught(
+        &scene,
+        &format!("loader-{}", std::process::id()),
+        &format!("{loader} /usr/bin/curl --version"),
+    );
+}
+
+#[test]
+fn a_symlink_to_curl_after_a_secret_is_caught() {
+    require!("a_symlink_to_curl_after_a_secret_is_caught");
+    let scene = scene!();
+    let link = scene.workspace.join("fetch");
+    std::os::unix::fs::symlink("/usr/bin/curl", &link).unwrap_or_else(|error| panic!("{error}"));
+    assert_exfiltration_caught(
+        &scene,
+        &format!("symlink-{}", std::process::id()),
+        &format!("{} --version", link.display()),
+    );
+}
+
+#[test]
+fn a_renamed_copy_of_curl_after_a_secret_is_caught() {
+    require!("a_renamed_copy_of_curl_after_a_secret_is_caught");
+    let scene = scene!();
+    let copy = scene.workspace.join("innocent-tool");
+    fs::copy("/usr/bin/curl", &copy).unwrap_or_else(|error| panic!("{error}"));
+    assert_exfiltration_caught(
+        &scene,
+        &format!("copy-{}", std::process::id()),
+        &format!("{} --version", copy.display()),
+    );
+}
+
+#[test]
+fn an_ordinary_program_after_a_secret_is_not_an_exfiltration() {
+    require!("an_ordinary_program_after_a_secret_is_not_an_exfiltration");
+    let scene = scene!();
+    // The same shape with a program no rule names: the agent runs to its end.
+    let copy = scene.workspace.join("lister");
+    fs::copy("/usr/bin/ls", &copy).unwrap_or_else(|error| panic!("{error}"));
+    let script =
+        format!("cat {} 2>/dev/null; {} --version >/dev/null", scene.home.join(".ssh/id_ed25519").display(), copy.display());
+    let output = start(&scene, &format!("benign-{}", std::process::id()), &[], &script)
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(incidents(&err).is_empty(), "{err}");
+}
