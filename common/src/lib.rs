@@ -15,6 +15,9 @@ pub mod kind {
     pub const SENDMSG: u32 = 4;
     /// `sched_process_exec`: the binary a process now runs.
     pub const EXECED: u32 = 5;
+    /// A refused change of the filesystem by path: mkdir, rmdir, unlink, rename, link,
+    /// symlink, truncate, mknod, chmod, chown and their `*at` forms ([`super::FsEvent`]).
+    pub const FS: u32 = 6;
 }
 
 /// Where an event was observed.
@@ -96,6 +99,23 @@ pub struct OpenEvent {
     pub dev: u64,
     pub ino: u64,
     pub path: [u8; PATH_LEN],
+}
+
+/// `kind::FS`: a change of the filesystem that the kernel refused (EACCES or EPERM).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FsEvent {
+    pub header: EventHeader,
+    /// The x86-64 syscall number (arch/x86/entry/syscalls/syscall_64.tbl).
+    pub syscall: u32,
+    /// `AT_FDCWD` (-100) or the directory descriptor `path` is relative to.
+    pub dirfd: i32,
+    /// The same for `path2`.
+    pub dirfd2: i32,
+    pub _pad: u32,
+    pub path: [u8; PATH_LEN],
+    /// The new name of rename, link and symlink (empty for the others).
+    pub path2: [u8; PATH_LEN],
 }
 
 /// `kind::CONNECT` and `kind::SENDMSG`.
@@ -180,6 +200,7 @@ mod user {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::OpenEvent {}
+    unsafe impl aya::Pod for super::FsEvent {}
     unsafe impl aya::Pod for super::NetEvent {}
     unsafe impl aya::Pod for super::AgentSlot {}
     unsafe impl aya::Pod for super::UdpPolicy {}

@@ -165,12 +165,14 @@ impl<'w> EventOutput<'w> {
         let (path, destination) = match event {
             probes::events::Event::Exec { filename, .. } => (filename.clone(), String::new()),
             probes::events::Event::Open { path, .. } => (path.clone(), String::new()),
+            // A rename's, link's or symlink's new name is where the operation goes.
+            probes::events::Event::Fs { path, path2, .. } => (path.clone(), path2.clone()),
             probes::events::Event::Net { addr, port, .. } => {
                 (String::new(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
             }
         };
         if let Some(metrics) = &self.metrics {
-            metrics.event(probes::events::kind_name(header.kind), recorded_decision(header, decision.action));
+            metrics.event(event.name(), recorded_decision(header, decision.action));
         }
         let context = match event {
             probes::events::Event::Exec { filename, argv, .. }
@@ -187,7 +189,7 @@ impl<'w> EventOutput<'w> {
                 audit::text(&self.agent_id),
                 audit::int(audit::now_ns()),
                 audit::int(header.ktime_ns),
-                audit::text(probes::events::kind_name(header.kind)),
+                audit::text(event.name()),
                 audit::int(header.tgid),
                 audit::int(header.pid),
                 audit::int(status.map_or(0, |status| status.ppid)),

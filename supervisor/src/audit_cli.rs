@@ -24,6 +24,17 @@ pub enum Kind {
     Open,
     Connect,
     Sendmsg,
+    // Refused changes of the filesystem, by operation (`probes::events::FS_OPS`).
+    Mkdir,
+    Rmdir,
+    Unlink,
+    Rename,
+    Link,
+    Symlink,
+    Truncate,
+    Mknod,
+    Chmod,
+    Chown,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -263,6 +274,17 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn every_filesystem_operation_can_be_queried() {
+        use clap::ValueEnum as _;
+        for op in crate::probes::events::FS_OPS {
+            assert!(Kind::from_str(op, false).is_ok(), "--kind {op}");
+        }
+        for syscall in [76, 82, 83, 84, 86, 87, 88, 90, 92, 94, 133, 258, 259, 260, 263, 264, 265, 266, 268, 316, 452] {
+            assert!(crate::probes::events::FS_OPS.contains(&crate::probes::events::fs_op_name(syscall)), "{syscall}");
+        }
+    }
 
     #[test]
     fn when_takes_durations_and_rfc3339() {

@@ -48,9 +48,12 @@ pub enum Kind {
     Connect,
     Sendmsg,
     Denied,
+    /// A refused change of the filesystem (mkdir, unlink, rename, link, symlink, truncate,
+    /// mknod, chmod, chown): matched by `path` against both of its paths.
+    Fs,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 6;
 
 impl Kind {
     fn index(self) -> usize {
@@ -215,7 +218,7 @@ impl RulesFile {
                     rule.id
                 ));
             }
-            let path_kind = matches!(rule.kind, Kind::Open | Kind::Exec | Kind::Denied);
+            let path_kind = matches!(rule.kind, Kind::Open | Kind::Exec | Kind::Denied | Kind::Fs);
             if rule.path.is_some() && !path_kind {
                 return Err(format!("rule '{}': a {:?} event has no path", rule.id, rule.kind));
             }
@@ -559,6 +562,9 @@ impl<'a> Facts<'a> {
             Event::Open { path, aka, .. } => {
                 Facts { kind: Kind::Open, denied, path: Some(path), binary: None, aka, destination: None }
             }
+            Event::Fs { path, aka, .. } => {
+                Facts { kind: Kind::Fs, denied, path: Some(path), binary: None, aka, destination: None }
+            }
             Event::Net { header, addr, port, .. } => Facts {
                 kind: if header.kind == kind::SENDMSG { Kind::Sendmsg } else { Kind::Connect },
                 denied,
@@ -636,7 +642,8 @@ impl Rules {
                     }
                     None => userspace("matches every destination".into()),
                 },
-                Kind::Denied => {}
+                // Already refused by the kernel: nothing to add there.
+                Kind::Denied | Kind::Fs => {}
             }
         }
         out

@@ -104,6 +104,22 @@ impl Resolver {
                     aka.push(resolved.to_string_lossy().into_owned());
                 }
             }
+            Event::Fs { header, dirfd, path, dirfd2, path2, aka, .. } => {
+                if let Some(resolved) = self.open_path(header.tgid, *dirfd, path)
+                    && resolved.as_os_str() != path.as_str()
+                {
+                    aka.push(resolved.to_string_lossy().into_owned());
+                }
+                if !path2.is_empty() {
+                    // Rules match the new name too (the engine reads `path` and `aka`).
+                    aka.push(path2.clone());
+                    if let Some(resolved) = self.open_path(header.tgid, *dirfd2, path2)
+                        && resolved.as_os_str() != path2.as_str()
+                    {
+                        aka.push(resolved.to_string_lossy().into_owned());
+                    }
+                }
+            }
             Event::Exec { .. } | Event::Net { .. } => {}
         }
     }

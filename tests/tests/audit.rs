@@ -258,3 +258,35 @@ fn a_store_that_fills_up_freezes_the_agent_until_it_recovers_and_loses_nothing()
     let verify = audit(&store, &["verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
 }
+
+#[test]
+fn an_agent_chosen_path_cannot_forge_rows_or_reach_the_terminal() {
+    require!("an_agent_chosen_path_cannot_forge_rows_or_reach_the_terminal");
+    let scene = scene!();
+    let store = scene.root.join("audit.db").to_string_lossy().into_owned();
+    let id = format!("forger-{}", std::process::id());
+    // A file name with a newline, a tab and an ANSI escape: as a table row it would end the
+    // row and start a forged one, and colour the reader's terminal.
+    let name = "x\n9999\tforged\tevil\t\x1b[31mred";
+    let output = Command::new(governor_bin())
+        .args(["--audit-db", &store, "run", "--trust", "medium", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "/usr/bin/python3", "-c", "import sys; open(sys.argv[1], 'w').write('x')", name])
+        .env("HOME", &scene.home)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let table = stdout(&audit(&store, &["query", "--agent", &id, "--kind", "open", "--path", "*forged*"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one row: {table:?}");
+    assert!(!table.contains('\x1b'), "an escape sequence reached the terminal: {table:?}");
+    assert!(lines[1].contains("x\\n9999\\tforged\\tevil\\t\\e[31mred"), "{table:?}");
+    assert_eq!(lines[1].split('\t').count(), lines[0].split('\t').count(), "a tab forged a column: {table:?}");
+    // JSON keeps the value exact.
+    let json: Value = serde_json::from_str(&stdout(&audit(
+        &store,
+        &["query", "--agent", &id, "--kind", "open", "--path", "*forged*", "--format", "json"],
+    )))
+    .unwrap_or_default();
+    assert!(json[0]["path"].as_str().is_some_and(|path| path.ends_with(name)), "{json}");
+}

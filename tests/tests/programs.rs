@@ -165,8 +165,11 @@ fn an_ordinary_program_after_a_secret_is_not_an_exfiltration() {
     // The same shape with a program no rule names: the agent runs to its end.
     let copy = scene.workspace.join("lister");
     fs::copy("/usr/bin/ls", &copy).unwrap_or_else(|error| panic!("{error}"));
-    let script =
-        format!("cat {} 2>/dev/null; {} --version >/dev/null", scene.home.join(".ssh/id_ed25519").display(), copy.display());
+    let script = format!(
+        "cat {} 2>/dev/null; {} --version >/dev/null",
+        scene.home.join(".ssh/id_ed25519").display(),
+        copy.display()
+    );
     let output = start(&scene, &format!("benign-{}", std::process::id()), &[], &script)
         .wait_with_output()
         .unwrap_or_else(|error| panic!("{error}"));

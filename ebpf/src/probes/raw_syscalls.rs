@@ -1,6 +1,8 @@
 //! Raw tracepoints `raw_syscalls/sys_enter` and `raw_syscalls/sys_exit`: every execve,
-//! execveat, openat, openat2 and connect of an agent, with the syscall's result (so what
-//! Landlock or a socket hook refused is reported with the errno the agent saw).
+//! execveat, open, creat, openat, openat2 and connect of an agent, with the syscall's result
+//! (so what Landlock or a socket hook refused is reported with the errno the agent saw), and
+//! every refused change of the filesystem by path (mkdir, unlink, rename, link, symlink,
+//! truncate, mknod, chmod, chown and their `*at` forms).
 //!
 //! Raw, not the per-syscall `syscalls/*` events: those copy every record through the perf
 //! trace buffer, and detaching each waits for an RCU grace period under a global mutex; a
@@ -20,16 +22,45 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use governor_common::{ARGS, ExecEvent, NetEvent, OpenEvent, counter, kind, source, verdict};
+use governor_common::{ARGS, ExecEvent, FsEvent, NetEvent, OpenEvent, counter, kind, source, verdict};
 
 use crate::maps::{EVENTS, EXEC_SCRATCH, PENDING_EXEC, agent, count, header, produced, result_of};
 
 // x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+const SYS_OPEN: u64 = 2;
 const SYS_CONNECT: u64 = 42;
 const SYS_EXECVE: u64 = 59;
+const SYS_TRUNCATE: u64 = 76;
+const SYS_RENAME: u64 = 82;
+const SYS_MKDIR: u64 = 83;
+const SYS_RMDIR: u64 = 84;
+const SYS_CREAT: u64 = 85;
+const SYS_LINK: u64 = 86;
+const SYS_UNLINK: u64 = 87;
+const SYS_SYMLINK: u64 = 88;
+const SYS_CHMOD: u64 = 90;
+const SYS_CHOWN: u64 = 92;
+const SYS_LCHOWN: u64 = 94;
+const SYS_MKNOD: u64 = 133;
 const SYS_OPENAT: u64 = 257;
+const SYS_MKDIRAT: u64 = 258;
+const SYS_MKNODAT: u64 = 259;
+const SYS_FCHOWNAT: u64 = 260;
+const SYS_UNLINKAT: u64 = 263;
+const SYS_RENAMEAT: u64 = 264;
+const SYS_LINKAT: u64 = 265;
+const SYS_SYMLINKAT: u64 = 266;
+const SYS_FCHMODAT: u64 = 268;
+const SYS_RENAMEAT2: u64 = 316;
 const SYS_EXECVEAT: u64 = 322;
 const SYS_OPENAT2: u64 = 437;
+const SYS_FCHMODAT2: u64 = 452;
+
+const AT_FDCWD: i32 = -100;
+const EACCES: i64 = 13;
+const EPERM: i64 = 1;
+/// creat(2) is open(2) with these flags.
+const CREAT_FLAGS: u32 = 0o1101; // O_CREAT | O_WRONLY | O_TRUNC
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -107,10 +138,24 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
     // SAFETY: `regs` is the tracepoint's argument.
     let id = unsafe { bpf_probe_read_kernel(&(*regs).orig_rax) }.unwrap_or(u64::MAX);
-    if id != SYS_OPENAT && id != SYS_OPENAT2 && id != SYS_CONNECT && id != SYS_EXECVE && id != SYS_EXECVEAT {
+    let change = changes_fs(id);
+    if !change
+        && id != SYS_OPENAT
+        && id != SYS_OPENAT2
+        && id != SYS_OPEN
+        && id != SYS_CREAT
+        && id != SYS_CONNECT
+        && id != SYS_EXECVE
+        && id != SYS_EXECVEAT
+    {
         return 0;
     }
     let ret: i64 = ctx.arg(1);
+    // Changes of the filesystem are reported when refused: what the repeated-refusals rule
+    // counts; the ones that succeed are the agent's ordinary work in its workspace.
+    if change && ret != -EACCES && ret != -EPERM {
+        return 0;
+    }
     if id == SYS_EXECVE || id == SYS_EXECVEAT {
         finish_exec(regs, id, ret);
         return 0;
@@ -126,7 +171,17 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             bpf_probe_read_kernel(&(*regs).rdx).unwrap_or(0),
         )
     };
-    if id == SYS_CONNECT {
+    if change {
+        // SAFETY: as above.
+        let r10 = unsafe { bpf_probe_read_kernel(&(*regs).r10) }.unwrap_or(0);
+        fs_change(cgroup_id, id, [di, si, dx, r10], ret);
+    } else if id == SYS_OPEN {
+        // open(filename, flags, mode)
+        open(cgroup_id, AT_FDCWD, di, si as u32, ret);
+    } else if id == SYS_CREAT {
+        // creat(filename, mode)
+        open(cgroup_id, AT_FDCWD, di, CREAT_FLAGS, ret);
+    } else if id == SYS_CONNECT {
         // connect(fd, addr, addrlen)
         connect(cgroup_id, si, dx, ret);
     } else {
@@ -163,6 +218,86 @@ fn open(cgroup_id: u64, dirfd: i32, filename: u64, flags: u32, ret: i64) {
         }
     }
     entry.submit(wakeup(ret < 0));
+    produced(true);
+}
+
+/// Whether syscall `id` changes the filesystem by path (reported when refused).
+#[inline(always)]
+fn changes_fs(id: u64) -> bool {
+    matches!(
+        id,
+        SYS_TRUNCATE
+            | SYS_RENAME
+            | SYS_MKDIR
+            | SYS_RMDIR
+            | SYS_LINK
+            | SYS_UNLINK
+            | SYS_SYMLINK
+            | SYS_CHMOD
+            | SYS_CHOWN
+            | SYS_LCHOWN
+            | SYS_MKNOD
+            | SYS_MKDIRAT
+            | SYS_MKNODAT
+            | SYS_FCHOWNAT
+            | SYS_UNLINKAT
+            | SYS_RENAMEAT
+            | SYS_LINKAT
+            | SYS_SYMLINKAT
+            | SYS_FCHMODAT
+            | SYS_RENAMEAT2
+            | SYS_FCHMODAT2
+    )
+}
+
+/// Where the paths of a filesystem change are, from its arguments `args` (rdi, rsi, rdx,
+/// r10): `(dirfd, path, dirfd2, path2)`, a path of 0 for none.
+#[inline(always)]
+fn fs_paths(id: u64, args: [u64; 4]) -> (i32, u64, i32, u64) {
+    let [di, si, dx, r10] = args;
+    match id {
+        // rename(old, new), link(old, new), symlink(target, linkpath)
+        SYS_RENAME | SYS_LINK | SYS_SYMLINK => (AT_FDCWD, di, AT_FDCWD, si),
+        // renameat(olddirfd, old, newdirfd, new) (and renameat2, linkat)
+        SYS_RENAMEAT | SYS_RENAMEAT2 | SYS_LINKAT => (di as i32, si, dx as i32, r10),
+        // symlinkat(target, newdirfd, linkpath)
+        SYS_SYMLINKAT => (AT_FDCWD, di, si as i32, dx),
+        // mkdirat(dirfd, path, ...), mknodat, unlinkat, fchownat, fchmodat, fchmodat2
+        SYS_MKDIRAT | SYS_MKNODAT | SYS_UNLINKAT | SYS_FCHOWNAT | SYS_FCHMODAT | SYS_FCHMODAT2 => {
+            (di as i32, si, AT_FDCWD, 0)
+        }
+        // truncate(path, ...), mkdir, rmdir, unlink, chmod, chown, lchown, mknod
+        _ => (AT_FDCWD, di, AT_FDCWD, 0),
+    }
+}
+
+#[inline(always)]
+fn fs_change(cgroup_id: u64, id: u64, args: [u64; 4], ret: i64) {
+    let Some(mut entry) = EVENTS.reserve::<FsEvent>(0) else {
+        produced(false);
+        return;
+    };
+    let (dirfd, path, dirfd2, path2) = fs_paths(id, args);
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a reserved, exclusively owned ring-buffer slot; user strings are
+    // read with the fault-tolerant helper (faulted in by the syscall).
+    unsafe {
+        (*event).header = header(kind::FS, source::TRACEPOINT, verdict::OBSERVED, result_of(ret), cgroup_id);
+        (*event).syscall = id as u32;
+        (*event).dirfd = dirfd;
+        (*event).dirfd2 = dirfd2;
+        (*event)._pad = 0;
+        (*event).path[0] = 0;
+        (*event).path2[0] = 0;
+        if bpf_probe_read_user_str_bytes(path as *const u8, &mut (*event).path).is_err() {
+            (*event).path[0] = 0;
+            count(counter::ERRORS);
+        }
+        if path2 != 0 && bpf_probe_read_user_str_bytes(path2 as *const u8, &mut (*event).path2).is_err() {
+            (*event).path2[0] = 0;
+        }
+    }
+    entry.submit(wakeup(true));
     produced(true);
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use governor_common::{EventHeader, ExecEvent, NetEvent, OpenEvent, kind, source, verdict};
+use governor_common::{EventHeader, ExecEvent, FsEvent, NetEvent, OpenEvent, kind, source, verdict};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +38,19 @@ pub enum Event {
         ino: u64,
         path: String,
         /// The path as resolved (absolute, symlinks followed), when it differs.
+        aka: Vec<String>,
+    },
+    /// A refused change of the filesystem (`kind::FS`): mkdir, unlink, rename, ...
+    Fs {
+        header: EventHeader,
+        /// The x86-64 syscall number.
+        syscall: u32,
+        dirfd: i32,
+        path: String,
+        dirfd2: i32,
+        /// The new name of rename, link and symlink; empty for the others.
+        path2: String,
+        /// Both paths as resolved (absolute, symlinks followed), when they differ.
         aka: Vec<String>,
     },
     /// connect (`kind::CONNECT`) or sendmsg (`kind::SENDMSG`).
@@ -86,6 +99,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 aka: Vec::new(),
             })
         }
+        kind::FS => {
+            let event: FsEvent = exact(bytes, header.kind)?;
+            Ok(Event::Fs {
+                header,
+                syscall: event.syscall,
+                dirfd: event.dirfd,
+                path: text(&event.path),
+                dirfd2: event.dirfd2,
+                path2: text(&event.path2),
+                aka: Vec::new(),
+            })
+        }
         kind::CONNECT | kind::SENDMSG => {
             let event: NetEvent = exact(bytes, header.kind)?;
             let addr = match i32::from(event.family) {
@@ -104,7 +129,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 impl Event {
     pub fn header(&self) -> &EventHeader {
         match self {
-            Event::Exec { header, .. } | Event::Open { header, .. } | Event::Net { header, .. } => header,
+            Event::Exec { header, .. }
+            | Event::Open { header, .. }
+            | Event::Fs { header, .. }
+            | Event::Net { header, .. } => header,
+        }
+    }
+
+    /// The event's name in the audit store and the trace: its kind, or for a filesystem
+    /// change the operation (`mkdir`, `rename`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Fs { syscall, .. } => fs_op_name(*syscall),
+            other => kind_name(other.header().kind),
         }
     }
 
@@ -112,7 +149,7 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let header = self.header();
         let mut value = json!({
-            "kind": kind_name(header.kind),
+            "kind": self.name(),
             "pid": header.tgid,
             "tid": header.pid,
             "uid": header.uid,
@@ -138,6 +175,16 @@ impl Event {
                 if *ino != 0 {
                     fields["dev"] = json!(dev);
                     fields["ino"] = json!(ino);
+                }
+                fields
+            }
+            Event::Fs { path, path2, aka, .. } => {
+                let mut fields = json!({ "path": path });
+                if !path2.is_empty() {
+                    fields["path2"] = json!(path2);
+                }
+                if !aka.is_empty() {
+                    fields["aka"] = json!(aka);
                 }
                 fields
             }
@@ -172,6 +219,28 @@ pub fn kind_name(kind: u32) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// The operation of a `kind::FS` event, by x86-64 syscall number; the `*at` forms are
+/// named after the plain ones.
+pub fn fs_op_name(syscall: u32) -> &'static str {
+    match syscall {
+        76 => "truncate",
+        82 | 264 | 316 => "rename",
+        83 | 258 => "mkdir",
+        84 => "rmdir",
+        86 | 265 => "link",
+        87 | 263 => "unlink",
+        88 | 266 => "symlink",
+        90 | 268 | 452 => "chmod",
+        92 | 94 | 260 => "chown",
+        133 | 259 => "mknod",
+        _ => "fs",
+    }
+}
+
+/// Every name `fs_op_name` gives, for `--kind`.
+pub const FS_OPS: [&str; 10] =
+    ["truncate", "rename", "mkdir", "rmdir", "link", "unlink", "symlink", "chmod", "chown", "mknod"];
 
 pub fn verdict_name(verdict: u16) -> &'static str {
     match verdict {

@@ -325,6 +325,33 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             let remote = libc::iovec { iov_base: 0x1000 as *mut libc::c_void, iov_len: 8 };
             check(libc::process_vm_readv(pid(args, 2), &local, 1, &remote, 1, 0) as i64)
         },
+        "sys" => unsafe {
+            // The named path syscall itself, not glibc's choice of it (glibc's open and
+            // mkdir may call openat and mkdirat): `sys NAME PATH [PATH2]`.
+            let (a, b) = (cstr(arg(args, 3)), cstr(arg(args, 4)));
+            let (a, b) = (a.as_ptr(), b.as_ptr());
+            let cwd = libc::AT_FDCWD;
+            check(match arg(args, 2) {
+                "open" => libc::syscall(libc::SYS_open, a, libc::O_WRONLY | libc::O_CREAT, 0o644),
+                "creat" => libc::syscall(libc::SYS_creat, a, 0o644),
+                "mkdir" => libc::syscall(libc::SYS_mkdir, a, 0o755),
+                "mkdirat" => libc::syscall(libc::SYS_mkdirat, cwd, a, 0o755),
+                "rmdir" => libc::syscall(libc::SYS_rmdir, a),
+                "unlink" => libc::syscall(libc::SYS_unlink, a),
+                "unlinkat" => libc::syscall(libc::SYS_unlinkat, cwd, a, 0),
+                "rename" => libc::syscall(libc::SYS_rename, a, b),
+                "renameat2" => libc::syscall(libc::SYS_renameat2, cwd, a, cwd, b, 0),
+                "link" => libc::syscall(libc::SYS_link, a, b),
+                "linkat" => libc::syscall(libc::SYS_linkat, cwd, a, cwd, b, 0),
+                "symlink" => libc::syscall(libc::SYS_symlink, a, b),
+                "symlinkat" => libc::syscall(libc::SYS_symlinkat, a, cwd, b),
+                "truncate" => libc::syscall(libc::SYS_truncate, a, 0),
+                "mknod" => libc::syscall(libc::SYS_mknod, a, libc::S_IFREG | 0o644, 0),
+                "chmod" => libc::syscall(libc::SYS_chmod, a, 0o4755),
+                "chown" => libc::syscall(libc::SYS_chown, a, 12345, 12345),
+                _ => return None,
+            })
+        },
         "stop-terminal" => unsafe {
             // What a hostile agent does to the terminal it shares with governor: the open file
             // description of stderr made non-blocking, and output stopped (TCXONC/TCOOFF).
