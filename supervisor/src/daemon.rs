@@ -182,7 +182,8 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
     std::fs::create_dir_all(&state_dir).map_err(|error| usage(format!("{}: {error}", state_dir.display())))?;
     let _ = std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700));
     let listener = bind(&settings.socket, control_group)?;
-    let probes = Probes::load(settings.options.probes)
+    // Pinned: the rules the probes enforce hold while no daemon runs.
+    let probes = Probes::load_pinned(settings.options.probes, Path::new(probes::PIN_DIR))
         .map_err(|error| (exit::USAGE, error.to_string()))?
         .ok_or_else(|| usage("no probes"))?;
     if let Some(reason) = &probes.fallback {
@@ -233,6 +234,10 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         reported_drops: 0,
     };
     daemon.adopt();
+    // Predecessors' LSM links (this daemon's are attached), and the pins of agents that
+    // ended while no daemon ran.
+    let adopted: Vec<String> = daemon.names.keys().cloned().collect();
+    daemon.probes.sweep_pins(&daemon.cgroup_root, &adopted);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -639,7 +644,9 @@ impl<'w> Daemon<'w> {
         let dir = cgroup.dir().map_err(|error| error.to_string())?;
         let mode = if registration.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
-        self.probes.watch(cgroup_id, &dir, slot, &registration.plan).map_err(|error| error.to_string())?;
+        self.probes
+            .watch(cgroup_id, &registration.agent, &dir, slot, &registration.plan)
+            .map_err(|error| error.to_string())?;
         let denies = own_rules.unwrap_or(&self.rules).kernel_denies(registration.trust);
         let enforced = match self.probes.deny(cgroup_id, &denies) {
             Ok(enforced) => enforced,

@@ -405,7 +405,13 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let mode =
             if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
-        probes.watch(cgroup_id, &cgroup_dir, slot, &probes::ProbePlan::of(&confinement, probes.backend))?;
+        probes.watch(
+            cgroup_id,
+            &prepared.agent_id,
+            &cgroup_dir,
+            slot,
+            &probes::ProbePlan::of(&confinement, probes.backend),
+        )?;
         let denies = prepared.rules.kernel_denies(prepared.ring.trust);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {

@@ -638,3 +638,43 @@ fn a_daemon_stopped_with_sigterm_leaves_its_agents_running_for_the_next_one() {
     assert_eq!(names, ["start", "unwatched", "adopt", "exit"], "{actions:?}");
     assert_eq!(actions[3]["why"], "exit status 3");
 }
+
+#[test]
+fn the_probes_rules_hold_while_no_daemon_runs() {
+    require!("the_probes_rules_hold_while_no_daemon_runs");
+    let scene = scene!();
+    let mut daemon = Daemon::start(&scene.root, "pins", &[]);
+    let agent = format!("pinned-{}", std::process::id());
+    let attempt = scene.attempt.display();
+    // Medium narrows UDP to the resolvers' port 53: a datagram to port 5353 is EPERM while
+    // the socket hooks are attached, and would go out once they lapse.
+    let script = format!(
+        "{attempt} udp-send 5353 > before; while [ ! -e go ]; do sleep 0.05; done; {attempt} udp-send 5353 > after; \
+         while [ ! -e end ]; do sleep 0.05; done"
+    );
+    let child = spawn_run(&daemon, &scene, "medium", &agent, &script);
+    wait_registered(&daemon, &agent);
+    let pins = Path::new("/sys/fs/bpf/governor/agents").join(&agent);
+    daemon.kill_hard();
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let after = scene.workspace.join("after");
+    wait_until("the agent's datagram", Duration::from_secs(10), || {
+        fs::read_to_string(&after).is_ok_and(|t| !t.is_empty())
+    });
+    assert_eq!(fs::read_to_string(scene.workspace.join("before")).unwrap_or_default().trim(), "EPERM");
+    assert_eq!(fs::read_to_string(&after).unwrap_or_default().trim(), "EPERM", "UDP narrowing lapsed with the daemon");
+    assert_eq!(fs::read_dir(&pins).map(Iterator::count).unwrap_or(0), 4, "the four socket hooks stay pinned");
+    // A new daemon takes the agent over with links of its own; the old ones go.
+    let mut daemon = Daemon::start(&scene.root, "pins", &[]);
+    daemon.wait_for_log("agent adopted", Duration::from_secs(5));
+    let names: Vec<String> = fs::read_dir(&pins)
+        .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|name| name.starts_with(&format!("{}-", daemon.pid()))), "{names:?}");
+    fs::write(scene.workspace.join("end"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Its pins are gone with it.
+    wait_until("the agent's pins removed", Duration::from_secs(10), || !pins.exists());
+}

@@ -88,6 +88,36 @@ pub fn install(root: &Path, binary: &Path, prefix: &Path, destdir: &Path) -> Res
     Ok(layout)
 }
 
+/// `cargo xtask uninstall`: the binary and the unit go, and the daemon's pinned links
+/// (`/sys/fs/bpf/governor`: removing a pin detaches its program once no daemon holds it),
+/// which would otherwise go on enforcing an agent's rules after governor is gone. The
+/// policies, the settings and the audit store stay unless `purge`.
+pub fn uninstall(prefix: &Path, destdir: &Path, purge: bool) -> Result<()> {
+    let staged = |path: &Path| destdir.join(path.strip_prefix("/").unwrap_or(path));
+    let mut gone =
+        vec![staged(&prefix.join("bin/governor")), staged(Path::new("/etc/systemd/system/governor.service"))];
+    let mut dirs = vec![staged(Path::new("/sys/fs/bpf/governor"))];
+    if purge {
+        dirs.push(staged(Path::new("/etc/governor")));
+        dirs.push(staged(Path::new("/var/lib/governor")));
+    }
+    for file in gone.drain(..) {
+        match fs::remove_file(&file) {
+            Ok(()) => say("removed", &file),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("removing {}", file.display())),
+        }
+    }
+    for dir in dirs {
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => say("removed", &dir),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("removing {}", dir.display())),
+        }
+    }
+    Ok(())
+}
+
 fn say(what: &str, path: &Path) {
     println!("xtask: {what} {}", path.display());
 }
@@ -123,6 +153,16 @@ mod tests {
         install(&workspace(), &binary, Path::new("/opt/governor"), &destdir)?;
         assert_eq!(fs::read_to_string(layout.rings.join("rules.toml"))?, "# mine\n");
         assert!(install(&workspace(), &binary, Path::new("relative"), &destdir).is_err());
+        // Uninstall: binary, unit and pins go; the policies stay unless purged.
+        let pins = destdir.join("sys/fs/bpf/governor/agents/a");
+        fs::create_dir_all(&pins)?;
+        fs::write(pins.join("1-connect4"), "")?;
+        uninstall(Path::new("/opt/governor"), &destdir, false)?;
+        assert!(!layout.binary.exists() && !layout.unit.exists());
+        assert!(!destdir.join("sys/fs/bpf/governor").exists());
+        assert!(layout.rings.join("rules.toml").exists());
+        uninstall(Path::new("/opt/governor"), &destdir, true)?;
+        assert!(!layout.rings.exists());
         fs::remove_dir_all(&dir)?;
         Ok(())
     }

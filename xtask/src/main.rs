@@ -54,6 +54,17 @@ enum Task {
         #[arg(long, default_value = "/")]
         destdir: PathBuf,
     },
+    /// Remove the binary, the systemd unit and the daemon's pinned probe links (policies,
+    /// settings and the audit store stay unless --purge).
+    Uninstall {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        #[arg(long, default_value = "/")]
+        destdir: PathBuf,
+        /// Also remove /etc/governor and /var/lib/governor (the audit store).
+        #[arg(long)]
+        purge: bool,
+    },
     /// Benchmarks; figures go into BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -110,6 +121,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cargo(&root, &["build", "--release", "-p", "governor"])?;
             install::install(&root, &root.join("target/release/governor"), &prefix, &destdir)?;
             println!("xtask: `systemctl daemon-reload && systemctl enable --now governor` starts the daemon");
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::Uninstall { prefix, destdir, purge } => {
+            install::uninstall(&prefix, &destdir, purge)?;
             Ok(ExitCode::SUCCESS)
         }
         Task::Bench { which } => {

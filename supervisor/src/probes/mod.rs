@@ -72,6 +72,8 @@ pub enum Error {
     Btf(#[from] btf::Error),
     #[error("reading the kernel's BTF for the LSM programs: {0}")]
     AyaBtf(String),
+    #[error("pinning {path}: {reason}")]
+    Pin { path: PathBuf, reason: String },
 }
 
 /// The raw tracepoint programs, named after their tracepoints.
@@ -82,6 +84,13 @@ const LSM_HOOKS: [&str; 3] = ["bprm_check_security", "file_open", "socket_connec
 
 /// The cgroup socket hooks, attached per agent.
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+
+/// Where a daemon pins the links that enforce (bpffs): a link pinned there stays attached
+/// when the daemon dies, so an agent's UDP narrowing, denied destinations and (BPF LSM)
+/// inode denies never lapse while it runs. `agents/<agent id>/` holds an agent's socket
+/// hooks, `lsm/` the LSM hooks; each file is named `<pid>-<program>` after the daemon that
+/// pinned it, so a new daemon attaches its own before it removes a predecessor's.
+pub const PIN_DIR: &str = "/sys/fs/bpf/governor";
 
 /// Loaded and attached probes.
 pub struct Probes {
@@ -94,12 +103,16 @@ pub struct Probes {
     /// Per watched cgroup: its socket-hook links and the map entries put there for it, so
     /// that a daemon can stop watching an agent and replace its deny rules on reload.
     watched: Table<u64, Watched>,
+    /// The daemon's: where enforcing links are pinned (`PIN_DIR`).
+    pins: Option<PathBuf>,
 }
 
 /// What `watch` and `deny` put into the kernel for one agent.
 #[derive(Default)]
 struct Watched {
     links: Vec<Box<dyn Send>>,
+    /// Its pinned links' directory (a daemon's agents), removed when it is unwatched.
+    pin_dir: Option<PathBuf>,
     /// From the ring (`watch`).
     plan: Entries,
     /// From the policy's deny rules (`deny`), replaced as a whole.
@@ -224,12 +237,25 @@ impl Probes {
     /// Loads the probes for `choice`; `None` for `--probes off`. `auto` tries BPF LSM where
     /// the kernel lists it and falls back to tracepoints, saying why in `fallback`.
     pub fn load(choice: Choice) -> Result<Option<Probes>, Error> {
+        Probes::load_with(choice, None)
+    }
+
+    /// Like `load`, and the enforcing links (the LSM hooks now, each agent's socket hooks as
+    /// it is watched) are pinned under `dir` (bpffs; mounted when it is not): a daemon's.
+    pub fn load_pinned(choice: Choice, dir: &Path) -> Result<Option<Probes>, Error> {
+        mount_bpffs(dir)?;
+        make_dir(&dir.join("lsm"))?;
+        make_dir(&dir.join("agents"))?;
+        Probes::load_with(choice, Some(dir))
+    }
+
+    fn load_with(choice: Choice, pins: Option<&Path>) -> Result<Option<Probes>, Error> {
         match choice {
             Choice::Off => Ok(None),
-            Choice::Tracepoint => Probes::load_backend(Backend::Tracepoint).map(Some),
+            Choice::Tracepoint => Probes::load_backend(Backend::Tracepoint, pins).map(Some),
             Choice::Lsm => match bpf_lsm_active() {
                 Some(true) => {
-                    Probes::load_backend(Backend::Lsm).map(Some).map_err(|error| Error::NoLsm(error.to_string()))
+                    Probes::load_backend(Backend::Lsm, pins).map(Some).map_err(|error| Error::NoLsm(error.to_string()))
                 }
                 Some(false) => Err(Error::NoLsm(
                     "'bpf' is not in this kernel's active LSM list (/sys/kernel/security/lsm); boot with lsm=...,bpf"
@@ -239,14 +265,14 @@ impl Probes {
             },
             Choice::Auto => {
                 let fallback = match bpf_lsm_active() {
-                    Some(true) => match Probes::load_backend(Backend::Lsm) {
+                    Some(true) => match Probes::load_backend(Backend::Lsm, pins) {
                         Ok(probes) => return Ok(Some(probes)),
                         Err(error) => error.to_string(),
                     },
                     Some(false) => "'bpf' is not in the active LSM list".to_owned(),
                     None => "/sys/kernel/security/lsm cannot be read".to_owned(),
                 };
-                let mut probes = Probes::load_backend(Backend::Tracepoint)?;
+                let mut probes = Probes::load_backend(Backend::Tracepoint, pins)?;
                 probes.fallback = Some(fallback);
                 Ok(Some(probes))
             }
@@ -256,7 +282,7 @@ impl Probes {
     /// Both backends report through the raw syscall tracepoints (only a syscall's exit sees
     /// what Landlock, which runs before BPF in the LSM order, refused); the LSM backend adds
     /// the hooks that deny by inode and address in the kernel.
-    fn load_backend(backend: Backend) -> Result<Probes, Error> {
+    fn load_backend(backend: Backend, pins: Option<&Path>) -> Result<Probes, Error> {
         let mut loader = EbpfLoader::new();
         // sched_process_exec reads linux_binprm too, so both backends need the offsets.
         let offsets = btf::lsm_offsets(&btf::Btf::from_sys_fs()?)?;
@@ -272,7 +298,16 @@ impl Probes {
                 program.load(name, &btf).map_err(|source| Error::Program { name, source })?;
                 let id = program.attach().map_err(|source| Error::Program { name, source })?;
                 let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
-                links.push(Box::new(link));
+                match pins {
+                    Some(dir) => {
+                        let path = dir.join("lsm").join(format!("{}-{name}", std::process::id()));
+                        let pinned = aya::programs::links::FdLink::from(link)
+                            .pin(&path)
+                            .map_err(|error| Error::Pin { path: path.clone(), reason: error.to_string() })?;
+                        links.push(Box::new(pinned));
+                    }
+                    None => links.push(Box::new(link)),
+                }
             }
         }
         for name in RAW_TRACEPOINTS {
@@ -286,14 +321,54 @@ impl Probes {
             let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             program.load().map_err(|source| Error::Program { name, source })?;
         }
-        Ok(Probes { ebpf, backend, fallback: None, links, watched: Table::new() })
+        Ok(Probes { ebpf, backend, fallback: None, links, watched: Table::new(), pins: pins.map(Path::to_path_buf) })
+    }
+
+    /// Removes the LSM pins of daemons that are gone (this daemon's own are attached by
+    /// now), and the pin directories of agents whose cgroup is gone (ended while no daemon
+    /// ran) and that no daemon watches (`keep`: this one's). Another daemon's pins stay.
+    pub fn sweep_pins(&self, cgroup_root: &Path, keep: &[String]) {
+        let Some(dir) = &self.pins else { return };
+        let alive = |name: &std::ffi::OsStr| {
+            let name = name.to_string_lossy();
+            let pid = name.split('-').next().and_then(|pid| pid.parse::<u32>().ok());
+            pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        };
+        if let Ok(entries) = std::fs::read_dir(dir.join("lsm")) {
+            for entry in entries.flatten() {
+                if !alive(&entry.file_name()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(dir.join("agents")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let watched = keep.iter().any(|agent| name == agent.as_str());
+                let running = cgroup_root.join(crate::cgroup::BASE).join(&name).exists();
+                if !watched && !running {
+                    remove_pins(&entry.path());
+                }
+            }
+        }
     }
 
     /// Starts watching the agent in cgroup `cgroup_id` (its directory is `cgroup_dir`): the
     /// probes report its events, the socket hooks enforce its UDP and destination rules, and
     /// (LSM) its secrets and denied programs are refused by inode.
-    pub fn watch(&mut self, cgroup_id: u64, cgroup_dir: &File, slot: AgentSlot, plan: &ProbePlan) -> Result<(), Error> {
+    pub fn watch(
+        &mut self,
+        cgroup_id: u64,
+        agent: &str,
+        cgroup_dir: &File,
+        slot: AgentSlot,
+        plan: &ProbePlan,
+    ) -> Result<(), Error> {
         let mut watched = Watched::default();
+        let pin_dir = self.pins.as_ref().map(|dir| dir.join("agents").join(agent));
+        if let Some(dir) = &pin_dir {
+            make_dir(dir)?;
+        }
         // Single: with bpf_link (Linux 5.7+) a cgroup takes any number of links whatever the
         // mode, and the kernel refuses link flags; the mode only matters for legacy attach.
         for name in SOCK_ADDR {
@@ -302,8 +377,31 @@ impl Probes {
                 .attach(cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|source| Error::Program { name, source })?;
             let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
-            watched.links.push(Box::new(link));
+            match &pin_dir {
+                Some(dir) => {
+                    let path = dir.join(format!("{}-{name}", std::process::id()));
+                    let pinned = aya::programs::links::FdLink::try_from(link)
+                        .map_err(|error| Error::Pin { path: path.clone(), reason: error.to_string() })?
+                        .pin(&path)
+                        .map_err(|error| Error::Pin { path: path.clone(), reason: error.to_string() })?;
+                    watched.links.push(Box::new(pinned));
+                }
+                None => watched.links.push(Box::new(link)),
+            }
         }
+        // A predecessor's links for this agent go once this daemon's are attached: the
+        // agent's rules hold without a gap.
+        if let Some(dir) = &pin_dir {
+            let mine = format!("{}-", std::process::id());
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    if !entry.file_name().to_string_lossy().starts_with(&mine) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        watched.pin_dir = pin_dir;
         {
             let mut policy: HashMap<_, u64, UdpPolicy> = self.map("UDP_POLICY")?;
             let value = UdpPolicy { restricted: u32::from(plan.udp.is_some()), _pad: 0 };
@@ -335,6 +433,9 @@ impl Probes {
         self.remove(&watched.plan);
         self.remove(&watched.denies);
         drop(watched.links);
+        if let Some(dir) = &watched.pin_dir {
+            remove_pins(dir);
+        }
     }
 
     /// Puts the kernel's share of the policy's deny rules into the maps for the agent's
@@ -456,6 +557,40 @@ impl Probes {
             errors: sum(counter::ERRORS)?,
         })
     }
+}
+
+/// `BPF_FS_MAGIC` (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at the parent of `dir` (`/sys/fs/bpf`) when it is not, and makes `dir`.
+fn mount_bpffs(dir: &Path) -> Result<(), Error> {
+    let base = dir.parent().unwrap_or(dir);
+    let is_bpffs = |path: &Path| nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC);
+    if !is_bpffs(base) {
+        let _ = std::fs::create_dir_all(base);
+        nix::mount::mount(Some("bpf"), base, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|errno| Error::Pin { path: base.to_path_buf(), reason: format!("mounting bpffs: {errno}") })?;
+    }
+    make_dir(dir)
+}
+
+fn make_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|error| Error::Pin { path: dir.to_path_buf(), reason: error.to_string() })
+}
+
+/// Unpins every link in `dir` (each is detached once nothing else holds it) and removes it.
+pub fn remove_pins(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Mounts securityfs at /sys/kernel/security when it is not, so the LSM list can be read.
