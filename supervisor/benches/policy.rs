@@ -372,8 +372,10 @@ fn event_row(process: &Process, time: i64, rng: &mut Rng) -> Row {
         audit::text("tracepoint"),
         audit::text(decision),
         audit::text(rule),
+        audit::int(1),
+        audit::int(time),
     ];
-    debug_assert_eq!(values.len(), audit::TABLES[1].1.len());
+    debug_assert_eq!(values.len(), audit::TABLES[2].1.len());
     Row { table: "events", values }
 }
 

@@ -34,6 +34,8 @@ pub struct EventOutput<'w> {
     metrics: Option<Rc<Metrics>>,
     /// Resolves paths and identifies programs for the engine.
     resolver: crate::resolve::Resolver,
+    /// Counts repeats instead of writing them, and keeps the agent's row budget.
+    aggregator: crate::aggregate::Aggregator,
 }
 
 /// An event decided and acted on, its record not yet written.
@@ -50,6 +52,7 @@ impl<'w> EventOutput<'w> {
         metrics: Option<Rc<Metrics>>,
     ) -> EventOutput<'w> {
         let resolver = crate::resolve::Resolver::new(&engine);
+        let aggregator = crate::aggregate::Aggregator::new(engine.event_budget());
         EventOutput {
             writer,
             trace,
@@ -64,6 +67,7 @@ impl<'w> EventOutput<'w> {
             pending: std::collections::VecDeque::new(),
             metrics,
             resolver,
+            aggregator,
         }
     }
 
@@ -83,6 +87,23 @@ impl<'w> EventOutput<'w> {
         self.agent = agent;
         self.resolver = crate::resolve::Resolver::new(&engine);
         self.engine = engine;
+    }
+
+    /// The agent wrote more rows than its budget allows in this window: an incident, once.
+    fn over_budget(&mut self, rows: u64) {
+        let Some(budget) = self.engine.event_budget() else { return };
+        let reason = format!(
+            "{rows} audit rows within {}: over the agent's event budget; until the window ends its events are aggregated without path or destination",
+            humantime::format_duration(budget.window)
+        );
+        say!("governor: agent {}: {reason}", self.agent_id);
+        self.record_incident(
+            "event-budget",
+            "medium",
+            "audit",
+            &reason,
+            serde_json::json!({ "rows": rows, "window_s": budget.window.as_secs() }),
+        );
     }
 
     /// Records an action on this agent (through the backlog when the store fails).
@@ -162,6 +183,7 @@ impl<'w> EventOutput<'w> {
             say!("{line}");
         }
         let header = event.header();
+        let recorded = recorded_decision(header, decision.action);
         let (path, destination) = match event {
             probes::events::Event::Exec { filename, .. } => (filename.clone(), String::new()),
             probes::events::Event::Open { path, .. } => (path.clone(), String::new()),
@@ -172,7 +194,25 @@ impl<'w> EventOutput<'w> {
             }
         };
         if let Some(metrics) = &self.metrics {
-            metrics.event(event.name(), recorded_decision(header, decision.action));
+            metrics.event(event.name(), recorded);
+        }
+        // Repeats are counted, not written one by one (aggregate.rs); what a rule decided
+        // is always written whole.
+        let key = self.aggregator.key(
+            (event.name(), header.tgid, &path, &destination, header.result, recorded),
+            (event.name(), header.tgid, header.result, recorded),
+        );
+        let verdict = if decision.rule.is_some() {
+            crate::aggregate::Verdict::Write
+        } else {
+            let (verdict, exceeded) = self.aggregator.offer(key, header.ktime_ns);
+            if let Some(rows) = exceeded {
+                self.over_budget(rows);
+            }
+            verdict
+        };
+        if verdict == crate::aggregate::Verdict::Folded {
+            return;
         }
         let context = match event {
             probes::events::Event::Exec { filename, argv, .. }
@@ -183,11 +223,12 @@ impl<'w> EventOutput<'w> {
             _ => self.contexts.get(header.tgid),
         };
         let status = context.as_ref().and_then(|context| context.status);
+        let time = audit::now_ns();
         let record = audit::Row {
             table: "events",
             values: vec![
                 audit::text(&self.agent_id),
-                audit::int(audit::now_ns()),
+                audit::int(time),
                 audit::int(header.ktime_ns),
                 audit::text(event.name()),
                 audit::int(header.tgid),
@@ -204,10 +245,16 @@ impl<'w> EventOutput<'w> {
                 audit::text(probes::events::errno_name(header.result)),
                 audit::text(probes::events::verdict_name(header.verdict)),
                 audit::text(probes::events::source_name(header.source)),
-                audit::text(recorded_decision(header, decision.action)),
+                audit::text(recorded),
                 audit::text(decision.rule.map_or("", |rule| rule.id.as_str())),
+                audit::int(1),
+                audit::int(time),
             ],
         };
+        if verdict == crate::aggregate::Verdict::FoldFirst {
+            self.aggregator.fold(key, record);
+            return;
+        }
         self.record(record);
 
         let Some(rule) = decision.rule.filter(|_| decision.action != engine::Action::Allow) else {
@@ -287,6 +334,9 @@ impl<'w> EventOutput<'w> {
 
     /// Rows still waiting, queued for good (the agent has exited).
     pub fn finish(&mut self) {
+        for row in self.aggregator.drain() {
+            self.record(row);
+        }
         while let Some(row) = self.backlog.pop_front() {
             let _ = self.writer.write(row);
         }
@@ -335,6 +385,9 @@ impl Sink for EventOutput<'_> {
     fn tick(&mut self) {
         self.check_store();
         self.flush_backlog();
+        for row in self.aggregator.due(monotonic_ns()) {
+            self.record(row);
+        }
     }
 
     fn event(&mut self, event: &probes::events::Event) {

@@ -1,7 +1,12 @@
 //! The audit store: SQLite (WAL) holding agents, events, incidents and actions. Every row
 //! carries `prev` (the previous row's hash in its table) and `hash` = SHA-256 of `prev` and
 //! the row's content, so an edit, a deletion or a reordering breaks the chain where it
-//! happened (`governor audit verify`). Rows are only ever inserted.
+//! happened (`governor audit verify`). Rows are only inserted, except by `prune`, which
+//! removes a table's oldest rows and records a checkpoint (the hash of the last row it
+//! removed) that the rest of the chain continues from.
+//!
+//! An events row stands for `count` identical events between `time` and `last_time` (the
+//! event loop aggregates repeats past a rate; see `agent::Aggregate`).
 //!
 //! One writer thread per process batches rows into transactions. Several governor processes
 //! may share a store: each batch runs in `BEGIN IMMEDIATE` and reads the chain heads inside
@@ -55,7 +60,9 @@ pub fn default_path() -> PathBuf {
 }
 
 /// The tables, their content columns (hashed in this order), and how to create them.
-pub const TABLES: [(&str, &[&str]); 4] = [
+pub const TABLES: [(&str, &[&str]); 5] = [
+    // First: the other tables' chains start from their latest checkpoint.
+    ("checkpoints", &["chain", "through_seq", "last_hash", "rows", "time", "why"]),
     ("agents", &["agent", "trust", "command", "user", "cgroup", "backend", "time"]),
     (
         "events",
@@ -80,6 +87,8 @@ pub const TABLES: [(&str, &[&str]); 4] = [
             "source",
             "decision",
             "rule",
+            "count",
+            "last_time",
         ],
     ),
     ("incidents", &["agent", "time", "rule", "severity", "action", "reason", "event"]),
@@ -94,7 +103,11 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL,
   ktime INTEGER NOT NULL, kind TEXT NOT NULL, pid INTEGER NOT NULL, tid INTEGER NOT NULL, ppid INTEGER NOT NULL,
   uid INTEGER NOT NULL, euid INTEGER NOT NULL, egid INTEGER NOT NULL, caps TEXT NOT NULL, exe TEXT NOT NULL,
   cmdline TEXT NOT NULL, path TEXT NOT NULL, destination TEXT NOT NULL, result TEXT NOT NULL, verdict TEXT NOT NULL, source TEXT NOT NULL,
-  decision TEXT NOT NULL, rule TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+  decision TEXT NOT NULL, rule TEXT NOT NULL, count INTEGER NOT NULL, last_time INTEGER NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, chain TEXT NOT NULL, through_seq INTEGER NOT NULL,
+  last_hash TEXT NOT NULL, rows INTEGER NOT NULL, time INTEGER NOT NULL, why TEXT NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
   rule TEXT NOT NULL, severity TEXT NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL, event TEXT NOT NULL,
   prev TEXT NOT NULL, hash TEXT NOT NULL);
@@ -110,7 +123,7 @@ CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent, seq);
 
 /// The layout this governor writes (`PRAGMA user_version`). A store of another version is
 /// refused, not migrated: rewriting rows would break their chains.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The hash of the first row's `prev`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -244,6 +257,12 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
 /// Inserts `rows` in one transaction, chaining each table from its current head.
 pub fn insert(connection: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    insert_in(&transaction, rows)?;
+    transaction.commit()
+}
+
+/// Inserts `rows` within `transaction`, chaining each table from its current head.
+fn insert_in(transaction: &rusqlite::Transaction<'_>, rows: &[Row]) -> rusqlite::Result<()> {
     {
         let mut heads: Vec<(&str, String)> = Vec::new();
         for row in rows {
@@ -268,7 +287,7 @@ pub fn insert(connection: &mut Connection, rows: &[Row]) -> rusqlite::Result<()>
             statement.execute(rusqlite::params_from_iter(row.values.iter().chain([&prev, &hash])))?;
         }
     }
-    transaction.commit()
+    Ok(())
 }
 
 /// The first broken row of a chain: table, seq and what is wrong.
@@ -279,14 +298,19 @@ pub struct Broken {
     pub problem: &'static str,
 }
 
-/// Walks every table's chain; returns the rows checked, or the first broken row.
+/// Walks every table's chain; returns the rows checked, or the first broken row. A pruned
+/// table's chain starts from its latest checkpoint: its first row must follow the last row
+/// pruned, and no row at or before the checkpoint's `through_seq` may remain.
 pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> {
     let mut checked = 0;
+    // chain -> (through_seq, last_hash) of its latest checkpoint, from the checkpoints'
+    // own chain, verified first.
+    let mut starts: std::collections::HashMap<String, (i64, String)> = std::collections::HashMap::new();
     for (table, columns) in TABLES {
         let sql = format!("SELECT seq, {}, prev, hash FROM {table} ORDER BY seq", columns.join(", "));
         let mut statement = connection.prepare(&sql)?;
         let mut rows = statement.query([])?;
-        let mut expected_prev = GENESIS.to_owned();
+        let (through, mut expected_prev) = starts.get(table).cloned().unwrap_or_else(|| (0, GENESIS.to_owned()));
         while let Some(row) = rows.next()? {
             let seq: i64 = row.get(0)?;
             let mut values = Vec::with_capacity(columns.len());
@@ -298,6 +322,9 @@ pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> 
             }
             let prev: String = row.get(columns.len() + 1)?;
             let hash: String = row.get(columns.len() + 2)?;
+            if seq <= through {
+                return Ok(Err(Broken { table, seq, problem: "is older than the checkpoint that pruned its table" }));
+            }
             if prev != expected_prev {
                 return Ok(Err(Broken {
                     table,
@@ -308,11 +335,108 @@ pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> 
             if chain_hash(&prev, &values) != hash {
                 return Ok(Err(Broken { table, seq, problem: "its content does not match its hash (it was changed)" }));
             }
+            if table == "checkpoints"
+                && let [Value::Text(chain), Value::Int(through_seq), Value::Text(last_hash), ..] = values.as_slice()
+            {
+                starts.insert(chain.clone(), (*through_seq, last_hash.clone()));
+            }
             expected_prev = hash;
             checked += 1;
         }
     }
     Ok(Ok(checked))
+}
+
+/// How much of the store `prune` keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retention {
+    /// Rows older than this go (events, incidents, actions; an agent's own row stays).
+    pub max_age: Option<Duration>,
+    /// Oldest events go until the store's used pages are below this many bytes.
+    pub max_size: Option<u64>,
+}
+
+/// What `prune` removed, per table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub rows: Vec<(&'static str, u64)>,
+}
+
+/// Removes the oldest rows beyond `retention`, in one transaction, recording for each table
+/// it prunes a checkpoint row with the hash of the last row removed: `verify` then checks
+/// the rest of that chain from there, so pruning never breaks it.
+pub fn prune(connection: &mut Connection, retention: &Retention) -> rusqlite::Result<Pruned> {
+    let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut pruned = Pruned::default();
+    let now = now_ns();
+    let mut cuts: Vec<(&'static str, i64, String)> = Vec::new();
+    if let Some(age) = retention.max_age {
+        let cutoff = now.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX));
+        for table in ["events", "incidents", "actions"] {
+            let last: Option<i64> =
+                transaction
+                    .query_row(&format!("SELECT max(seq) FROM {table} WHERE time < ?1"), [cutoff], |row| row.get(0))?;
+            if let Some(last) = last {
+                cuts.push((table, last, format!("older than {}", humantime::format_duration(age))));
+            }
+        }
+    }
+    if let Some(max) = retention.max_size {
+        let page: i64 = transaction.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let pages: i64 = transaction.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+        let free: i64 = transaction.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+        let used = (pages - free) * page;
+        let rows: i64 = transaction.query_row("SELECT count(*) FROM events", [], |row| row.get(0))?;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        if used > max && rows > 0 {
+            // The events table is nearly all of the store; remove the share that is over,
+            // and a tenth more, so that a store at its size is not pruned at every look.
+            let excess = (used - max) as f64 / used as f64;
+            let remove = (((excess + 0.1).min(1.0)) * rows as f64).ceil() as i64;
+            let last: Option<i64> = transaction.query_row(
+                "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?1",
+                [remove.clamp(1, rows) - 1],
+                |row| row.get(0),
+            )?;
+            if let Some(last) = last {
+                let why = format!("store over {max} bytes");
+                match cuts.iter_mut().find(|(table, _, _)| *table == "events") {
+                    Some(cut) if cut.1 >= last => {}
+                    Some(cut) => *cut = ("events", last, why),
+                    None => cuts.push(("events", last, why)),
+                }
+            }
+        }
+    }
+    let mut checkpoints = Vec::new();
+    for (table, through, why) in cuts {
+        // The newest row of a table always stays: new rows are numbered after it (seq is
+        // SQLite's rowid) and chained to it.
+        let newest: i64 = transaction.query_row(&format!("SELECT max(seq) FROM {table}"), [], |row| row.get(0))?;
+        let through = through.min(newest - 1);
+        let Some(last_hash): Option<String> = transaction
+            .query_row(
+                &format!("SELECT hash FROM {table} WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1"),
+                [through],
+                |row| row.get(0),
+            )
+            .optional()?
+        else {
+            continue;
+        };
+        let removed = transaction.execute(&format!("DELETE FROM {table} WHERE seq <= ?1"), [through])?;
+        if removed == 0 {
+            continue;
+        }
+        pruned.rows.push((table, removed as u64));
+        checkpoints.push(Row {
+            table: "checkpoints",
+            values: vec![text(table), Value::Int(through), text(last_hash), int(removed), Value::Int(now), text(why)],
+        });
+    }
+    insert_in(&transaction, &checkpoints)?;
+    transaction.commit()?;
+    Ok(pruned)
 }
 
 /// Rows queued for the writer at most.
@@ -572,6 +696,59 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let broken = verify(&connection).ok().and_then(Result::err);
         assert_eq!(broken.map(|b| (b.table, b.seq)), Some(("actions", 3)));
+    }
+
+    fn event(time: i64, path: &str) -> Row {
+        let mut values = vec![text("a"), Value::Int(time), Value::Int(time), text("open")];
+        values.extend([1, 1, 0, 0, 0, 0].map(Value::Int));
+        values.extend([text(""), text("/bin/x"), text("x"), text(path), text(""), text("ok")]);
+        values.extend([text("observed"), text("tracepoint"), text("allow"), text(""), Value::Int(1), Value::Int(time)]);
+        assert_eq!(values.len(), TABLES[2].1.len());
+        Row { table: "events", values }
+    }
+
+    #[test]
+    fn pruning_keeps_the_chain_verifiable_from_its_checkpoint() {
+        let (_dir, path) = store();
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let old = now_ns() - 3_600_000_000_000;
+        let mut rows: Vec<Row> = (0..50).map(|index| event(old + index, &format!("/old/{index}"))).collect();
+        rows.extend((0..10).map(|index| event(now_ns(), &format!("/new/{index}"))));
+        rows.push(action("a", "start", "root", "old"));
+        insert(&mut connection, &rows).unwrap_or_else(|error| panic!("{error}"));
+        let retention = Retention { max_age: Some(Duration::from_secs(60)), max_size: None };
+        let pruned = prune(&mut connection, &retention).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(pruned.rows, [("events", 50)], "the newest row of a table stays");
+        assert_eq!(verify(&connection).ok(), Some(Ok(1 + 10 + 1)), "a checkpoint, ten events and the action");
+        // Rows after the prune chain on.
+        insert(&mut connection, &[event(now_ns(), "/later")]).unwrap_or_else(|error| panic!("{error}"));
+        assert!(verify(&connection).is_ok_and(|result| result.is_ok()));
+        // Pruning again by size: a second checkpoint, still verifiable.
+        let pruned = prune(&mut connection, &Retention { max_age: None, max_size: Some(1) })
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(pruned.rows, [("events", 10)]);
+        assert!(verify(&connection).is_ok_and(|result| result.is_ok()));
+        // Removing a row by hand still breaks the chain; so does removing the checkpoint.
+        let first: i64 = connection
+            .query_row("SELECT min(seq) FROM events", [], |row| row.get(0))
+            .unwrap_or_else(|error| panic!("{error}"));
+        insert(&mut connection, &[event(now_ns(), "/later2")]).unwrap_or_else(|error| panic!("{error}"));
+        connection.execute("DELETE FROM events WHERE seq = ?1", [first]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(verify(&connection).is_ok_and(|result| result.is_err()), "a removed row after a checkpoint");
+    }
+
+    #[test]
+    fn a_removed_checkpoint_breaks_the_pruned_chain() {
+        let (_dir, path) = store();
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let old = now_ns() - 3_600_000_000_000;
+        let rows: Vec<Row> = (0..5).map(|index| event(old + index, "/x")).collect();
+        insert(&mut connection, &rows).unwrap_or_else(|error| panic!("{error}"));
+        let retention = Retention { max_age: Some(Duration::from_secs(60)), max_size: None };
+        prune(&mut connection, &retention).unwrap_or_else(|error| panic!("{error}"));
+        connection.execute("DELETE FROM checkpoints", []).unwrap_or_else(|e| panic!("{e}"));
+        let broken = verify(&connection).ok().and_then(Result::err);
+        assert_eq!(broken.map(|broken| broken.table), Some("events"));
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub fn query(out: &mut dyn std::io::Write, path: &Path, query: &Query) -> Result
     print(
         out,
         &found,
-        &["seq", "agent", "time", "kind", "pid", "exe", "path", "destination", "result", "decision", "rule"],
+        &["seq", "agent", "time", "kind", "pid", "exe", "path", "destination", "result", "decision", "rule", "count"],
         query.format,
     );
     Ok(0)
@@ -173,7 +173,7 @@ pub fn known_agent(connection: &rusqlite::Connection, agent: &str) -> Result<(),
 /// The events `query` selects, oldest first.
 pub fn select(connection: &rusqlite::Connection, query: &Query) -> Result<Vec<Map<String, Value>>, Failure> {
     let mut sql = String::from(
-        "SELECT seq, agent, time, ktime, kind, pid, tid, ppid, uid, euid, egid, caps, exe, cmdline, path, destination, result, verdict, source, decision, rule FROM events WHERE 1",
+        "SELECT seq, agent, time, ktime, kind, pid, tid, ppid, uid, euid, egid, caps, exe, cmdline, path, destination, result, verdict, source, decision, rule, count, last_time FROM events WHERE 1",
     );
     let mut params: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
     let mut add = |clause: &str, value: Box<dyn rusqlite::ToSql>| {
@@ -254,6 +254,53 @@ fn list(
     Ok(0)
 }
 
+/// `--max-size`: bytes, or a number with B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB
+/// (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size (e.g. 500MiB, 2GiB, 1000000)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("'{text}': unknown unit '{other}' (B, KB, MB, GB, KiB, MiB, GiB)")),
+    };
+    number.checked_mul(scale).filter(|size| *size > 0).ok_or_else(|| format!("'{text}': out of range"))
+}
+
+/// `governor audit prune`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Prune {
+    /// Remove rows older than this (30d, 12h).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "AGE")]
+    pub max_age: Option<std::time::Duration>,
+    /// Remove the oldest events until the store uses less than this (2GiB, 500MB).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_size: Option<u64>,
+}
+
+/// Removes the oldest rows beyond the limits; the chains still verify (checkpoints).
+pub fn prune(path: &Path, prune: &Prune) -> Result<i32, Failure> {
+    if prune.max_age.is_none() && prune.max_size.is_none() {
+        return Err((exit::USAGE, "audit prune: give --max-age, --max-size or both".into()));
+    }
+    let mut connection = connect(path)?;
+    let retention = audit::Retention { max_age: prune.max_age, max_size: prune.max_size };
+    let pruned = audit::prune(&mut connection, &retention).map_err(sql_error)?;
+    if pruned.rows.is_empty() {
+        println!("nothing to prune in {}", path.display());
+    }
+    for (table, rows) in pruned.rows {
+        println!("pruned {rows} {table} rows from {} (checkpoint recorded)", path.display());
+    }
+    Ok(0)
+}
+
 /// Exit 0 when every chain holds, 1 naming the first broken row.
 pub fn verify(path: &Path) -> Result<i32, Failure> {
     let connection = connect(path)?;
@@ -274,6 +321,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err_and(|error| error.contains("unknown unit")));
+        assert!(parse_size("lots").is_err());
+    }
 
     #[test]
     fn every_filesystem_operation_can_be_queried() {

@@ -73,11 +73,64 @@ struct Config {
     /// kills it.
     #[serde(default = "default_grace")]
     loss_grace: engine::Window,
+    /// Audit rows older than this are pruned (events, incidents, actions), at start and
+    /// every ten minutes; checkpoints keep the chains verifiable.
+    #[serde(default, deserialize_with = "age")]
+    audit_max_age: Option<Duration>,
+    /// The oldest events are pruned while the store uses more than this (`2GiB`).
+    #[serde(default, deserialize_with = "size")]
+    audit_max_size: Option<u64>,
+}
+
+fn age<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    use serde::Deserialize as _;
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|error| serde::de::Error::custom(format!("'{text}' is not a duration (90d, 12h): {error}")))
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize as _;
+    let text = String::deserialize(deserializer)?;
+    crate::audit_cli::parse_size(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { control_group: None, on_supervisor_loss: Loss::Keep, loss_grace: default_grace() }
+        Config {
+            control_group: None,
+            on_supervisor_loss: Loss::Keep,
+            loss_grace: default_grace(),
+            audit_max_age: None,
+            audit_max_size: None,
+        }
+    }
+}
+
+/// How often the daemon prunes its store when retention is set.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Prunes the store at `path` every `PRUNE_EVERY`, on a thread of its own with its own
+/// connection (a prune takes the store's write lock for a moment; the event loop never
+/// waits for it).
+fn start_pruning(path: PathBuf, retention: audit::Retention) {
+    let spawned = std::thread::Builder::new().name("audit-prune".into()).spawn(move || {
+        loop {
+            match audit::open(&path).map(|mut connection| audit::prune(&mut connection, &retention)) {
+                Ok(Ok(pruned)) => {
+                    for (table, rows) in pruned.rows {
+                        tracing::info!(table = table, rows = rows, "audit store pruned (checkpoint recorded)");
+                    }
+                }
+                Ok(Err(error)) => tracing::error!(error = %error, "pruning the audit store failed"),
+                Err(error) => tracing::error!(error = %error, "pruning the audit store failed"),
+            }
+            std::thread::sleep(PRUNE_EVERY);
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::error!(error = %error, "no pruning thread: the audit store is not pruned");
     }
 }
 
@@ -209,6 +262,10 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|errno| failure(format!("signalfd: {errno}")))?;
     let writer = store.start().map_err(failure)?;
+    if config.audit_max_age.is_some() || config.audit_max_size.is_some() {
+        let retention = audit::Retention { max_age: config.audit_max_age, max_size: config.audit_max_size };
+        start_pruning(settings.audit_db.clone(), retention);
+    }
     let hello = control::Hello {
         pid: std::process::id(),
         backend: probes.backend,
@@ -1167,6 +1224,18 @@ pub fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_settings_parse_and_bad_ones_name_the_line() {
+        let config: Config =
+            policy::parse(Path::new("governor.toml"), "audit_max_age = \"90d\"\naudit_max_size = \"2GiB\"\n")
+                .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.audit_max_age, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(config.audit_max_size, Some(2 << 30));
+        let bad =
+            policy::parse::<Config>(Path::new("governor.toml"), "loss_grace = \"1s\"\naudit_max_size = \"huge\"\n");
+        assert!(bad.is_err_and(|error| error.to_string().starts_with("governor.toml:2:")));
+    }
 
     #[test]
     fn a_peer_pidfd_tells_a_live_peer_from_one_that_has_exited() {

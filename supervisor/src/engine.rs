@@ -187,8 +187,20 @@ pub struct RulesFile {
     /// (deny and audit become suspend; kill stays kill).
     #[serde(default)]
     pub suspend_on_severity: Option<Severity>,
+    /// Rows an agent may add to the audit store per window before an incident says so
+    /// (and its events are aggregated more coarsely until the window ends).
+    #[serde(default)]
+    pub event_budget: Option<EventBudget>,
     #[serde(default)]
     pub rule: Vec<Rule>,
+}
+
+/// `event_budget = { rows = N, window = "1m" }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBudget {
+    pub rows: u64,
+    pub window: Window,
 }
 
 /// The rules an agent is decided by, and the severity that suspends it.
@@ -196,6 +208,7 @@ pub struct RulesFile {
 pub struct Rules {
     pub rules: Vec<Rule>,
     pub suspend_on_severity: Option<Severity>,
+    pub event_budget: Option<EventBudget>,
 }
 
 impl RulesFile {
@@ -343,6 +356,7 @@ pub struct Engine {
     sequences: Vec<usize>,
     /// Incidents this severe or worse suspend.
     suspend_on_severity: Option<Severity>,
+    event_budget: Option<EventBudget>,
 }
 
 impl Engine {
@@ -372,12 +386,20 @@ impl Engine {
         }
         let sequences =
             rules.iter().enumerate().filter(|(_, rule)| rule.after.is_some()).map(|(index, _)| index).collect();
-        Ok(Engine { rules, buckets, sequences, suspend_on_severity: None })
+        Ok(Engine { rules, buckets, sequences, suspend_on_severity: None, event_budget: None })
     }
 
-    /// The engine for a loaded policy: its rules and its `suspend_on_severity`.
+    /// The engine for a loaded policy: its rules, its `suspend_on_severity` and its
+    /// `event_budget`.
     pub fn from_rules(rules: &Rules) -> Result<Engine, String> {
-        Ok(Engine::new(rules.rules.clone())?.suspend_on_severity(rules.suspend_on_severity))
+        let mut engine = Engine::new(rules.rules.clone())?.suspend_on_severity(rules.suspend_on_severity);
+        engine.event_budget = rules.event_budget;
+        Ok(engine)
+    }
+
+    /// Rows an agent may write per window (`event_budget` in the rules).
+    pub fn event_budget(&self) -> Option<crate::aggregate::Budget> {
+        self.event_budget.map(|budget| crate::aggregate::Budget { rows: budget.rows, window: budget.window.0 })
     }
 
     /// Any deny or audit rule of `severity` or worse suspends instead.
@@ -733,7 +755,7 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
     file.validate().map_err(|message| policy::Error::Invalid { path: path.clone(), message })?;
     let mut rules = file.rule;
     rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
-    let rules = Rules { rules, suspend_on_severity: file.suspend_on_severity };
+    let rules = Rules { rules, suspend_on_severity: file.suspend_on_severity, event_budget: file.event_budget };
     let engine = Engine::from_rules(&rules).map_err(|message| policy::Error::Invalid { path, message })?;
     Ok((rules, engine))
 }
@@ -1047,7 +1069,7 @@ mod tests {
             "#
         );
         let file: RulesFile = toml::from_str(&text).unwrap_or_else(|error| panic!("{error}"));
-        let rules = Rules { rules: file.rule, suspend_on_severity: None };
+        let rules = Rules { rules: file.rule, suspend_on_severity: None, event_budget: None };
         let medium = rules.kernel_denies(Trust::Medium);
         let mut open = medium.open.clone();
         open.sort();

@@ -6,6 +6,7 @@
 pub mod output;
 
 pub mod agent;
+pub mod aggregate;
 pub mod audit;
 pub mod audit_cli;
 pub mod cgroup;

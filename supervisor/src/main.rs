@@ -104,6 +104,10 @@ enum AuditCommand {
     Query(audit_cli::Query),
     /// Check the hash chains: exit 0 when they hold, 1 naming the first broken row.
     Verify,
+    /// Remove the oldest rows beyond an age or a size; each pruned table gets a checkpoint
+    /// row, so `verify` still holds (the daemon prunes by itself with audit_max_age and
+    /// audit_max_size in its settings).
+    Prune(audit_cli::Prune),
     /// What was done to agents (start, exit, suspend, resume, kill): when, by whom, why.
     Actions(audit_cli::Listing),
     /// Incidents the policy engine raised.
@@ -201,6 +205,10 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 AuditCommand::Verify => {
                     let store = cli.audit_db.unwrap_or_else(audit::default_path);
                     return audit_cli::verify(&store);
+                }
+                AuditCommand::Prune(prune) => {
+                    let store = cli.audit_db.unwrap_or_else(audit::default_path);
+                    return audit_cli::prune(&store, &prune);
                 }
                 AuditCommand::Query(query) => control::Read::Query(query),
                 AuditCommand::Incidents(listing) => control::Read::Incidents(listing),

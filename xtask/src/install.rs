@@ -24,6 +24,12 @@ const CONFIG: &str = r#"# governor daemon settings (governor daemon --config FIL
 # "kill" kills it when the next daemon starts.
 on_supervisor_loss = "keep"
 loss_grace = "30s"
+
+# Audit store retention: rows older than this, and the oldest events while the store is
+# larger than this, are pruned at start and every ten minutes (checkpoints keep the hash
+# chains verifiable). Unset: nothing is pruned.
+# audit_max_age = "90d"
+# audit_max_size = "10GiB"
 "#;
 
 pub struct Layout {

@@ -146,7 +146,7 @@ impl RingSource {
 pub fn load_overlay(path: &Path) -> Result<Overlay, Error> {
     let text = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     let overlay: Overlay = parse(path, &text)?;
-    let rules = crate::engine::RulesFile { rule: overlay.rule.clone(), suspend_on_severity: None };
+    let rules = crate::engine::RulesFile { rule: overlay.rule.clone(), suspend_on_severity: None, event_budget: None };
     rules.validate().map_err(|message| Error::Invalid { path: path.to_path_buf(), message })?;
     Ok(overlay)
 }
