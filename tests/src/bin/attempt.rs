@@ -159,6 +159,9 @@ enum Reach {
     /// connect() to the first address of the list, then sendto() to this one: the address
     /// of each datagram is checked, not only the connected one.
     ConnectedSendTo(SocketAddr),
+    /// TCP_FASTOPEN_CONNECT, then a blocking connect(): with Fast Open the kernel returns at
+    /// once and sends the SYN with the first write, so the hook must refuse at connect.
+    FastOpenConnect,
 }
 
 fn reach(kind: i32, how: Reach, addr: &SocketAddr) -> Outcome {
@@ -190,6 +193,15 @@ fn reach(kind: i32, how: Reach, addr: &SocketAddr) -> Outcome {
                 }
             }
             Reach::Connect => check(libc::connect(fd, target, len) as i64),
+            Reach::FastOpenConnect => {
+                let on = 1i32;
+                let size = size_of::<i32>() as u32;
+                // 30: TCP_FASTOPEN_CONNECT (Linux 4.11).
+                match check(libc::setsockopt(fd, libc::IPPROTO_TCP, 30, (&raw const on).cast(), size) as i64) {
+                    Ok(()) => check(libc::connect(fd, target, len) as i64),
+                    Err(errno) => Err(errno),
+                }
+            }
             Reach::SendTo => check(send_byte(fd, 0, target, len) as i64),
             Reach::SendMsg => {
                 let mut byte = *b"x";
@@ -309,6 +321,10 @@ fn attempt(args: &[String]) -> Option<Outcome> {
         // One line per address: `ADDR WORD`. The destination ops of tests/tests/network.rs.
         "tcp-connect-each" => {
             reach_each(libc::SOCK_STREAM, Reach::Connect, args.get(2..).unwrap_or_default());
+            return None;
+        }
+        "tcp-fastopen-connect-each" => {
+            reach_each(libc::SOCK_STREAM, Reach::FastOpenConnect, args.get(2..).unwrap_or_default());
             return None;
         }
         "udp-connect-each" => {
