@@ -290,13 +290,23 @@ impl FieldIndex {
     /// Fails when the patterns together are too much for one glob set (the regex engine's
     /// size limit): an engine without them would never match those rules, so the policy is
     /// refused instead.
-    fn build(rules: &[Rule], bucket: &[usize], field: impl Fn(&Rule) -> Option<&Globs>) -> Result<FieldIndex, String> {
+    ///
+    /// `equivalents` gives the patterns a pattern stands for besides itself (destinations:
+    /// see [`equivalent_destinations`]).
+    fn build(
+        rules: &[Rule],
+        bucket: &[usize],
+        field: impl Fn(&Rule) -> Option<&Globs>,
+        equivalents: impl Fn(&str) -> Vec<Glob>,
+    ) -> Result<FieldIndex, String> {
         let mut builder = GlobSetBuilder::new();
         let mut owner = Vec::new();
         for (position, &index) in bucket.iter().enumerate() {
             for glob in field(&rules[index]).map_or(&[][..], |globs| globs.globs.as_slice()) {
-                builder.add(glob.clone());
-                owner.push(position);
+                for glob in std::iter::once(glob.clone()).chain(equivalents(glob.glob())) {
+                    builder.add(glob);
+                    owner.push(position);
+                }
             }
         }
         let set = builder.build().map_err(|error| {
@@ -378,9 +388,14 @@ impl Engine {
                             | (if rule.destination.is_some() { DESTINATION } else { 0 })
                     })
                     .collect(),
-                path: FieldIndex::build(&rules, &members, |rule| rule.path.as_ref())?,
-                binary: FieldIndex::build(&rules, &members, |rule| rule.binary.as_ref())?,
-                destination: FieldIndex::build(&rules, &members, |rule| rule.destination.as_ref())?,
+                path: FieldIndex::build(&rules, &members, |rule| rule.path.as_ref(), |_| Vec::new())?,
+                binary: FieldIndex::build(&rules, &members, |rule| rule.binary.as_ref(), |_| Vec::new())?,
+                destination: FieldIndex::build(
+                    &rules,
+                    &members,
+                    |rule| rule.destination.as_ref(),
+                    equivalent_destinations,
+                )?,
                 rules: members,
             };
         }
@@ -593,7 +608,9 @@ impl<'a> Facts<'a> {
                 path: None,
                 binary: None,
                 aka: &[],
-                destination: addr.map(|addr| Destination::new(addr, *port)),
+                // An IPv4-mapped destination is the IPv4 one, as the socket hooks see it
+                // (the tracepoint reports what the agent passed).
+                destination: addr.map(|addr| Destination::new(addr.to_canonical(), *port)),
             },
         }
     }
@@ -730,6 +747,41 @@ fn destination(pattern: &str) -> Option<crate::probes::NetRule> {
         prefix: u8::try_from(fixed.len() * 8).ok()?,
         port,
     })
+}
+
+/// The patterns that a destination pattern stands for besides itself, so that the engine
+/// matches what the kernel denies for it: the other forms of the networks
+/// `probes::destinations::deny_entries` puts into the socket hooks' map (every local address
+/// for a local one; the IPv4 form of a mapped one). Empty for a pattern the kernel does not
+/// take (see [`destination`]).
+fn equivalent_destinations(pattern: &str) -> Vec<Glob> {
+    let Some(rule) = destination(pattern) else { return Vec::new() };
+    let port = pattern.rsplit_once(':').map_or("*", |(_, port)| port);
+    crate::probes::destinations::deny_entries(&[rule])
+        .into_iter()
+        .filter(|entry| *entry != rule)
+        .filter_map(|entry| address_glob(entry.addr, entry.prefix))
+        .filter_map(|addr| Glob::new(&format!("{addr}:{port}")).ok())
+        .collect()
+}
+
+/// A network as the address part of a destination glob: IPv4 on octet boundaries (`127.*.*.*`)
+/// or a single address; `None` for any other network (no glob says it).
+fn address_glob(addr: std::net::IpAddr, prefix: u8) -> Option<String> {
+    match addr {
+        std::net::IpAddr::V4(v4) if prefix.is_multiple_of(8) && prefix <= 32 => {
+            let fixed = usize::from(prefix / 8);
+            let octets: Vec<String> = v4
+                .octets()
+                .iter()
+                .enumerate()
+                .map(|(index, octet)| if index < fixed { octet.to_string() } else { "*".into() })
+                .collect();
+            Some(octets.join("."))
+        }
+        std::net::IpAddr::V6(v6) if prefix == 128 => Some(v6.to_string()),
+        _ => None,
+    }
 }
 
 /// The shipped rules (`policies/rules.toml`), built in like the rings.
@@ -1086,6 +1138,55 @@ mod tests {
             ]
         );
         assert_eq!(rules.kernel_denies(Trust::Low).exec, [dir.path().join("data/c.txt")]);
+    }
+
+    /// A connect to `addr:port`, as the tracepoint reports it (the agent's own address).
+    fn connect(addr: &str, port: u16) -> Event {
+        let Event::Open { mut header, .. } = open("", 0) else { unreachable!() };
+        header.kind = governor_common::kind::CONNECT;
+        let addr: std::net::IpAddr = addr.parse().unwrap_or_else(|error| panic!("{addr}: {error}"));
+        let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u16;
+        Event::Net { header, family, port, sock_type: libc::SOCK_STREAM as u16, addr: Some(addr) }
+    }
+
+    #[test]
+    fn a_destination_rule_matches_what_the_kernel_denies_for_it() {
+        let engine = rules(
+            r#"
+            [[rule]]
+            id = "local"
+            kind = "connect"
+            destination = ["127.0.0.1:443"]
+            action = "deny"
+            severity = "low"
+            reason = "r"
+
+            [[rule]]
+            id = "metadata"
+            kind = "connect"
+            destination = ["169.254.169.254:*", "::ffff:100.100.100.200:80"]
+            action = "deny"
+            severity = "low"
+            reason = "r"
+            "#,
+        );
+        let mut agent = engine.agent(Trust::High);
+        let mut rule = |addr: &str, port: u16| {
+            engine.decide(&mut agent, &connect(addr, port), 0).rule.map(|rule| rule.id.clone()).unwrap_or_default()
+        };
+        // Every address that reaches the local host's listeners, in every form.
+        for addr in
+            ["127.0.0.1", "127.0.0.2", "127.255.255.254", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0"]
+        {
+            assert_eq!(rule(addr, 443), "local", "{addr}");
+        }
+        assert_eq!(rule("127.0.0.1", 444), "");
+        assert_eq!(rule("128.0.0.1", 443), "");
+        // A mapped destination is the IPv4 one; a rule written mapped is the IPv4 one too.
+        assert_eq!(rule("::ffff:169.254.169.254", 80), "metadata");
+        assert_eq!(rule("100.100.100.200", 80), "metadata");
+        assert_eq!(rule("::ffff:100.100.100.200", 80), "metadata");
+        assert_eq!(rule("100.100.100.200", 81), "");
     }
 
     #[test]

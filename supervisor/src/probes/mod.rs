@@ -6,6 +6,7 @@
 //! agent's cgroup, which narrow UDP.
 
 mod btf;
+pub mod destinations;
 pub mod events;
 
 use std::{
@@ -407,8 +408,9 @@ impl Probes {
             let value = UdpPolicy { restricted: u32::from(plan.udp.is_some()), _pad: 0 };
             policy.insert(cgroup_id, value, 0).map_err(|source| Error::Map { name: "UDP_POLICY", source })?;
         }
-        self.insert_net("UDP_ALLOW", cgroup_id, plan.udp.as_deref().unwrap_or_default(), &mut watched.plan)?;
-        self.insert_net("NET_DENY", cgroup_id, &plan.net_deny, &mut watched.plan)?;
+        let udp = destinations::allow_entries(plan.udp.as_deref().unwrap_or_default());
+        self.insert_net("UDP_ALLOW", cgroup_id, &udp, &mut watched.plan)?;
+        self.insert_net("NET_DENY", cgroup_id, &destinations::deny_entries(&plan.net_deny), &mut watched.plan)?;
         if self.backend == Backend::Lsm {
             self.insert_inodes("DENY_OPEN", cgroup_id, &plan.deny_open, &mut watched.plan)?;
             self.insert_inodes("DENY_EXEC", cgroup_id, &plan.deny_exec, &mut watched.plan)?;
@@ -454,7 +456,7 @@ impl Probes {
             };
             self.remove(&only_denies);
         }
-        self.insert_net("NET_DENY", cgroup_id, &denies.net, &mut entries)?;
+        self.insert_net("NET_DENY", cgroup_id, &destinations::deny_entries(&denies.net), &mut entries)?;
         let report = if self.backend == Backend::Lsm {
             self.insert_inodes("DENY_OPEN", cgroup_id, &denies.open, &mut entries)?;
             self.insert_inodes("DENY_EXEC", cgroup_id, &denies.exec, &mut entries)?;
@@ -486,6 +488,8 @@ impl Probes {
         }
     }
 
+    /// Puts `rules` into the LPM map `name` as they are: callers pass them through
+    /// [`destinations`] first, which turns a rule into the entries the hooks must find.
     fn insert_net(
         &mut self,
         name: &'static str,

@@ -7,7 +7,7 @@
 use std::{
     ffi::CString,
     io::Write as _,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     process::ExitCode,
 };
 
@@ -34,6 +34,11 @@ fn name(errno: i32) -> String {
         (libc::EADDRINUSE, "EADDRINUSE"),
         (libc::ENETUNREACH, "ENETUNREACH"),
         (libc::ENOTTY, "ENOTTY"),
+        (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+        (libc::ETIMEDOUT, "ETIMEDOUT"),
+        (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
+        (libc::EINPROGRESS, "EINPROGRESS"),
+        (libc::ENETDOWN, "ENETDOWN"),
     ];
     known
         .iter()
@@ -105,6 +110,134 @@ fn unix_connect(name: &[u8], abstract_name: bool) -> Outcome {
         let ret = libc::connect(fd, (&raw const addr).cast(), len as u32);
         libc::close(fd);
         check(ret as i64)
+    }
+}
+
+/// `addr` as the sockaddr the kernel reads: `sockaddr_in`, or `sockaddr_in6` with its scope
+/// id (`[fe80::1%1]:80`), in storage large enough for either.
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, u32) {
+    // SAFETY: sockaddr_storage is plain bytes; all zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as u32)
+}
+
+/// How one destination op reaches `addr`, on a fresh socket of `kind` in `addr`'s family.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// connect(): for TCP non-blocking, then up to 2 s for the handshake (a refusal by a
+    /// hook is immediate; an unreachable address must not hold the test up).
+    Connect,
+    /// sendto() of one byte.
+    SendTo,
+    /// sendmsg() of one byte, the address in msg_name.
+    SendMsg,
+    /// connect() to the first address of the list, then sendto() to this one: the address
+    /// of each datagram is checked, not only the connected one.
+    ConnectedSendTo(SocketAddr),
+    /// TCP_FASTOPEN_CONNECT, then a blocking connect(): with Fast Open the kernel returns at
+    /// once and sends the SYN with the first write, so the hook must refuse at connect.
+    FastOpenConnect,
+}
+
+fn reach(kind: i32, how: Reach, addr: &SocketAddr) -> Outcome {
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let (target, len) = sockaddr(addr);
+    let target: *const libc::sockaddr = (&raw const target).cast();
+    // SAFETY: a socket this function owns; every address lives across the calls using it.
+    unsafe {
+        let fd = libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let outcome = match how {
+            Reach::Connect if kind == libc::SOCK_STREAM => {
+                libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                match check(libc::connect(fd, target, len) as i64) {
+                    Err(libc::EINPROGRESS) => {
+                        let mut poll = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                        if libc::poll(&mut poll, 1, 2000) == 0 {
+                            Err(libc::ETIMEDOUT)
+                        } else {
+                            let mut error = 0i32;
+                            let mut size = size_of::<i32>() as u32;
+                            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&raw mut error).cast(), &mut size);
+                            if error == 0 { Ok(()) } else { Err(error) }
+                        }
+                    }
+                    other => other,
+                }
+            }
+            Reach::Connect => check(libc::connect(fd, target, len) as i64),
+            Reach::FastOpenConnect => {
+                let on = 1i32;
+                let size = size_of::<i32>() as u32;
+                // 30: TCP_FASTOPEN_CONNECT (Linux 4.11).
+                match check(libc::setsockopt(fd, libc::IPPROTO_TCP, 30, (&raw const on).cast(), size) as i64) {
+                    Ok(()) => check(libc::connect(fd, target, len) as i64),
+                    Err(errno) => Err(errno),
+                }
+            }
+            Reach::SendTo => check(send_byte(fd, 0, target, len) as i64),
+            Reach::SendMsg => {
+                let mut byte = *b"x";
+                let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_name = target.cast_mut().cast();
+                msg.msg_namelen = len;
+                msg.msg_iov = &raw mut iov;
+                msg.msg_iovlen = 1;
+                check(libc::sendmsg(fd, &msg, 0) as i64)
+            }
+            Reach::ConnectedSendTo(via) => {
+                let (via, via_len) = sockaddr(&via);
+                match check(libc::connect(fd, (&raw const via).cast(), via_len) as i64) {
+                    Ok(()) => check(send_byte(fd, 0, target, len) as i64),
+                    Err(errno) => Err(errno),
+                }
+            }
+        };
+        libc::close(fd);
+        outcome
+    }
+}
+
+/// Runs `how` for each address (`ADDR:PORT` or `[ADDR6%SCOPE]:PORT`) and prints one line per
+/// address: the address as given and `ok` or the errno's name.
+fn reach_each(kind: i32, how: Reach, addrs: &[String]) {
+    for text in addrs {
+        let word = match text.parse::<SocketAddr>() {
+            Ok(addr) => match reach(kind, how, &addr) {
+                Ok(()) => "ok".to_owned(),
+                Err(errno) => name(errno),
+            },
+            Err(_) => "bad-address".to_owned(),
+        };
+        println!("{text} {word}");
     }
 }
 
@@ -185,6 +318,36 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             libc::close(fd);
             check(ret as i64)
         },
+        // One line per address: `ADDR WORD`. The destination ops of tests/tests/network.rs.
+        "tcp-connect-each" => {
+            reach_each(libc::SOCK_STREAM, Reach::Connect, args.get(2..).unwrap_or_default());
+            return None;
+        }
+        "tcp-fastopen-connect-each" => {
+            reach_each(libc::SOCK_STREAM, Reach::FastOpenConnect, args.get(2..).unwrap_or_default());
+            return None;
+        }
+        "udp-connect-each" => {
+            reach_each(libc::SOCK_DGRAM, Reach::Connect, args.get(2..).unwrap_or_default());
+            return None;
+        }
+        "udp-sendto-each" => {
+            reach_each(libc::SOCK_DGRAM, Reach::SendTo, args.get(2..).unwrap_or_default());
+            return None;
+        }
+        "udp-sendmsg-each" => {
+            reach_each(libc::SOCK_DGRAM, Reach::SendMsg, args.get(2..).unwrap_or_default());
+            return None;
+        }
+        // UDP connected to VIA (the first address), then sendto each of the others.
+        "udp-connected-sendto-each" => {
+            let addrs = args.get(3..).unwrap_or_default();
+            match arg(args, 2).parse::<SocketAddr>() {
+                Ok(via) => reach_each(libc::SOCK_DGRAM, Reach::ConnectedSendTo(via), addrs),
+                Err(_) => println!("bad-address"),
+            }
+            return None;
+        }
         "prlimit" => unsafe {
             let limit = libc::rlimit64 { rlim_cur: 5, rlim_max: 5 };
             check(libc::prlimit64(pid(args, 2), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) as i64)
