@@ -275,10 +275,9 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         tmpdir: tmpdir.to_path_buf(),
         tty: controlling_tty(),
     };
+    // The agent's own home is carved whatever the passwd file says of it.
     let mut homes = privileges::all_homes();
-    homes.push(prepared.identity.home.clone());
-    homes.sort();
-    homes.dedup();
+    homes.push(crate::sandbox::Home { path: prepared.identity.home.clone(), may_gain_secrets: true });
     let inputs = Inputs {
         ring: &prepared.ring,
         secrets: &prepared.secrets,
