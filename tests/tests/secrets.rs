@@ -5,13 +5,15 @@
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use governor_tests::{require, scene, stderr, stdout};
+use governor_tests::{Scene, require, scene, stderr, stdout};
+
+const BELOW_ADMIN: [&str; 3] = ["low", "medium", "high"];
 
 fn must<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
     result.unwrap_or_else(|error| panic!("{what}: {error}"))
@@ -132,4 +134,62 @@ fn a_secret_created_later_in_another_users_home_stays_unreadable() {
     let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
     // The rest of that home stays readable: the carve-out is exact.
     assert_eq!(lines, ["ok", "EACCES", "EACCES", "EACCES", "EACCES"], "{later:?}; stderr: {}", stderr(&output));
+}
+
+/// Every creating syscall with its mode, as `attempt create` spells them.
+const CREATING: [&str; 8] = ["open", "openat", "openat2", "creat", "mknod", "mknodat", "mkdir", "mkdirat"];
+
+/// Runs `attempt create SYSCALL PATH MODE` for every syscall and mode in one agent of ring
+/// `trust`; returns (syscall, mode, outcome) and where each path was.
+fn create_all(scene: &Scene, trust: &str, modes: &[&str]) -> Vec<(String, String, String, PathBuf)> {
+    let dir = scene.workspace.join(trust);
+    must(fs::create_dir(&dir), "mkdir");
+    let mut cases = Vec::new();
+    let mut script = String::new();
+    for syscall in CREATING {
+        for mode in modes {
+            let path = dir.join(format!("{syscall}-{mode}"));
+            script.push_str(&format!("{} create {syscall} {} {mode}; ", scene.attempt.display(), path.display()));
+            cases.push((syscall.to_owned(), (*mode).to_owned(), path));
+        }
+    }
+    script.push_str("true");
+    let output = scene.governor(trust, &[], ["sh", "-c", &script]);
+    let outcomes: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    assert_eq!(outcomes.len(), cases.len(), "ring {trust}: {outcomes:?}; stderr: {}", stderr(&output));
+    cases.into_iter().zip(outcomes).map(|((syscall, mode, path), outcome)| (syscall, mode, outcome, path)).collect()
+}
+
+#[test]
+fn no_creating_syscall_makes_a_set_id_file_below_admin() {
+    require!("no_creating_syscall_makes_a_set_id_file_below_admin");
+    let scene = scene!();
+    for trust in BELOW_ADMIN {
+        for (syscall, mode, outcome, path) in create_all(&scene, trust, &["4755", "2755", "6755", "0755"]) {
+            let expected = match (syscall.as_str(), mode.as_str()) {
+                // openat2 hides its mode from seccomp: refused whatever the mode, so that
+                // callers fall back to openat.
+                ("openat2", _) => "ENOSYS",
+                (_, "0755") => "ok",
+                _ => "EPERM",
+            };
+            assert_eq!(outcome, expected, "{syscall} with mode {mode} in ring {trust}");
+            match fs::symlink_metadata(&path) {
+                Ok(meta) => {
+                    assert_eq!(expected, "ok", "{syscall} {mode} in ring {trust} left {}", path.display());
+                    assert_eq!(meta.mode() & 0o7777, 0o755, "{syscall} {mode} in ring {trust}");
+                }
+                Err(_) => assert_ne!(expected, "ok", "{syscall} {mode} in ring {trust} made nothing"),
+            }
+        }
+    }
+    // admin is not restricted: the same calls work there, so the refusals above are the ring's.
+    for (syscall, mode, outcome, path) in create_all(&scene, "admin", &["4755", "0755"]) {
+        assert_eq!(outcome, "ok", "{syscall} with mode {mode} in ring admin");
+        let meta = must(fs::symlink_metadata(&path), "stat");
+        // mkdir(2) drops S_ISUID and S_ISGID from its mode by itself (vfs_mkdir keeps
+        // S_IRWXUGO | S_ISVTX), so only the files come out set-id.
+        let expected = if mode == "4755" && !syscall.starts_with("mkdir") { 0o4755 } else { 0o755 };
+        assert_eq!(meta.mode() & 0o7777, expected, "{syscall} {mode} in ring admin");
+    }
 }
