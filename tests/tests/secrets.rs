@@ -193,3 +193,91 @@ fn no_creating_syscall_makes_a_set_id_file_below_admin() {
         assert_eq!(meta.mode() & 0o7777, expected, "{syscall} {mode} in ring admin");
     }
 }
+
+/// Credential files of common tools, as they sit in a home (directories listed whole get a
+/// file inside).
+const CREDENTIALS: [&str; 29] = [
+    ".config/git/credentials",
+    ".git-credentials",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".gem/credentials",
+    ".my.cnf",
+    ".mylogin.cnf",
+    ".npmrc",
+    ".pypirc",
+    ".netrc",
+    ".pgpass",
+    ".vault-token",
+    ".docker/config.json",
+    ".config/containers/auth.json",
+    ".kube/config",
+    ".config/gh/hosts.yml",
+    ".config/hub",
+    ".config/gcloud/credentials.db",
+    ".azure/msal_token_cache.json",
+    ".terraform.d/credentials.tfrc.json",
+    ".password-store/github.gpg",
+    ".local/share/keyrings/login.keyring",
+    ".config/rclone/rclone.conf",
+    ".s3cfg",
+    ".boto",
+    ".databrickscfg",
+    ".oci/config",
+    ".cache/huggingface/token",
+    ".codex/auth.json",
+];
+
+/// What ordinary tools read next to them, which must stay readable.
+const NEIGHBOURS: [&str; 7] = [
+    ".cargo/config.toml",
+    ".cargo/registry/index/entry",
+    ".config/git/config",
+    ".gem/specs/index",
+    ".terraform.d/plugins/provider",
+    ".local/share/applications/app.desktop",
+    ".cache/pip/http/entry",
+];
+
+#[test]
+fn credential_files_of_common_tools_are_unreadable_below_admin() {
+    require!("credential_files_of_common_tools_are_unreadable_below_admin");
+    let scene = scene!();
+    for relative in CREDENTIALS.iter().chain(&NEIGHBOURS) {
+        let path = scene.home.join(relative);
+        must(fs::create_dir_all(path.parent().unwrap_or(&scene.home)), "mkdir");
+        must(fs::write(&path, "token = secret\n"), "write");
+    }
+    let reads = |trust: &str| {
+        let script: Vec<String> = CREDENTIALS
+            .iter()
+            .chain(&NEIGHBOURS)
+            .map(|relative| format!("{} read {}", scene.attempt.display(), scene.home.join(relative).display()))
+            .collect();
+        // Without the probes: medium's engine would rightly suspend an agent making this
+        // many refused opens (repeated-kernel-denials); Landlock alone is under test here.
+        let output =
+            scene.governor(trust, &["--verbose", "--probes", "off", "--best-effort"], ["sh", "-c", &script.join("; ")]);
+        let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), CREDENTIALS.len() + NEIGHBOURS.len(), "ring {trust}: {}", stderr(&output));
+        (lines, stderr(&output))
+    };
+    for trust in ["medium", "high"] {
+        let (lines, log) = reads(trust);
+        for (relative, outcome) in CREDENTIALS.iter().zip(&lines) {
+            assert_eq!(outcome, "EACCES", "~/{relative} in ring {trust}");
+        }
+        for (relative, outcome) in NEIGHBOURS.iter().zip(&lines[CREDENTIALS.len()..]) {
+            assert_eq!(outcome, "ok", "~/{relative} in ring {trust}");
+        }
+        // Carving them stays well within what a launch can afford.
+        let rules = log
+            .lines()
+            .find_map(|line| line.split_once(" path rules").and_then(|(head, _)| head.rsplit('(').next()))
+            .and_then(|count| count.parse::<usize>().ok());
+        assert!(rules.is_some_and(|rules| rules < 1000), "ring {trust}: {rules:?} path rules");
+    }
+    // admin reads them all: the refusals above are the rings'.
+    let (lines, _) = reads("admin");
+    assert!(lines.iter().all(|outcome| outcome == "ok"), "{lines:?}");
+}

@@ -472,6 +472,7 @@ mod tests {
         for sub in [".ssh", ".config/gh", ".config/git", "src"] {
             std::fs::create_dir_all(home.join(sub)).unwrap_or_else(|error| panic!("{error}"));
         }
+        std::fs::write(home.join(".config/git/config"), "[user]\n").unwrap_or_else(|error| panic!("{error}"));
         let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
         let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src"), tty: None };
@@ -485,10 +486,11 @@ mod tests {
         let plan = Confinement::plan(&inputs, &carve::RealFs);
         let under_home: Vec<&std::path::Path> =
             plan.landlock.paths.iter().map(|rule| rule.path.as_path()).filter(|path| path.starts_with(&home)).collect();
-        assert!(under_home.contains(&home.join(".config/git").as_path()), "{under_home:?}");
+        // ~/.config/git holds a secret too (credentials): its other entries are granted.
+        assert!(under_home.contains(&home.join(".config/git/config").as_path()), "{under_home:?}");
         assert!(under_home.contains(&home.join("src").as_path()), "{under_home:?}");
         assert!(!under_home.contains(&home.as_path()), "$HOME itself must not be granted whole");
-        for secret in [".ssh", ".config/gh", ".config"] {
+        for secret in [".ssh", ".config/gh", ".config", ".config/git"] {
             assert!(!under_home.contains(&home.join(secret).as_path()), "{secret} granted: {under_home:?}");
         }
         // The workspace keeps its own read-write rule.
