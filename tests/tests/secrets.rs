@@ -281,3 +281,93 @@ fn credential_files_of_common_tools_are_unreadable_below_admin() {
     let (lines, _) = reads("admin");
     assert!(lines.iter().all(|outcome| outcome == "ok"), "{lines:?}");
 }
+
+/// Variables set for the env tests: (name, value, withheld below admin).
+const ENV: [(&str, &str, bool); 8] = [
+    ("GITHUB_TOKEN", "ghp_value1", true),
+    ("OPENAI_API_KEY", "sk-value2", true),
+    ("AWS_SECRET_ACCESS_KEY", "value3", true),
+    ("AWS_SESSION_TOKEN", "value4", true),
+    ("PGPASSWORD", "value5", true),
+    ("PIP_FIND_LINKS", "/opt/wheels", false),
+    ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt", false),
+    ("GITHUB_TOKEN_FILE", "/run/secrets/token", false),
+];
+
+/// `governor EXTRA... run --trust TRUST ... -- sh -c 'attempt env NAME; ...'` with [`ENV`] set.
+fn env_run(scene: &Scene, trust: &str, extra: &[&str]) -> (Vec<String>, String) {
+    let script: Vec<String> =
+        ENV.iter().map(|(name, _, _)| format!("{} env {name}", scene.attempt.display())).collect();
+    let output = must(
+        Command::new(governor_tests::governor_bin())
+            .args(["run", "--trust", trust, "--workspace"])
+            .arg(&scene.workspace)
+            .args(extra)
+            .args(["--", "sh", "-c", &script.join("; ")])
+            .env("HOME", &scene.home)
+            .envs(ENV.iter().map(|(name, value, _)| (name, value)))
+            .output(),
+        "governor",
+    );
+    (stdout(&output).lines().map(str::to_owned).collect(), stderr(&output))
+}
+
+#[test]
+fn secret_looking_environment_variables_are_withheld_below_admin() {
+    require!("secret_looking_environment_variables_are_withheld_below_admin");
+    let scene = scene!();
+    for trust in BELOW_ADMIN {
+        let (lines, log) = env_run(&scene, trust, &["--verbose"]);
+        assert_eq!(lines.len(), ENV.len(), "ring {trust}: {log}");
+        for ((name, value, secret), got) in ENV.iter().zip(&lines) {
+            assert_eq!(got, if *secret { "unset" } else { value }, "{name} in ring {trust}");
+            assert!(!*secret || !log.contains(value), "ring {trust} printed the value of {name}: {log}");
+        }
+    }
+    // --verbose names what was withheld (among the other variables of this environment).
+    let (_, log) = env_run(&scene, "medium", &["--verbose"]);
+    let named: Vec<&str> = log
+        .lines()
+        .find_map(|line| line.strip_prefix("governor: environment withheld"))
+        .and_then(|line| line.split_once(": "))
+        .map(|(_, names)| names.split_whitespace().collect())
+        .unwrap_or_default();
+    for (name, _, secret) in ENV {
+        assert_eq!(named.contains(&name), secret, "{name} in {named:?}");
+    }
+    let (lines, _) = env_run(&scene, "admin", &[]);
+    assert_eq!(lines, ENV.iter().map(|(_, value, _)| (*value).to_owned()).collect::<Vec<_>>(), "admin gets all");
+
+    // A --policy overlay passes a named one through; the others stay withheld.
+    let overlay = scene.root.join("pass.toml");
+    must(
+        fs::write(&overlay, "[[env.pass]]\nnames = [\"GITHUB_TOKEN\"]\nreason = \"the agent opens pull requests\"\n"),
+        "write",
+    );
+    let overlay = overlay.to_string_lossy().into_owned();
+    let (lines, log) = env_run(&scene, "medium", &["--policy", &overlay]);
+    assert_eq!(lines.first().map(String::as_str), Some("ghp_value1"), "{log}");
+    assert_eq!(lines.get(1).map(String::as_str), Some("unset"), "{log}");
+
+    // policy show lists the names of its own environment that a run would withhold.
+    let shown = must(
+        Command::new(governor_tests::governor_bin())
+            .args(["policy", "show", "--trust", "medium", "--workspace"])
+            .arg(&scene.workspace)
+            .env("HOME", &scene.home)
+            .envs(ENV.iter().map(|(name, value, _)| (name, value)))
+            .output(),
+        "policy show",
+    );
+    let text = stdout(&shown);
+    let section = text.split("environment withheld").nth(1).unwrap_or_default();
+    let section = section.split("\n\n").next().unwrap_or_default();
+    for (name, value, secret) in ENV {
+        assert_eq!(
+            section.lines().any(|line| line.trim_start().starts_with(&format!("{name} "))),
+            secret,
+            "{name}: {section}"
+        );
+        assert!(!text.contains(value) || !secret, "policy show printed the value of {name}");
+    }
+}

@@ -2,6 +2,7 @@
 //! seccomp plan, and checked against what the running kernel can enforce.
 
 pub mod carve;
+pub mod env;
 pub mod landlock;
 pub mod privileges;
 pub mod seccomp;
