@@ -171,6 +171,8 @@ pub struct Prepared {
     pub identity: Identity,
     pub ring: policy::Ring,
     pub secrets: Vec<policy::Secret>,
+    /// The `[env]` table of `secrets.toml`: which variables the agent does not get.
+    pub env: policy::EnvPolicy,
     pub overlays: Vec<Overlay>,
     /// The policy engine's rules: shipped, then the overlays'.
     pub rules: engine::Rules,
@@ -202,13 +204,26 @@ pub fn prepare(request: Request) -> Result<Prepared, Error> {
     }
     let source = RingSource::locate(request.rings.as_deref());
     let ring = source.ring(request.trust)?;
-    let secrets = source.secrets()?;
+    let policy::SecretsFile { secret: secrets, env } = source.secrets_file()?;
     let overlays = request.policies.iter().map(|path| policy::load_overlay(path)).collect::<Result<Vec<_>, _>>()?;
     let (rules, engine) = engine::load(&source, &overlays)?;
     let identity = Identity::resolve(request.user.as_deref())?;
     let kernel = Kernel::probe();
     let cgroup_root = cgroup::mount_point()?;
-    Ok(Prepared { agent_id, workspace, identity, ring, secrets, overlays, rules, engine, kernel, cgroup_root, request })
+    Ok(Prepared {
+        agent_id,
+        workspace,
+        identity,
+        ring,
+        secrets,
+        env,
+        overlays,
+        rules,
+        engine,
+        kernel,
+        cgroup_root,
+        request,
+    })
 }
 
 pub fn validate_agent_id(id: &str) -> Result<String, Error> {
@@ -275,10 +290,9 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         tmpdir: tmpdir.to_path_buf(),
         tty: controlling_tty(),
     };
+    // The agent's own home is carved whatever the passwd file says of it.
     let mut homes = privileges::all_homes();
-    homes.push(prepared.identity.home.clone());
-    homes.sort();
-    homes.dedup();
+    homes.push(crate::sandbox::Home { path: prepared.identity.home.clone(), may_gain_secrets: true });
     let inputs = Inputs {
         ring: &prepared.ring,
         secrets: &prepared.secrets,
@@ -850,10 +864,21 @@ impl Command {
         } else {
             &["SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO"]
         };
+        // Secret-looking variables (GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY): an agent would hand
+        // them on with every request it makes. Said by name only, never by value.
+        let secret_env = env_withheld(prepared);
+        if prepared.request.verbose && !secret_env.is_empty() {
+            let names: Vec<&str> = secret_env.iter().map(|withheld| withheld.name.as_str()).collect();
+            say!(
+                "governor: environment withheld (secret-looking names, see [env] of secrets.toml): {}",
+                names.join(" ")
+            );
+        }
         let mut envp = Vec::new();
         for (key, value) in std::env::vars_os() {
             if overrides.iter().any(|(name, _)| OsStr::new(name) == key)
                 || withheld.iter().any(|name| OsStr::new(name) == key)
+                || secret_env.iter().any(|withheld| OsStr::new(&withheld.name) == key)
                 || key.as_bytes().contains(&b'=')
             {
                 continue;
@@ -871,6 +896,15 @@ impl Command {
         }
         Ok(Command { program, argv, envp, workspace: cstring(prepared.workspace.as_os_str().as_bytes())? })
     }
+}
+
+/// The variables of governor's environment that the agent does not get, by the `[env]` of
+/// `secrets.toml` and the overlays (for the launch, `run --verbose` and `policy show`).
+pub fn env_withheld(prepared: &Prepared) -> Vec<crate::sandbox::env::Withheld> {
+    let policies: Vec<&policy::EnvPolicy> =
+        std::iter::once(&prepared.env).chain(prepared.overlays.iter().map(|overlay| &overlay.env)).collect();
+    let names: Vec<OsString> = std::env::vars_os().map(|(name, _)| name).collect();
+    crate::sandbox::env::withheld(names.iter().map(OsString::as_os_str), prepared.ring.trust, &policies)
 }
 
 /// The entries of a `:`-separated search path that the Landlock plan lets the agent read

@@ -80,6 +80,7 @@ pub fn policy_show(
                 "path": secret.path.to_string(),
                 "reason": secret.reason.to_string(),
             })).collect::<Vec<_>>(),
+            "env_withheld": run::env_withheld(&prepared),
             "capabilities": if confinement.drop_capabilities { "none" } else { "kept" },
             "notes": confinement.notes,
             "kernel": prepared.kernel,
@@ -162,6 +163,16 @@ fn print_text(
     println!("\nsecrets (never readable below admin):");
     for secret in prepared.secrets.iter().chain(prepared.overlays.iter().flat_map(|o| &o.secret)) {
         println!("  {:<24} {}", secret.path.to_string(), secret.reason);
+    }
+    // Of this shell's environment: the names a `governor run` from here would withhold.
+    let withheld = run::env_withheld(prepared);
+    if withheld.is_empty() {
+        println!("\nenvironment withheld (names of this environment, never values): none");
+    } else {
+        println!("\nenvironment withheld (names of this environment, never values):");
+        for variable in &withheld {
+            println!("  {:<24} {}", variable.name, variable.reason);
+        }
     }
     println!("\nseccomp refuses:");
     for refusal in &confinement.seccomp.refusals {

@@ -11,8 +11,8 @@ use std::{
 };
 
 pub use schema::{
-    Access, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Reason, Ring, ScopeName, Secret, SecretsFile,
-    TcpMode, UdpTarget,
+    Access, EnvPattern, EnvPolicy, EnvRule, NamespaceFlag, NamespaceSyscall, Overlay, PathVars, PortRule, Reason, Ring,
+    ScopeName, Secret, SecretsFile, TcpMode, UdpTarget,
 };
 
 /// The trust levels, least trusted first.
@@ -137,8 +137,13 @@ impl RingSource {
     }
 
     pub fn secrets(&self) -> Result<Vec<Secret>, Error> {
+        self.secrets_file().map(|file| file.secret)
+    }
+
+    /// `secrets.toml` whole: its secrets and its `[env]` table.
+    pub fn secrets_file(&self) -> Result<SecretsFile, Error> {
         let (path, text) = self.read("secrets.toml")?;
-        parse::<SecretsFile>(&path, &text).map(|file| file.secret)
+        parse::<SecretsFile>(&path, &text)
     }
 }
 

@@ -369,12 +369,86 @@ impl NamespaceFlag {
     ];
 }
 
-/// The `[[secret]]` entries of `secrets.toml`.
+/// The `[[secret]]` entries of `secrets.toml`, and its `[env]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsFile {
     #[serde(default)]
     pub secret: Vec<Secret>,
+    #[serde(default)]
+    pub env: EnvPolicy,
+}
+
+/// `[env]`: which of governor's environment variables an agent below admin does not get.
+/// A name that a `pass` entry matches is passed, whatever `withhold` says.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvPolicy {
+    #[serde(default)]
+    pub withhold: Vec<EnvRule>,
+    #[serde(default)]
+    pub pass: Vec<EnvRule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvRule {
+    pub names: Vec<EnvPattern>,
+    pub reason: Reason,
+}
+
+/// An environment variable name, or a pattern where `*` stands for any run of characters;
+/// compared without regard to ASCII case (`github_token` is as secret as `GITHUB_TOKEN`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct EnvPattern(String);
+
+impl EnvPattern {
+    pub fn new(raw: &str) -> Result<EnvPattern, String> {
+        if raw.is_empty() || raw.contains(['=', '\0']) {
+            return Err(format!("environment variable name '{raw}' must be non-empty, without '=' or NUL"));
+        }
+        if raw.chars().all(|c| c == '*') {
+            return Err(format!("environment pattern '{raw}' matches every variable: name them"));
+        }
+        Ok(EnvPattern(raw.to_ascii_uppercase()))
+    }
+
+    /// Whether `name` matches (a `*` matches any run of characters, also none). Leftmost
+    /// matching of each fixed part is enough when `*` is the only wildcard.
+    pub fn matches(&self, name: &[u8]) -> bool {
+        let name = name.to_ascii_uppercase();
+        let mut parts = self.0.as_bytes().split(|byte| *byte == b'*');
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = name.as_slice().strip_prefix(first) else {
+            return false;
+        };
+        let mut parts: Vec<&[u8]> = parts.collect();
+        let Some(last) = parts.pop() else {
+            // No `*`: the whole name.
+            return rest.is_empty();
+        };
+        for part in parts.into_iter().filter(|part| !part.is_empty()) {
+            match rest.windows(part.len()).position(|window| window == part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.ends_with(last)
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvPattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        EnvPattern::new(&raw).map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for EnvPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A path with the reason it is listed: a secret no ring below admin may read (the last
@@ -402,6 +476,9 @@ pub struct Overlay {
     /// Policy engine rules added to the shipped ones.
     #[serde(default)]
     pub rule: Vec<crate::engine::Rule>,
+    /// Environment variables to pass through (or withhold too).
+    #[serde(default)]
+    pub env: EnvPolicy,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,6 +2,7 @@
 //! seccomp plan, and checked against what the running kernel can enforce.
 
 pub mod carve;
+pub mod env;
 pub mod landlock;
 pub mod privileges;
 pub mod seccomp;
@@ -40,7 +41,16 @@ pub struct Inputs<'a> {
     pub overlays: &'a [Overlay],
     pub vars: &'a PathVars,
     /// Every home directory that `~` in a secret stands for.
-    pub homes: &'a [PathBuf],
+    pub homes: &'a [Home],
+}
+
+/// A home directory that `~` in a secret stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Home {
+    pub path: PathBuf,
+    /// Whether a secret may be created in it after launch (see [`privileges::all_homes`]): its
+    /// secrets are then carved whether or not they exist yet.
+    pub may_gain_secrets: bool,
 }
 
 impl Confinement {
@@ -63,24 +73,25 @@ impl Confinement {
         // Other users' homes matter only where a grant covers them (/bin is the home of
         // user bin, and /bin is granted); checking the rest would cost a stat per secret.
         let expanded: Vec<PathBuf> = grants.iter().map(|grant| grant.path.clone()).collect();
-        let homes: Vec<&PathBuf> = homes
+        let homes: Vec<&Home> = homes
             .iter()
-            .filter(|home| **home == vars.home || expanded.iter().any(|grant| home.starts_with(grant)))
+            .filter(|home| home.path == vars.home || expanded.iter().any(|grant| home.path.starts_with(grant)))
             .collect();
         let all_secrets = secrets.iter().chain(overlays.iter().flat_map(|overlay| &overlay.secret));
         let mut carves = Vec::new();
         for secret in all_secrets {
             let label = format!("{}: {}", secret.path, secret.reason);
             if secret.path.is_home_relative() {
-                // In the agent's own home a secret is carved even when it does not exist yet.
-                // In other users' homes (the passwd file also lists /bin, /var/lib/...) only
-                // where its first component exists, or every such system directory would be
-                // expanded entry by entry for nothing.
+                // A secret is carved even when it does not exist yet in the agent's home and in
+                // every home a secret may be created in later (a user's own, 0755). The other
+                // homes of the passwd file (/bin, /usr/sbin: only root writes there) are carved
+                // only where the secret's first component exists, or each such system directory
+                // would be expanded entry by entry for nothing.
                 for home in &homes {
-                    let path = secret.path.expand_home(vars, home);
-                    let first = path.strip_prefix(home).ok().and_then(|rest| rest.components().next());
-                    let exists = first.is_some_and(|first| fs.kind(&home.join(first)) != carve::Kind::Missing);
-                    if **home == vars.home || exists {
+                    let path = secret.path.expand_home(vars, &home.path);
+                    let first = path.strip_prefix(&home.path).ok().and_then(|rest| rest.components().next());
+                    let exists = first.is_some_and(|first| fs.kind(&home.path.join(first)) != carve::Kind::Missing);
+                    if home.path == vars.home || home.may_gain_secrets || exists {
                         carves.push(carve::Carve { path, hard: true, label: label.clone() });
                     }
                 }
@@ -462,18 +473,25 @@ mod tests {
         for sub in [".ssh", ".config/gh", ".config/git", "src"] {
             std::fs::create_dir_all(home.join(sub)).unwrap_or_else(|error| panic!("{error}"));
         }
+        std::fs::write(home.join(".config/git/config"), "[user]\n").unwrap_or_else(|error| panic!("{error}"));
         let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
         let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src"), tty: None };
-        let inputs =
-            Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: std::slice::from_ref(&home) };
+        let inputs = Inputs {
+            ring: &ring,
+            secrets: &secrets,
+            overlays: &[],
+            vars: &vars,
+            homes: &[Home { path: home.clone(), may_gain_secrets: false }],
+        };
         let plan = Confinement::plan(&inputs, &carve::RealFs);
         let under_home: Vec<&std::path::Path> =
             plan.landlock.paths.iter().map(|rule| rule.path.as_path()).filter(|path| path.starts_with(&home)).collect();
-        assert!(under_home.contains(&home.join(".config/git").as_path()), "{under_home:?}");
+        // ~/.config/git holds a secret too (credentials): its other entries are granted.
+        assert!(under_home.contains(&home.join(".config/git/config").as_path()), "{under_home:?}");
         assert!(under_home.contains(&home.join("src").as_path()), "{under_home:?}");
         assert!(!under_home.contains(&home.as_path()), "$HOME itself must not be granted whole");
-        for secret in [".ssh", ".config/gh", ".config"] {
+        for secret in [".ssh", ".config/gh", ".config", ".config/git"] {
             assert!(!under_home.contains(&home.join(secret).as_path()), "{secret} granted: {under_home:?}");
         }
         // The workspace keeps its own read-write rule.
@@ -483,6 +501,33 @@ mod tests {
                 .iter()
                 .any(|rule| rule.path == home.join("src") && rule.access.contains(&crate::policy::Access::Write))
         );
+    }
+
+    #[test]
+    fn another_users_home_is_carved_before_its_secrets_exist() {
+        // In high, / is granted; a user's home holds no secret at launch. Granted whole, a
+        // ~/.aws/credentials written into it later would be readable.
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let root = dir.path().canonicalize().unwrap_or_else(|error| panic!("{error}"));
+        let (own, other, system) = (root.join("own"), root.join("other"), root.join("system"));
+        for sub in [own.join("src"), other.join("projects"), system.join("bin")] {
+            std::fs::create_dir_all(sub).unwrap_or_else(|error| panic!("{error}"));
+        }
+        let ring = RingSource::BuiltIn.ring(Trust::High).unwrap_or_else(|error| panic!("{error}"));
+        let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
+        let vars = PathVars { home: own.clone(), workspace: own.join("src"), tmpdir: own.join("src"), tty: None };
+        let homes = [
+            Home { path: own.clone(), may_gain_secrets: true },
+            Home { path: other.clone(), may_gain_secrets: true },
+            Home { path: system.clone(), may_gain_secrets: false },
+        ];
+        let inputs = Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: &homes };
+        let plan = Confinement::plan(&inputs, &carve::RealFs);
+        let granted: Vec<&std::path::Path> = plan.landlock.paths.iter().map(|rule| rule.path.as_path()).collect();
+        assert!(!granted.contains(&other.as_path()), "{granted:?}");
+        assert!(granted.contains(&other.join("projects").as_path()), "{granted:?}");
+        // A home only root writes to (/bin, /usr/sbin) stays one rule.
+        assert!(granted.contains(&system.as_path()), "{granted:?}");
     }
 
     #[test]

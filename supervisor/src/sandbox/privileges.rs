@@ -1,7 +1,10 @@
 //! Who the agent runs as, and dropping every capability below admin. The identity is looked
 //! up in the parent; `drop_in_child` runs in the forked child before `exec`.
 
-use std::{fs, path::PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use caps::CapSet;
 use nix::unistd::{Gid, Uid, User};
@@ -96,18 +99,44 @@ fn lookup(spec: &str) -> Result<User, Error> {
 }
 
 /// Every home directory in the passwd file, so that `~/.ssh` is carved out of every user's
-/// home and not only the agent's (the plan skips those that do not exist).
-pub fn all_homes() -> Vec<PathBuf> {
+/// home and not only the agent's.
+pub fn all_homes() -> Vec<super::Home> {
     let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let mut homes: Vec<PathBuf> = text
+    let mut homes: Vec<super::Home> = text
         .lines()
-        .filter_map(|line| line.split(':').nth(5))
-        .filter(|home| home.starts_with('/') && *home != "/")
-        .map(PathBuf::from)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let uid = fields.get(2)?.parse::<u32>().ok()?;
+            let home = *fields.get(5)?;
+            (home.starts_with('/') && home != "/").then(|| super::Home {
+                may_gain_secrets: may_gain_secrets(Path::new(home), uid),
+                path: PathBuf::from(home),
+            })
+        })
         .collect();
     homes.sort();
-    homes.dedup();
+    homes.dedup_by(|later, first| {
+        // Two users sharing a home (`bin` and `sync` in /bin): keep it once, as open as
+        // either entry says.
+        let same = later.path == first.path;
+        if same {
+            first.may_gain_secrets |= later.may_gain_secrets;
+        }
+        same
+    });
     homes
+}
+
+/// Whether a secret can appear in `home` after launch: it is a directory that someone other
+/// than root may create entries in (its owner is not root, or its group or others may write),
+/// or it is the home of a uid-0 user. Only root can write into the system directories the
+/// passwd file gives as homes (`/bin`, `/usr/sbin`, `/dev`), and expanding those entry by entry
+/// would cost rules for nothing; a user's own home, 0755 and empty of secrets at launch, must
+/// not be granted whole, or `~other/.aws/credentials` written later is readable.
+fn may_gain_secrets(home: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    // fs::metadata follows symlinks: what matters is the directory the home resolves to.
+    fs::metadata(home).is_ok_and(|meta| meta.is_dir() && (uid == 0 || meta.uid() != 0 || meta.mode() & 0o022 != 0))
 }
 
 /// The failed step, for the parent to report.

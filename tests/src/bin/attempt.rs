@@ -241,6 +241,44 @@ fn reach_each(kind: i32, how: Reach, addrs: &[String]) {
     }
 }
 
+/// Creates `path` with `mode` through the raw syscall `how` (libc would pick its own: glibc's
+/// open(3) is openat(2), its mknod(3) is mknodat(2)): open, openat, openat2, creat, mknod,
+/// mknodat (both a regular file), mkdir or mkdirat. A descriptor it gets is closed.
+fn create(how: &str, path: &str, mode: u32) -> Outcome {
+    let path = cstr(path);
+    let path = path.as_ptr();
+    let creat = i64::from(libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC);
+    let mode = i64::from(mode);
+    let regular = i64::from(libc::S_IFREG) | mode;
+    let at = i64::from(libc::AT_FDCWD);
+    // SAFETY: raw syscalls on a live NUL-terminated path (and, for openat2, a live struct).
+    let ret = unsafe {
+        match how {
+            "open" => libc::syscall(libc::SYS_open, path, creat, mode),
+            "openat" => libc::syscall(libc::SYS_openat, at, path, creat, mode),
+            "openat2" => {
+                // struct open_how { u64 flags; u64 mode; u64 resolve; } (<linux/openat2.h>).
+                let how: [u64; 3] = [creat as u64, mode as u64, 0];
+                libc::syscall(libc::SYS_openat2, at, path, how.as_ptr(), size_of_val(&how))
+            }
+            "creat" => libc::syscall(libc::SYS_creat, path, mode),
+            "mknod" => libc::syscall(libc::SYS_mknod, path, regular, 0),
+            "mknodat" => libc::syscall(libc::SYS_mknodat, at, path, regular, 0),
+            "mkdir" => libc::syscall(libc::SYS_mkdir, path, mode),
+            "mkdirat" => libc::syscall(libc::SYS_mkdirat, at, path, mode),
+            _ => {
+                eprintln!("attempt: unknown create syscall '{how}'");
+                std::process::exit(2);
+            }
+        }
+    };
+    if ret >= 0 && (how.starts_with("open") || how == "creat") {
+        // SAFETY: closing the descriptor the call just returned (a failed call returned -1).
+        unsafe { libc::close(ret as i32) };
+    }
+    check(ret)
+}
+
 fn arg(args: &[String], index: usize) -> &str {
     args.get(index).map_or("", String::as_str)
 }
@@ -358,6 +396,7 @@ fn attempt(args: &[String]) -> Option<Outcome> {
                     as i64,
             )
         }
+        "create" => create(arg(args, 2), arg(args, 3), u32::from_str_radix(arg(args, 4), 8).unwrap_or(0)),
         "env" => {
             println!("{}", std::env::var(arg(args, 2)).unwrap_or_else(|_| "unset".into()));
             return None;
