@@ -205,7 +205,9 @@ impl<'w> EventOutput<'w> {
         let verdict = if decision.rule.is_some() {
             crate::aggregate::Verdict::Write
         } else {
-            let (verdict, exceeded) = self.aggregator.offer(key, header.ktime_ns);
+            // Windows of the loop's own clock: a consumer behind its events still writes an
+            // aggregate every second.
+            let (verdict, exceeded) = self.aggregator.offer(key, monotonic_ns());
             if let Some(rows) = exceeded {
                 self.over_budget(rows);
             }
