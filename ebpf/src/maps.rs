@@ -2,7 +2,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, UdpPolicy, counter};
 
@@ -18,6 +18,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 /// Per-CPU counters (`governor_common::counter`): produced, dropped, internal errors.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Events the ring buffer had no room for, per agent (cgroup id), per CPU: a drop is
+/// pinned on the agent whose event it was, so only that agent answers for it.
+#[map]
+pub static LOST: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(4096, 0);
 
 /// execve/execveat between enter and exit, keyed by pid_tgid: the event is built at enter,
 /// while the old image's memory (filename, argv) still exists. LRU, so an exit that is never
@@ -92,6 +97,17 @@ pub fn produced(delivered: bool) {
     count(counter::PRODUCED);
     if !delivered {
         count(counter::DROPPED);
+        // Every probe runs in the task whose event it was (a tracepoint, an LSM hook or a
+        // cgroup socket hook of the agent's own syscall).
+        // SAFETY: helper without arguments.
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        match LOST.get_ptr_mut(&cgroup_id) {
+            // SAFETY: this CPU's value: no other program writes it concurrently.
+            Some(lost) => unsafe { *lost += 1 },
+            None => {
+                let _ = LOST.insert(&cgroup_id, &1, 0);
+            }
+        }
     }
 }
 

@@ -36,6 +36,10 @@ pub struct EventOutput<'w> {
     resolver: crate::resolve::Resolver,
     /// Counts repeats instead of writing them, and keeps the agent's row budget.
     aggregator: crate::aggregate::Aggregator,
+    /// Paused after a drop, at this tick.
+    throttled: Option<u64>,
+    /// Ticks of the event loop so far.
+    ticks: u64,
 }
 
 /// An event decided and acted on, its record not yet written.
@@ -68,6 +72,8 @@ impl<'w> EventOutput<'w> {
             metrics,
             resolver,
             aggregator,
+            throttled: None,
+            ticks: 0,
         }
     }
 
@@ -87,6 +93,43 @@ impl<'w> EventOutput<'w> {
         self.agent = agent;
         self.resolver = crate::resolve::Resolver::new(&engine);
         self.engine = engine;
+    }
+
+    /// `count` of this agent's events found no room in the ring buffer: they are not in the
+    /// audit trail. That is an incident, and the agent is paused (its cgroup frozen) until
+    /// the loop has read the backlog, so that it cannot go on acting unaudited while the
+    /// buffer is full: a flood meant to hide an action in the drops stops itself.
+    pub fn events_lost(&mut self, count: u64) {
+        let reason = format!(
+            "{count} events of this agent found the ring buffer full and are not in the audit trail; the agent is paused until the backlog is read"
+        );
+        self.record_incident("events-lost", "high", "audit", &reason, serde_json::json!({ "lost": count }));
+        if self.throttled.is_none() && !self.agent.suspended && self.store_hold.is_none() {
+            // Asked, not waited for: the loop that reads the backlog must not stall on it.
+            let paused = self.control.request_frozen(true).is_ok();
+            say!(
+                "governor: agent {}: {count} events dropped (ring buffer full); {}",
+                self.agent_id,
+                if paused { "paused until the backlog is read" } else { "could not be paused" }
+            );
+            if paused {
+                self.throttled = Some(self.ticks);
+            }
+        }
+    }
+
+    /// Thaws an agent paused for drops once a whole tick (a drain of the ring buffer) has
+    /// passed, unless a rule suspended it meanwhile.
+    fn end_throttle(&mut self) {
+        self.ticks += 1;
+        let Some(since) = self.throttled else { return };
+        if self.ticks <= since + 1 {
+            return;
+        }
+        self.throttled = None;
+        if !self.agent.suspended && self.store_hold.is_none() {
+            let _ = self.control.request_frozen(false);
+        }
     }
 
     /// The agent wrote more rows than its budget allows in this window: an incident, once.
@@ -387,6 +430,7 @@ impl Sink for EventOutput<'_> {
     fn tick(&mut self) {
         self.check_store();
         self.flush_backlog();
+        self.end_throttle();
         for row in self.aggregator.due(monotonic_ns()) {
             self.record(row);
         }
@@ -443,6 +487,10 @@ impl Sink for EventOutput<'_> {
         self.tally.lost(count);
         // Always said: events are never lost silently.
         probes::events::TraceSink.lost(count);
+    }
+
+    fn lost_in(&mut self, _cgroup_id: u64, count: u64) {
+        self.events_lost(count);
     }
 
     fn undecodable(&mut self, error: &probes::events::DecodeError) {

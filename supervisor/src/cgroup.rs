@@ -131,6 +131,13 @@ impl Cgroup {
         self.wait_event("frozen", u64::from(frozen), timeout)
     }
 
+    /// Asks the kernel to freeze (`true`) or thaw the cgroup, without waiting for it to be
+    /// done: for the event loop, which must not wait on an agent.
+    pub fn request_frozen(&self, frozen: bool) -> Result<(), Error> {
+        let path = self.path.join("cgroup.freeze");
+        fs::write(&path, if frozen { "1" } else { "0" }).map_err(io_error(&path))
+    }
+
     /// Whether `cgroup.freeze` asks for the cgroup to be frozen.
     pub fn freeze_requested(&self) -> bool {
         fs::read_to_string(self.path.join("cgroup.freeze")).is_ok_and(|text| text.trim() == "1")

@@ -41,24 +41,41 @@ pub enum Error {
 pub struct Events<'a> {
     pub probes: &'a mut Probes,
     pub sink: &'a mut dyn Sink,
-    /// Drops already reported.
+    /// Drops already reported, in all and per agent.
     reported_drops: u64,
+    reported_by_agent: std::collections::HashMap<u64, u64>,
 }
 
 impl<'a> Events<'a> {
     pub fn new(probes: &'a mut Probes, sink: &'a mut dyn Sink) -> Events<'a> {
-        Events { probes, sink, reported_drops: 0 }
+        Events { probes, sink, reported_drops: 0, reported_by_agent: std::collections::HashMap::new() }
     }
 
-    /// Reports drops counted since the last call.
+    /// Reports drops counted since the last call: the total, then each agent's share.
     fn report_drops(&mut self) -> Result<(), Error> {
         let dropped = self.probes.counters()?.dropped;
         if dropped > self.reported_drops {
             self.sink.lost(dropped - self.reported_drops);
             self.reported_drops = dropped;
+            report_by_agent(self.probes, &mut self.reported_by_agent, self.sink)?;
         }
         Ok(())
     }
+}
+
+/// Hands `sink` each agent's drops since the last report (`reported`, updated).
+pub fn report_by_agent(
+    probes: &mut Probes,
+    reported: &mut std::collections::HashMap<u64, u64>,
+    sink: &mut dyn Sink,
+) -> Result<(), Error> {
+    for (cgroup_id, lost) in probes.lost_by_agent()? {
+        let before = reported.insert(cgroup_id, lost).unwrap_or(0);
+        if lost > before {
+            sink.lost_in(cgroup_id, lost - before);
+        }
+    }
+    Ok(())
 }
 
 /// Events handed to the sink at most at once.

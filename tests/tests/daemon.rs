@@ -678,3 +678,41 @@ fn the_probes_rules_hold_while_no_daemon_runs() {
     // Its pins are gone with it.
     wait_until("the agent's pins removed", Duration::from_secs(10), || !pins.exists());
 }
+
+#[test]
+fn forty_agents_flooding_at_once_lose_no_event() {
+    require!("forty_agents_flooding_at_once_lose_no_event");
+    let scene = scene!();
+    let daemon = Daemon::start(&scene.root, "forty", &[]);
+    let attempt = scene.attempt.display();
+    // They wait on a FIFO (a polling loop's execs would be a flood of their own), then all
+    // open one file 5,000 times at once: 200,000 events in a moment.
+    let release = scene.workspace.join("release");
+    let fifo = std::ffi::CString::new(release.to_string_lossy().as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0, "mkfifo");
+    let script = format!("read line < release; {attempt} flood /etc/hostname 5000 >/dev/null");
+    let ids: Vec<String> = (0..40).map(|n| format!("forty-{}-{n}", std::process::id())).collect();
+    let children: Vec<Child> = ids.iter().map(|id| spawn_run(&daemon, &scene, "high", id, &script)).collect();
+    for id in &ids {
+        wait_registered(&daemon, id);
+    }
+    let mut writer = fs::OpenOptions::new().write(true).open(&release).unwrap_or_else(|error| panic!("{error}"));
+    std::io::Write::write_all(&mut writer, "go\n".repeat(40).as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+    for child in children {
+        let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    drop(writer);
+    for id in &ids {
+        let opens: i64 = events_of(&daemon, id)
+            .iter()
+            .filter(|row| row["kind"] == "open" && row["path"] == "/etc/hostname")
+            .map(|row| row["count"].as_i64().unwrap_or(1))
+            .sum();
+        assert_eq!(opens, 5000, "agent {id}: {opens} of 5,000 opens recorded");
+        let incidents = incidents_of(&daemon, id);
+        assert!(incidents.iter().all(|row| row["rule"] != "events-lost"), "{incidents:?}");
+    }
+    assert!(!daemon.log_text().contains("events dropped"), "{}", daemon.log_text());
+}

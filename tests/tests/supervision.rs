@@ -271,3 +271,71 @@ fn openpty() -> (OwnedFd, OwnedFd) {
     // SAFETY: both descriptors are new and owned here.
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
+
+#[test]
+fn a_drop_is_pinned_on_the_agent_that_flooded_and_pauses_it_until_the_backlog_is_read() {
+    require!("a_drop_is_pinned_on_the_agent_that_flooded_and_pauses_it_until_the_backlog_is_read");
+    let scene = scene!();
+    let id = format!("dropper-{}", std::process::id());
+    let _cleanup = Cleanup(cgroup_of(&id));
+    let attempt = scene.attempt.display().to_string();
+    let release = scene.workspace.join("release");
+    let fifo = std::ffi::CString::new(release.to_string_lossy().as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0, "mkfifo");
+    // 200,000 opens while governor is stopped: the 16 MiB ring buffer (about 50,000 open
+    // events) overflows for certain, whatever the machine's speed.
+    let script =
+        format!("read line < release; {attempt} flood /etc/hostname 200000 >/dev/null; : > flooded; sleep 2; exit 7");
+    let mut governor = run(&scene, &id, "high", &[], &["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let cgroup = cgroup_of(&id);
+    assert!(within(Duration::from_secs(10), || !procs(&cgroup).is_empty()), "the agent did not start");
+    let pid = governor.id() as i32;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut writer = fs::OpenOptions::new().write(true).open(&release).unwrap_or_else(|error| panic!("{error}"));
+    std::io::Write::write_all(&mut writer, b"go\n").unwrap_or_else(|error| panic!("{error}"));
+    // The flood is over; the agent still runs (its sleep) when governor reads again.
+    within(Duration::from_secs(20), || scene.workspace.join("flooded").exists());
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    drop(writer);
+    let code = wait(&mut governor, Duration::from_secs(60));
+    let mut err = String::new();
+    if let Some(mut stderr) = governor.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    // Paused, then thawed: the agent ran to its end.
+    assert_eq!(code, Some(7), "{err}");
+    let incidents = Command::new(governor_bin())
+        .arg("--audit-db")
+        .arg(store(&scene))
+        .args(["audit", "incidents", "--agent", &id, "--format", "json"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let incidents: Vec<serde_json::Value> = serde_json::from_slice(&incidents.stdout).unwrap_or_default();
+    let lost: Vec<&serde_json::Value> = incidents.iter().filter(|row| row["rule"] == "events-lost").collect();
+    assert!(!lost.is_empty(), "the ring buffer overflowed, and no drop was pinned on the agent: {err}");
+    assert!(err.contains("paused until the backlog is read"), "{err}");
+    assert!(lost.iter().all(|row| row["severity"] == "high"), "{lost:?}");
+    // Every open is accounted for: recorded (in aggregates) or counted as lost.
+    let rows = Command::new(governor_bin())
+        .arg("--audit-db")
+        .arg(store(&scene))
+        .args(["audit", "query", "--agent", &id, "--path", "/etc/hostname", "--format", "json", "--limit", "100000"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&rows.stdout).unwrap_or_default();
+    let recorded: i64 = rows.iter().map(|row| row["count"].as_i64().unwrap_or(1)).sum();
+    let dropped: i64 = lost
+        .iter()
+        .filter_map(|row| serde_json::from_str::<serde_json::Value>(row["event"].as_str()?).ok())
+        .filter_map(|event| event["lost"].as_i64())
+        .sum();
+    assert!(recorded + dropped >= 200_000, "{recorded} recorded + {dropped} dropped of 200,000");
+}

@@ -301,6 +301,9 @@ pub trait Sink {
     fn lost(&mut self, count: u64);
     /// A record that did not decode.
     fn undecodable(&mut self, error: &DecodeError);
+    /// `count` of the dropped events were the agent's in cgroup `cgroup_id` (reported after
+    /// `lost`, which has the total).
+    fn lost_in(&mut self, _cgroup_id: u64, _count: u64) {}
     /// Called on every tick of the event loop (every 10 ms), events or not.
     fn tick(&mut self) {}
 }

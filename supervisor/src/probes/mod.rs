@@ -238,26 +238,27 @@ impl Probes {
     /// Loads the probes for `choice`; `None` for `--probes off`. `auto` tries BPF LSM where
     /// the kernel lists it and falls back to tracepoints, saying why in `fallback`.
     pub fn load(choice: Choice) -> Result<Option<Probes>, Error> {
-        Probes::load_with(choice, None)
+        Probes::load_with(choice, None, None)
     }
 
     /// Like `load`, and the enforcing links (the LSM hooks now, each agent's socket hooks as
     /// it is watched) are pinned under `dir` (bpffs; mounted when it is not): a daemon's.
-    pub fn load_pinned(choice: Choice, dir: &Path) -> Result<Option<Probes>, Error> {
+    /// The ring buffer holds `ring_bytes` (a power of two; the daemon's is larger than a
+    /// standalone run's 16 MiB: it takes the bursts of every agent at once).
+    pub fn load_pinned(choice: Choice, dir: &Path, ring_bytes: u32) -> Result<Option<Probes>, Error> {
         mount_bpffs(dir)?;
         make_dir(&dir.join("lsm"))?;
         make_dir(&dir.join("agents"))?;
-        Probes::load_with(choice, Some(dir))
+        Probes::load_with(choice, Some(dir), Some(ring_bytes))
     }
 
-    fn load_with(choice: Choice, pins: Option<&Path>) -> Result<Option<Probes>, Error> {
+    fn load_with(choice: Choice, pins: Option<&Path>, ring: Option<u32>) -> Result<Option<Probes>, Error> {
+        let load = |backend| Probes::load_backend(backend, pins, ring);
         match choice {
             Choice::Off => Ok(None),
-            Choice::Tracepoint => Probes::load_backend(Backend::Tracepoint, pins).map(Some),
+            Choice::Tracepoint => load(Backend::Tracepoint).map(Some),
             Choice::Lsm => match bpf_lsm_active() {
-                Some(true) => {
-                    Probes::load_backend(Backend::Lsm, pins).map(Some).map_err(|error| Error::NoLsm(error.to_string()))
-                }
+                Some(true) => load(Backend::Lsm).map(Some).map_err(|error| Error::NoLsm(error.to_string())),
                 Some(false) => Err(Error::NoLsm(
                     "'bpf' is not in this kernel's active LSM list (/sys/kernel/security/lsm); boot with lsm=...,bpf"
                         .into(),
@@ -266,14 +267,14 @@ impl Probes {
             },
             Choice::Auto => {
                 let fallback = match bpf_lsm_active() {
-                    Some(true) => match Probes::load_backend(Backend::Lsm, pins) {
+                    Some(true) => match load(Backend::Lsm) {
                         Ok(probes) => return Ok(Some(probes)),
                         Err(error) => error.to_string(),
                     },
                     Some(false) => "'bpf' is not in the active LSM list".to_owned(),
                     None => "/sys/kernel/security/lsm cannot be read".to_owned(),
                 };
-                let mut probes = Probes::load_backend(Backend::Tracepoint, pins)?;
+                let mut probes = load(Backend::Tracepoint)?;
                 probes.fallback = Some(fallback);
                 Ok(Some(probes))
             }
@@ -283,8 +284,11 @@ impl Probes {
     /// Both backends report through the raw syscall tracepoints (only a syscall's exit sees
     /// what Landlock, which runs before BPF in the LSM order, refused); the LSM backend adds
     /// the hooks that deny by inode and address in the kernel.
-    fn load_backend(backend: Backend, pins: Option<&Path>) -> Result<Probes, Error> {
+    fn load_backend(backend: Backend, pins: Option<&Path>, ring: Option<u32>) -> Result<Probes, Error> {
         let mut loader = EbpfLoader::new();
+        if let Some(bytes) = ring {
+            loader.map_max_entries("EVENTS", bytes);
+        }
         // sched_process_exec reads linux_binprm too, so both backends need the offsets.
         let offsets = btf::lsm_offsets(&btf::Btf::from_sys_fs()?)?;
         for (global, offset) in &offsets {
@@ -431,6 +435,9 @@ impl Probes {
         if let Ok(mut policy) = self.map::<HashMap<_, u64, UdpPolicy>>("UDP_POLICY") {
             let _ = policy.remove(&cgroup_id);
         }
+        if let Ok(mut lost) = self.map::<aya::maps::PerCpuHashMap<_, u64, u64>>("LOST") {
+            let _ = lost.remove(&cgroup_id);
+        }
         let Some(watched) = self.watched.remove(&cgroup_id) else { return };
         self.remove(&watched.plan);
         self.remove(&watched.denies);
@@ -546,6 +553,17 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
         let map = self.ebpf.take_map("EVENTS").ok_or(Error::Missing("EVENTS"))?;
         RingBuf::try_from(map).map_err(|source| Error::Map { name: "EVENTS", source })
+    }
+
+    /// Events the ring buffer dropped, per agent (cgroup id), summed over CPUs.
+    pub fn lost_by_agent(&mut self) -> Result<Table<u64, u64>, Error> {
+        let lost: aya::maps::PerCpuHashMap<_, u64, u64> = self.map("LOST")?;
+        let mut out = Table::new();
+        for entry in lost.iter() {
+            let (cgroup_id, values) = entry.map_err(|source| Error::Map { name: "LOST", source })?;
+            out.insert(cgroup_id, values.iter().sum());
+        }
+        Ok(out)
     }
 
     /// The counters summed over CPUs.
