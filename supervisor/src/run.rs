@@ -379,7 +379,20 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
     }
 
-    let command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
+    let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
+    if let Some(allow) = &confinement.unix_allow {
+        use crate::sandbox::unix;
+        let bound = unix::bound_sockets(&std::fs::read_to_string("/proc/net/unix").unwrap_or_default());
+        let masks = unix::masks(&bound, &unix::allowed(allow), &[&prepared.workspace, &tmpdir.0]);
+        if verbose {
+            say!(
+                "governor: UNIX sockets: {} of the {} bound now are masked (the ring's [[unix.connect]] and --policy list the rest)",
+                masks.len(),
+                bound.len()
+            );
+        }
+        command.unix_masks = masks.iter().filter_map(|path| CString::new(path.as_os_str().as_bytes()).ok()).collect();
+    }
     if confinement.drop_capabilities {
         // Made now if missing, so that the agent's mask covers a control socket created
         // while it runs too.
@@ -734,9 +747,14 @@ pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 /// the mode. Landlock cannot keep an agent from connecting to a pathname socket before ABI 9,
 /// and the socket's owner check would let a uid-0 agent in. Needs CAP_SYS_ADMIN, still held
 /// here; without it (governor not root) the directory's own mode 0700 keeps others out.
-fn mask_control_dir() {
-    // SAFETY: unshare(2) and mount(2) on the calling single-threaded process, with valid
-    // NUL-terminated strings.
+///
+/// Each socket of `unix_masks` (see `sandbox::unix`) gets the same treatment: a mode-000
+/// FIFO, made in that tmpfs before it is made read-only, is bind-mounted over it, so a
+/// connect is EACCES. A socket gone meanwhile is skipped.
+fn private_mounts(unix_masks: &[CString]) {
+    const MASK: &std::ffi::CStr = c"/run/governor/.masked";
+    // SAFETY: unshare(2), mount(2) and mkfifo(3) on the calling single-threaded process,
+    // with valid NUL-terminated strings.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return;
@@ -751,11 +769,33 @@ fn mask_control_dir() {
         {
             return;
         }
-        libc::mount(
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if libc::mount(
             c"tmpfs".as_ptr(),
             CONTROL_DIR.as_ptr(),
             c"tmpfs".as_ptr(),
-            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            flags,
+            c"mode=000,size=4k".as_ptr().cast(),
+        ) != 0
+        {
+            return;
+        }
+        if !unix_masks.is_empty() {
+            // A FIFO, not a regular file: the write permission check of a connect meets the
+            // mode (EACCES, a refusal the engine counts), where on a read-only mount a
+            // regular file would answer EROFS first (inode_permission's sb_permission).
+            if libc::mkfifo(MASK.as_ptr(), 0) == 0 {
+                for socket in unix_masks {
+                    libc::mount(MASK.as_ptr(), socket.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null());
+                }
+            }
+        }
+        // Read-only from here: the mask file and the directory alike.
+        libc::mount(
+            std::ptr::null(),
+            CONTROL_DIR.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_RDONLY | flags,
             c"mode=000,size=4k".as_ptr().cast(),
         );
     }
@@ -829,6 +869,8 @@ struct Command {
     argv: Vec<CString>,
     envp: Vec<CString>,
     workspace: CString,
+    /// Pathname UNIX sockets masked in the agent's mount namespace.
+    unix_masks: Vec<CString>,
 }
 
 impl Command {
@@ -894,7 +936,13 @@ impl Command {
             entry.extend_from_slice(value.as_bytes());
             envp.push(cstring(&entry)?);
         }
-        Ok(Command { program, argv, envp, workspace: cstring(prepared.workspace.as_os_str().as_bytes())? })
+        Ok(Command {
+            program,
+            argv,
+            envp,
+            workspace: cstring(prepared.workspace.as_os_str().as_bytes())?,
+            unix_masks: Vec::new(),
+        })
     }
 }
 
@@ -1058,7 +1106,7 @@ fn child_main(
     if confinement.drop_capabilities {
         // SAFETY: unshare(2) on the calling single-threaded process.
         let _ = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
-        mask_control_dir();
+        private_mounts(&command.unix_masks);
     }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);

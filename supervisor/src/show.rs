@@ -81,6 +81,7 @@ pub fn policy_show(
                 "reason": secret.reason.to_string(),
             })).collect::<Vec<_>>(),
             "env_withheld": run::env_withheld(&prepared),
+            "unix_connect": confinement.unix_allow,
             "capabilities": if confinement.drop_capabilities { "none" } else { "kept" },
             "notes": confinement.notes,
             "kernel": prepared.kernel,
@@ -147,6 +148,15 @@ fn print_text(
             println!("  denied: {:?} {port}  {} (cgroup socket hooks; BPF LSM)", rule.to, rule.reason);
         }
         println!("socket families: {:?} ({})", network.socket_families, network.socket_families_reason);
+        match &confinement.unix_allow {
+            Some(allowed) => {
+                println!("UNIX sockets bound at launch are masked, but the agent's own and:");
+                for path in allowed {
+                    println!("  {}", path.display());
+                }
+            }
+            None => println!("UNIX sockets: file permissions alone decide"),
+        }
         for rule in prepared.ring.deny_exec.iter().chain(prepared.overlays.iter().flat_map(|o| &o.deny_exec)) {
             println!("exec denied by inode (BPF LSM): {}  {}", rule.path, rule.reason);
         }
@@ -304,6 +314,7 @@ pub fn check(rings: Option<&Path>) -> i32 {
                     })
                 })
                 .collect(),
+            unix_allow: None,
             drop_capabilities: trust != Trust::Admin,
             notes: Vec::new(),
         };

@@ -23,6 +23,28 @@ pub struct Ring {
     /// Programs the agent may not run, denied by inode (BPF LSM).
     #[serde(default)]
     pub deny_exec: Vec<Secret>,
+    /// Pathname UNIX sockets: present, only the listed ones (and the agent's own) can be
+    /// connected to.
+    #[serde(default)]
+    pub unix: Option<Unix>,
+}
+
+/// `[unix]`: the sockets bound when the agent starts are masked in its mount namespace
+/// (an empty mode-000 file mounted over each), but for those listed in `connect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unix {
+    pub reason: Reason,
+    #[serde(default)]
+    pub connect: Vec<UnixRule>,
+}
+
+/// A socket (an absolute path; its last component may be a glob) the agent may connect to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnixRule {
+    pub path: PathSpec,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Deserialize)]
@@ -479,6 +501,16 @@ pub struct Overlay {
     /// Environment variables to pass through (or withhold too).
     #[serde(default)]
     pub env: EnvPolicy,
+    /// UNIX sockets the agent may connect to besides the ring's.
+    #[serde(default)]
+    pub unix: Option<OverlayUnix>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayUnix {
+    #[serde(default)]
+    pub connect: Vec<UnixRule>,
 }
 
 #[derive(Debug, Default, Deserialize)]

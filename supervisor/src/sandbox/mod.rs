@@ -7,6 +7,7 @@ pub mod landlock;
 pub mod privileges;
 pub mod seccomp;
 pub mod syscalls;
+pub mod unix;
 
 use std::path::PathBuf;
 
@@ -28,6 +29,9 @@ pub struct Confinement {
     pub secrets: Vec<carve::Carve>,
     /// Programs denied by inode (BPF LSM only).
     pub deny_exec: Vec<PathBuf>,
+    /// Pathname UNIX sockets the agent may connect to (patterns), when the ring masks the
+    /// others (`[unix]`); `None`: file permissions alone decide.
+    pub unix_allow: Option<Vec<PathBuf>>,
     /// Below admin the agent keeps no capability.
     pub drop_capabilities: bool,
     /// What a user should know about how the policy was applied.
@@ -172,6 +176,13 @@ impl Confinement {
             net_deny: net_deny_plan(ring, overlays, &crate::probes::resolv_conf()),
             secrets,
             deny_exec,
+            unix_allow: ring.unix.as_ref().map(|unix| {
+                unix.connect
+                    .iter()
+                    .chain(overlays.iter().flat_map(|overlay| overlay.unix.iter().flat_map(|unix| &unix.connect)))
+                    .map(|rule| rule.path.expand(vars))
+                    .collect()
+            }),
             drop_capabilities: ring.trust != Trust::Admin,
             notes,
         }
