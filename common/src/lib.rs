@@ -18,6 +18,9 @@ pub mod kind {
     /// A refused change of the filesystem by path: mkdir, rmdir, unlink, rename, link,
     /// symlink, truncate, mknod, chmod, chown and their `*at` forms ([`super::FsEvent`]).
     pub const FS: u32 = 6;
+    /// The working directory of a task, walked by the kernel before the first relative open
+    /// (or filesystem change) it makes from there ([`super::CwdEvent`]).
+    pub const CWD: u32 = 7;
 }
 
 /// Where an event was observed.
@@ -118,6 +121,22 @@ pub struct FsEvent {
     pub path2: [u8; PATH_LEN],
 }
 
+/// Components of a working directory an event carries at most, and their length.
+pub const CWD_DEPTH: usize = 8;
+pub const CWD_NAME: usize = 32;
+
+/// `kind::CWD`: a task's working directory, leaf first (`components[0]` is its own name),
+/// read from the kernel's dentries and mounts. `depth` components are set; `truncated` is 1
+/// when the walk stopped before the root (too deep) or a name was cut.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CwdEvent {
+    pub header: EventHeader,
+    pub depth: u32,
+    pub truncated: u32,
+    pub components: [[u8; CWD_NAME]; CWD_DEPTH],
+}
+
 /// `kind::CONNECT` and `kind::SENDMSG`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -201,6 +220,7 @@ mod user {
     unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::OpenEvent {}
     unsafe impl aya::Pod for super::FsEvent {}
+    unsafe impl aya::Pod for super::CwdEvent {}
     unsafe impl aya::Pod for super::NetEvent {}
     unsafe impl aya::Pod for super::AgentSlot {}
     unsafe impl aya::Pod for super::UdpPolicy {}

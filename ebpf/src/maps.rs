@@ -34,6 +34,11 @@ pub static PENDING_EXEC: LruHashMap<u64, ExecEvent> = LruHashMap::with_max_entri
 #[map]
 pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// The working directory (its dentry) last reported per thread, so that a `kind::CWD`
+/// event is sent once per directory, not before every relative open.
+#[map]
+pub static LAST_CWD: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
 /// Per-agent UDP policy (key: cgroup id).
 #[map]
 pub static UDP_POLICY: HashMap<u64, UdpPolicy> = HashMap::with_max_entries(4096, 0);

@@ -20,6 +20,29 @@ static INODE_I_SB: u32 = 0;
 #[unsafe(no_mangle)]
 static SUPER_BLOCK_S_DEV: u32 = 0;
 
+#[unsafe(no_mangle)]
+static TASK_STRUCT_FS: u32 = 0;
+#[unsafe(no_mangle)]
+static FS_STRUCT_PWD: u32 = 0;
+#[unsafe(no_mangle)]
+static PATH_MNT: u32 = 0;
+#[unsafe(no_mangle)]
+static PATH_DENTRY: u32 = 0;
+#[unsafe(no_mangle)]
+static DENTRY_D_PARENT: u32 = 0;
+#[unsafe(no_mangle)]
+static DENTRY_D_NAME: u32 = 0;
+#[unsafe(no_mangle)]
+static QSTR_NAME: u32 = 0;
+#[unsafe(no_mangle)]
+static VFSMOUNT_MNT_ROOT: u32 = 0;
+#[unsafe(no_mangle)]
+static MOUNT_MNT: u32 = 0;
+#[unsafe(no_mangle)]
+static MOUNT_MNT_PARENT: u32 = 0;
+#[unsafe(no_mangle)]
+static MOUNT_MNT_MOUNTPOINT: u32 = 0;
+
 /// Reads a load-time global. `read_volatile`, or the compiler would fold in the zero above.
 macro_rules! global {
     ($name:ident) => {
@@ -59,4 +82,49 @@ pub fn inode_sb() -> usize {
 #[inline(always)]
 pub fn sb_dev() -> usize {
     global!(SUPER_BLOCK_S_DEV)
+}
+
+#[inline(always)]
+pub fn task_fs() -> usize {
+    global!(TASK_STRUCT_FS)
+}
+#[inline(always)]
+pub fn fs_pwd() -> usize {
+    global!(FS_STRUCT_PWD)
+}
+#[inline(always)]
+pub fn path_mnt() -> usize {
+    global!(PATH_MNT)
+}
+#[inline(always)]
+pub fn path_dentry() -> usize {
+    global!(PATH_DENTRY)
+}
+#[inline(always)]
+pub fn dentry_parent() -> usize {
+    global!(DENTRY_D_PARENT)
+}
+#[inline(always)]
+pub fn dentry_name() -> usize {
+    global!(DENTRY_D_NAME)
+}
+#[inline(always)]
+pub fn qstr_name() -> usize {
+    global!(QSTR_NAME)
+}
+#[inline(always)]
+pub fn vfsmount_root() -> usize {
+    global!(VFSMOUNT_MNT_ROOT)
+}
+#[inline(always)]
+pub fn mount_mnt() -> usize {
+    global!(MOUNT_MNT)
+}
+#[inline(always)]
+pub fn mount_parent() -> usize {
+    global!(MOUNT_MNT_PARENT)
+}
+#[inline(always)]
+pub fn mount_mountpoint() -> usize {
+    global!(MOUNT_MNT_MOUNTPOINT)
 }

@@ -232,6 +232,7 @@ impl<'w> EventOutput<'w> {
             probes::events::Event::Open { path, .. } => (path.clone(), String::new()),
             // A rename's, link's or symlink's new name is where the operation goes.
             probes::events::Event::Fs { path, path2, .. } => (path.clone(), path2.clone()),
+            probes::events::Event::Cwd { path, .. } => (path.clone(), String::new()),
             probes::events::Event::Net { addr, port, .. } => {
                 (String::new(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
             }
@@ -452,6 +453,10 @@ impl Sink for EventOutput<'_> {
             // The other names of its path or program, so that no rule is dodged by naming
             // the same file another way.
             self.resolver.resolve(&mut event);
+            // A working directory is the resolver's to know, not an act to decide or record.
+            if matches!(event, probes::events::Event::Cwd { .. }) {
+                continue;
+            }
             // A frozen agent makes no events: one arriving means it was resumed from outside.
             if self.agent.suspended && !self.control.freeze_requested() {
                 self.agent.suspended = false;

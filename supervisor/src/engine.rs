@@ -460,6 +460,10 @@ impl Engine {
         // which the agent controls and a probe may fail to read. The syscall's exit repeats
         // a successful exec and is only recorded; a refused exec has no other event.
         let header = event.header();
+        // Where a thread is, not something it did.
+        if matches!(event, Event::Cwd { .. }) {
+            return Decision { action: Action::Allow, rule: None, index: None };
+        }
         if header.kind == governor_common::kind::EXEC
             && header.result == 0
             && header.source == governor_common::source::TRACEPOINT
@@ -601,6 +605,10 @@ impl<'a> Facts<'a> {
             }
             Event::Fs { path, aka, .. } => {
                 Facts { kind: Kind::Fs, denied, path: Some(path), binary: None, aka, destination: None }
+            }
+            // Never decided (`decide` returns first); no rule kind has it.
+            Event::Cwd { .. } => {
+                Facts { kind: Kind::Denied, denied: false, path: None, binary: None, aka: &[], destination: None }
             }
             Event::Net { header, addr, port, .. } => Facts {
                 kind: if header.kind == kind::SENDMSG { Kind::Sendmsg } else { Kind::Connect },

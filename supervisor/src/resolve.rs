@@ -53,6 +53,8 @@ pub struct Resolver {
     hashed: HashMap<(u64, u64, i64, u64), [u8; 32]>,
     /// Absolute path -> canonical path, and when.
     canonical: HashMap<PathBuf, (PathBuf, Instant)>,
+    /// Each thread's working directory, as the kernel last reported it (`kind::CWD`).
+    cwds: HashMap<u32, PathBuf>,
 }
 
 impl Resolver {
@@ -87,25 +89,25 @@ impl Resolver {
     pub fn resolve(&mut self, event: &mut Event) {
         match event {
             Event::Open { header, dirfd, path, aka, .. } => {
-                if let Some(resolved) = self.open_path(header.tgid, *dirfd, path)
+                if let Some(resolved) = self.open_path((header.tgid, header.pid), *dirfd, path)
                     && resolved.as_os_str() != path.as_str()
                 {
                     aka.push(resolved.to_string_lossy().into_owned());
                 }
             }
             Event::Exec { header, filename, argv, aka } if header.kind == governor_common::kind::EXECED => {
-                self.program(header.tgid, filename, argv, aka);
+                self.program((header.tgid, header.pid), filename, argv, aka);
             }
             Event::Exec { header, filename, aka, .. } if header.result != 0 => {
                 // A refused exec: its path as the process named it, resolved.
-                if let Some(resolved) = self.open_path(header.tgid, AT_FDCWD, filename)
+                if let Some(resolved) = self.open_path((header.tgid, header.pid), AT_FDCWD, filename)
                     && resolved.as_os_str() != filename.as_str()
                 {
                     aka.push(resolved.to_string_lossy().into_owned());
                 }
             }
             Event::Fs { header, dirfd, path, dirfd2, path2, aka, .. } => {
-                if let Some(resolved) = self.open_path(header.tgid, *dirfd, path)
+                if let Some(resolved) = self.open_path((header.tgid, header.pid), *dirfd, path)
                     && resolved.as_os_str() != path.as_str()
                 {
                     aka.push(resolved.to_string_lossy().into_owned());
@@ -113,19 +115,25 @@ impl Resolver {
                 if !path2.is_empty() {
                     // Rules match the new name too (the engine reads `path` and `aka`).
                     aka.push(path2.clone());
-                    if let Some(resolved) = self.open_path(header.tgid, *dirfd2, path2)
+                    if let Some(resolved) = self.open_path((header.tgid, header.pid), *dirfd2, path2)
                         && resolved.as_os_str() != path2.as_str()
                     {
                         aka.push(resolved.to_string_lossy().into_owned());
                     }
                 }
             }
+            Event::Cwd { header, path } => {
+                if self.cwds.len() >= CACHE_MAX {
+                    self.cwds.clear();
+                }
+                self.cwds.insert(header.pid, PathBuf::from(path.as_str()));
+            }
             Event::Exec { .. } | Event::Net { .. } => {}
         }
     }
 
     /// An opened (or refused) path, absolute and with symlinks followed as far as it exists.
-    fn open_path(&mut self, tgid: u32, dirfd: i32, path: &str) -> Option<PathBuf> {
+    fn open_path(&mut self, (tgid, tid): (u32, u32), dirfd: i32, path: &str) -> Option<PathBuf> {
         if path.is_empty() {
             return None;
         }
@@ -134,7 +142,12 @@ impl Resolver {
             path.to_path_buf()
         } else {
             let base = if dirfd == AT_FDCWD {
-                fs::read_link(format!("/proc/{tgid}/cwd")).ok()?
+                // The kernel's report, taken when the path was used; procfs only while the
+                // process lives.
+                match self.cwds.get(&tid).filter(|cwd| !cwd.starts_with("...")) {
+                    Some(cwd) => cwd.clone(),
+                    None => fs::read_link(format!("/proc/{tgid}/cwd")).ok()?,
+                }
             } else {
                 fs::read_link(format!("/proc/{tgid}/fd/{dirfd}")).ok()?
             };
@@ -176,13 +189,13 @@ impl Resolver {
     /// when the program was found on `PATH` or named so), resolved on this machine, and the
     /// arguments captured at the syscall's entry. procfs adds the kernel's resolution of the
     /// executable while the process lives (a relative or symlinked name).
-    fn program(&mut self, tgid: u32, filename: &str, argv: &[String], aka: &mut Vec<String>) {
+    fn program(&mut self, (tgid, tid): (u32, u32), filename: &str, argv: &[String], aka: &mut Vec<String>) {
         let push = |name: String, aka: &mut Vec<String>| {
             if name != filename && !aka.contains(&name) {
                 aka.push(name);
             }
         };
-        let mut run: Option<PathBuf> = self.open_path(tgid, AT_FDCWD, filename);
+        let mut run: Option<PathBuf> = self.open_path((tgid, tid), AT_FDCWD, filename);
         if let Some(resolved) = &run {
             push(resolved.to_string_lossy().into_owned(), aka);
         }
@@ -205,7 +218,7 @@ impl Resolver {
                 .or_else(|| live.as_deref().and_then(loaded_program).map(str::to_owned));
             if let Some(program) = program {
                 push(program.clone(), aka);
-                let resolved = self.open_path(tgid, AT_FDCWD, &program);
+                let resolved = self.open_path((tgid, tid), AT_FDCWD, &program);
                 if let Some(resolved) = &resolved {
                     push(resolved.to_string_lossy().into_owned(), aka);
                 }
@@ -361,6 +374,6 @@ mod tests {
         let me = std::process::id();
         let cwd = std::env::current_dir().unwrap_or_else(|error| panic!("{error}"));
         let cwd = cwd.canonicalize().unwrap_or(cwd);
-        assert_eq!(resolver.open_path(me, AT_FDCWD, "some-file"), Some(cwd.join("some-file")));
+        assert_eq!(resolver.open_path((me, me), AT_FDCWD, "some-file"), Some(cwd.join("some-file")));
     }
 }

@@ -177,3 +177,21 @@ fn an_ordinary_program_after_a_secret_is_not_an_exfiltration() {
     assert_eq!(output.status.code(), Some(0), "{err}");
     assert!(incidents(&err).is_empty(), "{err}");
 }
+
+#[test]
+fn a_secret_opened_by_a_relative_path_after_cd_is_still_a_secret() {
+    require!("a_secret_opened_by_a_relative_path_after_cd_is_still_a_secret");
+    let scene = scene!();
+    // cat opens "id_ed25519" (refused) and exits at once: the working directory comes from
+    // the kernel, reported with the open, not from procfs afterwards.
+    let run = format!("cd {}; cat id_ed25519 2>/dev/null; cd /; curl --version", scene.home.join(".ssh").display());
+    let script = format!("{run} >/dev/null 2>&1; sleep 30");
+    let id = format!("relative-{}", std::process::id());
+    let child = start(&scene, &id, &[], &script);
+    let (frozen, err) = frozen_then_killed(&id, child);
+    assert!(frozen, "curl after a relative open of a secret did not suspend the agent: {err}");
+    assert!(
+        incidents(&err).iter().any(|incident| incident["rule"] == "network-tool-after-secret"),
+        "no exfiltration incident: {err}"
+    );
+}

@@ -16,15 +16,20 @@
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use governor_common::{ARGS, ExecEvent, FsEvent, NetEvent, OpenEvent, counter, kind, source, verdict};
+use governor_common::{
+    ARGS, CWD_DEPTH, CwdEvent, ExecEvent, FsEvent, NetEvent, OpenEvent, counter, kind, source, verdict,
+};
 
-use crate::maps::{EVENTS, EXEC_SCRATCH, PENDING_EXEC, agent, count, header, produced, result_of};
+use crate::{
+    maps::{EVENTS, EXEC_SCRATCH, LAST_CWD, PENDING_EXEC, agent, count, header, produced, result_of},
+    offsets,
+};
 
 // x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 const SYS_OPEN: u64 = 2;
@@ -198,8 +203,100 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Before an event with a path relative to the working directory: the directory, as the
+/// kernel has it, when this thread has not reported it yet. Resolving it later from procfs
+/// would miss a process that has exited by then (`cd ~/.ssh; cat id_ed25519`).
+#[inline(always)]
+fn relative_to_cwd(cgroup_id: u64, dirfd: i32, path: u64) {
+    if dirfd != AT_FDCWD {
+        return;
+    }
+    // SAFETY: one byte of a user pointer, read with the fault-tolerant helper.
+    let first: u8 = unsafe { bpf_probe_read_user(path as *const u8) }.unwrap_or(b'/');
+    if first == b'/' || first == 0 {
+        return;
+    }
+    cwd(cgroup_id);
+}
+
+/// Reports the current task's working directory (`kind::CWD`), leaf first: its dentries up
+/// to the mount's root, then through the mount points to the root of all mounts. A function
+/// of its own (a BPF subprogram): inlined at each call site, the walk made `sys_exit` too
+/// large for the verifier.
+#[inline(never)]
+fn cwd(cgroup_id: u64) {
+    if offsets::task_fs() == 0 || offsets::mount_mnt() == 0 {
+        count(counter::ERRORS);
+        return;
+    }
+    // SAFETY: kernel pointers from the current task, read with the fault-tolerant helpers at
+    // the offsets the supervisor found in BTF.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(fs) = bpf_probe_read_kernel(task.add(offsets::task_fs()) as *const *const u8) else { return };
+        let pwd = fs.add(offsets::fs_pwd());
+        let Ok(mut dentry) = bpf_probe_read_kernel(pwd.add(offsets::path_dentry()) as *const *const u8) else {
+            return;
+        };
+        let Ok(mut mnt) = bpf_probe_read_kernel(pwd.add(offsets::path_mnt()) as *const *const u8) else { return };
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if LAST_CWD.get(&tid).is_some_and(|last| *last == dentry as u64) {
+            return;
+        }
+        let _ = LAST_CWD.insert(&tid, &(dentry as u64), 0);
+        let Some(mut entry) = EVENTS.reserve::<CwdEvent>(0) else {
+            produced(false);
+            return;
+        };
+        let event = entry.as_mut_ptr();
+        (*event).header = header(kind::CWD, source::TRACEPOINT, verdict::OBSERVED, 0, cgroup_id);
+        let mut depth: usize = 0;
+        let mut done = false;
+        // Mount crossings add no component: room for a few besides the names.
+        for _ in 0..CWD_DEPTH + 4 {
+            let root: *const u8 = bpf_probe_read_kernel(mnt.add(offsets::vfsmount_root()) as *const *const u8)
+                .unwrap_or(core::ptr::null());
+            if dentry == root {
+                // container_of(mnt, struct mount, mnt)
+                let mount = mnt.sub(offsets::mount_mnt());
+                let parent: *const u8 = bpf_probe_read_kernel(mount.add(offsets::mount_parent()) as *const *const u8)
+                    .unwrap_or(core::ptr::null());
+                if parent == mount || parent.is_null() {
+                    done = true;
+                    break;
+                }
+                dentry = bpf_probe_read_kernel(mount.add(offsets::mount_mountpoint()) as *const *const u8)
+                    .unwrap_or(core::ptr::null());
+                mnt = parent.add(offsets::mount_mnt());
+                continue;
+            }
+            let parent: *const u8 =
+                bpf_probe_read_kernel(dentry.add(offsets::dentry_parent()) as *const *const u8).unwrap_or(dentry);
+            if parent == dentry || depth >= CWD_DEPTH {
+                done = parent == dentry;
+                break;
+            }
+            let name: *const u8 =
+                bpf_probe_read_kernel(dentry.add(offsets::dentry_name() + offsets::qstr_name()) as *const *const u8)
+                    .unwrap_or(core::ptr::null());
+            if let Some(slot) = (*event).components.get_mut(depth) {
+                slot[0] = 0;
+                let _ = bpf_probe_read_kernel_str_bytes(name, slot);
+            }
+            depth += 1;
+            dentry = parent;
+        }
+        // Components past `depth` are not written: the reader takes `depth` of them.
+        (*event).depth = depth as u32;
+        (*event).truncated = u32::from(!done);
+        entry.submit(wakeup(false));
+        produced(true);
+    }
+}
+
 #[inline(always)]
 fn open(cgroup_id: u64, dirfd: i32, filename: u64, flags: u32, ret: i64) {
+    relative_to_cwd(cgroup_id, dirfd, filename);
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         produced(false);
         return;
@@ -273,11 +370,12 @@ fn fs_paths(id: u64, args: [u64; 4]) -> (i32, u64, i32, u64) {
 
 #[inline(always)]
 fn fs_change(cgroup_id: u64, id: u64, args: [u64; 4], ret: i64) {
+    let (dirfd, path, dirfd2, path2) = fs_paths(id, args);
+    relative_to_cwd(cgroup_id, dirfd, path);
     let Some(mut entry) = EVENTS.reserve::<FsEvent>(0) else {
         produced(false);
         return;
     };
-    let (dirfd, path, dirfd2, path2) = fs_paths(id, args);
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reserved, exclusively owned ring-buffer slot; user strings are
     // read with the fault-tolerant helper (faulted in by the syscall).

@@ -188,7 +188,7 @@ impl Btf {
 
 /// The offsets the LSM programs read, by global name.
 pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
-    const FIELDS: [(&str, &str, &str); 8] = [
+    const FIELDS: [(&str, &str, &str); 19] = [
         ("LINUX_BINPRM_FILE", "linux_binprm", "file"),
         ("LINUX_BINPRM_FILENAME", "linux_binprm", "filename"),
         ("FILE_F_INODE", "file", "f_inode"),
@@ -197,6 +197,18 @@ pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
         ("INODE_I_INO", "inode", "i_ino"),
         ("INODE_I_SB", "inode", "i_sb"),
         ("SUPER_BLOCK_S_DEV", "super_block", "s_dev"),
+        // The working directory of a task, walked up to the root for a relative open.
+        ("TASK_STRUCT_FS", "task_struct", "fs"),
+        ("FS_STRUCT_PWD", "fs_struct", "pwd"),
+        ("PATH_MNT", "path", "mnt"),
+        ("PATH_DENTRY", "path", "dentry"),
+        ("DENTRY_D_PARENT", "dentry", "d_parent"),
+        ("DENTRY_D_NAME", "dentry", "d_name"),
+        ("QSTR_NAME", "qstr", "name"),
+        ("VFSMOUNT_MNT_ROOT", "vfsmount", "mnt_root"),
+        ("MOUNT_MNT", "mount", "mnt"),
+        ("MOUNT_MNT_PARENT", "mount", "mnt_parent"),
+        ("MOUNT_MNT_MOUNTPOINT", "mount", "mnt_mountpoint"),
     ];
     FIELDS.iter().map(|(global, strukt, member)| Ok((*global, btf.member_offset(strukt, member)?))).collect()
 }
@@ -256,7 +268,7 @@ mod tests {
             return;
         };
         let offsets = lsm_offsets(&btf).unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(offsets.len(), 8);
+        assert_eq!(offsets.len(), 19);
         let get = |name: &str| offsets.iter().find(|(global, _)| *global == name).map(|(_, off)| *off);
         // Three different fields of struct file, inside a struct file (a few hundred bytes).
         let file = [get("FILE_F_INODE"), get("FILE_F_PATH"), get("FILE_F_FLAGS")];

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use governor_common::{EventHeader, ExecEvent, FsEvent, NetEvent, OpenEvent, kind, source, verdict};
+use governor_common::{CwdEvent, EventHeader, ExecEvent, FsEvent, NetEvent, OpenEvent, kind, source, verdict};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +52,13 @@ pub enum Event {
         path2: String,
         /// Both paths as resolved (absolute, symlinks followed), when they differ.
         aka: Vec<String>,
+    },
+    /// A thread's working directory (`kind::CWD`), sent before its first relative path from
+    /// there: what `resolve` resolves relative paths against. Not decided nor recorded.
+    Cwd {
+        header: EventHeader,
+        /// Absolute; starts with `.../` when the walk stopped short of the root.
+        path: String,
     },
     /// connect (`kind::CONNECT`) or sendmsg (`kind::SENDMSG`).
     Net { header: EventHeader, family: u16, port: u16, sock_type: u16, addr: Option<IpAddr> },
@@ -111,6 +118,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 aka: Vec::new(),
             })
         }
+        kind::CWD => {
+            let event: CwdEvent = exact(bytes, header.kind)?;
+            let depth = usize::try_from(event.depth).unwrap_or(0).min(event.components.len());
+            let mut path = String::new();
+            if event.truncated != 0 {
+                path.push_str("...");
+            }
+            for component in event.components[..depth].iter().rev() {
+                path.push('/');
+                path.push_str(&text(component));
+            }
+            if path.is_empty() {
+                path.push('/');
+            }
+            Ok(Event::Cwd { header, path })
+        }
         kind::CONNECT | kind::SENDMSG => {
             let event: NetEvent = exact(bytes, header.kind)?;
             let addr = match i32::from(event.family) {
@@ -132,6 +155,7 @@ impl Event {
             Event::Exec { header, .. }
             | Event::Open { header, .. }
             | Event::Fs { header, .. }
+            | Event::Cwd { header, .. }
             | Event::Net { header, .. } => header,
         }
     }
@@ -178,6 +202,7 @@ impl Event {
                 }
                 fields
             }
+            Event::Cwd { path, .. } => json!({ "path": path }),
             Event::Fs { path, path2, aka, .. } => {
                 let mut fields = json!({ "path": path });
                 if !path2.is_empty() {
@@ -213,6 +238,7 @@ pub fn kind_name(kind: u32) -> &'static str {
     match kind {
         kind::EXEC => "exec",
         kind::EXECED => "execed",
+        kind::CWD => "cwd",
         kind::OPEN => "open",
         kind::CONNECT => "connect",
         kind::SENDMSG => "sendmsg",
