@@ -175,6 +175,19 @@ pub fn cgroup2_root() -> PathBuf {
         .unwrap_or_else(|| panic!("no cgroup2 mount"))
 }
 
+/// Waits until agent `id`'s cgroup says `frozen 1`; whether it did within `timeout`.
+pub fn wait_frozen(id: &str, timeout: std::time::Duration) -> bool {
+    let events = cgroup2_root().join("governor").join(id).join("cgroup.events");
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1")) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
 /// Whether any agent cgroup under `<cgroup2>/governor` has a process in it.
 pub fn agents_running() -> bool {
     let Ok(agents) = fs::read_dir(cgroup2_root().join("governor")) else {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor_tests::{Scene, cgroup2_root, governor_bin, require, scene, stderr};
+use governor_tests::{Scene, governor_bin, require, scene, stderr, wait_frozen};
 use serde_json::Value;
 
 fn start(scene: &Scene, id: &str, extra: &[&str], script: &str) -> Child {
@@ -24,22 +24,10 @@ fn start(scene: &Scene, id: &str, extra: &[&str], script: &str) -> Child {
         .unwrap_or_else(|error| panic!("{error}"))
 }
 
-fn cgroup_events(id: &str) -> std::path::PathBuf {
-    cgroup2_root().join("governor").join(id).join("cgroup.events")
-}
-
 /// Waits until the agent's cgroup is frozen; kills it either way (so no test leaves an agent
-/// behind) and returns governor's stderr and whether it was frozen.
+/// behind) and returns whether it was frozen and governor's stderr.
 fn frozen_then_killed(id: &str, child: Child) -> (bool, String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut frozen = false;
-    while Instant::now() < deadline {
-        if fs::read_to_string(cgroup_events(id)).is_ok_and(|events| events.contains("frozen 1")) {
-            frozen = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let frozen = wait_frozen(id, Duration::from_secs(20));
     let _ = Command::new(governor_bin()).args(["kill", id]).output();
     let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     (frozen, stderr(&output))

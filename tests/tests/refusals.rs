@@ -5,10 +5,10 @@
 use std::{
     fs,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use governor_tests::{cgroup2_root, governor_bin, require, scene, stderr};
+use governor_tests::{governor_bin, require, scene, stderr, wait_frozen};
 use serde_json::Value;
 
 /// Operations, the syscall `attempt sys` makes, and the name the event carries.
@@ -105,13 +105,7 @@ fn refused_mkdirs_count_as_probing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
-    let events = cgroup2_root().join("governor").join(&id).join("cgroup.events");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut frozen = false;
-    while Instant::now() < deadline && !frozen {
-        frozen = fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let frozen = wait_frozen(&id, Duration::from_secs(20));
     let _ = Command::new(governor_bin()).args(["kill", &id]).output();
     let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     let err = stderr(&output);
