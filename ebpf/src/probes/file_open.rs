@@ -45,12 +45,15 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if !denied {
         return 0;
     }
-    report(file, key, cgroup_id, enforce);
+    // Zeros when the inode could not be read: an Option's payload would be read by the
+    // generated code on both paths, and the verifier refuses a read of the uninitialised
+    // stack (it did on 6.1).
+    report(file, key.unwrap_or_default(), cgroup_id, enforce);
     if enforce { DENY } else { 0 }
 }
 
 #[inline(always)]
-fn report(file: *const u8, key: Option<governor_common::InodeKey>, cgroup_id: u64, enforce: bool) {
+fn report(file: *const u8, key: governor_common::InodeKey, cgroup_id: u64, enforce: bool) {
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         produced(false);
         return;
@@ -63,8 +66,8 @@ fn report(file: *const u8, key: Option<governor_common::InodeKey>, cgroup_id: u6
         (*event).header = header(kind::OPEN, source::LSM, decision, result, cgroup_id);
         (*event).flags = bpf_probe_read_kernel(file.add(offsets::file_flags()) as *const u32).unwrap_or(0);
         (*event).dirfd = AT_FDCWD;
-        (*event).dev = key.map_or(0, |key| key.dev);
-        (*event).ino = key.map_or(0, |key| key.ino);
+        (*event).dev = key.dev;
+        (*event).ino = key.ino;
         (*event).path[0] = 0;
         let path = file.add(offsets::file_path()) as *mut aya_ebpf::bindings::path;
         if bpf_d_path(path, (*event).path.as_mut_ptr().cast(), (*event).path.len() as u32) < 0 {
