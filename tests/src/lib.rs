@@ -30,6 +30,13 @@ pub fn probes_args() -> Vec<String> {
     }
 }
 
+/// How many opens the flood tests make: `GOVERNOR_FLOOD_OPENS`, else a million. The VMs run
+/// under software emulation, where a million opens through the LSM backend take minutes;
+/// they set a smaller flood, which still overruns the ring buffer of a stalled consumer.
+pub fn flood_opens() -> u64 {
+    std::env::var("GOVERNOR_FLOOD_OPENS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000)
+}
+
 /// Whether `tool` is a file in one of the directories of `PATH`.
 pub fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))

@@ -165,13 +165,13 @@ fn observe_mode_reports_what_it_would_deny_and_allows_it() {
 fn a_flood_of_opens_loses_nothing_silently() {
     require!("a_flood_of_opens_loses_nothing_silently");
     let scene = scene!();
-    const OPENS: u64 = 1_000_000;
+    let opens = governor_tests::flood_opens();
     let output = Command::new(governor_bin())
         .args(["run", "--trust", "low", "--verbose", "--workspace"])
         .arg(&scene.workspace)
         .arg("--")
         .arg(&scene.attempt)
-        .args(["flood", "/etc/hostname", &OPENS.to_string()])
+        .args(["flood", "/etc/hostname", &opens.to_string()])
         .env("HOME", &scene.home)
         .output()
         .unwrap_or_else(|error| panic!("{error}"));
@@ -179,8 +179,8 @@ fn a_flood_of_opens_loses_nothing_silently() {
     assert_eq!(stdout(&output).trim(), "ok", "{err}");
     let (produced, delivered, dropped) = summary(&err).unwrap_or_else(|| panic!("no summary in {err}"));
     // Every open produced an event (plus the loader's and the exec's own).
-    assert!(produced > OPENS, "produced {produced}: {err}");
-    assert!(produced < OPENS + 100, "produced {produced}: {err}");
+    assert!(produced > opens, "produced {produced}: {err}");
+    assert!(produced < opens + 100, "produced {produced}: {err}");
     assert_eq!(delivered + dropped, produced, "{err}");
     // Each drop was reported as it was counted, on lines of its own.
     let reported: u64 =
@@ -193,14 +193,14 @@ fn a_flood_of_opens_loses_nothing_silently() {
 fn a_stalled_consumer_counts_and_reports_every_dropped_event() {
     require!("a_stalled_consumer_counts_and_reports_every_dropped_event");
     let scene = scene!();
-    const OPENS: u64 = 1_000_000;
+    let opens = governor_tests::flood_opens();
     let id = format!("stall-{}", std::process::id());
     let child = Command::new(governor_bin())
         .args(["run", "--trust", "low", "--verbose", "--agent-id", &id, "--workspace"])
         .arg(&scene.workspace)
         .arg("--")
         .arg(&scene.attempt)
-        .args(["flood", "/etc/hostname", &OPENS.to_string()])
+        .args(["flood", "/etc/hostname", &opens.to_string()])
         .env("HOME", &scene.home)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

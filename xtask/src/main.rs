@@ -224,8 +224,10 @@ const ON_6_12: &[Suite] = &[
     Suite { test: "lsm", env: "", args: "--test-threads=1" },
 ];
 
-/// Host tools the suites run that busybox lacks or has in a form they cannot use.
-const VM_TOOLS: [&str; 6] = ["setpriv", "unshare", "ipcmk", "ipcrm", "sqlite3", "git"];
+/// Host tools the suites run that busybox lacks or has in a form they cannot use (busybox's
+/// `timeout` execs the command in its own process and watches from a child: a test that
+/// finds governor as timeout's grandchild needs coreutils').
+const VM_TOOLS: [&str; 7] = ["setpriv", "unshare", "ipcmk", "ipcrm", "sqlite3", "git", "timeout"];
 
 /// Marks the start and end (with the exit status) of a suite in the VM's output.
 const SUITE_MARKER: &str = "GOVERNOR-VM-SUITE";
@@ -285,7 +287,9 @@ fn vm_test(root: &Path, boot: &vm::Boot, only: &[String], tally: &mut Tally) -> 
             guest.tool(tool)?;
         }
         guest.python()?;
-        // What the tests read from the repository, at the paths they were built with.
+        // What the tests read from the repository, at the paths they were built with
+        // (`tests/../policies`: the tests directory must exist for `..` to resolve).
+        guest.directory(&root.join("tests"));
         for tree in ["policies", "dist"] {
             guest.tree(&root.join(tree))?;
         }

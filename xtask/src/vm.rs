@@ -375,6 +375,11 @@ impl Guest {
         Ok(())
     }
 
+    /// An empty directory (and its parents).
+    pub fn directory(&mut self, path: &Path) {
+        self.cpio.add(&path.to_string_lossy(), 0o040_755, Vec::new());
+    }
+
     /// A host file or directory tree, at the same path in the VM.
     pub fn tree(&mut self, host: &Path) -> Result<()> {
         let meta = fs::metadata(host).with_context(|| format!("reading {}", host.display()))?;
@@ -465,6 +470,8 @@ chmod 640 /etc/shadow /etc/gshadow
 echo 'nameserver 127.0.0.53' > /etc/resolv.conf
 export HOME=/root USER=root PATH=/usr/bin:/usr/sbin:/bin:/sbin
 export GOVERNOR_BIN=/bin/governor GOVERNOR_ATTEMPT_BIN=/bin/attempt GOVERNOR_AUDIT_DB=/tmp/audit.db RUST_BACKTRACE=1
+# A million opens take minutes under software emulation; a tenth still fills the ring buffer.
+export GOVERNOR_FLOOD_OPENS=100000
 cd /tmp
 # A line of its own: the firmware's screen-clearing escapes end up on this one.
 echo
