@@ -31,6 +31,13 @@ const AT_FDCWD: i32 = -100;
 /// Directories searched for the programs that rules name, besides those on `PATH`.
 const PROGRAM_DIRS: [&str; 6] = ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/local/sbin"];
 
+/// A file reached by more names than this in the program directories (besides its own and
+/// those the rules name) is a multi-call binary: busybox or toybox, hundreds of programs in
+/// one file, chosen by the name it is run under. Its content says nothing about which
+/// program ran, so it is not identified by content (the name the kernel reported still
+/// counts). Aliases such as `slogin -> ssh` are one or two names.
+const MULTI_CALL_NAMES: usize = 3;
+
 /// Resolved absolute paths are reused this long (a flood opens the same path again and
 /// again; a symlink changed meanwhile is seen after this).
 const CACHE_FOR: Duration = Duration::from_secs(1);
@@ -67,20 +74,27 @@ impl Resolver {
             dirs.extend(std::env::split_paths(&path).filter(|dir| dir.is_absolute()));
         }
         let mut seen = std::collections::HashSet::new();
+        // Every program file of the directories: (device, inode) -> (named by a rule, the
+        // names that lead to it, symlinks followed).
+        let mut files: HashMap<(u64, u64), Vec<(PathBuf, bool)>> = HashMap::new();
         for dir in dirs {
             let Ok(entries) = fs::read_dir(&dir) else { continue };
             for entry in entries.filter_map(Result::ok) {
                 let path = entry.path();
-                let name = path.to_string_lossy();
-                if !engine.names_program(&name) {
-                    continue;
-                }
+                let named = engine.names_program(&path.to_string_lossy());
                 let Ok(meta) = fs::metadata(&path) else { continue };
-                if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
+                if !meta.is_file() {
                     continue;
                 }
-                resolver.programs.entry(meta.len()).or_default().push(Known { path, hash: None });
+                let names = files.entry((meta.dev(), meta.ino())).or_default();
+                names.push((path.clone(), named));
+                if named && seen.insert((meta.dev(), meta.ino())) {
+                    resolver.programs.entry(meta.len()).or_default().push(Known { path, hash: None });
+                }
             }
+        }
+        for known in resolver.programs.values_mut() {
+            known.retain(|known| !multi_call(&known.path, &files));
         }
         resolver
     }
@@ -152,6 +166,13 @@ impl Resolver {
                 fs::read_link(format!("/proc/{tgid}/fd/{dirfd}")).ok()?
             };
             base.join(path)
+        };
+        // `/proc/self` is whoever reads it: here governor, for the agent it is the agent
+        // (busybox's shell runs its applets as `/proc/self/exe`).
+        let absolute = match absolute.strip_prefix("/proc/self").or_else(|_| absolute.strip_prefix("/proc/thread-self"))
+        {
+            Ok(rest) => Path::new(&format!("/proc/{tgid}")).join(rest),
+            Err(_) => absolute,
         };
         Some(self.canonical(&normalize(&absolute)))
     }
@@ -266,6 +287,24 @@ impl Resolver {
     }
 }
 
+/// Whether the program file at `path` is also reached by more than [`MULTI_CALL_NAMES`]
+/// names that no rule names, other than the file's own name (`files` from
+/// [`Resolver::new`]).
+fn multi_call(path: &Path, files: &HashMap<(u64, u64), Vec<(PathBuf, bool)>>) -> bool {
+    let Ok(meta) = fs::metadata(path) else { return false };
+    let own = fs::canonicalize(path).ok().and_then(|real| real.file_name().map(std::ffi::OsStr::to_os_string));
+    let Some(names) = files.get(&(meta.dev(), meta.ino())) else { return false };
+    let mut others: Vec<&std::ffi::OsStr> = names
+        .iter()
+        .filter(|(_, named)| !named)
+        .filter_map(|(name, _)| name.file_name())
+        .filter(|name| Some(*name) != own.as_deref())
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    others.len() > MULTI_CALL_NAMES
+}
+
 fn hash_file(path: &Path) -> Option<[u8; 32]> {
     let mut file = fs::File::open(path).ok()?;
     let mut hasher = Sha256::new();
@@ -375,5 +414,39 @@ mod tests {
         let cwd = std::env::current_dir().unwrap_or_else(|error| panic!("{error}"));
         let cwd = cwd.canonicalize().unwrap_or(cwd);
         assert_eq!(resolver.open_path((me, me), AT_FDCWD, "some-file"), Some(cwd.join("some-file")));
+        // `/proc/self` names the agent's process, not governor's.
+        let exe = fs::read_link("/proc/self/exe").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(resolver.open_path((me, me), AT_FDCWD, "/proc/self/exe"), Some(exe));
+        assert_eq!(
+            resolver.open_path((u32::MAX, u32::MAX), AT_FDCWD, "/proc/self/exe"),
+            Some(PathBuf::from(format!("/proc/{}/exe", u32::MAX)))
+        );
+    }
+
+    #[test]
+    fn a_multi_call_binary_is_not_identified_by_content() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let root = dir.path().canonicalize().unwrap_or_else(|error| panic!("{error}"));
+        let busybox = root.join("busybox");
+        fs::write(&busybox, "multi").unwrap_or_else(|error| panic!("{error}"));
+        let nc = root.join("nc.openbsd");
+        fs::write(&nc, "nc").unwrap_or_else(|error| panic!("{error}"));
+        let mut files: HashMap<(u64, u64), Vec<(PathBuf, bool)>> = HashMap::new();
+        let mut link = |name: &str, target: &Path, named: bool| {
+            let path = root.join(name);
+            std::os::unix::fs::symlink(target, &path).unwrap_or_else(|error| panic!("{error}"));
+            let meta = fs::metadata(&path).unwrap_or_else(|error| panic!("{error}"));
+            files.entry((meta.dev(), meta.ino())).or_default().push((path, named));
+        };
+        link("wget", &busybox, true);
+        for applet in ["cat", "sleep", "sh", "ls"] {
+            link(applet, &busybox, false);
+        }
+        // An alternative: nc and netcat lead to nc.openbsd, one alias besides.
+        link("nc", &nc, true);
+        link("netcat", &nc, true);
+        link("nc-alias", &nc, false);
+        assert!(multi_call(&root.join("wget"), &files));
+        assert!(!multi_call(&root.join("nc"), &files));
     }
 }

@@ -20,6 +20,28 @@ pub fn governor_bin() -> PathBuf {
     bin
 }
 
+/// `--probes BACKEND` when `GOVERNOR_PROBES` names one (the 6.12 VM runs the escape suite
+/// with `lsm`, so a backend that does not load fails the run instead of falling back), else
+/// nothing: governor's own default (`auto`).
+pub fn probes_args() -> Vec<String> {
+    match std::env::var("GOVERNOR_PROBES") {
+        Ok(backend) if !backend.is_empty() => vec!["--probes".to_owned(), backend],
+        _ => Vec::new(),
+    }
+}
+
+/// How many opens the flood tests make: `GOVERNOR_FLOOD_OPENS`, else a million. The VMs run
+/// under software emulation, where a million opens through the LSM backend take minutes;
+/// they set a smaller flood, which still overruns the ring buffer of a stalled consumer.
+pub fn flood_opens() -> u64 {
+    std::env::var("GOVERNOR_FLOOD_OPENS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000)
+}
+
+/// Whether `tool` is a file in one of the directories of `PATH`.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+}
+
 /// Whether this process can run governor for real (root: cgroups, setuid, /etc/shadow). When
 /// it cannot, prints why the calling test is skipped.
 pub fn privileged(test: &str) -> bool {
@@ -120,7 +142,7 @@ impl Scene {
     }
 
     /// `governor run --trust TRUST --workspace WS EXTRA... -- ARGS...` with `HOME` set to the
-    /// fake home.
+    /// fake home, and [`probes_args`] unless `extra` chooses the probes itself.
     pub fn governor<I, S>(&self, trust: &str, extra: &[&str], args: I) -> Output
     where
         I: IntoIterator<Item = S>,
@@ -131,6 +153,7 @@ impl Scene {
             .args(["run", "--trust", trust, "--workspace"])
             .arg(&self.workspace)
             .args(extra)
+            .args(if extra.contains(&"--probes") { Vec::new() } else { probes_args() })
             .arg("--")
             .args(args)
             .env("HOME", &self.home)

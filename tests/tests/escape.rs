@@ -117,6 +117,7 @@ fn a_secret_created_while_the_agent_runs_stays_unreadable() {
     let child = Command::new(governor_tests::governor_bin())
         .args(["run", "--trust", "medium", "--workspace"])
         .arg(&scene.workspace)
+        .args(governor_tests::probes_args())
         .args(["--", "sh", "-c", &script])
         .env("HOME", &scene.home)
         .stdout(std::process::Stdio::piped())
@@ -394,6 +395,7 @@ fn the_operator_s_key_agents_and_sysv_ipc_stay_outside() {
     command
         .args(["run", "--trust", "medium", "--workspace"])
         .arg(&scene.workspace)
+        .args(governor_tests::probes_args())
         .arg("--")
         .arg(&scene.attempt)
         .args(["env", "SSH_AUTH_SOCK"])
@@ -470,7 +472,12 @@ fn a_setuid_root_binary_gains_no_privileges() {
     fs::copy(&scene.attempt, &suid).unwrap_or_else(|error| panic!("{error}"));
     fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap_or_else(|error| panic!("{error}"));
     // Control: outside governor, nobody running it becomes euid 0, so the binary is live.
-    let control = Command::new("runuser").args(["-u", "nobody", "--"]).arg(&suid).arg("ids").output();
+    // setpriv rather than runuser: no PAM, so the VM's minimal root runs it too.
+    let control = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&suid)
+        .arg("ids")
+        .output();
     match control {
         Ok(output) if stdout(&output).trim() == "uid=65534 euid=0" => {}
         other => {
@@ -536,6 +543,7 @@ fn a_descriptor_passed_to_governor_does_not_reach_the_agent() {
         command
             .args(["run", "--trust", trust, "--workspace"])
             .arg(&scene.workspace)
+            .args(governor_tests::probes_args())
             .arg("--")
             .arg(&scene.attempt)
             .arg(op)

@@ -172,13 +172,13 @@ fn an_earlier_programs_denial_is_respected() {
 fn lsm_backend_flood_loses_nothing_silently() {
     require_lsm!("lsm_backend_flood_loses_nothing_silently");
     let scene = scene!();
-    const OPENS: u64 = 1_000_000;
+    let opens = governor_tests::flood_opens();
     let target = scene.workspace.join("flood.txt");
     fs::write(&target, "x").unwrap_or_else(|error| panic!("{error}"));
     let output = scene.governor(
         "low",
         &["--probes", "lsm", "--best-effort", "--verbose"],
-        [scene.attempt.as_os_str(), "flood".as_ref(), target.as_os_str(), OPENS.to_string().as_ref()],
+        [scene.attempt.as_os_str(), "flood".as_ref(), target.as_os_str(), opens.to_string().as_ref()],
     );
     let err = stderr(&output);
     let line = err.lines().find(|line| line.starts_with("governor: probes (lsm)")).unwrap_or_else(|| panic!("{err}"));
@@ -188,7 +188,7 @@ fn lsm_backend_flood_loses_nothing_silently() {
         .filter_map(|part| part.parse().ok())
         .collect();
     let [produced, delivered, dropped, ..] = numbers[..] else { panic!("{line}") };
-    assert!(produced > OPENS, "{line}");
+    assert!(produced > opens, "{line}");
     assert_eq!(delivered + dropped, produced, "{line}");
     let reported: u64 = events(&err).iter().filter(|e| e["kind"] == "lost").filter_map(|e| e["count"].as_u64()).sum();
     assert_eq!(reported, dropped, "{err}");

@@ -17,6 +17,11 @@ use governor_tests::{Scene, cgroup2_root, governor_bin, require, scene, stderr, 
 #[test]
 fn a_c_program_compiles_and_runs_in_the_workspace() {
     require!("a_c_program_compiles_and_runs_in_the_workspace");
+    if !governor_tests::on_path("cc") {
+        // The 6.12 VM's root has no compiler (gcc with its headers is 150 MB); the host has.
+        println!("skipping a_c_program_compiles_and_runs_in_the_workspace: no cc on this machine");
+        return;
+    }
     let scene = scene!();
     let script = "printf '#include <stdio.h>\\nint main(void){puts(\"built\");return 0;}\\n' > hello.c && cc -o hello hello.c && ./hello";
     let output = scene.governor("medium", &[], ["sh", "-c", script]);

@@ -38,12 +38,21 @@ enum Task {
     },
     /// Set up, then run clippy, the unit tests and the end-to-end tests.
     Test,
-    /// Run the BPF LSM tests on Debian's 6.1 kernel under QEMU (this kernel cannot load
-    /// LSM programs).
+    /// Run tests on one of Debian's kernels under QEMU: 6.1 runs the LSM tests, 6.12 (BPF LSM
+    /// and Landlock ABI 6) the escape suite with `--probes lsm` and the end-to-end suites.
     VmTest {
+        /// Which kernel.
+        #[arg(long, value_enum, default_value = "6.1")]
+        kernel: vm::Kernel,
         /// Seconds before the VM is given up on.
-        #[arg(long, default_value_t = 1800)]
+        #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// Virtual CPUs (each one a host thread under TCG).
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Run only these suites (test file names), e.g. `--suite escape`.
+        #[arg(long)]
+        suite: Vec<String>,
     },
     /// Build the release binary and install it, the systemd unit and the policies.
     Install {
@@ -103,10 +112,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             test(&root)?;
             Ok(ExitCode::SUCCESS)
         }
-        Task::VmTest { timeout } => {
+        Task::VmTest { kernel, timeout, cpus, suite } => {
             setup::all()?;
             let mut tally = Tally::default();
-            let result = vm_test(&root, Duration::from_secs(timeout), &mut tally);
+            let boot = vm::Boot { kernel, cpus, timeout: Duration::from_secs(timeout) };
+            let result = vm_test(&root, &boot, &suite, &mut tally);
             println!(
                 "tests: {} passed, {} failed, {} skipped",
                 tally.passed.saturating_sub(tally.skips.len()),
@@ -164,8 +174,15 @@ fn test(root: &Path) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
-    // The BPF LSM backend, on a kernel that has it.
-    let vm = vm_test(root, Duration::from_secs(1800), &mut tally);
+    // The BPF LSM backend on 6.1, and every layer at once on 6.12; one VM at a time.
+    let mut vm = Ok(());
+    for kernel in [vm::Kernel::V6_1, vm::Kernel::V6_12] {
+        let boot = vm::Boot { kernel, cpus: 1, timeout: Duration::from_secs(3600) };
+        if let Err(error) = vm_test(root, &boot, &[], &mut tally) {
+            println!("xtask: the {} VM failed: {error:#}", kernel.name());
+            vm = Err(error);
+        }
+    }
     for skip in &tally.skips {
         println!("skipped: {skip}");
     }
@@ -181,37 +198,175 @@ fn test(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the LSM tests and runs them in the VM, one at a time; their result lines are
-/// counted with the host's.
-fn vm_test(root: &Path, timeout: Duration, tally: &mut Tally) -> Result<()> {
+/// A test file of `tests/tests/` run in the VM, with what its command line adds.
+struct Suite {
+    test: &'static str,
+    /// Environment for the test binary.
+    env: &'static str,
+    /// libtest options.
+    args: &'static str,
+}
+
+/// 6.1 has BPF LSM but Landlock ABI 2: the tests of what the LSM hooks add, with
+/// `--best-effort`. One thread: a test there waits for any agent to be running.
+const ON_6_1: &[Suite] = &[Suite { test: "lsm", env: "", args: "--test-threads=1" }];
+
+/// 6.12 enforces every ring fully with BPF LSM: the escape suite with `--probes lsm`
+/// (`GOVERNOR_PROBES`, read by the tests' harness), then the end-to-end suites, whose
+/// `--probes auto` picks the LSM backend there, and the LSM tests.
+const ON_6_12: &[Suite] = &[
+    Suite { test: "escape", env: "GOVERNOR_PROBES=lsm", args: "" },
+    Suite { test: "run", env: "", args: "" },
+    Suite { test: "probes", env: "", args: "" },
+    Suite { test: "engine", env: "", args: "" },
+    Suite { test: "audit", env: "", args: "" },
+    Suite { test: "daemon", env: "", args: "" },
+    Suite { test: "lsm", env: "", args: "--test-threads=1" },
+];
+
+/// Host tools the suites run that busybox lacks or has in a form they cannot use (busybox's
+/// `timeout` execs the command in its own process and watches from a child: a test that
+/// finds governor as timeout's grandchild needs coreutils').
+const VM_TOOLS: [&str; 7] = ["setpriv", "unshare", "ipcmk", "ipcrm", "sqlite3", "git", "timeout"];
+
+/// Marks the start and end (with the exit status) of a suite in the VM's output.
+const SUITE_MARKER: &str = "GOVERNOR-VM-SUITE";
+
+/// Builds the kernel's suites (or `only` of them) and runs them in one boot of the VM;
+/// their result lines are counted with the host's. Prints each suite's time, what
+/// `governor check` said there, and a summary naming the kernel, Landlock ABI and backend.
+fn vm_test(root: &Path, boot: &vm::Boot, only: &[String], tally: &mut Tally) -> Result<()> {
+    let suites: Vec<&Suite> = match boot.kernel {
+        vm::Kernel::V6_1 => ON_6_1,
+        vm::Kernel::V6_12 => ON_6_12,
+    }
+    .iter()
+    .filter(|suite| only.is_empty() || only.iter().any(|name| name == suite.test))
+    .collect();
+    if suites.is_empty() {
+        bail!("no such suite for {}: {}", boot.kernel.name(), only.join(", "));
+    }
     cargo(root, &["build", "--release", "-p", "governor", "-p", "governor-tests", "--bins"])?;
+    let mut args = vec!["test", "--release", "-p", "governor-tests", "--no-run", "--message-format=json"];
+    for suite in &suites {
+        args.extend(["--test", suite.test]);
+    }
     let output = Command::new("cargo")
         .current_dir(root)
-        .args(["test", "--release", "-p", "governor-tests", "--test", "lsm", "--no-run", "--message-format=json"])
+        .args(&args)
         .stderr(Stdio::inherit())
         .output()
-        .context("building the LSM tests")?;
+        .context("building the VM's tests")?;
     if !output.status.success() {
-        bail!("building the LSM tests failed");
+        bail!("building the VM's tests failed");
     }
-    let lsm = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["target"]["name"] == "lsm")
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .context("cargo did not say where the LSM test binary is")?;
-    let name = lsm.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let bins = [root.join("target/release/governor"), root.join("target/release/attempt"), lsm];
-    println!("xtask: booting Debian's 6.1 kernel (BPF LSM) under QEMU for the LSM tests");
-    let command = format!("/bin/{name} --test-threads=1 --show-output");
-    let code = vm::run_in_vm(root, &bins, &command, timeout, |line| {
+    let messages: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let mut guest = vm::Guest::default();
+    guest.binary(&root.join("target/release/governor"), "/bin/governor")?;
+    guest.binary(&root.join("target/release/attempt"), "/bin/attempt")?;
+    let mut command = String::from("echo 'governor check:'; governor check; failed=0\n");
+    for suite in &suites {
+        let executable = messages
+            .iter()
+            .filter(|message| message["target"]["name"] == suite.test)
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .with_context(|| format!("cargo did not say where the {} test binary is", suite.test))?;
+        guest.binary(&executable, &format!("/bin/test-{}", suite.test))?;
+        let name = suite.test;
+        command.push_str(&format!(
+            "echo '{SUITE_MARKER} {name}'; {env} /bin/test-{name} {args} --show-output; rc=$?; \
+             echo \"{SUITE_MARKER}-END {name} $rc\"; [ $rc = 0 ] || failed=1\n",
+            env = suite.env,
+            args = suite.args,
+        ));
+    }
+    command.push_str("[ $failed = 0 ]");
+    if boot.kernel == vm::Kernel::V6_12 {
+        for tool in VM_TOOLS {
+            guest.tool(tool)?;
+        }
+        guest.python()?;
+        // What the tests read from the repository, at the paths they were built with
+        // (`tests/../policies`: the tests directory must exist for `..` to resolve).
+        guest.directory(&root.join("tests"));
+        for tree in ["policies", "dist"] {
+            guest.tree(&root.join(tree))?;
+        }
+        let templates = Path::new("/usr/share/git-core/templates");
+        if templates.exists() {
+            guest.tree(templates)?;
+        }
+    }
+    println!("xtask: booting Debian's {} kernel under QEMU for: {}", boot.kernel.name(), {
+        let names: Vec<&str> = suites.iter().map(|suite| suite.test).collect();
+        names.join(", ")
+    });
+    let mut summary = VmSummary::default();
+    let code = vm::run_in_vm(root, boot, guest, &command, |line| {
         println!("vm: {line}");
-        tally.add(line.trim_start_matches("vm: "));
+        tally.add(line);
+        summary.add(line);
     })?;
+    println!("xtask: {}", summary.report(boot.kernel));
     if code != 0 {
-        bail!("the LSM tests failed in the VM (exit {code})");
+        bail!("tests failed in the {} VM (exit {code})", boot.kernel.name());
     }
     Ok(())
+}
+
+/// What the VM said about itself, and how long each suite took (timed here, on the host).
+#[derive(Default)]
+struct VmSummary {
+    kernel: Option<String>,
+    landlock: Option<String>,
+    backend: Option<String>,
+    current: Option<(String, std::time::Instant)>,
+    times: Vec<(String, f64, String)>,
+    total: Option<String>,
+}
+
+impl VmSummary {
+    fn add(&mut self, line: &str) {
+        if let Some(rest) = line.strip_prefix("kernel ").filter(|_| self.kernel.is_none()) {
+            self.kernel = rest.split(',').next().map(str::to_owned);
+        } else if let Some(abi) = line.strip_prefix("Landlock ABI: ") {
+            self.landlock = Some(abi.trim().to_owned());
+        } else if let Some(backend) = line.strip_prefix("probes: ").and_then(|rest| rest.strip_suffix(" backend loads"))
+        {
+            // check prints the backend `auto` picks first.
+            self.backend.get_or_insert_with(|| backend.to_owned());
+        } else if let Some(rest) = line.strip_prefix(&format!("{SUITE_MARKER}-END ")) {
+            let (name, code) = rest.split_once(' ').unwrap_or((rest, "?"));
+            if let Some((_, started)) = self.current.take() {
+                self.times.push((name.to_owned(), started.elapsed().as_secs_f64(), code.to_owned()));
+            }
+        } else if let Some(name) = line.strip_prefix(&format!("{SUITE_MARKER} ")) {
+            self.current = Some((name.to_owned(), std::time::Instant::now()));
+        } else if let Some(total) = line.strip_prefix("xtask: VM ran ") {
+            self.total = Some(total.to_owned());
+        }
+    }
+
+    fn report(&self, kernel: vm::Kernel) -> String {
+        let unknown = || "?".to_owned();
+        let times: Vec<String> = self
+            .times
+            .iter()
+            .map(|(name, seconds, code)| {
+                format!("{name} {seconds:.0} s{}", if code == "0" { String::new() } else { format!(" (exit {code})") })
+            })
+            .collect();
+        format!(
+            "VM {}: kernel {}, Landlock ABI {}, probe backend {}; {}; VM ran {}",
+            kernel.name(),
+            self.kernel.clone().unwrap_or_else(unknown),
+            self.landlock.clone().unwrap_or_else(unknown),
+            self.backend.clone().unwrap_or_else(unknown),
+            times.join(", "),
+            self.total.clone().unwrap_or_else(unknown),
+        )
+    }
 }
 
 /// Sums cargo test's `test result:` lines and collects `skipping <test>: <reason>` lines.

@@ -13,7 +13,7 @@ const TOOLS: [(&str, &str); 7] = [
     ("git", "git"),
     ("python3", "python3"),
     ("unshare", "util-linux"),
-    ("runuser", "util-linux"),
+    ("setpriv", "util-linux"),
     ("sleep", "coreutils"),
     ("sqlite3", "sqlite3"),
 ];
