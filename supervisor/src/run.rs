@@ -379,7 +379,13 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
     }
 
-    let command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
+    let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
+    if confinement.drop_capabilities && confinement.landlock.enforce {
+        command.masks = secret_masks(&confinement);
+        if verbose {
+            say!("governor: {} secrets masked in the agent's mount namespace", command.masks.len());
+        }
+    }
     if confinement.drop_capabilities {
         // Made now if missing, so that the agent's mask covers a control socket created
         // while it runs too.
@@ -734,9 +740,19 @@ pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 /// the mode. Landlock cannot keep an agent from connecting to a pathname socket before ABI 9,
 /// and the socket's owner check would let a uid-0 agent in. Needs CAP_SYS_ADMIN, still held
 /// here; without it (governor not root) the directory's own mode 0700 keeps others out.
-fn mask_control_dir() {
-    // SAFETY: unshare(2) and mount(2) on the calling single-threaded process, with valid
-    // NUL-terminated strings.
+///
+/// The secrets that exist at launch are masked the same way: an empty read-only tmpfs of
+/// mode 000 over each secret directory, an empty mode-000 file bound read-only over each
+/// secret file. Landlock already refuses to read them (no rule grants them); the mask keeps
+/// the names inside a secret directory out of sight too, now that the trees they sit in may
+/// be listed (`ls ~`, `ls /etc`). Landlock stays the guarantee: a mask is lost when someone
+/// outside replaces the file (the kernel detaches mounts from an unlinked mountpoint), and a
+/// secret created later has nothing to mount on.
+fn mask_control_dir(masks: &[(CString, bool)]) {
+    const FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let options = c"mode=000,size=4k";
+    // SAFETY: unshare(2), mount(2) and open(2) on the calling single-threaded process, with
+    // valid NUL-terminated strings.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return;
@@ -751,14 +767,88 @@ fn mask_control_dir() {
         {
             return;
         }
+        let tmpfs = c"tmpfs".as_ptr();
+        if libc::mount(tmpfs, CONTROL_DIR.as_ptr(), tmpfs, FLAGS, options.as_ptr().cast()) != 0 {
+            return;
+        }
+        // The empty file bound over secret files lives in the masked directory itself.
+        let empty = c"/run/governor/.empty";
+        let fd = libc::open(empty.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        for (path, is_dir) in masks {
+            if *is_dir {
+                libc::mount(tmpfs, path.as_ptr(), tmpfs, FLAGS | libc::MS_RDONLY, options.as_ptr().cast());
+            } else if fd >= 0
+                && libc::mount(empty.as_ptr(), path.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0
+            {
+                // A bind mount takes its flags only on a remount.
+                libc::mount(
+                    std::ptr::null(),
+                    path.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | FLAGS,
+                    std::ptr::null(),
+                );
+            }
+        }
         libc::mount(
-            c"tmpfs".as_ptr(),
+            std::ptr::null(),
             CONTROL_DIR.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            c"mode=000,size=4k".as_ptr().cast(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_RDONLY | FLAGS,
+            options.as_ptr().cast(),
         );
     }
+}
+
+/// The secrets that exist now, to mask in the agent's mount namespace: each secret's own
+/// path (where symlinks lead), or the entries a glob matches; with whether it is a
+/// directory. Nothing inside another mask (it is hidden already).
+fn secret_masks(confinement: &Confinement) -> Vec<(CString, bool)> {
+    use crate::sandbox::carve::{FsView as _, Kind};
+    let fs = RealFs;
+    let mut found: Vec<(PathBuf, bool)> = Vec::new();
+    for carve in &confinement.secrets {
+        let name = carve.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let candidates: Vec<PathBuf> = if name.contains(['*', '?', '[']) {
+            let Some(parent) = carve.path.parent().and_then(|parent| fs.canonical(parent)) else { continue };
+            let Ok(pattern) = CString::new(name) else { continue };
+            fs.children(&parent)
+                .into_iter()
+                .filter(|(child, _)| {
+                    CString::new(child.as_bytes()).is_ok_and(|child| {
+                        // SAFETY: two NUL-terminated strings; fnmatch only reads them.
+                        unsafe { libc::fnmatch(pattern.as_ptr(), child.as_ptr(), libc::FNM_PERIOD) == 0 }
+                    })
+                })
+                .map(|(child, _)| parent.join(child))
+                .collect()
+        } else {
+            fs.canonical(&carve.path).into_iter().collect()
+        };
+        for path in candidates {
+            match fs.kind(&path) {
+                Kind::Dir => found.push((path, true)),
+                Kind::File => found.push((path, false)),
+                Kind::Missing | Kind::Symlink => {}
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    let mut masks: Vec<(PathBuf, bool)> = Vec::new();
+    for (path, is_dir) in found {
+        if masks.iter().any(|(mask, _)| path.starts_with(mask)) {
+            continue;
+        }
+        masks.push((path, is_dir));
+    }
+    masks
+        .into_iter()
+        .filter_map(|(path, is_dir)| Some((CString::new(path.into_os_string().into_vec()).ok()?, is_dir)))
+        .collect()
 }
 
 /// The kernel's `struct sigaction` (x86-64) for rt_sigaction(2).
@@ -829,6 +919,8 @@ struct Command {
     argv: Vec<CString>,
     envp: Vec<CString>,
     workspace: CString,
+    /// Secrets to mask in the agent's mount namespace, and whether each is a directory.
+    masks: Vec<(CString, bool)>,
 }
 
 impl Command {
@@ -894,7 +986,13 @@ impl Command {
             entry.extend_from_slice(value.as_bytes());
             envp.push(cstring(&entry)?);
         }
-        Ok(Command { program, argv, envp, workspace: cstring(prepared.workspace.as_os_str().as_bytes())? })
+        Ok(Command {
+            program,
+            argv,
+            envp,
+            workspace: cstring(prepared.workspace.as_os_str().as_bytes())?,
+            masks: Vec::new(),
+        })
     }
 }
 
@@ -1058,7 +1156,7 @@ fn child_main(
     if confinement.drop_capabilities {
         // SAFETY: unshare(2) on the calling single-threaded process.
         let _ = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
-        mask_control_dir();
+        mask_control_dir(&command.masks);
     }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);

@@ -64,6 +64,9 @@ pub enum Access {
     Create,
     /// ioctl on device files opened here.
     Ioctl,
+    /// List directories only (their entries' names, not what the files hold): what a tree
+    /// with secrets carved out of it keeps, so `ls /etc` and `ls ~` work.
+    List,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]

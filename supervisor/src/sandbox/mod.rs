@@ -113,10 +113,19 @@ impl Confinement {
                 .into_iter()
                 .filter_map(|rule| {
                     let source = rules.get(rule.origin)?;
+                    let access = if rule.listing {
+                        // Listing only, and only where the grant let the agent read.
+                        if !source.access.contains(&crate::policy::Access::Read) {
+                            return None;
+                        }
+                        vec![crate::policy::Access::List]
+                    } else {
+                        source.access.clone()
+                    };
                     Some(landlock::PathRule {
                         path: rule.path,
                         is_dir: rule.is_dir,
-                        access: source.access.clone(),
+                        access,
                         origin: format!("{} ({})", source.path, source.reason),
                     })
                 })
@@ -485,8 +494,19 @@ mod tests {
             homes: &[Home { path: home.clone(), may_gain_secrets: false }],
         };
         let plan = Confinement::plan(&inputs, &carve::RealFs);
-        let under_home: Vec<&std::path::Path> =
-            plan.landlock.paths.iter().map(|rule| rule.path.as_path()).filter(|path| path.starts_with(&home)).collect();
+        let under_home: Vec<&std::path::Path> = plan
+            .landlock
+            .paths
+            .iter()
+            .filter(|rule| rule.access != [crate::policy::Access::List])
+            .map(|rule| rule.path.as_path())
+            .filter(|path| path.starts_with(&home))
+            .collect();
+        // $HOME itself may only be listed.
+        assert!(
+            plan.landlock.paths.iter().any(|rule| rule.path == home && rule.access == [crate::policy::Access::List]),
+            "$HOME is listable"
+        );
         // ~/.config/git holds a secret too (credentials): its other entries are granted.
         assert!(under_home.contains(&home.join(".config/git/config").as_path()), "{under_home:?}");
         assert!(under_home.contains(&home.join("src").as_path()), "{under_home:?}");
@@ -523,7 +543,13 @@ mod tests {
         ];
         let inputs = Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: &homes };
         let plan = Confinement::plan(&inputs, &carve::RealFs);
-        let granted: Vec<&std::path::Path> = plan.landlock.paths.iter().map(|rule| rule.path.as_path()).collect();
+        let granted: Vec<&std::path::Path> = plan
+            .landlock
+            .paths
+            .iter()
+            .filter(|rule| rule.access != [crate::policy::Access::List])
+            .map(|rule| rule.path.as_path())
+            .collect();
         assert!(!granted.contains(&other.as_path()), "{granted:?}");
         assert!(granted.contains(&other.join("projects").as_path()), "{granted:?}");
         // A home only root writes to (/bin, /usr/sbin) stays one rule.
