@@ -158,9 +158,23 @@ pub struct Request {
     /// The daemon's socket (the global --socket).
     #[arg(skip)]
     pub socket: Option<PathBuf>,
+    /// The agent's cache directory ($CACHE: XDG_CACHE_HOME, npm_config_cache, CARGO_HOME):
+    /// in its temp dir and removed with it (ephemeral), or kept for the next run of the same
+    /// --agent-id (persist).
+    #[arg(long, value_enum, default_value = "ephemeral")]
+    pub cache: CacheMode,
     /// The agent's command line.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// Where an agent's caches live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheMode {
+    /// `$TMPDIR/cache`, removed when the agent ends.
+    Ephemeral,
+    /// `cache/<agent-id>` beside the audit store, kept across runs of the same agent id.
+    Persist,
 }
 
 /// Everything loaded and checked before anything is created.
@@ -289,6 +303,7 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         workspace: prepared.workspace.clone(),
         tmpdir: tmpdir.to_path_buf(),
         tty: controlling_tty(),
+        cache: cache_dir(prepared, tmpdir),
     };
     // The agent's own home is carved whatever the passwd file says of it.
     let mut homes = privileges::all_homes();
@@ -301,6 +316,78 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         homes: &homes,
     };
     Confinement::plan(&inputs, &RealFs)
+}
+
+/// The agent's cache directory (`$CACHE`): see [`CacheMode`].
+pub fn cache_dir(prepared: &Prepared, tmpdir: &Path) -> PathBuf {
+    match prepared.request.cache {
+        CacheMode::Ephemeral => tmpdir.join("cache"),
+        CacheMode::Persist => {
+            prepared.request.audit_db.parent().unwrap_or(Path::new(".")).join("cache").join(&prepared.agent_id)
+        }
+    }
+}
+
+/// The environment that points tools' caches into `$CACHE`, and where each goes: tools
+/// write caches under `$HOME` (`~/.cache`, `~/.npm`, `~/.cargo/registry`), which no ring
+/// below admin lets them write.
+fn cache_env(cache: &Path) -> [(&'static str, PathBuf); 3] {
+    [
+        ("XDG_CACHE_HOME", cache.join("xdg")),
+        ("npm_config_cache", cache.join("npm")),
+        ("CARGO_HOME", cache.join("cargo")),
+    ]
+}
+
+/// Makes the cache directory and its parts, owned by the agent's user. CARGO_HOME moves
+/// into it, so the user's cargo configuration and installed programs are linked there
+/// where the ring can read them: what is read-only stays readable.
+fn make_cache(prepared: &Prepared, cache: &Path, landlock: &landlock::Plan) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let parts = cache_env(cache);
+    // Beside the audit store, the directory of every agent's cache: others may pass through
+    // to their own (--user), not list it.
+    if let Some(parent) = cache.parent().filter(|_| prepared.request.cache == CacheMode::Persist) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent).map_err(io(parent))?;
+    }
+    for dir in
+        std::iter::once(cache.to_path_buf()).chain(parts.iter().map(|(_, dir)| dir.clone())).chain([cache.join("home")])
+    {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        if prepared.identity.switch {
+            nix::unistd::chown(&dir, Some(prepared.identity.uid.into()), Some(prepared.identity.gid.into()))
+                .map_err(sys(format!("chown {}", dir.display())))?;
+        }
+    }
+    let user_cargo =
+        std::env::var_os("CARGO_HOME").map_or_else(|| prepared.identity.home.join(".cargo"), PathBuf::from);
+    let cargo = cache.join("cargo");
+    for name in ["config.toml", "config", "bin", "env"] {
+        let target = user_cargo.join(name);
+        let link = cargo.join(name);
+        if target.exists() && link.symlink_metadata().is_err() && readable(&target, landlock) {
+            std::os::unix::fs::symlink(&target, &link).map_err(io(&link))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the Landlock plan lets the agent read `path` (always, without a domain).
+fn readable(path: &Path, plan: &landlock::Plan) -> bool {
+    granted(path, plan, crate::policy::Access::Read)
+}
+
+/// Whether a rule of the plan gives `access` on `path` (always, without a domain).
+fn granted(path: &Path, plan: &landlock::Plan, access: crate::policy::Access) -> bool {
+    if !plan.enforce {
+        return true;
+    }
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    plan.paths.iter().any(|rule| path.starts_with(&rule.path) && rule.access.contains(&access))
 }
 
 /// The daemon that supervises the agent, unless it runs standalone: `--standalone`, `--trace`
@@ -379,6 +466,10 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
     }
 
+    let cache = cache_dir(&prepared, &tmpdir.0);
+    if confinement.drop_capabilities {
+        make_cache(&prepared, &cache, &confinement.landlock)?;
+    }
     let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
     if confinement.drop_capabilities && confinement.landlock.enforce {
         command.masks = secret_masks(&confinement);
@@ -944,8 +1035,37 @@ impl Command {
             }
             overrides.push(("LD_LIBRARY_PATH", kept));
         }
+        // Programs along PATH the ring may not run would be refused one directory after
+        // another (and a shell that hashes the first one it finds fails with 126 instead of
+        // trying the next): the agent's PATH keeps the directories it may execute from.
+        if let Some(search) = std::env::var_os("PATH") {
+            let kept = executable_search_path(&search, landlock);
+            if kept != search && prepared.request.verbose {
+                say!("governor: PATH: directories the ring cannot execute from were left out");
+            }
+            overrides.push(("PATH", kept));
+        }
+        let below_admin = prepared.ring.trust != Trust::Admin;
+        let cache = cache_dir(prepared, tmpdir);
+        if below_admin {
+            for (name, dir) in cache_env(&cache) {
+                overrides.push((name, dir.into_os_string()));
+            }
+        }
+        // A ring that cannot read the user's home (low) gets a home of its own in $CACHE:
+        // git, pip and the rest refuse to run when their configuration is unreadable, and
+        // treat a missing one as empty.
+        // A home with secrets carved out of it keeps a listing rule at its root.
+        let home_readable = readable(&identity.home, landlock)
+            || landlock
+                .paths
+                .iter()
+                .any(|rule| rule.path == identity.home && rule.access.contains(&crate::policy::Access::List));
+        let home = if below_admin && !home_readable { cache.join("home") } else { identity.home.clone() };
+        if identity.switch || home != identity.home {
+            overrides.push(("HOME", home.into_os_string()));
+        }
         if identity.switch {
-            overrides.push(("HOME", identity.home.as_os_str().to_owned()));
             overrides.push(("USER", identity.name.clone().into()));
             overrides.push(("LOGNAME", identity.name.clone().into()));
         }
@@ -1019,6 +1139,21 @@ fn readable_search_path(search: &OsStr, plan: &landlock::Plan) -> OsString {
         .as_bytes()
         .split(|byte| *byte == b':')
         .filter(|entry| !entry.is_empty() && readable(Path::new(OsStr::from_bytes(entry))))
+        .collect();
+    OsString::from_vec(kept.join(&b':'))
+}
+
+/// The entries of PATH the Landlock plan lets the agent execute from (all of them when there
+/// is no Landlock domain); relative and empty entries (the current directory) are left out.
+fn executable_search_path(search: &OsStr, plan: &landlock::Plan) -> OsString {
+    if !plan.enforce {
+        return search.to_owned();
+    }
+    let kept: Vec<&[u8]> = search
+        .as_bytes()
+        .split(|byte| *byte == b':')
+        .filter(|entry| entry.starts_with(b"/"))
+        .filter(|entry| granted(Path::new(OsStr::from_bytes(entry)), plan, crate::policy::Access::Exec))
         .collect();
     OsString::from_vec(kept.join(&b':'))
 }

@@ -34,6 +34,7 @@ pub fn policy_show(
         observe: false,
         standalone: true,
         socket: None,
+        cache: run::CacheMode::Ephemeral,
         command: vec!["true".into()],
     };
     let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
@@ -301,6 +302,7 @@ pub fn check(rings: Option<&Path>) -> i32 {
                         workspace: "/".into(),
                         tmpdir: "/".into(),
                         tty: None,
+                        cache: "/".into(),
                     })
                 })
                 .collect(),

@@ -397,6 +397,7 @@ mod tests {
             workspace: "/nonexistent/ws".into(),
             tmpdir: "/nonexistent/tmp".into(),
             tty: None,
+            cache: "/nonexistent/cache".into(),
         };
         let inputs = Inputs { ring: &ring, secrets: &[], overlays: &[], vars: &vars, homes: &[] };
         Confinement::plan(&inputs, &carve::RealFs)
@@ -485,7 +486,13 @@ mod tests {
         std::fs::write(home.join(".config/git/config"), "[user]\n").unwrap_or_else(|error| panic!("{error}"));
         let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
-        let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src"), tty: None };
+        let vars = PathVars {
+            home: home.clone(),
+            workspace: home.join("src"),
+            tmpdir: home.join("src"),
+            tty: None,
+            cache: home.join("src"),
+        };
         let inputs = Inputs {
             ring: &ring,
             secrets: &secrets,
@@ -535,7 +542,13 @@ mod tests {
         }
         let ring = RingSource::BuiltIn.ring(Trust::High).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
-        let vars = PathVars { home: own.clone(), workspace: own.join("src"), tmpdir: own.join("src"), tty: None };
+        let vars = PathVars {
+            home: own.clone(),
+            workspace: own.join("src"),
+            tmpdir: own.join("src"),
+            tty: None,
+            cache: own.join("src"),
+        };
         let homes = [
             Home { path: own.clone(), may_gain_secrets: true },
             Home { path: other.clone(), may_gain_secrets: true },
