@@ -583,7 +583,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let control = Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?;
         let mut link = DaemonLink::new(client, &hello, &prepared.agent_id, control);
         let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
-        let code = child_result(report_read, status, &prepared.request.command[0]);
+        let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
         report_exit(link, &hello, &prepared.agent_id, code);
         drop(tmpdir);
         return Ok(code);
@@ -627,7 +627,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     );
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, None, || cleanup(cgroup, verbose))?;
-    let code = child_result(report_read, status, &prepared.request.command[0]);
+    let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
     output.finish();
     let exit_why = match code {
         0..=127 => format!("exit status {code}"),
@@ -679,12 +679,20 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
 
 /// The agent's exit code, or governor's when the child failed before or at exec (it said
 /// why through the report pipe, which exec closed otherwise).
-fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr) -> i32 {
+fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr, trust: Trust) -> i32 {
     let mut bytes = Vec::new();
     let _ = File::from(report).read_to_end(&mut bytes);
     match ChildFailure::decode(&bytes) {
         Some(failure) => {
             say!("governor: {}", failure.describe(command));
+            if let ChildFailure::Exec(code) = failure
+                && (code == libc::EACCES || code == libc::EPERM)
+            {
+                say!(
+                    "governor: `governor explain --trust {trust} {}` says which rule refuses it and what would allow it",
+                    command.to_string_lossy()
+                );
+            }
             failure.exit_code()
         }
         None => status,
