@@ -139,6 +139,39 @@ pub struct After {
     pub window: Window,
 }
 
+/// What a refusal was trying to do to a file, for [`Unless::access`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenAccess {
+    /// An open for reading only (no write mode, no O_CREAT, O_TRUNC or O_TMPFILE).
+    Read,
+    /// Anything else: an open for writing or creating, or a change of the filesystem.
+    Write,
+}
+
+/// Events a rule leaves alone (`unless = [...]`): an event matching every field given in
+/// one entry is not matched, nor counted towards the rule's rate. Each entry says why.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unless {
+    /// The event's own kind (exec, open, fs, connect, sendmsg).
+    #[serde(default)]
+    pub kind: Option<Vec<Kind>>,
+    /// For open and fs events: reading only, or writing.
+    #[serde(default)]
+    pub access: Option<OpenAccess>,
+    /// The path (or one of its other names) matches one of these.
+    #[serde(default)]
+    pub path: Option<Globs>,
+    /// ... and neither the path nor its other names match any of these.
+    #[serde(default)]
+    pub not_path: Option<Globs>,
+    /// `false`: the path is none of the secrets (secrets.toml and the overlays' `[[secret]]`).
+    #[serde(default)]
+    pub secret: Option<bool>,
+    pub reason: policy::Reason,
+}
+
 /// One `[[rule]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +200,13 @@ pub struct Rule {
     pub window: Option<Window>,
     #[serde(default)]
     pub after: Option<After>,
+    /// With a rate: count distinct paths or destinations only (the same target refused
+    /// again within the window is not counted again).
+    #[serde(default)]
+    pub distinct: bool,
+    /// Events this rule does not match or count, each with its reason.
+    #[serde(default)]
+    pub unless: Vec<Unless>,
     pub action: Action,
     pub severity: Severity,
     pub reason: policy::Reason,
@@ -231,6 +271,9 @@ impl RulesFile {
                     rule.id
                 ));
             }
+            if rule.distinct && rule.count.is_none() {
+                return Err(format!("rule '{}': distinct needs a rate (count and window)", rule.id));
+            }
             let path_kind = matches!(rule.kind, Kind::Open | Kind::Exec | Kind::Denied | Kind::Fs);
             if rule.path.is_some() && !path_kind {
                 return Err(format!("rule '{}': a {:?} event has no path", rule.id, rule.kind));
@@ -264,6 +307,8 @@ pub struct AgentState {
     /// Per rule: timestamps (ns) of recent matches, a ring of `count` entries.
     rates: Vec<Vec<u64>>,
     rate_next: Vec<usize>,
+    /// Per `distinct` rule: (time, hash of the target) of the distinct targets counted.
+    targets: Vec<Vec<(u64, u64)>>,
     /// Per rule with `after`: when its earlier event was last seen (ns).
     seen: Vec<Option<u64>>,
     /// Scratch space for glob matching, sized once: which fields matched, per bucket rule,
@@ -367,6 +412,8 @@ pub struct Engine {
     /// Incidents this severe or worse suspend.
     suspend_on_severity: Option<Severity>,
     event_budget: Option<EventBudget>,
+    /// The secrets as path patterns, for `unless` entries with `secret = false`.
+    secrets: GlobSet,
 }
 
 impl Engine {
@@ -401,7 +448,14 @@ impl Engine {
         }
         let sequences =
             rules.iter().enumerate().filter(|(_, rule)| rule.after.is_some()).map(|(index, _)| index).collect();
-        Ok(Engine { rules, buckets, sequences, suspend_on_severity: None, event_budget: None })
+        Ok(Engine {
+            rules,
+            buckets,
+            sequences,
+            suspend_on_severity: None,
+            event_budget: None,
+            secrets: GlobSet::empty(),
+        })
     }
 
     /// The engine for a loaded policy: its rules, its `suspend_on_severity` and its
@@ -410,6 +464,33 @@ impl Engine {
         let mut engine = Engine::new(rules.rules.clone())?.suspend_on_severity(rules.suspend_on_severity);
         engine.event_budget = rules.event_budget;
         Ok(engine)
+    }
+
+    /// The secrets `unless = [{ secret = false }]` compares paths with: `~/X` stands for `X`
+    /// in any home (`**/X`), and a directory for everything in it.
+    pub fn with_secrets<'s>(mut self, secrets: impl IntoIterator<Item = &'s policy::Secret>) -> Engine {
+        let mut builder = GlobSetBuilder::new();
+        for secret in secrets {
+            let raw = secret.path.to_string();
+            let base = match raw.strip_prefix("~/").or_else(|| raw.strip_prefix("$HOME/")) {
+                Some(rest) => format!("**/{rest}"),
+                None => raw,
+            };
+            for pattern in [base.clone(), format!("{base}/**")] {
+                // A secret's path was checked when it was parsed; a glob that still does not
+                // compile cannot match a path either.
+                if let Ok(glob) = Glob::new(&pattern) {
+                    builder.add(glob);
+                }
+            }
+        }
+        self.secrets = builder.build().unwrap_or_else(|_| GlobSet::empty());
+        self
+    }
+
+    /// Whether `path` is (inside) one of the secrets.
+    pub fn is_secret(&self, path: &str) -> bool {
+        self.secrets.is_match(path)
     }
 
     /// Rows an agent may write per window (`event_budget` in the rules).
@@ -444,6 +525,11 @@ impl Engine {
             suspended_since: 0,
             rates: self.rules.iter().map(|rule| Vec::with_capacity(rule.count.unwrap_or(0) as usize)).collect(),
             rate_next: vec![0; self.rules.len()],
+            targets: self
+                .rules
+                .iter()
+                .map(|rule| Vec::with_capacity(if rule.distinct { rule.count.unwrap_or(0) as usize } else { 0 }))
+                .collect(),
             seen: vec![None; self.rules.len()],
             hits: [Vec::with_capacity(self.rules.len()), Vec::with_capacity(self.rules.len())],
             matched: Vec::with_capacity(self.rules.len()),
@@ -511,7 +597,7 @@ impl Engine {
             }
             let index = bucket.rules[position];
             let rule = &self.rules[index];
-            if self.matches(rule, index, agent, now_ns) {
+            if self.matches(rule, index, agent, &facts, now_ns) {
                 let escalate = matches!(rule.action, Action::Deny | Action::Audit)
                     && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity);
                 let action = if escalate { Action::Suspend } else { rule.action };
@@ -522,8 +608,11 @@ impl Engine {
     }
 
     /// The rule's conditions beyond its globs (already matched): trust, sequence, rate.
-    fn matches(&self, rule: &Rule, index: usize, agent: &mut AgentState, now_ns: u64) -> bool {
+    fn matches(&self, rule: &Rule, index: usize, agent: &mut AgentState, facts: &Facts<'_>, now_ns: u64) -> bool {
         if !rule.applies_to(agent.trust) {
+            return false;
+        }
+        if rule.unless.iter().any(|unless| self.exempts(unless, facts)) {
             return false;
         }
         if let Some(after) = &rule.after {
@@ -532,7 +621,20 @@ impl Engine {
                 return false;
             }
         }
-        if let (Some(count), Some(window)) = (rule.count, rule.window) {
+        if let (Some(count), Some(window), true) = (rule.count, rule.window, rule.distinct) {
+            let window = window.0.as_nanos() as u64;
+            let target = facts.target_hash();
+            let seen = &mut agent.targets[index];
+            seen.retain(|(time, _)| now_ns.saturating_sub(*time) <= window);
+            if seen.iter().any(|(_, hash)| *hash == target) {
+                return false;
+            }
+            seen.push((now_ns, target));
+            if seen.len() < count as usize {
+                return false;
+            }
+            seen.clear();
+        } else if let (Some(count), Some(window)) = (rule.count, rule.window) {
             let window = window.0.as_nanos() as u64;
             let times = &mut agent.rates[index];
             // A ring of the last `count` match times: full and its oldest within the window
@@ -559,9 +661,23 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Whether `unless` leaves the event alone: every field it gives matches.
+    fn exempts(&self, unless: &Unless, facts: &Facts<'_>) -> bool {
+        let names = || facts.path.into_iter().chain(facts.aka.iter().map(String::as_str));
+        unless.kind.as_ref().is_none_or(|kinds| kinds.contains(&facts.kind))
+            && unless.access.is_none_or(|access| facts.access == Some(access))
+            && unless.path.as_ref().is_none_or(|globs| names().any(|name| globs.is_match(name)))
+            && unless.not_path.as_ref().is_none_or(|globs| !names().any(|name| globs.is_match(name)))
+            && unless.secret.is_none_or(|secret| names().any(|name| self.secrets.is_match(name)) == secret)
+    }
+}
+
 /// What rules look at, taken from an event once.
 struct Facts<'a> {
     kind: Kind,
+    /// For open and fs events: whether it only reads.
+    access: Option<OpenAccess>,
     denied: bool,
     path: Option<&'a str>,
     binary: Option<&'a str>,
@@ -597,21 +713,48 @@ impl<'a> Facts<'a> {
         use governor_common::kind;
         let denied = crate::probes::events::refused(event.header());
         match event {
-            Event::Exec { filename, aka, .. } => {
-                Facts { kind: Kind::Exec, denied, path: Some(filename), binary: Some(filename), aka, destination: None }
+            Event::Exec { filename, aka, .. } => Facts {
+                kind: Kind::Exec,
+                access: None,
+                denied,
+                path: Some(filename),
+                binary: Some(filename),
+                aka,
+                destination: None,
+            },
+            Event::Open { path, aka, flags, .. } => {
+                // open(2): the access mode is the low two bits; O_CREAT, O_TRUNC and O_TMPFILE
+                // change the filesystem whatever the mode. O_TMPFILE includes O_DIRECTORY's
+                // bit, so it is compared whole.
+                let flags = *flags as i32;
+                let writes = flags & libc::O_ACCMODE != libc::O_RDONLY
+                    || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
+                    || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+                let access = Some(if writes { OpenAccess::Write } else { OpenAccess::Read });
+                Facts { kind: Kind::Open, access, denied, path: Some(path), binary: None, aka, destination: None }
             }
-            Event::Open { path, aka, .. } => {
-                Facts { kind: Kind::Open, denied, path: Some(path), binary: None, aka, destination: None }
-            }
-            Event::Fs { path, aka, .. } => {
-                Facts { kind: Kind::Fs, denied, path: Some(path), binary: None, aka, destination: None }
-            }
+            Event::Fs { path, aka, .. } => Facts {
+                kind: Kind::Fs,
+                access: Some(OpenAccess::Write),
+                denied,
+                path: Some(path),
+                binary: None,
+                aka,
+                destination: None,
+            },
             // Never decided (`decide` returns first); no rule kind has it.
-            Event::Cwd { .. } => {
-                Facts { kind: Kind::Denied, denied: false, path: None, binary: None, aka: &[], destination: None }
-            }
+            Event::Cwd { .. } => Facts {
+                kind: Kind::Denied,
+                access: None,
+                denied: false,
+                path: None,
+                binary: None,
+                aka: &[],
+                destination: None,
+            },
             Event::Net { header, addr, port, .. } => Facts {
                 kind: if header.kind == kind::SENDMSG { Kind::Sendmsg } else { Kind::Connect },
+                access: None,
                 denied,
                 path: None,
                 binary: None,
@@ -625,6 +768,16 @@ impl<'a> Facts<'a> {
 
     fn is(&self, kind: Kind) -> bool {
         self.kind == kind || (kind == Kind::Denied && self.denied)
+    }
+
+    /// A hash of what the event was aimed at (its path, or its destination), for rules that
+    /// count distinct targets.
+    fn target_hash(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.path.hash(&mut hasher);
+        self.destination.as_ref().map(Destination::as_str).hash(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -816,7 +969,10 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
     let mut rules = file.rule;
     rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
     let rules = Rules { rules, suspend_on_severity: file.suspend_on_severity, event_budget: file.event_budget };
-    let engine = Engine::from_rules(&rules).map_err(|message| policy::Error::Invalid { path, message })?;
+    let secrets = source.secrets()?;
+    let engine = Engine::from_rules(&rules)
+        .map_err(|message| policy::Error::Invalid { path, message })?
+        .with_secrets(secrets.iter().chain(overlays.iter().flat_map(|overlay| &overlay.secret)));
     Ok((rules, engine))
 }
 
@@ -1213,6 +1369,82 @@ mod tests {
         assert!(loaded.rules.iter().any(|rule| rule.id == "repeated-kernel-denials"));
         assert!(loaded.rules.iter().any(|rule| rule.id == "network-tool-after-secret"));
         assert_eq!(loaded.suspend_on_severity, Some(Severity::Critical));
+    }
+
+    /// A refused open of `path` with open(2) `flags`.
+    fn open_with(path: &str, flags: i32) -> Event {
+        let Event::Open { header, dirfd, dev, ino, .. } = open(path, -libc::EACCES) else { unreachable!() };
+        Event::Open { header, flags: flags as u32, dirfd, dev, ino, path: path.into(), aka: Vec::new() }
+    }
+
+    /// The action of the shipped rules on each event in turn, 100 ms apart, in ring `trust`.
+    fn shipped(trust: Trust, events: &[Event]) -> Vec<(Action, Option<String>)> {
+        let (_, engine) = load(&policy::RingSource::BuiltIn, &[]).unwrap_or_else(|error| panic!("{error}"));
+        let mut agent = engine.agent(trust);
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let decision = engine.decide(&mut agent, event, i as u64 * SECOND / 10);
+                (decision.action, decision.rule.map(|rule| rule.id.clone()))
+            })
+            .collect()
+    }
+
+    fn suspended(decisions: &[(Action, Option<String>)]) -> Option<String> {
+        decisions.iter().find(|(action, _)| *action == Action::Suspend).and_then(|(_, rule)| rule.clone())
+    }
+
+    #[test]
+    fn the_shipped_rules_leave_benign_refusals_alone() {
+        // pip, as issue reports had it: rustc looked up along PATH, /etc and the home
+        // listed, PIP_FIND_LINKS unreadable, bytecode and cache writes refused.
+        let mut benign = Vec::new();
+        for _ in 0..4 {
+            benign.push(exec_syscall("/root/.cargo/bin/rustc", -libc::EACCES));
+            benign.push(open_with("/etc", libc::O_RDONLY | libc::O_DIRECTORY));
+            benign.push(open_with("/root", libc::O_RDONLY | libc::O_DIRECTORY));
+            benign.push(open_with("/opt/wheels", libc::O_RDONLY | libc::O_DIRECTORY));
+            benign.push(open_with("/home/ann/.config/pip/pip.conf", libc::O_RDONLY));
+            benign.push(open_with(
+                "/usr/lib/python3/six/__pycache__/six.cpython-311.pyc",
+                libc::O_WRONLY | libc::O_CREAT,
+            ));
+            let mut mkdir = open_with("/home/ann/.cache/pip", 0);
+            if let Event::Open { header, path, aka, .. } = mkdir {
+                mkdir = Event::Fs { header, syscall: 83, dirfd: -100, path, dirfd2: -100, path2: String::new(), aka };
+            }
+            benign.push(mkdir);
+        }
+        for event in &benign[..7] {
+            let one: Vec<Event> = (0..5).map(|_| event.clone()).collect();
+            assert_eq!(suspended(&shipped(Trust::Medium, &one)), None, "{event:?}");
+        }
+        assert_eq!(suspended(&shipped(Trust::Medium, &benign)), None);
+    }
+
+    #[test]
+    fn the_shipped_rules_still_suspend_probing() {
+        // The same secret, five times.
+        let secret: Vec<Event> = (0..5).map(|_| open_with("/home/ann/.ssh/id_ed25519", libc::O_RDONLY)).collect();
+        assert_eq!(suspended(&shipped(Trust::Low, &secret)).as_deref(), Some("repeated-kernel-denials"));
+        let shadow: Vec<Event> = (0..5).map(|_| open_with("/etc/shadow", libc::O_RDONLY)).collect();
+        assert_eq!(suspended(&shipped(Trust::Medium, &shadow)).as_deref(), Some("repeated-kernel-denials"));
+        // Writes outside the sandbox.
+        let writes: Vec<Event> =
+            (0..5).map(|i| open_with(&format!("/srv/out{i}"), libc::O_WRONLY | libc::O_CREAT)).collect();
+        assert_eq!(suspended(&shipped(Trust::Low, &writes)).as_deref(), Some("repeated-kernel-denials"));
+        // Other processes.
+        let procs: Vec<Event> = (0..5).map(|i| open_with(&format!("/proc/{}/environ", 100 + i), 0)).collect();
+        assert_eq!(suspended(&shipped(Trust::Medium, &procs)).as_deref(), Some("repeated-kernel-denials"));
+        // A scan: twenty distinct unreadable files that are no secret; the same one twenty
+        // times is a tool retrying, not a scan.
+        let scan: Vec<Event> = (0..20).map(|i| open_with(&format!("/srv/data/{i}"), libc::O_RDONLY)).collect();
+        assert_eq!(suspended(&shipped(Trust::Medium, &scan)).as_deref(), Some("scanning-unreadable-paths"));
+        let retry: Vec<Event> = (0..20).map(|_| open_with("/srv/data/0", libc::O_RDONLY)).collect();
+        assert_eq!(suspended(&shipped(Trust::Medium, &retry)), None);
+        // high is trusted with its refusals.
+        assert_eq!(suspended(&shipped(Trust::High, &shadow)), None);
     }
 
     #[test]

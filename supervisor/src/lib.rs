@@ -14,6 +14,7 @@ pub mod context;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod explain;
 pub mod metrics;
 pub mod policy;
 pub mod probes;

@@ -39,6 +39,26 @@ enum Command {
     },
     /// Report what this kernel supports for each ring.
     Check,
+    /// Say whether a ring lets an agent read, write or execute PATH, run PROGRAM or connect to
+    /// HOST:PORT, which layer decides and why, and the policy lines that would allow it.
+    /// Exit 0 when allowed, 1 when refused.
+    Explain {
+        #[arg(long, default_value = "low", value_parser = parse_trust, conflicts_with = "agent")]
+        trust: Trust,
+        /// The ring of this agent (from the audit store).
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// What the agent would do [default: read for a path, exec for a program, connect for
+        /// HOST:PORT].
+        #[arg(long, value_enum)]
+        op: Option<governor::explain::Op>,
+        /// PATH, HOST:PORT or PROGRAM.
+        target: String,
+    },
     /// Read the audit store.
     Audit {
         #[command(subcommand)]
@@ -182,6 +202,11 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 client.call(&control::Request::Reload).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
             println!("policy reloaded: {} rules", answer["rules"]);
             Ok(0)
+        }
+        Command::Explain { trust, agent, policies, workspace, op, target } => {
+            let mut request = show::request(cli.rings.as_deref(), trust, &policies, workspace);
+            request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
+            governor::explain::main(request, &target, op, agent.as_deref())
         }
         Command::Policy { command: PolicyCommand::Show { trust, policies, workspace, format } } => {
             show::policy_show(cli.rings.as_deref(), trust, &policies, workspace, matches!(format, Format::Json))

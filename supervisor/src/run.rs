@@ -158,9 +158,23 @@ pub struct Request {
     /// The daemon's socket (the global --socket).
     #[arg(skip)]
     pub socket: Option<PathBuf>,
+    /// The agent's cache directory ($CACHE: XDG_CACHE_HOME, npm_config_cache, CARGO_HOME):
+    /// in its temp dir and removed with it (ephemeral), or kept for the next run of the same
+    /// --agent-id (persist).
+    #[arg(long, value_enum, default_value = "ephemeral")]
+    pub cache: CacheMode,
     /// The agent's command line.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// Where an agent's caches live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheMode {
+    /// `$TMPDIR/cache`, removed when the agent ends.
+    Ephemeral,
+    /// `cache/<agent-id>` beside the audit store, kept across runs of the same agent id.
+    Persist,
 }
 
 /// Everything loaded and checked before anything is created.
@@ -289,6 +303,7 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         workspace: prepared.workspace.clone(),
         tmpdir: tmpdir.to_path_buf(),
         tty: controlling_tty(),
+        cache: cache_dir(prepared, tmpdir),
     };
     // The agent's own home is carved whatever the passwd file says of it.
     let mut homes = privileges::all_homes();
@@ -301,6 +316,78 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         homes: &homes,
     };
     Confinement::plan(&inputs, &RealFs)
+}
+
+/// The agent's cache directory (`$CACHE`): see [`CacheMode`].
+pub fn cache_dir(prepared: &Prepared, tmpdir: &Path) -> PathBuf {
+    match prepared.request.cache {
+        CacheMode::Ephemeral => tmpdir.join("cache"),
+        CacheMode::Persist => {
+            prepared.request.audit_db.parent().unwrap_or(Path::new(".")).join("cache").join(&prepared.agent_id)
+        }
+    }
+}
+
+/// The environment that points tools' caches into `$CACHE`, and where each goes: tools
+/// write caches under `$HOME` (`~/.cache`, `~/.npm`, `~/.cargo/registry`), which no ring
+/// below admin lets them write.
+fn cache_env(cache: &Path) -> [(&'static str, PathBuf); 3] {
+    [
+        ("XDG_CACHE_HOME", cache.join("xdg")),
+        ("npm_config_cache", cache.join("npm")),
+        ("CARGO_HOME", cache.join("cargo")),
+    ]
+}
+
+/// Makes the cache directory and its parts, owned by the agent's user. CARGO_HOME moves
+/// into it, so the user's cargo configuration and installed programs are linked there
+/// where the ring can read them: what is read-only stays readable.
+fn make_cache(prepared: &Prepared, cache: &Path, landlock: &landlock::Plan) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let parts = cache_env(cache);
+    // Beside the audit store, the directory of every agent's cache: others may pass through
+    // to their own (--user), not list it.
+    if let Some(parent) = cache.parent().filter(|_| prepared.request.cache == CacheMode::Persist) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent).map_err(io(parent))?;
+    }
+    for dir in
+        std::iter::once(cache.to_path_buf()).chain(parts.iter().map(|(_, dir)| dir.clone())).chain([cache.join("home")])
+    {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        if prepared.identity.switch {
+            nix::unistd::chown(&dir, Some(prepared.identity.uid.into()), Some(prepared.identity.gid.into()))
+                .map_err(sys(format!("chown {}", dir.display())))?;
+        }
+    }
+    let user_cargo =
+        std::env::var_os("CARGO_HOME").map_or_else(|| prepared.identity.home.join(".cargo"), PathBuf::from);
+    let cargo = cache.join("cargo");
+    for name in ["config.toml", "config", "bin", "env"] {
+        let target = user_cargo.join(name);
+        let link = cargo.join(name);
+        if target.exists() && link.symlink_metadata().is_err() && readable(&target, landlock) {
+            std::os::unix::fs::symlink(&target, &link).map_err(io(&link))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the Landlock plan lets the agent read `path` (always, without a domain).
+fn readable(path: &Path, plan: &landlock::Plan) -> bool {
+    granted(path, plan, crate::policy::Access::Read)
+}
+
+/// Whether a rule of the plan gives `access` on `path` (always, without a domain).
+fn granted(path: &Path, plan: &landlock::Plan, access: crate::policy::Access) -> bool {
+    if !plan.enforce {
+        return true;
+    }
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    plan.paths.iter().any(|rule| path.starts_with(&rule.path) && rule.access.contains(&access))
 }
 
 /// The daemon that supervises the agent, unless it runs standalone: `--standalone`, `--trace`
@@ -379,7 +466,17 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
     }
 
+    let cache = cache_dir(&prepared, &tmpdir.0);
+    if confinement.drop_capabilities {
+        make_cache(&prepared, &cache, &confinement.landlock)?;
+    }
     let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
+    if confinement.drop_capabilities && confinement.landlock.enforce {
+        command.masks = secret_masks(&confinement);
+        if verbose {
+            say!("governor: {} secrets masked in the agent's mount namespace", command.masks.len());
+        }
+    }
     if let Some(allow) = &confinement.unix_allow {
         use crate::sandbox::unix;
         let bound = unix::bound_sockets(&std::fs::read_to_string("/proc/net/unix").unwrap_or_default());
@@ -499,7 +596,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let control = Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?;
         let mut link = DaemonLink::new(client, &hello, &prepared.agent_id, control);
         let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
-        let code = child_result(report_read, status, &prepared.request.command[0]);
+        let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
         report_exit(link, &hello, &prepared.agent_id, code);
         drop(tmpdir);
         return Ok(code);
@@ -543,7 +640,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     );
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, None, || cleanup(cgroup, verbose))?;
-    let code = child_result(report_read, status, &prepared.request.command[0]);
+    let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
     output.finish();
     let exit_why = match code {
         0..=127 => format!("exit status {code}"),
@@ -595,12 +692,20 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
 
 /// The agent's exit code, or governor's when the child failed before or at exec (it said
 /// why through the report pipe, which exec closed otherwise).
-fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr) -> i32 {
+fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr, trust: Trust) -> i32 {
     let mut bytes = Vec::new();
     let _ = File::from(report).read_to_end(&mut bytes);
     match ChildFailure::decode(&bytes) {
         Some(failure) => {
             say!("governor: {}", failure.describe(command));
+            if let ChildFailure::Exec(code) = failure
+                && (code == libc::EACCES || code == libc::EPERM)
+            {
+                say!(
+                    "governor: `governor explain --trust {trust} {}` says which rule refuses it and what would allow it",
+                    command.to_string_lossy()
+                );
+            }
             failure.exit_code()
         }
         None => status,
@@ -748,13 +853,22 @@ pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 /// and the socket's owner check would let a uid-0 agent in. Needs CAP_SYS_ADMIN, still held
 /// here; without it (governor not root) the directory's own mode 0700 keeps others out.
 ///
-/// Each socket of `unix_masks` (see `sandbox::unix`) gets the same treatment: a mode-000
-/// FIFO, made in that tmpfs before it is made read-only, is bind-mounted over it, so a
-/// connect is EACCES. A socket gone meanwhile is skipped.
-fn private_mounts(unix_masks: &[CString]) {
-    const MASK: &std::ffi::CStr = c"/run/governor/.masked";
-    // SAFETY: unshare(2), mount(2) and mkfifo(3) on the calling single-threaded process,
-    // with valid NUL-terminated strings.
+/// The secrets that exist at launch are masked the same way: an empty read-only tmpfs of
+/// mode 000 over each secret directory, an empty mode-000 file bound read-only over each
+/// secret file. Landlock already refuses to read them (no rule grants them); the mask keeps
+/// the names inside a secret directory out of sight too, now that the trees they sit in may
+/// be listed (`ls ~`, `ls /etc`). Landlock stays the guarantee: a mask is lost when someone
+/// outside replaces the file (the kernel detaches mounts from an unlinked mountpoint), and a
+/// secret created later has nothing to mount on.
+///
+/// Each socket of `unix_masks` (see `sandbox::unix`) gets a mode-000 FIFO, made in that
+/// tmpfs before it is made read-only, bind-mounted over it, so a connect is EACCES. A socket
+/// gone meanwhile is skipped.
+fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) {
+    const FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let options = c"mode=000,size=4k";
+    // SAFETY: unshare(2), mount(2), open(2) and mkfifo(3) on the calling single-threaded
+    // process, with valid NUL-terminated strings.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return;
@@ -769,36 +883,100 @@ fn private_mounts(unix_masks: &[CString]) {
         {
             return;
         }
-        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        if libc::mount(
-            c"tmpfs".as_ptr(),
-            CONTROL_DIR.as_ptr(),
-            c"tmpfs".as_ptr(),
-            flags,
-            c"mode=000,size=4k".as_ptr().cast(),
-        ) != 0
-        {
+        let tmpfs = c"tmpfs".as_ptr();
+        if libc::mount(tmpfs, CONTROL_DIR.as_ptr(), tmpfs, FLAGS, options.as_ptr().cast()) != 0 {
             return;
+        }
+        // The empty file bound over secret files lives in the masked directory itself.
+        let empty = c"/run/governor/.empty";
+        let fd = libc::open(empty.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        for (path, is_dir) in masks {
+            if *is_dir {
+                libc::mount(tmpfs, path.as_ptr(), tmpfs, FLAGS | libc::MS_RDONLY, options.as_ptr().cast());
+            } else if fd >= 0
+                && libc::mount(empty.as_ptr(), path.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0
+            {
+                // A bind mount takes its flags only on a remount.
+                libc::mount(
+                    std::ptr::null(),
+                    path.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | FLAGS,
+                    std::ptr::null(),
+                );
+            }
         }
         if !unix_masks.is_empty() {
             // A FIFO, not a regular file: the write permission check of a connect meets the
             // mode (EACCES, a refusal the engine counts), where on a read-only mount a
             // regular file would answer EROFS first (inode_permission's sb_permission).
-            if libc::mkfifo(MASK.as_ptr(), 0) == 0 {
+            let fifo = c"/run/governor/.masked";
+            if libc::mkfifo(fifo.as_ptr(), 0) == 0 {
                 for socket in unix_masks {
-                    libc::mount(MASK.as_ptr(), socket.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null());
+                    libc::mount(fifo.as_ptr(), socket.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null());
                 }
             }
         }
-        // Read-only from here: the mask file and the directory alike.
+        // Read-only from here: the mask files and the directory alike.
         libc::mount(
             std::ptr::null(),
             CONTROL_DIR.as_ptr(),
             std::ptr::null(),
-            libc::MS_REMOUNT | libc::MS_RDONLY | flags,
-            c"mode=000,size=4k".as_ptr().cast(),
+            libc::MS_REMOUNT | libc::MS_RDONLY | FLAGS,
+            options.as_ptr().cast(),
         );
     }
+}
+
+/// The secrets that exist now, to mask in the agent's mount namespace: each secret's own
+/// path (where symlinks lead), or the entries a glob matches; with whether it is a
+/// directory. Nothing inside another mask (it is hidden already).
+fn secret_masks(confinement: &Confinement) -> Vec<(CString, bool)> {
+    use crate::sandbox::carve::{FsView as _, Kind};
+    let fs = RealFs;
+    let mut found: Vec<(PathBuf, bool)> = Vec::new();
+    for carve in &confinement.secrets {
+        let name = carve.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let candidates: Vec<PathBuf> = if name.contains(['*', '?', '[']) {
+            let Some(parent) = carve.path.parent().and_then(|parent| fs.canonical(parent)) else { continue };
+            let Ok(pattern) = CString::new(name) else { continue };
+            fs.children(&parent)
+                .into_iter()
+                .filter(|(child, _)| {
+                    CString::new(child.as_bytes()).is_ok_and(|child| {
+                        // SAFETY: two NUL-terminated strings; fnmatch only reads them.
+                        unsafe { libc::fnmatch(pattern.as_ptr(), child.as_ptr(), libc::FNM_PERIOD) == 0 }
+                    })
+                })
+                .map(|(child, _)| parent.join(child))
+                .collect()
+        } else {
+            fs.canonical(&carve.path).into_iter().collect()
+        };
+        for path in candidates {
+            match fs.kind(&path) {
+                Kind::Dir => found.push((path, true)),
+                Kind::File => found.push((path, false)),
+                Kind::Missing | Kind::Symlink => {}
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    let mut masks: Vec<(PathBuf, bool)> = Vec::new();
+    for (path, is_dir) in found {
+        if masks.iter().any(|(mask, _)| path.starts_with(mask)) {
+            continue;
+        }
+        masks.push((path, is_dir));
+    }
+    masks
+        .into_iter()
+        .filter_map(|(path, is_dir)| Some((CString::new(path.into_os_string().into_vec()).ok()?, is_dir)))
+        .collect()
 }
 
 /// The kernel's `struct sigaction` (x86-64) for rt_sigaction(2).
@@ -869,6 +1047,8 @@ struct Command {
     argv: Vec<CString>,
     envp: Vec<CString>,
     workspace: CString,
+    /// Secrets to mask in the agent's mount namespace, and whether each is a directory.
+    masks: Vec<(CString, bool)>,
     /// Pathname UNIX sockets masked in the agent's mount namespace.
     unix_masks: Vec<CString>,
 }
@@ -894,8 +1074,37 @@ impl Command {
             }
             overrides.push(("LD_LIBRARY_PATH", kept));
         }
+        // Programs along PATH the ring may not run would be refused one directory after
+        // another (and a shell that hashes the first one it finds fails with 126 instead of
+        // trying the next): the agent's PATH keeps the directories it may execute from.
+        if let Some(search) = std::env::var_os("PATH") {
+            let kept = executable_search_path(&search, landlock);
+            if kept != search && prepared.request.verbose {
+                say!("governor: PATH: directories the ring cannot execute from were left out");
+            }
+            overrides.push(("PATH", kept));
+        }
+        let below_admin = prepared.ring.trust != Trust::Admin;
+        let cache = cache_dir(prepared, tmpdir);
+        if below_admin {
+            for (name, dir) in cache_env(&cache) {
+                overrides.push((name, dir.into_os_string()));
+            }
+        }
+        // A ring that cannot read the user's home (low) gets a home of its own in $CACHE:
+        // git, pip and the rest refuse to run when their configuration is unreadable, and
+        // treat a missing one as empty.
+        // A home with secrets carved out of it keeps a listing rule at its root.
+        let home_readable = readable(&identity.home, landlock)
+            || landlock
+                .paths
+                .iter()
+                .any(|rule| rule.path == identity.home && rule.access.contains(&crate::policy::Access::List));
+        let home = if below_admin && !home_readable { cache.join("home") } else { identity.home.clone() };
+        if identity.switch || home != identity.home {
+            overrides.push(("HOME", home.into_os_string()));
+        }
         if identity.switch {
-            overrides.push(("HOME", identity.home.as_os_str().to_owned()));
             overrides.push(("USER", identity.name.clone().into()));
             overrides.push(("LOGNAME", identity.name.clone().into()));
         }
@@ -941,6 +1150,7 @@ impl Command {
             argv,
             envp,
             workspace: cstring(prepared.workspace.as_os_str().as_bytes())?,
+            masks: Vec::new(),
             unix_masks: Vec::new(),
         })
     }
@@ -969,6 +1179,21 @@ fn readable_search_path(search: &OsStr, plan: &landlock::Plan) -> OsString {
         .as_bytes()
         .split(|byte| *byte == b':')
         .filter(|entry| !entry.is_empty() && readable(Path::new(OsStr::from_bytes(entry))))
+        .collect();
+    OsString::from_vec(kept.join(&b':'))
+}
+
+/// The entries of PATH the Landlock plan lets the agent execute from (all of them when there
+/// is no Landlock domain); relative and empty entries (the current directory) are left out.
+fn executable_search_path(search: &OsStr, plan: &landlock::Plan) -> OsString {
+    if !plan.enforce {
+        return search.to_owned();
+    }
+    let kept: Vec<&[u8]> = search
+        .as_bytes()
+        .split(|byte| *byte == b':')
+        .filter(|entry| entry.starts_with(b"/"))
+        .filter(|entry| granted(Path::new(OsStr::from_bytes(entry)), plan, crate::policy::Access::Exec))
         .collect();
     OsString::from_vec(kept.join(&b':'))
 }
@@ -1106,7 +1331,7 @@ fn child_main(
     if confinement.drop_capabilities {
         // SAFETY: unshare(2) on the calling single-threaded process.
         let _ = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
-        private_mounts(&command.unix_masks);
+        private_mounts(&command.masks, &command.unix_masks);
     }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);

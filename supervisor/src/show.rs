@@ -19,7 +19,15 @@ pub fn policy_show(
     workspace: Option<PathBuf>,
     json: bool,
 ) -> Result<i32, (i32, String)> {
-    let request = run::Request {
+    let request = request(rings, trust, policies, workspace);
+    let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
+    policy_show_prepared(prepared, rings, trust, json)
+}
+
+/// The request `policy show` and `explain` plan a ring with: as `governor run` would, without
+/// a command to run.
+pub fn request(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], workspace: Option<PathBuf>) -> run::Request {
+    run::Request {
         trust,
         workspace,
         policies: policies.to_vec(),
@@ -34,9 +42,17 @@ pub fn policy_show(
         observe: false,
         standalone: true,
         socket: None,
+        cache: run::CacheMode::Ephemeral,
         command: vec!["true".into()],
-    };
-    let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
+    }
+}
+
+fn policy_show_prepared(
+    prepared: Prepared,
+    rings: Option<&Path>,
+    trust: Trust,
+    json: bool,
+) -> Result<i32, (i32, String)> {
     let tmpdir = tempdir_stand_in();
     let confinement = run::confinement(&prepared, &tmpdir);
     let source = RingSource::locate(rings);
@@ -311,6 +327,7 @@ pub fn check(rings: Option<&Path>) -> i32 {
                         workspace: "/".into(),
                         tmpdir: "/".into(),
                         tty: None,
+                        cache: "/".into(),
                     })
                 })
                 .collect(),

@@ -7,8 +7,9 @@ use anyhow::{Context as _, Result, bail};
 /// The bpf-linker that loads rustc's own LLVM (newer ones need a system LLVM 22+).
 const BPF_LINKER: &str = "0.10.1";
 
-/// Commands the end-to-end tests run, and the Debian package of each.
-const TOOLS: [(&str, &str); 7] = [
+/// Commands the end-to-end tests run, and the Debian package of each. The workload suite
+/// (tests/tests/workloads.rs) runs real tools: a missing one is installed, never skipped.
+const TOOLS: [(&str, &str); 11] = [
     ("cc", "gcc"),
     ("git", "git"),
     ("python3", "python3"),
@@ -16,7 +17,15 @@ const TOOLS: [(&str, &str); 7] = [
     ("setpriv", "util-linux"),
     ("sleep", "coreutils"),
     ("sqlite3", "sqlite3"),
+    ("make", "make"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
+    ("pytest", "python3-pytest"),
 ];
+
+/// Checks by /usr/bin/python3 itself, which the tests run by path, and the package that
+/// passes each: `python3 -m venv` needs ensurepip, which Debian ships apart.
+const PYTHON_MODULES: [(&str, &str); 2] = [("ensurepip", "python3-venv"), ("pytest", "python3-pytest")];
 
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
@@ -71,6 +80,11 @@ fn debian_packages() -> Result<()> {
     // The tests run /usr/bin/python3 by path: a python3 on PATH elsewhere is not enough.
     if !std::path::Path::new("/usr/bin/python3").exists() {
         missing.push("python3");
+    }
+    for (module, package) in PYTHON_MODULES {
+        if quiet("/usr/bin/python3", &["-c", &format!("import {module}")]).is_none() {
+            missing.push(package);
+        }
     }
     missing.sort_unstable();
     missing.dedup();

@@ -86,6 +86,9 @@ pub enum Access {
     Create,
     /// ioctl on device files opened here.
     Ioctl,
+    /// List directories only (their entries' names, not what the files hold): what a tree
+    /// with secrets carved out of it keeps, so `ls /etc` and `ls ~` work.
+    List,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -568,6 +571,8 @@ pub struct PathVars {
     pub tmpdir: PathBuf,
     /// The terminal governor was started on (its stdin, stdout or stderr), if any.
     pub tty: Option<PathBuf>,
+    /// The agent's cache directory (`$CACHE`): in its temp dir, or kept per agent id.
+    pub cache: PathBuf,
 }
 
 /// What `$TTY` stands for when governor has no terminal: a path that never exists, so the
@@ -575,7 +580,7 @@ pub struct PathVars {
 const NO_TTY: &str = "/nonexistent/governor-no-tty";
 
 impl PathSpec {
-    const VARS: [&'static str; 4] = ["$HOME", "$WORKSPACE", "$TMPDIR", "$TTY"];
+    const VARS: [&'static str; 5] = ["$HOME", "$WORKSPACE", "$TMPDIR", "$TTY", "$CACHE"];
 
     pub fn new(raw: &str) -> Result<PathSpec, String> {
         let rest = if raw == "~" || raw.starts_with("~/") {
@@ -585,7 +590,9 @@ impl PathSpec {
         } else if raw.starts_with('/') {
             raw
         } else if let Some(var) = raw.strip_prefix('$') {
-            return Err(format!("unknown variable in path '${var}' (known: $HOME, $WORKSPACE, $TMPDIR, $TTY, ~)"));
+            return Err(format!(
+                "unknown variable in path '${var}' (known: $HOME, $WORKSPACE, $TMPDIR, $TTY, $CACHE, ~)"
+            ));
         } else {
             return Err(format!("path '{raw}' must be absolute or start with ~/, $HOME, $WORKSPACE or $TMPDIR"));
         };
@@ -621,6 +628,8 @@ impl PathSpec {
             (vars.tmpdir.as_path(), rest)
         } else if let Some(rest) = raw.strip_prefix("$TTY") {
             (vars.tty.as_deref().unwrap_or(Path::new(NO_TTY)), rest)
+        } else if let Some(rest) = raw.strip_prefix("$CACHE") {
+            (vars.cache.as_path(), rest)
         } else {
             return PathBuf::from(raw);
         };
@@ -652,6 +661,7 @@ mod tests {
             workspace: "/src/w".into(),
             tmpdir: "/tmp/g".into(),
             tty: Some("/dev/pts/3".into()),
+            cache: "/var/lib/governor/cache/a".into(),
         }
     }
 
@@ -663,6 +673,7 @@ mod tests {
         assert_eq!(expand("$HOME/.aws"), Ok(PathBuf::from("/home/ann/.aws")));
         assert_eq!(expand("$WORKSPACE"), Ok(PathBuf::from("/src/w")));
         assert_eq!(expand("$TMPDIR/x"), Ok(PathBuf::from("/tmp/g/x")));
+        assert_eq!(expand("$CACHE/npm"), Ok(PathBuf::from("/var/lib/governor/cache/a/npm")));
         assert_eq!(expand("/usr"), Ok(PathBuf::from("/usr")));
         assert_eq!(expand("$TTY"), Ok(PathBuf::from("/dev/pts/3")));
     }

@@ -102,6 +102,10 @@ pub struct Rule<A> {
     pub is_dir: bool,
     pub access: A,
     pub origin: usize,
+    /// The root of an expanded grant: it keeps only the right to list directories (the
+    /// whole tree's, a Landlock rule covering everything beneath), so that `ls` of it and of
+    /// its subdirectories works while files are read through the rules on each entry.
+    pub listing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -206,8 +210,15 @@ pub fn expand<A: Copy>(grants: &[Grant<A>], carves: &[Carve], fs: &dyn FsView) -
             .collect();
         if applicable.is_empty() {
             let is_dir = fs.kind(&path) == Kind::Dir;
-            out.rules.push(Rule { path, is_dir, access: grant.access, origin: grant.origin });
+            out.rules.push(Rule { path, is_dir, access: grant.access, origin: grant.origin, listing: false });
         } else {
+            out.rules.push(Rule {
+                path: path.clone(),
+                is_dir: true,
+                access: grant.access,
+                origin: grant.origin,
+                listing: true,
+            });
             walk(&path, grant, &applicable, fs, &mut out.rules);
         }
     }
@@ -264,7 +275,13 @@ fn walk<'a, A: Copy>(dir: &Path, grant: &Grant<A>, targets: &[&'a Target], fs: &
             // so a symlink needs none (and a rule on it would grant its target).
             Kind::Symlink | Kind::Missing => {}
             Kind::Dir if descend.contains(&name.as_os_str()) => walk(&path, grant, targets, fs, rules),
-            kind => rules.push(Rule { path, is_dir: kind == Kind::Dir, access: grant.access, origin: grant.origin }),
+            kind => rules.push(Rule {
+                path,
+                is_dir: kind == Kind::Dir,
+                access: grant.access,
+                origin: grant.origin,
+                listing: false,
+            }),
         }
     }
 }
@@ -343,8 +360,18 @@ mod tests {
         Carve { path: path.into(), hard: true, label: path.into() }
     }
 
+    /// The rules that grant their access (not the listing-only roots).
     fn paths(expansion: &Expansion<u8>) -> Vec<String> {
-        expansion.rules.iter().map(|rule| rule.path.display().to_string()).collect()
+        expansion.rules.iter().filter(|rule| !rule.listing).map(|rule| rule.path.display().to_string()).collect()
+    }
+
+    #[test]
+    fn an_expanded_grant_keeps_listing_its_root() {
+        let fs = FakeFs::with(&["/home/ann/.ssh/id_ed25519", "/home/ann/a.txt"]);
+        let out = expand(&[grant("/home/ann"), grant("/usr")], &[secret("/home/ann/.ssh")], &fs);
+        let listing: Vec<&Path> =
+            out.rules.iter().filter(|rule| rule.listing).map(|rule| rule.path.as_path()).collect();
+        assert_eq!(listing, [Path::new("/home/ann")], "only the expanded grant lists");
     }
 
     #[test]
@@ -366,7 +393,8 @@ mod tests {
         ]);
         let out = expand(&[grant("/home/ann")], &[secret("/home/ann/.ssh"), secret("/home/ann/.config/gcloud")], &fs);
         assert_eq!(paths(&out), ["/home/ann/.bashrc", "/home/ann/.config/git", "/home/ann/src"]);
-        assert_eq!(out.rules.iter().map(|rule| rule.is_dir).collect::<Vec<_>>(), [false, true, true]);
+        let kinds: Vec<bool> = out.rules.iter().filter(|rule| !rule.listing).map(|rule| rule.is_dir).collect();
+        assert_eq!(kinds, [false, true, true]);
     }
 
     #[test]
@@ -451,6 +479,9 @@ mod tests {
         let home = fs::canonicalize(&home).unwrap_or_else(|error| panic!("{error}"));
         let out =
             expand(&[grant(&home.display().to_string())], &[secret(&home.join(".ssh").display().to_string())], &RealFs);
-        assert_eq!(out.rules.iter().map(|rule| rule.path.clone()).collect::<Vec<_>>(), [home.join("src")]);
+        assert_eq!(
+            out.rules.iter().filter(|rule| !rule.listing).map(|rule| rule.path.clone()).collect::<Vec<_>>(),
+            [home.join("src")]
+        );
     }
 }

@@ -181,6 +181,7 @@ pub fn rights(words: &[Access], abi: ABI) -> BitFlags<AccessFs> {
                     | AccessFs::Refer
             }
             Access::Ioctl => AccessFs::IoctlDev.into(),
+            Access::List => AccessFs::ReadDir.into(),
         };
     }
     rights & AccessFs::from_all(abi)

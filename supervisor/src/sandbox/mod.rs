@@ -117,10 +117,19 @@ impl Confinement {
                 .into_iter()
                 .filter_map(|rule| {
                     let source = rules.get(rule.origin)?;
+                    let access = if rule.listing {
+                        // Listing only, and only where the grant let the agent read.
+                        if !source.access.contains(&crate::policy::Access::Read) {
+                            return None;
+                        }
+                        vec![crate::policy::Access::List]
+                    } else {
+                        source.access.clone()
+                    };
                     Some(landlock::PathRule {
                         path: rule.path,
                         is_dir: rule.is_dir,
-                        access: source.access.clone(),
+                        access,
                         origin: format!("{} ({})", source.path, source.reason),
                     })
                 })
@@ -399,6 +408,7 @@ mod tests {
             workspace: "/nonexistent/ws".into(),
             tmpdir: "/nonexistent/tmp".into(),
             tty: None,
+            cache: "/nonexistent/cache".into(),
         };
         let inputs = Inputs { ring: &ring, secrets: &[], overlays: &[], vars: &vars, homes: &[] };
         Confinement::plan(&inputs, &carve::RealFs)
@@ -487,7 +497,13 @@ mod tests {
         std::fs::write(home.join(".config/git/config"), "[user]\n").unwrap_or_else(|error| panic!("{error}"));
         let ring = RingSource::BuiltIn.ring(Trust::Medium).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
-        let vars = PathVars { home: home.clone(), workspace: home.join("src"), tmpdir: home.join("src"), tty: None };
+        let vars = PathVars {
+            home: home.clone(),
+            workspace: home.join("src"),
+            tmpdir: home.join("src"),
+            tty: None,
+            cache: home.join("src"),
+        };
         let inputs = Inputs {
             ring: &ring,
             secrets: &secrets,
@@ -496,8 +512,19 @@ mod tests {
             homes: &[Home { path: home.clone(), may_gain_secrets: false }],
         };
         let plan = Confinement::plan(&inputs, &carve::RealFs);
-        let under_home: Vec<&std::path::Path> =
-            plan.landlock.paths.iter().map(|rule| rule.path.as_path()).filter(|path| path.starts_with(&home)).collect();
+        let under_home: Vec<&std::path::Path> = plan
+            .landlock
+            .paths
+            .iter()
+            .filter(|rule| rule.access != [crate::policy::Access::List])
+            .map(|rule| rule.path.as_path())
+            .filter(|path| path.starts_with(&home))
+            .collect();
+        // $HOME itself may only be listed.
+        assert!(
+            plan.landlock.paths.iter().any(|rule| rule.path == home && rule.access == [crate::policy::Access::List]),
+            "$HOME is listable"
+        );
         // ~/.config/git holds a secret too (credentials): its other entries are granted.
         assert!(under_home.contains(&home.join(".config/git/config").as_path()), "{under_home:?}");
         assert!(under_home.contains(&home.join("src").as_path()), "{under_home:?}");
@@ -526,7 +553,13 @@ mod tests {
         }
         let ring = RingSource::BuiltIn.ring(Trust::High).unwrap_or_else(|error| panic!("{error}"));
         let secrets = RingSource::BuiltIn.secrets().unwrap_or_else(|error| panic!("{error}"));
-        let vars = PathVars { home: own.clone(), workspace: own.join("src"), tmpdir: own.join("src"), tty: None };
+        let vars = PathVars {
+            home: own.clone(),
+            workspace: own.join("src"),
+            tmpdir: own.join("src"),
+            tty: None,
+            cache: own.join("src"),
+        };
         let homes = [
             Home { path: own.clone(), may_gain_secrets: true },
             Home { path: other.clone(), may_gain_secrets: true },
@@ -534,7 +567,13 @@ mod tests {
         ];
         let inputs = Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: &homes };
         let plan = Confinement::plan(&inputs, &carve::RealFs);
-        let granted: Vec<&std::path::Path> = plan.landlock.paths.iter().map(|rule| rule.path.as_path()).collect();
+        let granted: Vec<&std::path::Path> = plan
+            .landlock
+            .paths
+            .iter()
+            .filter(|rule| rule.access != [crate::policy::Access::List])
+            .map(|rule| rule.path.as_path())
+            .collect();
         assert!(!granted.contains(&other.as_path()), "{granted:?}");
         assert!(granted.contains(&other.join("projects").as_path()), "{granted:?}");
         // A home only root writes to (/bin, /usr/sbin) stays one rule.
