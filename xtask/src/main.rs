@@ -312,6 +312,12 @@ fn vm_test(root: &Path, boot: &vm::Boot, only: &[String], tally: &mut Tally) -> 
     if code != 0 {
         bail!("tests failed in the {} VM (exit {code})", boot.kernel.name());
     }
+    // The VM's kernel is there for BPF LSM: a test that skips because the LSM programs do
+    // not load is a failure here (a program the verifier refuses would otherwise pass as
+    // seven skips), not a skip.
+    if let Some(reason) = summary.lsm_missing {
+        bail!("the BPF LSM programs did not load in the {} VM: {reason}", boot.kernel.name());
+    }
     Ok(())
 }
 
@@ -324,10 +330,19 @@ struct VmSummary {
     current: Option<(String, std::time::Instant)>,
     times: Vec<(String, f64, String)>,
     total: Option<String>,
+    /// A test skipped because `--probes lsm` did not load: why.
+    lsm_missing: Option<String>,
 }
 
 impl VmSummary {
     fn add(&mut self, line: &str) {
+        if let Some(skip) = line.trim().strip_prefix("skipping ")
+            && let Some((_, reason)) = skip.split_once("--probes lsm:")
+            && self.lsm_missing.is_none()
+        {
+            let reason: String = reason.trim().chars().take(300).collect();
+            self.lsm_missing = Some(reason);
+        }
         if let Some(rest) = line.strip_prefix("kernel ").filter(|_| self.kernel.is_none()) {
             self.kernel = rest.split(',').next().map(str::to_owned);
         } else if let Some(abi) = line.strip_prefix("Landlock ABI: ") {
