@@ -245,6 +245,9 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
     let probes = Probes::load_pinned(settings.options.probes, Path::new(probes::PIN_DIR), DAEMON_RING_BYTES)
         .map_err(|error| (exit::USAGE, error.to_string()))?
         .ok_or_else(|| usage("no probes"))?;
+    if let Some(reason) = &probes.cwd_walk {
+        tracing::info!(reason = %reason, "no working-directory walk in the kernel");
+    }
     if let Some(reason) = &probes.fallback {
         tracing::info!(reason = %reason, "BPF LSM not used; tracepoint probes");
     }

@@ -461,6 +461,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 if let Some(reason) = &probes.fallback {
                     say!("governor: probes: BPF LSM not used: {reason}");
                 }
+                if let Some(reason) = &probes.cwd_walk {
+                    say!("governor: probes: {reason}");
+                }
             }
             None => say!("governor: probes: off"),
         }

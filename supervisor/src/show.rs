@@ -282,6 +282,9 @@ pub fn check(rings: Option<&Path>) -> i32 {
     let backend = match crate::probes::Probes::load(crate::probes::Choice::Auto) {
         Ok(Some(probes)) => {
             println!("probes: {} backend loads", probes.backend);
+            if let Some(reason) = &probes.cwd_walk {
+                println!("probes: {reason}");
+            }
             if let Some(reason) = &probes.fallback {
                 println!("probes: BPF LSM programs do not load here: {reason}");
             }

@@ -440,7 +440,8 @@ fn sighup_changes_the_next_decision_and_a_broken_policy_keeps_the_one_in_force()
     write_rules(&rings, "");
     let out = output(daemon.governor().args(["policy", "reload"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("policy reloaded: 2 rules"), "{}", stdout(&out));
+    // The shipped rules: repeated-kernel-denials, scanning-unreadable-paths, network-tool-after-secret.
+    assert!(stdout(&out).starts_with("policy reloaded: 3 rules"), "{}", stdout(&out));
     let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -99,6 +99,8 @@ pub struct Probes {
     pub backend: Backend,
     /// Why BPF LSM was not used, when `auto` fell back to tracepoints.
     pub fallback: Option<String>,
+    /// Why the kernel's working-directory walk is off, when it is.
+    pub cwd_walk: Option<String>,
     /// The attachments, owned here so that their release can be handed off (see `Drop`).
     links: Vec<Box<dyn Send>>,
     /// Per watched cgroup: its socket-hook links and the map entries put there for it, so
@@ -284,17 +286,48 @@ impl Probes {
     /// Both backends report through the raw syscall tracepoints (only a syscall's exit sees
     /// what Landlock, which runs before BPF in the LSM order, refused); the LSM backend adds
     /// the hooks that deny by inode and address in the kernel.
+    /// Loads with the working-directory walk of `sys_exit` (relative paths resolved from the
+    /// kernel's dentries); a verifier that refuses the program with it (Linux 6.1's: too
+    /// complex) gets it without, the walk's code then dead to the verifier (its offset is a
+    /// read-only zero), and `cwd_walk` says why.
     fn load_backend(backend: Backend, pins: Option<&Path>, ring: Option<u32>) -> Result<Probes, Error> {
+        match Probes::load_backend_with(backend, pins, ring, true) {
+            Err(Error::Program { name: "sys_exit", source }) => {
+                let mut probes = Probes::load_backend_with(backend, pins, ring, false)?;
+                probes.cwd_walk = Some(format!(
+                    "the kernel's verifier refused sys_exit with the working-directory walk ({}); relative paths are resolved from procfs",
+                    one_line(&source).chars().take(120).collect::<String>()
+                ));
+                Ok(probes)
+            }
+            other => other,
+        }
+    }
+
+    fn load_backend_with(backend: Backend, pins: Option<&Path>, ring: Option<u32>, cwd: bool) -> Result<Probes, Error> {
         let mut loader = EbpfLoader::new();
         if let Some(bytes) = ring {
             loader.map_max_entries("EVENTS", bytes);
         }
         // sched_process_exec reads linux_binprm too, so both backends need the offsets.
-        let offsets = btf::lsm_offsets(&btf::Btf::from_sys_fs()?)?;
+        let mut offsets = btf::lsm_offsets(&btf::Btf::from_sys_fs()?)?;
+        if !cwd {
+            for (global, offset) in &mut offsets {
+                if *global == "TASK_STRUCT_FS" {
+                    *offset = 0;
+                }
+            }
+        }
         for (global, offset) in &offsets {
             loader.override_global(global, offset, true);
         }
         let mut ebpf = loader.load(OBJECT)?;
+        // Verified before anything is attached: a refusal here is retried without the walk,
+        // with nothing attached or pinned yet.
+        for name in RAW_TRACEPOINTS {
+            let program: &mut RawTracePoint = program(&mut ebpf, name)?;
+            program.load().map_err(|source| Error::Program { name, source })?;
+        }
         let mut links: Vec<Box<dyn Send>> = Vec::new();
         if backend == Backend::Lsm {
             let btf = aya::Btf::from_sys_fs().map_err(|error| Error::AyaBtf(error.to_string()))?;
@@ -317,7 +350,6 @@ impl Probes {
         }
         for name in RAW_TRACEPOINTS {
             let program: &mut RawTracePoint = program(&mut ebpf, name)?;
-            program.load().map_err(|source| Error::Program { name, source })?;
             let id = program.attach(name).map_err(|source| Error::Program { name, source })?;
             let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
             links.push(Box::new(link));
@@ -326,7 +358,15 @@ impl Probes {
             let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             program.load().map_err(|source| Error::Program { name, source })?;
         }
-        Ok(Probes { ebpf, backend, fallback: None, links, watched: Table::new(), pins: pins.map(Path::to_path_buf) })
+        Ok(Probes {
+            ebpf,
+            backend,
+            fallback: None,
+            cwd_walk: None,
+            links,
+            watched: Table::new(),
+            pins: pins.map(Path::to_path_buf),
+        })
     }
 
     /// Removes the LSM pins of daemons that are gone (this daemon's own are attached by
