@@ -179,17 +179,25 @@ fn rows_committed_before_the_supervisor_is_killed_survive_and_verify() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
-    std::thread::sleep(Duration::from_secs(2));
+    let count = || {
+        let count = Command::new("sqlite3")
+            .arg(&store)
+            .arg("SELECT count(*) FROM events")
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        stdout(&count).trim().parse::<u64>().unwrap_or(0)
+    };
+    // Killed once rows are being committed (a fixed delay is too short where loading the
+    // probes alone takes seconds, as under software emulation).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count() <= 1000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let _ = child.kill();
     let _ = child.wait();
     // The agent outlives its supervisor; end it.
     let _ = Command::new(governor_bin()).args(["kill", &id]).output();
-    let count = Command::new("sqlite3")
-        .arg(&store)
-        .arg("SELECT count(*) FROM events")
-        .output()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let rows: u64 = stdout(&count).trim().parse().unwrap_or(0);
+    let rows = count();
     assert!(rows > 1000, "events were being written: {rows}");
     let verify = audit(&store, &["verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
