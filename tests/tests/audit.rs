@@ -179,21 +179,27 @@ fn rows_committed_before_the_supervisor_is_killed_survive_and_verify() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
-    // Aggregates are written once their second is over: give the (debug-built) consumer
-    // time to be past the first.
-    std::thread::sleep(Duration::from_secs(4));
+    // Identical opens are aggregated (a row per second past the first few): count the
+    // events the rows stand for.
+    let count = || {
+        let count = Command::new("sqlite3")
+            .arg(&store)
+            .arg("SELECT coalesce(sum(count), 0) FROM events")
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        stdout(&count).trim().parse::<u64>().unwrap_or(0)
+    };
+    // Killed once rows are being committed (a fixed delay is too short where loading the
+    // probes alone takes seconds, as under software emulation).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count() <= 1000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let _ = child.kill();
     let _ = child.wait();
     // Its warden kills the agent; for a supervisor older than that, end it here.
     let _ = Command::new(governor_bin()).args(["kill", &id]).output();
-    // Identical opens are aggregated (a row per second past the first few), so count the
-    // events the rows stand for.
-    let count = Command::new("sqlite3")
-        .arg(&store)
-        .arg("SELECT coalesce(sum(count), 0) FROM events")
-        .output()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let events: u64 = stdout(&count).trim().parse().unwrap_or(0);
+    let events = count();
     assert!(events > 1000, "events were being written: {events}");
     let verify = audit(&store, &["verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));

@@ -11,6 +11,7 @@ mod vm;
 
 use std::{
     ffi::OsString,
+    fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
@@ -286,6 +287,10 @@ fn vm_test(root: &Path, boot: &vm::Boot, only: &[String], tally: &mut Tally) -> 
         for tool in VM_TOOLS {
             guest.tool(tool)?;
         }
+        // The host's /bin/sh (dash on Debian), as on the machines governor runs on: busybox's
+        // shell runs its applets as /proc/self/exe, so an agent's `cat` would be recorded as
+        // that rather than as the program on PATH.
+        guest.binary(&fs::canonicalize("/bin/sh").context("/bin/sh")?, "/bin/sh")?;
         guest.python()?;
         // What the tests read from the repository, at the paths they were built with
         // (`tests/../policies`: the tests directory must exist for `..` to resolve).
