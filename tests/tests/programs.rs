@@ -170,12 +170,24 @@ fn an_ordinary_program_after_a_secret_is_not_an_exfiltration() {
 fn a_secret_opened_by_a_relative_path_after_cd_is_still_a_secret() {
     require!("a_secret_opened_by_a_relative_path_after_cd_is_still_a_secret");
     let scene = scene!();
-    // cat opens "id_ed25519" (refused) and exits at once: the working directory comes from
-    // the kernel, reported with the open, not from procfs afterwards.
-    let run = format!("cd {}; cat id_ed25519 2>/dev/null; cd /; curl --version", scene.home.join(".ssh").display());
-    let script = format!("{run} >/dev/null 2>&1; sleep 30");
+    // A secret directory made after launch (one that exists at launch is masked: cd into
+    // it is refused). cat opens "config" (refused) and exits at once: the working directory
+    // comes from the kernel, reported with the open, not from procfs afterwards.
+    let kube = scene.home.join(".kube");
+    let script = format!(
+        "while [ ! -e go ]; do sleep 0.05; done; cd {} && cat config 2>/dev/null; cd /; curl --version >/dev/null 2>&1; sleep 30",
+        kube.display()
+    );
     let id = format!("relative-{}", std::process::id());
     let child = start(&scene, &id, &[], &script);
+    let procs = governor_tests::cgroup2_root().join("governor").join(&id).join("cgroup.procs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(&procs).unwrap_or_default().trim().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::create_dir_all(&kube).unwrap_or_else(|error| panic!("{error}"));
+    fs::write(kube.join("config"), "token: x\n").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
     let (frozen, err) = frozen_then_killed(&id, child);
     assert!(frozen, "curl after a relative open of a secret did not suspend the agent: {err}");
     assert!(
