@@ -693,13 +693,15 @@ fn forty_agents_flooding_at_once_lose_no_event() {
     // SAFETY: mkfifo(3) with a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0, "mkfifo");
     let script = format!("read line < release; {attempt} flood /etc/hostname 5000 >/dev/null");
-    let ids: Vec<String> = (0..40).map(|n| format!("forty-{}-{n}", std::process::id())).collect();
+    // Forty on a real machine; under software emulation (the VMs set a smaller flood) eight.
+    let agents = if governor_tests::flood_opens() < 1_000_000 { 8 } else { 40 };
+    let ids: Vec<String> = (0..agents).map(|n| format!("forty-{}-{n}", std::process::id())).collect();
     let children: Vec<Child> = ids.iter().map(|id| spawn_run(&daemon, &scene, "high", id, &script)).collect();
     for id in &ids {
         wait_registered(&daemon, id);
     }
     let mut writer = fs::OpenOptions::new().write(true).open(&release).unwrap_or_else(|error| panic!("{error}"));
-    std::io::Write::write_all(&mut writer, "go\n".repeat(40).as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+    std::io::Write::write_all(&mut writer, "go\n".repeat(agents).as_bytes()).unwrap_or_else(|error| panic!("{error}"));
     for child in children {
         let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
