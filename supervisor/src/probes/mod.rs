@@ -291,6 +291,14 @@ impl Probes {
     /// complex) gets it without, the walk's code then dead to the verifier (its offset is a
     /// read-only zero), and `cwd_walk` says why.
     fn load_backend(backend: Backend, pins: Option<&Path>, ring: Option<u32>) -> Result<Probes, Error> {
+        // Older verifiers take seconds to give up on the walk (a million instructions, and
+        // far longer under emulation) on every launch: they are not asked.
+        if !verifier_takes_cwd_walk() {
+            let mut probes = Probes::load_backend_with(backend, pins, ring, false)?;
+            probes.cwd_walk =
+                Some("this kernel's verifier (before Linux 6.8) refuses the working-directory walk; relative paths are resolved from procfs".into());
+            return Ok(probes);
+        }
         match Probes::load_backend_with(backend, pins, ring, true) {
             Err(Error::Program { name: "sys_exit", source }) => {
                 let mut probes = Probes::load_backend_with(backend, pins, ring, false)?;
@@ -619,6 +627,16 @@ impl Probes {
             errors: sum(counter::ERRORS)?,
         })
     }
+}
+
+/// Whether the running kernel's verifier is new enough for `sys_exit`'s working-directory
+/// walk: Debian 6.1's refuses it as too complex (E2BIG), 6.18's takes it; 6.8 is where the
+/// verifier's loop handling was known to take it (below that the walk is not tried).
+fn verifier_takes_cwd_walk() -> bool {
+    let release = nix::sys::utsname::uname().map(|name| name.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|part| part.parse::<u32>().ok());
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 8)
 }
 
 /// `BPF_FS_MAGIC` (include/uapi/linux/magic.h).
