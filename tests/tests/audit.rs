@@ -180,7 +180,9 @@ fn rows_committed_before_the_supervisor_is_killed_survive_and_verify() {
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
     let count = || {
+        // A busy timeout: the warden writes the supervisor's loss right after the kill.
         let count = Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
             .arg(&store)
             .arg("SELECT count(*) FROM events")
             .output()
