@@ -182,7 +182,9 @@ fn rows_committed_before_the_supervisor_is_killed_survive_and_verify() {
     // Identical opens are aggregated (a row per second past the first few): count the
     // events the rows stand for.
     let count = || {
+        // A busy timeout: the warden writes the supervisor's loss right after the kill.
         let count = Command::new("sqlite3")
+            .args(["-cmd", ".timeout 10000"])
             .arg(&store)
             .arg("SELECT coalesce(sum(count), 0) FROM events")
             .output()
