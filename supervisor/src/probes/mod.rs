@@ -296,7 +296,7 @@ impl Probes {
         if !verifier_takes_cwd_walk() {
             let mut probes = Probes::load_backend_with(backend, pins, ring, false)?;
             probes.cwd_walk =
-                Some("this kernel's verifier (before Linux 6.8) refuses the working-directory walk; relative paths are resolved from procfs".into());
+                Some("no working-directory walk in the kernel before Linux 6.13 (6.1's verifier refuses it); relative paths are resolved from procfs".into());
             return Ok(probes);
         }
         match Probes::load_backend_with(backend, pins, ring, true) {
@@ -629,14 +629,15 @@ impl Probes {
     }
 }
 
-/// Whether the running kernel's verifier is new enough for `sys_exit`'s working-directory
-/// walk: Debian 6.1's refuses it as too complex (E2BIG), 6.18's takes it; 6.8 is where the
-/// verifier's loop handling was known to take it (below that the walk is not tried).
+/// Whether the running kernel's verifier is asked to take `sys_exit`'s working-directory
+/// walk: Debian 6.1's refuses it as too complex (E2BIG), 6.18's takes it. It is tried from
+/// 6.13 on (6.12 is not known to take it, and a refusal costs seconds at every launch);
+/// where it is refused anyway, the object is loaded again without it.
 fn verifier_takes_cwd_walk() -> bool {
     let release = nix::sys::utsname::uname().map(|name| name.release().to_string_lossy().into_owned()).unwrap_or_default();
     let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|part| part.parse::<u32>().ok());
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 8)
+    (major, minor) >= (6, 13)
 }
 
 /// `BPF_FS_MAGIC` (include/uapi/linux/magic.h).
