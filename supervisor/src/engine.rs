@@ -550,9 +550,12 @@ impl Engine {
         if matches!(event, Event::Cwd { .. }) {
             return Decision { action: Action::Allow, rule: None, index: None };
         }
+        // (Unless it names a program of its own: a dynamic loader's, found by `resolve`
+        // from the arguments only this event carries.)
         if header.kind == governor_common::kind::EXEC
             && header.result == 0
             && header.source == governor_common::source::TRACEPOINT
+            && matches!(event, Event::Exec { aka, .. } if aka.is_empty())
         {
             return Decision { action: Action::Allow, rule: None, index: None };
         }

@@ -112,6 +112,20 @@ impl Resolver {
             Event::Exec { header, filename, argv, aka } if header.kind == governor_common::kind::EXECED => {
                 self.program((header.tgid, header.pid), filename, argv, aka);
             }
+            // A dynamic loader run as a program: sched_process_exec carries no arguments, and
+            // procfs is gone once a short program has ended, so the program it was asked to
+            // run is found from the syscall's own event, which captured them at entry.
+            Event::Exec { header, filename, argv, aka } if header.result == 0 && is_loader(Path::new(filename)) => {
+                if let Some(program) = loaded_program(argv).map(str::to_owned) {
+                    let resolved = self.open_path((header.tgid, header.pid), AT_FDCWD, &program);
+                    aka.push(program);
+                    if let Some(resolved) = resolved.map(|path| path.to_string_lossy().into_owned())
+                        && !aka.contains(&resolved)
+                    {
+                        aka.push(resolved);
+                    }
+                }
+            }
             Event::Exec { header, filename, aka, .. } if header.result != 0 => {
                 // A refused exec: its path as the process named it, resolved.
                 if let Some(resolved) = self.open_path((header.tgid, header.pid), AT_FDCWD, filename)

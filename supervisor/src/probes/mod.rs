@@ -634,7 +634,8 @@ impl Probes {
 /// 6.13 on (6.12 is not known to take it, and a refusal costs seconds at every launch);
 /// where it is refused anyway, the object is loaded again without it.
 fn verifier_takes_cwd_walk() -> bool {
-    let release = nix::sys::utsname::uname().map(|name| name.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let release =
+        nix::sys::utsname::uname().map(|name| name.release().to_string_lossy().into_owned()).unwrap_or_default();
     let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|part| part.parse::<u32>().ok());
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (major, minor) >= (6, 13)
