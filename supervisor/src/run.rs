@@ -1485,6 +1485,34 @@ mod tests {
     }
 
     #[test]
+    fn path_keeps_the_directories_the_ring_may_execute_from() {
+        use crate::policy::Access;
+        let rule = |path: &str, access: Vec<Access>| landlock::PathRule {
+            path: path.into(),
+            is_dir: true,
+            access,
+            origin: String::new(),
+        };
+        let plan = landlock::Plan {
+            enforce: true,
+            paths: vec![
+                rule("/usr", vec![Access::Read, Access::Exec]),
+                rule("/nonexistent/home", vec![Access::List]),
+                rule("/nonexistent/home/.cargo/bin", vec![Access::Read, Access::Exec]),
+                rule("/nonexistent/home/notes", vec![Access::Read]),
+            ],
+            ..landlock::Plan::default()
+        };
+        // A shim directory the ring cannot execute from, an empty and a relative entry go;
+        // the toolchain directory granted exec stays, in order.
+        let path = "/nonexistent/other/.pyenv/shims:/nonexistent/home/.cargo/bin::bin:/nonexistent/home/notes:/usr/bin";
+        let kept = executable_search_path(OsStr::new(path), &plan);
+        assert_eq!(kept, OsString::from("/nonexistent/home/.cargo/bin:/usr/bin"));
+        let open = landlock::Plan::default();
+        assert_eq!(executable_search_path(OsStr::new("/root/bin"), &open), OsString::from("/root/bin"));
+    }
+
+    #[test]
     fn agent_ids_are_checked() {
         assert!(validate_agent_id("build-42").is_ok());
         for bad in ["", ".hidden", "a/b", "x".repeat(65).as_str()] {
