@@ -984,12 +984,9 @@ impl<'w> Daemon<'w> {
             self.reported_drops = counters.dropped;
             Dispatch { daemon: self }.lost(count);
             // Each agent answers for its own drops.
-            let Ok(by_agent) = self.probes.lost_by_agent() else { return };
-            for (cgroup_id, lost) in by_agent {
-                let before = self.reported_by_agent.insert(cgroup_id, lost).unwrap_or(0);
-                if lost > before {
-                    Dispatch { daemon: self }.lost_in(cgroup_id, lost - before);
-                }
+            let Ok(fresh) = crate::supervise::new_drops(&mut self.probes, &mut self.reported_by_agent) else { return };
+            for (cgroup_id, count) in fresh {
+                Dispatch { daemon: self }.lost_in(cgroup_id, count);
             }
         }
     }

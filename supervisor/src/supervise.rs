@@ -57,25 +57,27 @@ impl<'a> Events<'a> {
         if dropped > self.reported_drops {
             self.sink.lost(dropped - self.reported_drops);
             self.reported_drops = dropped;
-            report_by_agent(self.probes, &mut self.reported_by_agent, self.sink)?;
+            for (cgroup_id, count) in new_drops(self.probes, &mut self.reported_by_agent)? {
+                self.sink.lost_in(cgroup_id, count);
+            }
         }
         Ok(())
     }
 }
 
-/// Hands `sink` each agent's drops since the last report (`reported`, updated).
-pub fn report_by_agent(
+/// Each agent's drops since the last report (`reported`, updated): `(cgroup id, count)`.
+pub fn new_drops(
     probes: &mut Probes,
     reported: &mut std::collections::HashMap<u64, u64>,
-    sink: &mut dyn Sink,
-) -> Result<(), Error> {
+) -> Result<Vec<(u64, u64)>, Error> {
+    let mut fresh = Vec::new();
     for (cgroup_id, lost) in probes.lost_by_agent()? {
         let before = reported.insert(cgroup_id, lost).unwrap_or(0);
         if lost > before {
-            sink.lost_in(cgroup_id, lost - before);
+            fresh.push((cgroup_id, lost - before));
         }
     }
-    Ok(())
+    Ok(fresh)
 }
 
 /// Events handed to the sink at most at once.
