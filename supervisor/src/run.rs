@@ -339,15 +339,18 @@ fn cache_env(cache: &Path) -> [(&'static str, PathBuf); 3] {
     ]
 }
 
-/// Makes the cache directory and its parts, owned by the agent's user. CARGO_HOME moves
-/// into it, so the user's cargo configuration and installed programs are linked there
-/// where the ring can read them: what is read-only stays readable.
-fn make_cache(prepared: &Prepared, cache: &Path, landlock: &landlock::Plan) -> Result<(), Error> {
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { path, source }
+}
+
+/// Makes the cache directory and its parts, owned by the agent's user, before the ring is
+/// planned: a rule on a path that does not exist is left out, and a persistent cache is new
+/// on an agent id's first run. Returns whether it made the cache directory itself.
+fn make_cache(prepared: &Prepared, cache: &Path) -> Result<bool, Error> {
     use std::os::unix::fs::DirBuilderExt as _;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
+    let io = io_error;
+    let fresh = cache.symlink_metadata().is_err();
     let parts = cache_env(cache);
     // Beside the audit store, the directory of every agent's cache: others may pass through
     // to their own (--user), not list it.
@@ -363,6 +366,13 @@ fn make_cache(prepared: &Prepared, cache: &Path, landlock: &landlock::Plan) -> R
                 .map_err(sys(format!("chown {}", dir.display())))?;
         }
     }
+    Ok(fresh)
+}
+
+/// CARGO_HOME moves into the cache, so the user's cargo configuration and installed programs
+/// are linked there where the ring can read them: what is read-only stays readable.
+fn link_cargo_config(prepared: &Prepared, cache: &Path, landlock: &landlock::Plan) -> Result<(), Error> {
+    let io = io_error;
     let user_cargo =
         std::env::var_os("CARGO_HOME").map_or_else(|| prepared.identity.home.join(".cargo"), PathBuf::from);
     let cargo = cache.join("cargo");
@@ -435,8 +445,20 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // The temp dir must exist to be planned; it is removed again (drop) if the kernel cannot
     // enforce the ring, so a refusal leaves nothing behind.
     let tmpdir = TempDir::create(&prepared.agent_id, &prepared.identity)?;
+    let cache = cache_dir(&prepared, &tmpdir.0);
+    let cached = prepared.ring.trust != Trust::Admin;
+    let fresh_cache = cached && make_cache(&prepared, &cache)?;
     let confinement = confinement(&prepared, &tmpdir.0);
-    let enforcement = confinement.check(&prepared.kernel, backend, prepared.request.best_effort)?;
+    let enforcement = match confinement.check(&prepared.kernel, backend, prepared.request.best_effort) {
+        Ok(enforcement) => enforcement,
+        Err(error) => {
+            // A refused ring leaves nothing behind: not a persistent cache made for it.
+            if fresh_cache {
+                let _ = std::fs::remove_dir_all(&cache);
+            }
+            return Err(error.into());
+        }
+    };
     for line in &enforcement.missing {
         say!("governor: not enforced: {line}");
     }
@@ -444,6 +466,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         for line in &enforcement.partial {
             say!("governor: not enforced here: {line}");
         }
+    }
+    if cached {
+        link_cargo_config(&prepared, &cache, &confinement.landlock)?;
     }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi)?;
     let filters = confinement.seccomp.compile()?;
@@ -469,10 +494,6 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
     }
 
-    let cache = cache_dir(&prepared, &tmpdir.0);
-    if confinement.drop_capabilities {
-        make_cache(&prepared, &cache, &confinement.landlock)?;
-    }
     let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
     if confinement.drop_capabilities && confinement.landlock.enforce {
         command.masks = secret_masks(&confinement);

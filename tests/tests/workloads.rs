@@ -53,6 +53,11 @@ impl Workbench {
 
     /// Runs `script` under bash in ring `trust`, standalone, with the machine's environment.
     fn run(&self, trust: &str, id: &str, script: &str) -> Output {
+        self.run_with(trust, id, &[], script)
+    }
+
+    /// [`Workbench::run`] with more options for `governor run`.
+    fn run_with(&self, trust: &str, id: &str, options: &[&str], script: &str) -> Output {
         // Every step ends by trying the test home's SSH key once.
         let secret = self.scene.home.join(".ssh/id_ed25519");
         let check = format!("if cat '{}' >/dev/null 2>&1; then echo 'SECRET WAS READ'; exit 99; fi", secret.display());
@@ -72,6 +77,7 @@ impl Workbench {
             .arg(&self.store)
             .args(["run", "--standalone", "--trust", trust, "--agent-id", id, "--workspace"])
             .arg(&self.scene.workspace)
+            .args(options)
             .args(["--", "bash", "-c", &script])
             .env("HOME", &self.scene.home)
             .env("PATH", &self.path)
@@ -336,4 +342,38 @@ fn low_runs_git_gcc_and_make() {
     let bench = Workbench::new();
     assert!(stdout(&bench.step("low", "git", GIT)).contains("git-ok"));
     assert!(stdout(&bench.step("low", "make", BUILD)).contains("built-ok"));
+}
+
+#[test]
+fn a_persistent_cache_outlives_the_run_for_the_same_agent_id_only() {
+    require!("a_persistent_cache_outlives_the_run_for_the_same_agent_id_only");
+    let bench = Workbench::new();
+    let pid = std::process::id();
+    let (id, other) = (format!("wl-persist-{pid}"), format!("wl-persist-other-{pid}"));
+    let persist = ["--cache", "persist"];
+    let first =
+        bench.run_with("medium", &id, &persist, r#"echo kept > "$XDG_CACHE_HOME/marker"; echo "$XDG_CACHE_HOME""#);
+    bench.assert_clean(&id, &first);
+    // Beside the audit store, under the agent's id.
+    let kept = bench.store.parent().map(|dir| dir.join("cache").join(&id).join("xdg")).unwrap_or_default();
+    assert_eq!(stdout(&first).lines().next(), Some(kept.to_string_lossy().as_ref()), "{}", stdout(&first));
+    assert_eq!(must(fs::read_to_string(kept.join("marker")), "the kept cache"), "kept\n");
+    // The next run of the same id finds it ...
+    let second = bench.run_with("medium", &id, &persist, r#"cat "$XDG_CACHE_HOME/marker""#);
+    bench.assert_clean(&id, &second);
+    assert_eq!(stdout(&second).lines().next(), Some("kept"), "{}", stdout(&second));
+    // ... another id has a cache of its own and cannot read the first one's ...
+    let script = format!(
+        r#"test ! -e "$XDG_CACHE_HOME/marker" && echo fresh
+if cat '{}/marker' 2>/dev/null; then echo 'READ ANOTHER CACHE'; fi"#,
+        kept.display()
+    );
+    let third = bench.run_with("medium", &other, &persist, &script);
+    bench.assert_clean(&other, &third);
+    assert_eq!(stdout(&third).trim(), "fresh", "{}", stdout(&third));
+    // ... and an ephemeral run of the same id starts empty, leaving the kept cache alone.
+    let fourth = bench.run("medium", &id, r#"test ! -e "$XDG_CACHE_HOME/marker" && echo empty"#);
+    bench.assert_clean(&id, &fourth);
+    assert_eq!(stdout(&fourth).trim(), "empty", "{}", stdout(&fourth));
+    assert!(kept.join("marker").exists(), "an ephemeral run removed the persistent cache");
 }
