@@ -260,44 +260,95 @@ impl Resolver {
                 run = resolved;
             }
         }
-        if let Some(path) = run
-            && let Some(known) = self.identify(&path)
-            && known != path
-        {
-            push(known.to_string_lossy().into_owned(), aka);
+        // The content is read from the file the process runs where it still can: a memfd or
+        // a deleted file has no path to open, only its `/proc/PID/exe`.
+        let Some(path) = run else { return };
+        let exe = PathBuf::from(format!("/proc/{tgid}/exe"));
+        let source = if fs::read_link(&exe).is_ok_and(|running| running == path) { exe } else { path.clone() };
+        let Some(file) = open_program(&source) else { return };
+        for known in self.identify(&source, file) {
+            if known != path {
+                push(known.to_string_lossy().into_owned(), aka);
+            }
         }
     }
 
-    /// The program a rule names whose content `file` has, if any.
-    fn identify(&mut self, file: &Path) -> Option<PathBuf> {
-        let meta = fs::metadata(file).ok()?;
+    /// The programs a rule names whose content `file` has: one, or none; every program of
+    /// its size when the content cannot be read now (a lease the agent holds on it), which
+    /// fails closed.
+    fn identify(&mut self, path: &Path, file: Program) -> Vec<PathBuf> {
+        match file {
+            Program::Open(file) => self.identify_open(file).unwrap_or_default(),
+            // stat does not wait for a lease.
+            Program::Busy => fs::metadata(path)
+                .ok()
+                .and_then(|meta| self.programs.get(&meta.len()))
+                .map(|candidates| candidates.iter().map(|known| known.path.clone()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn identify_open(&mut self, mut file: fs::File) -> Option<Vec<PathBuf>> {
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
         let candidates = self.programs.get(&meta.len())?;
         // The program itself or a hard link of it: the same inode, nothing to read.
         if let Some(known) = candidates
             .iter()
             .find(|known| fs::metadata(&known.path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev()))
         {
-            return Some(known.path.clone());
+            return Some(vec![known.path.clone()]);
         }
         let key = (meta.dev(), meta.ino(), meta.mtime(), meta.len());
         let hash = match self.hashed.get(&key) {
             Some(hash) => *hash,
-            None => {
-                let hash = hash_file(file)?;
-                self.hashed.insert(key, hash);
-                hash
-            }
+            None => match hash_open(&mut file) {
+                Ok(hash) => {
+                    self.hashed.insert(key, hash);
+                    hash
+                }
+                // A lease (or a read that would wait) on a file the size of a named
+                // program: it may be any of them.
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Some(candidates.iter().map(|known| known.path.clone()).collect());
+                }
+                Err(_) => return None,
+            },
         };
         let candidates = self.programs.get_mut(&meta.len())?;
         for known in candidates.iter_mut() {
             if known.hash.is_none() {
-                known.hash = hash_file(&known.path);
+                known.hash = open_program(&known.path).and_then(|file| match file {
+                    Program::Open(mut file) => hash_open(&mut file).ok(),
+                    Program::Busy => None,
+                });
             }
             if known.hash == Some(hash) {
-                return Some(known.path.clone());
+                return Some(vec![known.path.clone()]);
             }
         }
         None
+    }
+}
+
+/// A program file opened to read its content.
+enum Program {
+    Open(fs::File),
+    /// Someone holds a lease on it: opening would wait for the lease to break.
+    Busy,
+}
+
+/// Opens `path` without ever waiting: a file the agent controls is read in the decision
+/// loop, so a lease on it (which makes an open wait up to `lease-break-time`), a FIFO or a
+/// terminal must not stall governor. Non-regular files are not programs.
+fn open_program(path: &Path) -> Option<Program> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) {
+        Ok(file) => file.metadata().ok().filter(fs::Metadata::is_file).map(|_| Program::Open(file)),
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Some(Program::Busy),
+        Err(_) => None,
     }
 }
 
@@ -319,18 +370,17 @@ fn multi_call(path: &Path, files: &HashMap<(u64, u64), Vec<(PathBuf, bool)>>) ->
     others.len() > MULTI_CALL_NAMES
 }
 
-fn hash_file(path: &Path) -> Option<[u8; 32]> {
-    let mut file = fs::File::open(path).ok()?;
+fn hash_open(file: &mut fs::File) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        let read = file.read(&mut buffer).ok()?;
+        let read = file.read(&mut buffer)?;
         if read == 0 {
             break;
         }
         hasher.update(&buffer[..read]);
     }
-    Some(hasher.finalize().into())
+    Ok(hasher.finalize().into())
 }
 
 /// `.` and `..` removed without touching the filesystem (a `..` after a symlink is what the

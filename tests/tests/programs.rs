@@ -195,3 +195,98 @@ fn a_secret_opened_by_a_relative_path_after_cd_is_still_a_secret() {
         "no exfiltration incident: {err}"
     );
 }
+
+/// Builds `source` (C) into the workspace as `name`.
+fn build(scene: &Scene, name: &str, source: &str) -> std::path::PathBuf {
+    let file = scene.root.join(format!("{name}.c"));
+    fs::write(&file, source).unwrap_or_else(|error| panic!("{error}"));
+    let program = scene.workspace.join(name);
+    let built = Command::new("cc").arg("-O2").arg("-o").arg(&program).arg(&file).status();
+    assert!(built.is_ok_and(|status| status.success()), "cc {name} failed");
+    program
+}
+
+#[test]
+fn curl_run_from_a_memfd_after_a_secret_is_caught() {
+    require!("curl_run_from_a_memfd_after_a_secret_is_caught");
+    let scene = scene!();
+    // The program's copy has no path at all: /proc/PID/exe says "/memfd:x (deleted)".
+    let memexec = build(
+        &scene,
+        "memexec",
+        r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int in = open(argv[1], O_RDONLY), out = memfd_create("x", 0);
+  char buffer[65536];
+  ssize_t n;
+  if (in < 0 || out < 0) return 2;
+  while ((n = read(in, buffer, sizeof buffer)) > 0)
+    if (write(out, buffer, n) != n) return 3;
+  char *args[] = {"x", "--version", 0};
+  char *env[] = {0};
+  fexecve(out, args, env);
+  return 127;
+}
+"#,
+    );
+    assert_exfiltration_caught(
+        &scene,
+        &format!("memfd-{}", std::process::id()),
+        &format!("{} /usr/bin/curl", memexec.display()),
+    );
+}
+
+#[test]
+fn a_lease_on_a_file_governor_reads_does_not_stall_supervision() {
+    require!("a_lease_on_a_file_governor_reads_does_not_stall_supervision");
+    let scene = scene!();
+    // A file the size of curl under a write lease, named as the program of a dynamic loader
+    // that stays alive: reading it to learn what it is would wait for the lease to break
+    // (lease-break-time, 45 s by default) while the agent goes on.
+    let lease = build(
+        &scene,
+        "lease",
+        r#"#define _GNU_SOURCE
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  struct stat like;
+  int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0755), pipes[2];
+  char buffer[4096];
+  if (stat(argv[2], &like) || fd < 0 || ftruncate(fd, like.st_size)) return 2;
+  if (fcntl(fd, F_SETLEASE, F_WRLCK)) return 3;
+  if (pipe(pipes)) return 4;
+  fcntl(pipes[1], F_SETFL, O_NONBLOCK);
+  memset(buffer, 'x', sizeof buffer);
+  while (write(pipes[1], buffer, sizeof buffer) > 0) {}
+  fcntl(pipes[1], F_SETFL, 0);
+  if (fork() == 0) {
+    dup2(pipes[1], 1);
+    execl("/lib64/ld-linux-x86-64.so.2", "ld.so", "--version", argv[1], (char *)0);
+    _exit(127);
+  }
+  sleep(60);
+  return 0;
+}
+"#,
+    );
+    let id = format!("lease-{}", std::process::id());
+    let script = format!(
+        "{} {} /usr/bin/curl & sleep 2; cat {} 2>/dev/null; curl --version >/dev/null 2>&1; sleep 30",
+        lease.display(),
+        scene.workspace.join("held").display(),
+        scene.home.join(".ssh/id_ed25519").display()
+    );
+    let child = start(&scene, &id, &[], &script);
+    let (frozen, err) = frozen_then_killed(&id, child);
+    assert!(frozen, "curl after a secret was not suspended while a lease was held: {err}");
+    assert!(
+        incidents(&err).iter().any(|incident| incident["rule"] == "network-tool-after-secret"),
+        "no exfiltration incident: {err}"
+    );
+}
