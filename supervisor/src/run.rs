@@ -347,40 +347,99 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
 /// Makes the cache directory and its parts, owned by the agent's user, before the ring is
 /// planned: a rule on a path that does not exist is left out, and a persistent cache is new
 /// on an agent id's first run. Returns whether it made the cache directory itself.
+///
+/// A persistent cache is the agent's own from its last run: governor, as root, never follows
+/// a symbolic link there (each part is made and opened relative to its parent's descriptor,
+/// `O_NOFOLLOW`), replaces a link or file where a part goes, and hands over only what it made
+/// or what the agent's user already owns.
 fn make_cache(prepared: &Prepared, cache: &Path) -> Result<bool, Error> {
     use std::os::unix::fs::DirBuilderExt as _;
-    let io = io_error;
     let fresh = cache.symlink_metadata().is_err();
-    let parts = cache_env(cache);
-    // Beside the audit store, the directory of every agent's cache: others may pass through
-    // to their own (--user), not list it.
-    if let Some(parent) = cache.parent().filter(|_| prepared.request.cache == CacheMode::Persist) {
-        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent).map_err(io(parent))?;
+    let (Some(parent), Some(name)) = (cache.parent(), cache.file_name()) else {
+        return Err(Error::Usage(format!("{}: not a directory for a cache", cache.display())));
+    };
+    // Beside the audit store, the directory of every agent's cache (root's): others may pass
+    // through to their own (--user), not list it.
+    if prepared.request.cache == CacheMode::Persist {
+        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent).map_err(io_error(parent))?;
     }
-    for dir in
-        std::iter::once(cache.to_path_buf()).chain(parts.iter().map(|(_, dir)| dir.clone())).chain([cache.join("home")])
-    {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
-        if prepared.identity.switch {
-            nix::unistd::chown(&dir, Some(prepared.identity.uid.into()), Some(prepared.identity.gid.into()))
-                .map_err(sys(format!("chown {}", dir.display())))?;
+    let parent = nix::fcntl::open(parent, cache_dir_flags(), nix::sys::stat::Mode::empty())
+        .map_err(sys(format!("opening {}", parent.display())))?;
+    let root = cache_part(&parent, Path::new(name), cache, &prepared.identity)?;
+    for part in cache_env(cache).iter().map(|(_, dir)| dir.clone()).chain([cache.join("home")]) {
+        if let Some(name) = part.file_name() {
+            cache_part(&root, Path::new(name), &part, &prepared.identity)?;
         }
     }
     Ok(fresh)
 }
 
+fn cache_dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+/// The directory `name` in `parent` (`path` for messages), made if missing, opened without
+/// following a link, owned by the agent's user.
+fn cache_part(
+    parent: &std::os::fd::OwnedFd,
+    name: &Path,
+    path: &Path,
+    identity: &Identity,
+) -> Result<std::os::fd::OwnedFd, Error> {
+    use nix::{fcntl::openat, sys::stat, unistd};
+    let mode = stat::Mode::from_bits_truncate(0o700);
+    let mkdir = || match stat::mkdirat(parent, name, mode) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(errno) => Err(sys(format!("mkdir {}", path.display()))(errno)),
+    };
+    let mut made = mkdir()?;
+    let directory = match openat(parent, name, cache_dir_flags(), stat::Mode::empty()) {
+        Ok(directory) => directory,
+        // A link or a file where a part of the cache goes: put there by an earlier run of the
+        // agent. It is removed, never followed.
+        Err(Errno::ELOOP | Errno::ENOTDIR) if !made => {
+            unistd::unlinkat(parent, name, unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(sys(format!("removing {}", path.display())))?;
+            made = mkdir()?;
+            openat(parent, name, cache_dir_flags(), stat::Mode::empty())
+                .map_err(sys(format!("opening {}", path.display())))?
+        }
+        Err(errno) => return Err(sys(format!("opening {}", path.display()))(errno)),
+    };
+    if identity.switch {
+        let owner = stat::fstat(&directory).map_err(sys(format!("stat {}", path.display())))?.st_uid;
+        if !made && owner != identity.uid {
+            return Err(Error::Usage(format!(
+                "{}: owned by uid {owner}, not by the agent's user (uid {}): governor does not hand it over",
+                path.display(),
+                identity.uid
+            )));
+        }
+        unistd::fchown(&directory, Some(identity.uid.into()), Some(identity.gid.into()))
+            .map_err(sys(format!("chown {}", path.display())))?;
+    }
+    Ok(directory)
+}
+
 /// CARGO_HOME moves into the cache, so the user's cargo configuration and installed programs
-/// are linked there where the ring can read them: what is read-only stays readable.
+/// are linked there where the ring can read them: what is read-only stays readable. The links
+/// are made in the directory opened without following a link, and never replace an entry.
 fn link_cargo_config(prepared: &Prepared, cache: &Path, landlock: &landlock::Plan) -> Result<(), Error> {
-    let io = io_error;
     let user_cargo =
         std::env::var_os("CARGO_HOME").map_or_else(|| prepared.identity.home.join(".cargo"), PathBuf::from);
     let cargo = cache.join("cargo");
+    let directory = nix::fcntl::open(&cargo, cache_dir_flags(), nix::sys::stat::Mode::empty())
+        .map_err(sys(format!("opening {}", cargo.display())))?;
     for name in ["config.toml", "config", "bin", "env"] {
         let target = user_cargo.join(name);
-        let link = cargo.join(name);
-        if target.exists() && link.symlink_metadata().is_err() && readable(&target, landlock) {
-            std::os::unix::fs::symlink(&target, &link).map_err(io(&link))?;
+        if !target.exists() || !readable(&target, landlock) {
+            continue;
+        }
+        match nix::unistd::symlinkat(&target, &directory, name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(errno) => return Err(sys(format!("linking {}", cargo.join(name).display()))(errno)),
         }
     }
     Ok(())

@@ -374,3 +374,49 @@ fn a_policy_overlay_adds_ports_paths_and_secrets() {
     );
     assert!(json.contains("~/projects/private.txt") && json.contains("shared data"), "{json}");
 }
+
+#[test]
+fn a_persistent_cache_never_leads_governor_through_the_agents_links() {
+    require!("a_persistent_cache_never_leads_governor_through_the_agents_links");
+    let scene = scene!();
+    let store = scene.root.join("audit.db");
+    let id = format!("cache-links-{}", std::process::id());
+    // Directories of root's that the agent's user must never be handed.
+    let (victim, linked) = (scene.outside.join("victim"), scene.outside.join("linked"));
+    for dir in [&victim, &linked] {
+        fs::create_dir_all(dir).unwrap_or_else(|error| panic!("{error}"));
+    }
+    let run = |script: &str| {
+        Command::new(governor_bin())
+            .arg("--audit-db")
+            .arg(&store)
+            .args(["run", "--standalone", "--trust", "medium", "--user", "nobody", "--cache", "persist"])
+            .args(["--agent-id", &id, "--workspace"])
+            .arg(&scene.workspace)
+            .args(["--", "sh", "-c", script])
+            .env("HOME", &scene.home)
+            .env_remove("SUDO_UID")
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    // The first run replaces parts of its cache with links to root's directories ...
+    let plant = format!(
+        r#"rm -rf "$XDG_CACHE_HOME" "$CARGO_HOME" && ln -s {} "$XDG_CACHE_HOME" && ln -s {} "$CARGO_HOME" && echo planted"#,
+        victim.display(),
+        linked.display()
+    );
+    let first = run(&plant);
+    assert_eq!(stdout(&first).trim(), "planted", "{}", stderr(&first));
+    // ... the next run of the same id starts as usual, with real directories in their place.
+    let second =
+        run(r#"test -d "$XDG_CACHE_HOME" && test ! -L "$XDG_CACHE_HOME" && test ! -L "$CARGO_HOME" && echo fresh"#);
+    assert_eq!(stdout(&second).trim(), "fresh", "{}", stderr(&second));
+    use std::os::unix::fs::MetadataExt as _;
+    for dir in [&victim, &linked] {
+        let meta = fs::metadata(dir).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(meta.uid(), 0, "{} was handed to the agent's user", dir.display());
+    }
+    let entries: Vec<_> =
+        fs::read_dir(&linked).map(|dir| dir.flatten().map(|entry| entry.file_name()).collect()).unwrap_or_default();
+    assert!(entries.is_empty(), "governor made {entries:?} in a directory the agent linked to");
+}
