@@ -317,7 +317,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         metrics: metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|addr| addr.to_string()),
         http: http_listener.as_ref().and_then(|(listener, _)| listener.local_addr().ok()).map(|addr| addr.to_string()),
     };
-    let registered_dir = state_dir.with_file_name("registered");
+    let registered_dir = service::registered_dir(&settings.audit_db);
     let mut daemon = Daemon {
         writer: &writer,
         probes,
