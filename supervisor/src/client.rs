@@ -165,6 +165,9 @@ pub struct Validate {
     pub action_type: ActionType,
     /// A path, a program or HOST:PORT.
     pub target: String,
+    /// The agent's workspace [default: none].
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: TextOrJson,
 }
@@ -198,6 +201,7 @@ pub fn validate(socket: Option<&Path>, args: &Validate) -> Result<i32, Failure> 
         trust: args.trust,
         action_type,
         target: args.target.clone(),
+        workspace: args.workspace.as_ref().map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
         context: None,
     });
     let value = ask(socket, call)?;

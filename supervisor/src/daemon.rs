@@ -502,6 +502,7 @@ impl<'w> Daemon<'w> {
             socket = %listener.local_addr().ok().and_then(|addr| addr.as_pathname().map(|p| p.display().to_string())).unwrap_or_default(),
             backend = %self.probes.backend,
             metrics = self.hello.metrics.as_deref().unwrap_or("off"),
+            http = self.hello.http.as_deref().unwrap_or("off"),
             agents = self.agents.len(),
             "governor daemon ready"
         );

@@ -230,6 +230,10 @@ pub struct Validate {
     pub action_type: ActionType,
     /// A path, a program (looked up along PATH) or `HOST:PORT`.
     pub target: String,
+    /// The agent's workspace, which its ring lets it write [default: none: nothing is
+    /// granted as the workspace].
+    #[serde(default)]
+    pub workspace: Option<PathBuf>,
     /// Free text from the caller (recorded nowhere; echoed back).
     #[serde(default)]
     pub context: Option<serde_json::Value>,
@@ -1138,8 +1142,23 @@ pub fn validate(
         }
         _ => {}
     }
-    let mut run = crate::show::request(rings, trust, overlays, None);
-    run.workspace = Some(std::env::temp_dir());
+    let workspace = match &request.workspace {
+        Some(dir) if !dir.is_absolute() => {
+            return Err(ApiError::bad("workspace", format!("workspace {} is not an absolute path", dir.display())));
+        }
+        Some(dir) if !dir.is_dir() => {
+            return Err(ApiError::bad("workspace", format!("workspace {} is not a directory", dir.display())));
+        }
+        Some(dir) => dir.clone(),
+        // An empty directory of governor's own: no path the caller asks about is in it.
+        None => {
+            let empty = std::env::temp_dir().join("governor-validate-no-workspace");
+            std::fs::create_dir_all(&empty)
+                .map_err(|error| ApiError::internal(format!("{}: {error}", empty.display())))?;
+            empty
+        }
+    };
+    let run = crate::show::request(rings, trust, overlays, Some(workspace));
     let answer = explain::answer(run, &parsed, Some(op)).map_err(|(code, message)| {
         if code == crate::run::exit::USAGE { ApiError::bad("target", message) } else { ApiError::internal(message) }
     })?;
