@@ -578,3 +578,88 @@ fn the_server_keeps_to_its_openapi_document() {
     );
     assert_eq!(out.status.code(), Some(0), "schemathesis:\n{}\n{}", stdout(&out), stderr(&out));
 }
+
+/// An HTTP request over the Unix socket `socket` from `python3`, run by `wrapper` (setpriv
+/// as another user, or governor run as an agent): the status code it printed.
+fn unix_request(wrapper: &mut Command, socket: &Path, method: &str, path: &str, body: &str) -> (String, String) {
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as error:
+    print("connect", error.errno); sys.exit(0)
+body = sys.argv[4].encode()
+s.sendall(("%s %s HTTP/1.1\r\nHost: governor\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (sys.argv[2], sys.argv[3], len(body))).encode() + body)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, _, rest = data.partition(b"\r\n\r\n")
+print(head.split(b" ")[1].decode())
+print(rest.decode())
+"#;
+    let out = output(wrapper.args(["/usr/bin/python3", "-c", script]).arg(socket).args([method, path, body]));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let status = lines.next().unwrap_or_default().to_owned();
+    (status, lines.collect::<Vec<_>>().join("\n") + &stderr(&out))
+}
+
+#[test]
+fn the_unix_door_admits_peers_on_the_control_sockets_terms() {
+    require!("the_unix_door_admits_peers_on_the_control_sockets_terms");
+    let scene = scene!();
+    let config = scene.root.join("group.toml");
+    fs::write(&config, "control_group = \"nogroup\"\n").unwrap_or_else(|error| panic!("{error}"));
+    let config = config.to_string_lossy().into_owned();
+    let socket = scene.root.join("door.sock");
+    let daemon = Daemon::start_at(&scene.root, &socket, None, &["--config", &config], &[]);
+    let door = socket.with_extension("http.sock");
+    let mode = fs::metadata(&door).map(|meta| meta.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode, 0o660, "the door's socket is the control group's, as the control socket is");
+    // Opened to everyone (a misconfiguration): SO_PEERCRED still decides.
+    fs::set_permissions(&door, fs::Permissions::from_mode(0o666)).unwrap_or_else(|error| panic!("{error}"));
+    fs::set_permissions(&scene.root, fs::Permissions::from_mode(0o755)).unwrap_or_else(|error| panic!("{error}"));
+    let victim = format!("door-{}", std::process::id());
+    let child = spawn_run(&daemon, &scene, &["--trust", "medium"], &victim, "sleep 60");
+    let as_user = |gid: &str| {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups"]);
+        command
+    };
+    let (status, body) = unix_request(&mut as_user("1"), &door, "GET", "/api/v1/status", "");
+    assert_eq!(status, "403", "a stranger: {body}");
+    assert!(body.contains("not root nor in the control group"), "{body}");
+    let nogroup = "65534";
+    let (status, body) = unix_request(&mut as_user(nogroup), &door, "GET", "/api/v1/status", "");
+    assert_eq!(status, "200", "a member of the control group reads: {body}");
+    wait_until("the agent supervised", Duration::from_secs(20), || {
+        let (status, _) = unix_request(&mut as_user(nogroup), &door, "GET", &format!("/api/v1/agents/{victim}"), "");
+        status == "200" && !frozen(&victim)
+    });
+    // It controls agents (recorded as itself) but may not widen a ring.
+    let register = serde_json::json!({ "agent_id": "widened", "allowed_paths": ["/root"] }).to_string();
+    let (status, body) = unix_request(&mut as_user(nogroup), &door, "POST", "/api/v1/agents", &register);
+    assert_eq!(status, "403", "{body}");
+    assert!(!scene.root.join("registered/widened.toml").exists());
+    wait_until("the victim suspended by the group member", Duration::from_secs(20), || {
+        let (status, _) =
+            unix_request(&mut as_user(nogroup), &door, "POST", &format!("/api/v1/agents/{victim}/suspend"), "");
+        status == "200"
+    });
+    assert!(frozen(&victim));
+    let actions = output(daemon.governor().args(["audit", "actions", "--agent", &victim, "--format", "jsonl"]));
+    assert!(stdout(&actions).contains("\"actor\":\"nobody (uid 65534, pid "), "{}", stdout(&actions));
+    // A root process inside an agent's cgroup is refused.
+    let mut agent = daemon.governor();
+    agent.args(["run", "--trust", "admin", "--agent-id", &format!("inside-{}", std::process::id()), "--workspace"]);
+    agent.arg(&scene.workspace).arg("--");
+    let (status, body) = unix_request(&mut agent, &door, "GET", "/api/v1/status", "");
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("agents may not control governor"), "{body}");
+    kill_agent_cgroup(&victim);
+    let _ = child.wait_with_output();
+}
