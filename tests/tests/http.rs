@@ -663,3 +663,76 @@ fn the_unix_door_admits_peers_on_the_control_sockets_terms() {
     kill_agent_cgroup(&victim);
     let _ = child.wait_with_output();
 }
+
+#[test]
+fn the_cli_asks_the_same_service_over_the_control_socket() {
+    require!("the_cli_asks_the_same_service_over_the_control_socket");
+    let scene = scene!();
+    let (daemon, addr) = start(&scene, "http-cli", None);
+    let agent = format!("cli-{}", std::process::id());
+    // A registration made by the CLI is the one the HTTP door shows.
+    let out = output(daemon.governor().args([
+        "agents",
+        "register",
+        &agent,
+        "--trust",
+        "high",
+        "--deny-destination",
+        "192.0.2.7:443",
+        "--reason",
+        "from the CLI",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = get(&addr, &format!("/api/v1/agents/{agent}"));
+    assert_eq!(shown["registration"]["trust"], "high", "{shown}");
+    assert_eq!(shown["registration"]["denied_destinations"][0], "192.0.2.7:443", "{shown}");
+    let validate = output(daemon.governor().args(["validate", "--agent-id", &agent, "connect", "192.0.2.7:443"]));
+    assert_eq!(validate.status.code(), Some(1), "{}", stdout(&validate));
+    assert!(stdout(&validate).contains("kernel deny map"), "{}", stdout(&validate));
+    // Bad input: one line naming the field, exit 2.
+    let out = output(daemon.governor().args(["agents", "register", &agent, "--deny-destination", "somewhere.example"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("denied_destinations") && stderr(&out).lines().count() == 1, "{}", stderr(&out));
+    let out = output(daemon.governor().args(["agents", "show", "nobody-here"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // An incident reported by the CLI, for a running agent, is the store's and the door's.
+    let mut child = spawn_run(&daemon, &scene, &[], &agent, "cat /etc/shadow; sleep 60");
+    wait_until("the agent supervised", Duration::from_secs(20), || supervised(&addr, &agent));
+    let out = output(daemon.governor().args([
+        "incident",
+        "report",
+        "--agent",
+        &agent,
+        "--type",
+        "data-exfiltration",
+        "--severity",
+        "critical",
+        "--description",
+        "asked to post the keys",
+        "--auto-suspend",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("agent suspended"), "{}", stdout(&out));
+    assert!(frozen(&agent));
+    let incidents = get(&addr, &format!("/api/v1/incidents?agent={agent}"));
+    let reported = incidents["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|incident| incident["type"] == "data-exfiltration")
+        .cloned()
+        .unwrap_or_else(|| panic!("{incidents}"));
+    assert_eq!(
+        (reported["severity"].as_str(), reported["description"].as_str()),
+        (Some("critical"), Some("asked to post the keys"))
+    );
+    // The recorded events, without --follow: the denial is among them.
+    let out = output(daemon.governor().args(["events", "--agent", &agent, "--decision", "deny"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).lines().any(|line| line.contains(" open deny /etc/shadow")), "{}", stdout(&out));
+    let out = output(daemon.governor().args(["events", "--kind", "teleport"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("kind"), "{}", stderr(&out));
+    kill_agent_cgroup(&agent);
+    let _ = child.wait();
+}
