@@ -1612,6 +1612,19 @@ mod tests {
     }
 
     #[test]
+    fn service_answers_become_lines_with_ok_and_refusals_keep_their_field() {
+        let line = answer_line(Ok(serde_json::json!({ "agent": "a" })));
+        assert_eq!(line, "{\"agent\":\"a\",\"ok\":true}\n");
+        let line = answer_line(Err(ApiError::bad("limit", "limit must be at least 1")));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(value["ok"], false);
+        assert_eq!(value["field"], "limit");
+        assert_eq!(value["kind"], "bad-request");
+        let parsed: ApiError = serde_json::from_value(value).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(parsed.kind.status(), 400);
+    }
+
+    #[test]
     fn a_peer_pidfd_tells_a_live_peer_from_one_that_has_exited() {
         // Our own end's peer is this process: alive.
         let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap_or_else(|error| panic!("{error}"));
