@@ -701,6 +701,13 @@ fn the_cli_asks_the_same_service_over_the_control_socket() {
     // An incident reported by the CLI, for a running agent, is the store's and the door's.
     let mut child = spawn_run(&daemon, &scene, &[], &agent, "cat /etc/shadow; sleep 60");
     wait_until("the agent supervised", Duration::from_secs(20), || supervised(&addr, &agent));
+    // The recorded events, without --follow: the denial is among them (before the agent is
+    // frozen below).
+    wait_until("the denial listed by governor events", Duration::from_secs(20), || {
+        let out = output(daemon.governor().args(["events", "--agent", &agent, "--decision", "deny"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out).lines().any(|line| line.contains(" open deny /etc/shadow"))
+    });
     let out = output(daemon.governor().args([
         "incident",
         "report",
@@ -729,12 +736,6 @@ fn the_cli_asks_the_same_service_over_the_control_socket() {
         (reported["severity"].as_str(), reported["description"].as_str()),
         (Some("critical"), Some("asked to post the keys"))
     );
-    // The recorded events, without --follow: the denial is among them.
-    wait_until("the denial listed by governor events", Duration::from_secs(20), || {
-        let out = output(daemon.governor().args(["events", "--agent", &agent, "--decision", "deny"]));
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        stdout(&out).lines().any(|line| line.contains(" open deny /etc/shadow"))
-    });
     let out = output(daemon.governor().args(["events", "--kind", "teleport"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("kind"), "{}", stderr(&out));
