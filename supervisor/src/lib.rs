@@ -15,6 +15,7 @@ pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod explain;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod probes;
