@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod context;
 pub mod control;
 pub mod daemon;
+pub mod dashboard;
 pub mod engine;
 pub mod explain;
 pub mod mcp;
