@@ -590,6 +590,7 @@ fn queries(criterion: &mut Criterion, filter: &Filter) {
         until: Some(When(until)),
         path: None,
         limit: 1000,
+        after: None,
         format: Format::Jsonl,
     };
     let one = query(Some(agent.clone()));

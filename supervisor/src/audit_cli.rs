@@ -82,6 +82,10 @@ pub struct Query {
     pub path: Option<String>,
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
+    /// Only events after this event id (`seq`): the last one seen, for paging.
+    #[arg(long, value_name = "ID")]
+    #[serde(default)]
+    pub after: Option<i64>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 }
@@ -197,6 +201,9 @@ pub fn select(connection: &rusqlite::Connection, query: &Query) -> Result<Vec<Ma
     }
     if let Some(glob) = &query.path {
         add("path GLOB", Box::new(glob.clone()));
+    }
+    if let Some(after) = query.after {
+        add("seq >", Box::new(after));
     }
     sql.push_str(&format!(" ORDER BY seq LIMIT {}", query.limit));
     let mut statement = connection.prepare(&sql).map_err(sql_error)?;

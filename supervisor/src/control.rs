@@ -49,6 +49,10 @@ pub enum Request {
     /// Read the daemon's audit store: for callers who may control agents but not read the
     /// store's file (members of the control group).
     Read(Read),
+    /// One operation of the service layer (`service::Call`), as every door asks it; a
+    /// refusal carries `error`, `field` and `kind`. `events` answers with one line per event
+    /// until the connection closes.
+    Api(crate::service::Call),
 }
 
 /// What `Request::Read` reads: the answer is the text the same command prints locally, with
@@ -152,6 +156,9 @@ pub struct Hello {
     pub grace_ms: u64,
     /// The metrics address, when served.
     pub metrics: Option<String>,
+    /// The HTTP door's TCP address, when served.
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +171,13 @@ pub enum Error {
     Refused(String),
     #[error("governor daemon: malformed answer: {0}")]
     Malformed(String),
+}
+
+/// Why a service call failed: the daemon's typed refusal, or no answer at all.
+#[derive(Debug)]
+pub enum ApiFailure {
+    Refused(crate::service::ApiError),
+    Other(Error),
 }
 
 /// A connection to the daemon.
@@ -200,6 +214,50 @@ impl Client {
             Ok(value)
         } else {
             Err(Error::Refused(value["error"].as_str().unwrap_or("refused").to_owned()))
+        }
+    }
+
+    /// Sends a service call: its answer, or the daemon's typed refusal.
+    pub fn call_api(&mut self, request: &Request) -> Result<serde_json::Value, ApiFailure> {
+        let mut line =
+            serde_json::to_vec(request).map_err(|error| ApiFailure::Other(Error::Malformed(error.to_string())))?;
+        line.push(b'\n');
+        let sent = self.writer.write_all(&line);
+        let answer = self.next_line().map_err(ApiFailure::Other)?;
+        match answer {
+            None => {
+                sent.map_err(|error| ApiFailure::Other(error.into()))?;
+                Err(ApiFailure::Other(Error::Refused("closed the connection without an answer".into())))
+            }
+            Some(value) => Self::api_answer(value),
+        }
+    }
+
+    fn api_answer(value: serde_json::Value) -> Result<serde_json::Value, ApiFailure> {
+        if value["ok"] == serde_json::Value::Bool(true) {
+            return Ok(value);
+        }
+        let error = serde_json::from_value::<crate::service::ApiError>(value.clone()).unwrap_or_else(|_| {
+            crate::service::ApiError::internal(value["error"].as_str().unwrap_or("refused").to_owned())
+        });
+        Err(ApiFailure::Refused(error))
+    }
+
+    /// The next line the daemon sends on this connection (a streamed answer), `None` at
+    /// the end.
+    pub fn next_line(&mut self) -> Result<Option<serde_json::Value>, Error> {
+        let mut answer = String::new();
+        if self.reader.read_line(&mut answer)? == 0 {
+            return Ok(None);
+        }
+        serde_json::from_str(&answer).map(Some).map_err(|error| Error::Malformed(error.to_string()))
+    }
+
+    /// The next line of a streamed service answer.
+    pub fn next_api(&mut self) -> Result<Option<serde_json::Value>, ApiFailure> {
+        match self.next_line().map_err(ApiFailure::Other)? {
+            None => Ok(None),
+            Some(value) => Self::api_answer(value).map(Some),
         }
     }
 

@@ -33,10 +33,11 @@ use tokio::{
 
 use crate::{
     agent::{EventOutput, monotonic_ns},
-    audit,
+    audit, audit_cli,
     cgroup::{self, Cgroup},
     control::{self, Act, Peer, Registration, Request},
     engine::{self, Engine, Rules},
+    http,
     metrics::Metrics,
     policy::{self, RingSource},
     probes::{
@@ -44,6 +45,7 @@ use crate::{
         events::{DecodeError, Event, Sink},
     },
     run::exit,
+    service::{self, ApiError, Call, Caller},
 };
 
 /// `governor daemon`'s own options (the socket and the store are global options).
@@ -59,6 +61,17 @@ pub struct Options {
     /// Kernel event probes: BPF LSM where the kernel has it, else tracepoints.
     #[arg(long, value_enum, default_value = "auto")]
     pub probes: probes::Choice,
+    /// Serve the HTTP/JSON door on TCP at ADDR (loopback unless --http-allow-remote); it
+    /// needs --http-token-file. The door is always served on a Unix socket beside the
+    /// control socket (NAME.http.sock), admitted as the control socket admits.
+    #[arg(long, value_name = "ADDR", requires = "http_token_file")]
+    pub http: Option<std::net::SocketAddr>,
+    /// The bearer token of --http: a file of mode 0600 owned by root.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub http_token_file: Option<PathBuf>,
+    /// Let --http listen on an address other than loopback.
+    #[arg(long, requires = "http")]
+    pub http_allow_remote: bool,
 }
 
 /// The settings file.
@@ -219,6 +232,8 @@ struct Daemon<'w> {
     hello: control::Hello,
     reported_drops: u64,
     reported_by_agent: HashMap<u64, u64>,
+    /// Where registrations ahead of a run are kept (`<state>/registered`).
+    registered_dir: PathBuf,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops (their
@@ -228,6 +243,12 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
     let control_group = config.control_group.as_deref().map(group_id).transpose()?;
     if settings.options.probes == probes::Choice::Off {
         return Err(usage("--probes off: the daemon exists to watch agents; run agents standalone instead"));
+    }
+    if let Some(addr) = settings.options.http {
+        http::check_addr(addr, settings.options.http_allow_remote).map_err(usage)?;
+    }
+    if let Some(file) = &settings.options.http_token_file {
+        http::read_token(file).map_err(usage)?;
     }
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 {
@@ -260,6 +281,18 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         }
         None => None,
     };
+    let http_listener = match (settings.options.http, &settings.options.http_token_file) {
+        (Some(addr), Some(file)) => {
+            let listener =
+                std::net::TcpListener::bind(addr).map_err(|error| usage(format!("--http {addr}: {error}")))?;
+            listener.set_nonblocking(true).map_err(failure)?;
+            Some((listener, http::read_token(file).map_err(usage)?))
+        }
+        _ => None,
+    };
+    let http_socket = http::unix_path(&settings.socket);
+    let http_unix = bind(&http_socket, control_group)?;
+    http::set_control_group(control_group);
 
     // Signals are taken before the writer's thread starts, so that thread inherits the mask.
     let mut mask = SigSet::empty();
@@ -282,7 +315,9 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         on_supervisor_loss: config.on_supervisor_loss,
         grace_ms: config.loss_grace.0.as_millis() as u64,
         metrics: metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|addr| addr.to_string()),
+        http: http_listener.as_ref().and_then(|(listener, _)| listener.local_addr().ok()).map(|addr| addr.to_string()),
     };
+    let registered_dir = state_dir.with_file_name("registered");
     let mut daemon = Daemon {
         writer: &writer,
         probes,
@@ -299,6 +334,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         hello,
         reported_drops: 0,
         reported_by_agent: HashMap::new(),
+        registered_dir,
     };
     daemon.adopt();
     // Predecessors' LSM links (this daemon's are attached), and the pins of agents that
@@ -310,9 +346,12 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         .enable_time()
         .build()
         .map_err(|error| failure(format!("starting the event loop: {error}")))?;
-    let result = runtime.block_on(daemon.serve(listener, metrics_listener, signals));
+    let doors = Doors { metrics: metrics_listener, http: http_listener, unix: http_unix };
+    let result = runtime.block_on(daemon.serve(listener, doors, signals));
     drop(daemon);
+    drop(runtime);
     let _ = std::fs::remove_file(&settings.socket);
+    let _ = std::fs::remove_file(&http_socket);
     writer.finish().map_err(failure)?;
     result.map(|()| 0)
 }
@@ -360,8 +399,54 @@ enum Message {
     Committed,
     /// The answer of a read done on another thread.
     Reply(u64, String),
+    /// The answer of a service call done on another thread.
+    Answer(Reply, service::Answer),
     Closed(u64),
-    Metrics(tokio::net::TcpStream),
+}
+
+/// Where a service call's answer goes.
+enum Reply {
+    /// A line on a control connection.
+    Socket(u64),
+    /// An HTTP handler waiting for it.
+    Http(tokio::sync::oneshot::Sender<service::Answer>),
+}
+
+/// How far a service call got on the loop.
+enum Step {
+    Done(service::Answer),
+    /// Reads of the store, done off the loop (a query over millions of rows must not stop
+    /// the loop from freezing agents).
+    Blocking(Box<dyn FnOnce() -> service::Answer + Send>),
+    /// The live stream of events.
+    Stream(service::EventFilter),
+}
+
+/// The HTTP listeners, bound before the loop starts.
+struct Doors {
+    metrics: Option<std::net::TcpListener>,
+    http: Option<(std::net::TcpListener, String)>,
+    unix: std::os::unix::net::UnixListener,
+}
+
+/// A service answer as a control socket line.
+fn answer_line(answer: service::Answer) -> String {
+    let mut line = match answer {
+        Ok(mut value) => {
+            if let serde_json::Value::Object(map) = &mut value {
+                map.insert("ok".into(), true.into());
+            } else {
+                value = serde_json::json!({ "ok": true, "value": value });
+            }
+            value.to_string()
+        }
+        Err(error) => {
+            serde_json::json!({ "ok": false, "error": error.error, "field": error.field, "kind": error.kind })
+                .to_string()
+        }
+    };
+    line.push('\n');
+    line
 }
 
 /// How often the loop drains the ring buffer, reads the drop counter, checks orphaned
@@ -374,11 +459,10 @@ impl<'w> Daemon<'w> {
     async fn serve(
         &mut self,
         listener: std::os::unix::net::UnixListener,
-        metrics: Option<std::net::TcpListener>,
+        doors: Doors,
         signals: SignalFd,
     ) -> Result<(), Failure> {
         let listener = UnixListener::from_std(listener).map_err(failure)?;
-        let metrics = metrics.map(TcpListener::from_std).transpose().map_err(failure)?;
         let ring = self.probes.take_events().map_err(failure)?;
         // SAFETY (both): the AsyncFd owns the signalfd and the ring buffer map, whose
         // descriptors stay open and unchanged until it is dropped.
@@ -391,6 +475,20 @@ impl<'w> Daemon<'w> {
         self.writer.on_commit(Box::new(move || {
             let _ = committed.send(Message::Committed);
         }));
+        let (commits, commits_seen) = tokio::sync::watch::channel(0u64);
+        let (asked, mut asks) = mpsc::unbounded_channel::<http::Asked>();
+        let door = http::Door { asked, commits: commits_seen.clone(), store: self.hello.audit_db.clone(), token: None };
+        if let Some(listener) = doors.metrics {
+            let listener = TcpListener::from_std(listener).map_err(failure)?;
+            tokio::spawn(http::serve_tcp(listener, http::metrics_router(door.clone())));
+        }
+        if let Some((listener, token)) = doors.http {
+            let listener = TcpListener::from_std(listener).map_err(failure)?;
+            let door = http::Door { token: Some(token.into()), ..door.clone() };
+            tokio::spawn(http::serve_tcp(listener, http::router(door)));
+        }
+        let unix = UnixListener::from_std(doors.unix).map_err(failure)?;
+        tokio::spawn(http::serve_unix(unix, http::router(door)));
         let mut replies: HashMap<u64, (mpsc::UnboundedSender<String>, Peer)> = HashMap::new();
         let mut next_connection = 0u64;
         let mut deferred: Vec<(mpsc::UnboundedSender<String>, String, u64)> = Vec::new();
@@ -399,7 +497,7 @@ impl<'w> Daemon<'w> {
         let mut last_heartbeat = Instant::now() - HEARTBEAT;
         let watchdog = watchdog_interval();
         self.heartbeat();
-        notify("READY=1");
+        notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(
             socket = %listener.local_addr().ok().and_then(|addr| addr.as_pathname().map(|p| p.display().to_string())).unwrap_or_default(),
             backend = %self.probes.backend,
@@ -415,9 +513,9 @@ impl<'w> Daemon<'w> {
                     while let Ok(Some(info)) = guard.get_inner().read_signal() {
                         match Signal::try_from(info.ssi_signo as i32) {
                             Ok(Signal::SIGHUP) => {
-                                notify("RELOADING=1");
+                                notify(&[sd_notify::NotifyState::Reloading, sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Ready)]);
                                 let _ = self.reload(ring.get_mut());
-                                notify("READY=1");
+                                notify(&[sd_notify::NotifyState::Ready]);
                             }
                             Ok(_) => stop = true,
                             Err(_) => {}
@@ -426,7 +524,7 @@ impl<'w> Daemon<'w> {
                     guard.clear_ready();
                     if stop {
                         tracing::info!(agents = self.agents.len(), "stopping; agents keep running and are watched again by the next daemon");
-                        notify("STOPPING=1");
+                        notify(&[sd_notify::NotifyState::Stopping]);
                         self.stop(ring.get_mut());
                         return Ok(());
                     }
@@ -462,11 +560,14 @@ impl<'w> Daemon<'w> {
                     tokio::spawn(write_lines(write, outgoing));
                     tokio::spawn(read_lines(id, read, sender.clone()));
                 }
-                accepted = accept_metrics(metrics.as_ref()) => {
-                    if let Ok((stream, _)) = accepted {
-                        tokio::spawn(read_http_request(stream, sender.clone()));
+                Some(asked) = asks.recv() => match asked {
+                    http::Asked::Call { caller, call, reply } => {
+                        self.dispatch(*call, &caller, Reply::Http(reply), ring.get_mut(), &sender, &commits_seen);
                     }
-                }
+                    http::Asked::Metrics(reply) => {
+                        let _ = reply.send(self.metrics.render(&self.agent_states()));
+                    }
+                },
                 Some(message) = messages.recv() => match message {
                     Message::Line(id, line) => {
                         let Some((reply, peer)) = replies.get(&id) else { continue };
@@ -477,6 +578,15 @@ impl<'w> Daemon<'w> {
                                 continue;
                             }
                         };
+                        if let Request::Api(call) = request {
+                            let caller = Caller::Peer {
+                                uid: peer.uid,
+                                pid: peer.pid,
+                                name: peer.describe().split(" (").next().unwrap_or_default().to_owned(),
+                            };
+                            self.dispatch(call, &caller, Reply::Socket(id), ring.get_mut(), &sender, &commits_seen);
+                            continue;
+                        }
                         if let Request::Read(read) = request {
                             // Reads of the store can be long (a query over millions of rows):
                             // off the loop, which must stay free to freeze agents.
@@ -513,6 +623,7 @@ impl<'w> Daemon<'w> {
                     }
                     Message::Committed => {
                         let committed = self.writer.committed();
+                        commits.send_replace(committed);
                         deferred.retain(|(reply, answer, target)| {
                             let done = committed >= *target;
                             if done {
@@ -530,9 +641,13 @@ impl<'w> Daemon<'w> {
                         replies.remove(&id);
                         self.connection_closed(id);
                     }
-                    Message::Metrics(stream) => {
-                        let body = self.metrics.render(&self.agent_states());
-                        tokio::spawn(write_http(stream, body));
+                    Message::Answer(Reply::Socket(id), answer) => {
+                        if let Some((reply, _)) = replies.get(&id) {
+                            let _ = reply.send(answer_line(answer));
+                        }
+                    }
+                    Message::Answer(Reply::Http(reply), answer) => {
+                        let _ = reply.send(answer);
                     }
                 },
 
@@ -547,7 +662,7 @@ impl<'w> Daemon<'w> {
                         last_heartbeat = Instant::now();
                         self.heartbeat();
                         if watchdog.is_some() {
-                            notify("WATCHDOG=1");
+                            notify(&[sd_notify::NotifyState::Watchdog]);
                         }
                     }
                 }
@@ -575,11 +690,12 @@ impl<'w> Daemon<'w> {
                 None => Err(format!("unknown agent '{agent}'")),
             },
             Request::Exited { agent, code } => self.exited(&agent, Some(code), ring),
-            Request::Suspend { agent, reason } => self.act(&agent, Act::Suspend, peer, &reason),
-            Request::Resume { agent, reason } => self.act(&agent, Act::Resume, peer, &reason),
-            Request::Kill { agent, reason } => self.act(&agent, Act::Kill, peer, &reason),
+            Request::Suspend { agent, reason } => self.act(&agent, Act::Suspend, &peer.describe(), &reason),
+            Request::Resume { agent, reason } => self.act(&agent, Act::Resume, &peer.describe(), &reason),
+            Request::Kill { agent, reason } => self.act(&agent, Act::Kill, &peer.describe(), &reason),
             Request::Reload => self.reload(ring).map(|rules| serde_json::json!({ "rules": rules })),
             Request::Read(_) => Err("reads are answered by the loop's reader threads".into()),
+            Request::Api(_) => Err("service calls are answered by dispatch".into()),
             Request::Agents => Ok(serde_json::Value::Array(
                 self.agents
                     .values()
@@ -606,6 +722,303 @@ impl<'w> Daemon<'w> {
             }
             Err(error) => refusal(&error),
         }
+    }
+
+    /// Runs one service call and sends its answer to `reply`: at once, from a reader
+    /// thread, or (the event stream) from a task of its own.
+    fn dispatch(
+        &mut self,
+        call: Call,
+        caller: &Caller,
+        reply: Reply,
+        ring: &mut RingBuf<MapData>,
+        sender: &mpsc::UnboundedSender<Message>,
+        commits: &tokio::sync::watch::Receiver<u64>,
+    ) {
+        let changes = call.changes_state();
+        let step = self.call(call, caller, ring);
+        if changes {
+            match &step {
+                Step::Done(Ok(_)) => tracing::info!(by = %caller.describe(), "service call done"),
+                Step::Done(Err(error)) => {
+                    tracing::info!(by = %caller.describe(), error = %error, "service call refused")
+                }
+                _ => {}
+            }
+        }
+        match step {
+            Step::Done(answer) => send(sender, reply, answer),
+            Step::Blocking(work) => {
+                let sender = sender.clone();
+                let spawned = std::thread::Builder::new().name("service-read".into()).spawn(move || {
+                    let answer = work();
+                    send(&sender, reply, answer);
+                });
+                if let Err(error) = spawned {
+                    tracing::error!(error = %error, "no reader thread");
+                }
+            }
+            Step::Stream(filter) => {
+                let (events, mut received) = tokio::sync::mpsc::channel(256);
+                tokio::spawn(service::stream(self.hello.audit_db.clone(), filter, commits.clone(), events));
+                match reply {
+                    Reply::Socket(id) => {
+                        let sender = sender.clone();
+                        tokio::spawn(async move {
+                            while let Some(item) = received.recv().await {
+                                let answer = item.and_then(|event| service::to_value(&event));
+                                if sender.send(Message::Answer(Reply::Socket(id), answer)).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                    Reply::Http(reply) => {
+                        let _ =
+                            reply.send(Err(ApiError::bad("call", "the event stream is served by GET /api/v1/events")));
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the service layer needs of the loop's state for a read.
+    fn live(&self) -> service::Live {
+        service::Live {
+            supervised: self.agents.values().map(|s| (s.output.agent_id.clone(), s.cgroup_id)).collect(),
+            registered: service::registrations(&self.registered_dir),
+        }
+    }
+
+    fn daemon_info(&self) -> service::DaemonInfo {
+        service::DaemonInfo {
+            pid: self.hello.pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            backend: self.probes.backend.to_string(),
+            audit_db: self.hello.audit_db.clone(),
+            metrics: self.hello.metrics.clone(),
+            http: self.hello.http.clone(),
+            events_dropped: self.metrics.dropped.get(),
+        }
+    }
+
+    /// One operation of the service layer: checked, done (or handed off the loop) and, when
+    /// it changes anything, recorded with its caller.
+    fn call(&mut self, call: Call, caller: &Caller, ring: &mut RingBuf<MapData>) -> Step {
+        let store = self.hello.audit_db.clone();
+        let rings = self.rings.clone();
+        match call {
+            Call::Health => Step::Done(service::to_value(&service::health())),
+            Call::Status => {
+                let (live, info) = (self.live(), self.daemon_info());
+                Step::Blocking(Box::new(move || {
+                    service::status(&store, rings.as_deref(), &live, info).and_then(|status| service::to_value(&status))
+                }))
+            }
+            Call::Agents => {
+                let live = self.live();
+                Step::Blocking(Box::new(move || service::agents(&store, &live).and_then(|a| service::to_value(&a))))
+            }
+            Call::Agent { id } => {
+                let live = self.live();
+                Step::Blocking(Box::new(move || service::agent(&store, &live, &id).and_then(|a| service::to_value(&a))))
+            }
+            Call::Audit(filter) => {
+                Step::Blocking(Box::new(move || service::audit(&store, &filter).and_then(|e| service::to_value(&e))))
+            }
+            Call::Trace { agent, after, limit } => {
+                let filter =
+                    service::AuditFilter { agent: Some(agent), after, limit, ..service::AuditFilter::default() };
+                Step::Blocking(Box::new(move || service::audit(&store, &filter).and_then(|e| service::to_value(&e))))
+            }
+            Call::Incidents(filter) => Step::Blocking(Box::new(move || {
+                service::incidents(&store, &filter).and_then(|incidents| service::to_value(&incidents))
+            })),
+            Call::Events(filter) => Step::Stream(filter),
+            Call::Policies => Step::Done(service::to_value(&service::policies(&self.rules, rings.as_deref()))),
+            Call::Policy { id } => {
+                let found =
+                    service::policies(&self.rules, rings.as_deref()).policies.into_iter().find(|rule| rule.id == id);
+                Step::Done(match found {
+                    Some(rule) => service::to_value(&rule),
+                    None => Err(ApiError::not_found("id", format!("no rule '{id}' in force"))),
+                })
+            }
+            Call::Validate(request) => match self.validate_plan(&request) {
+                Ok((trust, overlays)) => Step::Blocking(Box::new(move || {
+                    service::validate(rings.as_deref(), trust, &overlays, &request).and_then(|v| service::to_value(&v))
+                })),
+                Err(error) => Step::Done(Err(error)),
+            },
+            Call::Act { agent, action, reason } => Step::Done(self.act_call(&agent, action, caller, reason)),
+            Call::Register(spec) => Step::Done(self.register_call(&spec, caller)),
+            Call::Report(report) => Step::Done(self.report_call(&report, caller)),
+            Call::CreatePolicy(draft) => Step::Done(self.create_policy(&draft, caller, ring)),
+        }
+    }
+
+    /// Changes of configuration (registrations, rules) are root's (or the token's): a
+    /// member of the control group controls agents but may not widen a ring.
+    fn configure(&self, caller: &Caller) -> Result<(), ApiError> {
+        match caller {
+            Caller::Token | Caller::Peer { uid: 0, .. } => Ok(()),
+            Caller::Peer { uid, .. } => Err(ApiError::new(
+                service::ErrorKind::Forbidden,
+                format!("uid {uid} may control agents, not change the policy: only root may"),
+            )),
+        }
+    }
+
+    fn act_call(
+        &mut self,
+        agent: &str,
+        action: service::Action,
+        caller: &Caller,
+        reason: Option<String>,
+    ) -> service::Answer {
+        crate::run::validate_agent_id(agent).map_err(|error| ApiError::bad("agent", error.to_string()))?;
+        if !self.names.contains_key(agent) {
+            return Err(ApiError::not_found(
+                "agent",
+                format!("unknown agent '{agent}': not supervised by this daemon"),
+            ));
+        }
+        let what = action.act();
+        self.act(agent, what, &caller.describe(), reason.as_deref().unwrap_or("")).map_err(ApiError::conflict)?;
+        let state = match action {
+            service::Action::Suspend => "suspended",
+            service::Action::Resume => "running",
+            service::Action::Kill => "killed",
+        };
+        service::to_value(&service::Acted { agent: agent.to_owned(), action, state: state.into() })
+    }
+
+    fn register_call(&mut self, spec: &service::AgentSpec, caller: &Caller) -> service::Answer {
+        self.configure(caller)?;
+        crate::run::validate_agent_id(&spec.agent_id).map_err(|error| ApiError::bad("agent_id", error.to_string()))?;
+        if self.names.contains_key(&spec.agent_id) {
+            return Err(ApiError::conflict(format!(
+                "agent '{}' is running: register it before its run",
+                spec.agent_id
+            )));
+        }
+        if let Some(failure) = self.writer.failure() {
+            return Err(ApiError::internal(format!("audit store failing ({failure}); nothing registered")));
+        }
+        let registered = service::register(spec, &self.registered_dir)?;
+        let why = format!(
+            "registered at trust {}{}",
+            registered.trust,
+            spec.reason.as_deref().map(|reason| format!(": {reason}")).unwrap_or_default()
+        );
+        self.writer
+            .write(audit::action(&spec.agent_id, "register", &caller.describe(), &why))
+            .map_err(|error| ApiError::internal(error.to_string()))?;
+        tracing::info!(agent = %spec.agent_id, trust = %registered.trust, by = %caller.describe(), "agent registered ahead of its run");
+        service::to_value(&registered)
+    }
+
+    fn report_call(&mut self, report: &service::IncidentReport, caller: &Caller) -> service::Answer {
+        crate::run::validate_agent_id(&report.agent).map_err(|error| ApiError::bad("agent", error.to_string()))?;
+        if report.kind.trim().is_empty() {
+            return Err(ApiError::bad("type", "type is empty"));
+        }
+        if report.description.trim().is_empty() {
+            return Err(ApiError::bad("description", "description is empty"));
+        }
+        let severity = format!("{:?}", report.severity).to_lowercase();
+        let action = if report.auto_suspend { "suspend" } else { "audit" };
+        let detail = serde_json::json!({ "reported_by": caller.describe() });
+        let supervised = self.names.get(&report.agent).copied();
+        match supervised.and_then(|id| self.agents.get_mut(&id)) {
+            Some(supervised) => {
+                supervised.output.record_incident(&report.kind, &severity, action, &report.description, detail);
+            }
+            None if report.auto_suspend => {
+                return Err(ApiError::not_found(
+                    "agent",
+                    format!("unknown agent '{}': auto_suspend needs an agent this daemon supervises", report.agent),
+                ));
+            }
+            None => {
+                let known = audit_cli::connect(&self.hello.audit_db)
+                    .and_then(|connection| audit_cli::known_agent(&connection, &report.agent));
+                if known.is_err() {
+                    return Err(ApiError::not_found("agent", format!("unknown agent '{}'", report.agent)));
+                }
+                let row = audit::Row {
+                    table: "incidents",
+                    values: vec![
+                        audit::text(&report.agent),
+                        audit::int(audit::now_ns()),
+                        audit::text(&report.kind),
+                        audit::text(&severity),
+                        audit::text(action),
+                        audit::text(&report.description),
+                        audit::text(detail.to_string()),
+                    ],
+                };
+                self.writer.write(row).map_err(|error| ApiError::internal(error.to_string()))?;
+                self.metrics.incident(&severity);
+            }
+        }
+        let why = format!("reported {} incident: {}", report.kind, report.description);
+        let mut suspended = false;
+        if report.auto_suspend {
+            self.act(&report.agent, Act::Suspend, &caller.describe(), &why).map_err(ApiError::conflict)?;
+            suspended = true;
+        } else {
+            self.writer
+                .write(audit::action(&report.agent, "report", &caller.describe(), &why))
+                .map_err(|error| ApiError::internal(error.to_string()))?;
+        }
+        service::to_value(&service::Reported { agent: report.agent.clone(), suspended })
+    }
+
+    fn create_policy(
+        &mut self,
+        draft: &service::PolicyDraft,
+        caller: &Caller,
+        ring: &mut RingBuf<MapData>,
+    ) -> service::Answer {
+        self.configure(caller)?;
+        let (file, ids) = service::check_draft(draft, self.rings.as_deref())?;
+        service::write_draft(&file, draft)?;
+        if let Err(error) = self.reload(ring) {
+            // Nothing half-applied: the file goes, the rules in force stay.
+            let _ = std::fs::remove_file(&file);
+            return Err(ApiError::bad("toml", error));
+        }
+        let why = format!("added {} ({})", file.display(), ids.join(", "));
+        self.writer
+            .write(audit::action("-", "policy-add", &caller.describe(), &why))
+            .map_err(|error| ApiError::internal(error.to_string()))?;
+        service::to_value(&service::PolicyCreated { file, rules: ids, total_policies: self.rules.rules.len() })
+    }
+
+    /// The ring and `--policy` files that decide for `validate`: a supervised agent's, a
+    /// registered one's, the store's record of it, else the request's `trust` (low).
+    fn validate_plan(&self, request: &service::Validate) -> Result<(crate::policy::Trust, Vec<PathBuf>), ApiError> {
+        let fallback = request.trust.unwrap_or(crate::policy::Trust::Low);
+        let Some(agent) = &request.agent_id else { return Ok((fallback, Vec::new())) };
+        crate::run::validate_agent_id(agent).map_err(|error| ApiError::bad("agent_id", error.to_string()))?;
+        if let Some(supervised) = self.names.get(agent).and_then(|id| self.agents.get(id)) {
+            return Ok((supervised.registration.trust, supervised.registration.overlays.clone()));
+        }
+        if let Some(spec) =
+            service::registrations(&self.registered_dir).into_iter().find(|spec| spec.agent_id == *agent)
+        {
+            let overlay = self.registered_dir.join(format!("{agent}.toml"));
+            return Ok((spec.trust.unwrap_or(crate::policy::Trust::Low), vec![overlay]));
+        }
+        let stored = audit::open(&self.hello.audit_db).ok().and_then(|connection| {
+            connection
+                .query_row("SELECT trust FROM agents WHERE agent = ?1 ORDER BY seq DESC LIMIT 1", [agent], |row| {
+                    row.get::<_, String>(0)
+                })
+                .ok()
+        });
+        Ok((stored.and_then(|trust| trust.parse().ok()).unwrap_or(fallback), Vec::new()))
     }
 
     /// The rules for an agent with `overlays` (the daemon's, plus theirs) and their engine;
@@ -763,7 +1176,7 @@ impl<'w> Daemon<'w> {
 
     /// `governor suspend|resume|kill` through the daemon: acts on the agent's cgroup, keeps
     /// the engine's view in step, records who and why.
-    fn act(&mut self, agent: &str, what: Act, peer: &Peer, reason: &str) -> Result<serde_json::Value, String> {
+    fn act(&mut self, agent: &str, what: Act, actor: &str, reason: &str) -> Result<serde_json::Value, String> {
         let Some(supervised) = self.names.get(agent).and_then(|id| self.agents.get_mut(id)) else {
             return Err(format!("unknown agent '{agent}': not supervised by this daemon"));
         };
@@ -782,8 +1195,8 @@ impl<'w> Daemon<'w> {
             Act::Resume => supervised.output.agent.suspended = false,
             Act::Kill => {}
         }
-        supervised.output.record_action(what.name(), &peer.describe(), &why);
-        tracing::info!(agent = %agent, action = what.name(), by = %peer.describe(), why = %why, "agent control");
+        supervised.output.record_action(what.name(), actor, &why);
+        tracing::info!(agent = %agent, action = what.name(), by = %actor, why = %why, "agent control");
         Ok(serde_json::json!({}))
     }
 
@@ -1021,6 +1434,11 @@ fn state_of(supervised: &Supervised<'_>) -> &'static str {
     if supervised.output.control().frozen().unwrap_or(false) { "suspended" } else { "running" }
 }
 
+/// Hands a service answer to the loop, which routes it to its door.
+fn send(sender: &mpsc::UnboundedSender<Message>, reply: Reply, answer: service::Answer) {
+    let _ = sender.send(Message::Answer(reply, answer));
+}
+
 /// The daemon as the ring buffer's sink: each event goes to its agent by cgroup id.
 struct Dispatch<'d, 'w> {
     daemon: &'d mut Daemon<'w>,
@@ -1037,7 +1455,7 @@ impl Sink for Dispatch<'_, '_> {
         for event in batch {
             let id = event.header().cgroup_id;
             if !self.daemon.agents.contains_key(&id) {
-                self.daemon.metrics.unattributed.set(self.daemon.metrics.unattributed.get() + 1);
+                self.daemon.metrics.unattributed.inc();
                 continue;
             }
             match by_agent.iter_mut().find(|(agent, _)| *agent == id) {
@@ -1064,7 +1482,7 @@ impl Sink for Dispatch<'_, '_> {
     /// running when it happened gets the record.
     fn lost(&mut self, count: u64) {
         let metrics = &self.daemon.metrics;
-        metrics.dropped.set(metrics.dropped.get() + count);
+        metrics.dropped.inc_by(count);
         tracing::error!(count, "events dropped: ring buffer full");
     }
 
@@ -1082,7 +1500,7 @@ impl Sink for Dispatch<'_, '_> {
 
     fn undecodable(&mut self, error: &DecodeError) {
         let metrics = &self.daemon.metrics;
-        metrics.undecodable.set(metrics.undecodable.get() + 1);
+        metrics.undecodable.inc();
         tracing::error!(error = %error, "undecodable event");
     }
 }
@@ -1155,71 +1573,16 @@ async fn write_lines(mut write: tokio::net::unix::OwnedWriteHalf, mut lines: mps
     let _ = write.shutdown().await;
 }
 
-async fn accept_metrics(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads an HTTP request's head (any path answers with the metrics; there is only one
-/// thing to serve) and hands the connection to the loop.
-async fn read_http_request(mut stream: tokio::net::TcpStream, sender: mpsc::UnboundedSender<Message>) {
-    let mut head = Vec::new();
-    let mut buffer = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < 16 * 1024 {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return false,
-                Ok(count) => head.extend_from_slice(&buffer[..count]),
-            }
-        }
-        true
-    })
-    .await;
-    if read == Ok(true) {
-        let _ = sender.send(Message::Metrics(stream));
-    }
-}
-
-async fn write_http(mut stream: tokio::net::TcpStream, body: String) {
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
 /// Tells systemd (`Type=notify`) about the daemon's state, when it started the daemon.
-fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else { return };
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-    let sent = match bytes.strip_prefix(b"@") {
-        Some(name) => {
-            use std::os::linux::net::SocketAddrExt as _;
-            std::os::unix::net::SocketAddr::from_abstract_name(name)
-                .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
-        }
-        None => socket.send_to(state.as_bytes(), &path),
-    };
-    if let Err(error) = sent {
-        tracing::warn!(error = %error, state, "sd_notify failed");
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(error = %error, "sd_notify failed");
     }
 }
 
 /// Half of systemd's `WATCHDOG_USEC`, when the watchdog is on for this process.
 fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|pid| pid.parse::<u32>().ok())
-        && pid != std::process::id()
-    {
-        return None;
-    }
-    Some(Duration::from_micros(usec / 2))
+    sd_notify::watchdog_enabled().map(|interval| interval / 2)
 }
 
 /// Logs go to stderr, one event per line, without colour; without timestamps under

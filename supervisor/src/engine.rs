@@ -970,6 +970,11 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
     let file: RulesFile = policy::parse(&path, &text)?;
     file.validate().map_err(|message| policy::Error::Invalid { path: path.clone(), message })?;
     let mut rules = file.rule;
+    if let policy::RingSource::Dir(dir) = source {
+        for (_, drop_in) in drop_ins(dir)? {
+            rules.extend(drop_in.rule);
+        }
+    }
     rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
     let rules = Rules { rules, suspend_on_severity: file.suspend_on_severity, event_budget: file.event_budget };
     let secrets = source.secrets()?;
@@ -977,6 +982,28 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
         .map_err(|message| policy::Error::Invalid { path, message })?
         .with_secrets(secrets.iter().chain(overlays.iter().flat_map(|overlay| &overlay.secret)));
     Ok((rules, engine))
+}
+
+/// The drop-ins of a ring directory, `rules.d/*.toml` in name order: `[[rule]]`s added to
+/// `rules.toml`'s (what `governor policy add` writes). Each is validated as `rules.toml` is.
+pub fn drop_ins(dir: &std::path::Path) -> Result<Vec<(std::path::PathBuf, RulesFile)>, policy::Error> {
+    let drop_in_dir = dir.join("rules.d");
+    let Ok(entries) = std::fs::read_dir(&drop_in_dir) else { return Ok(Vec::new()) };
+    let mut paths: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
+    let mut files = Vec::new();
+    for path in paths {
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| policy::Error::Read { path: path.clone(), source })?;
+        let file: RulesFile = policy::parse(&path, &text)?;
+        file.validate().map_err(|message| policy::Error::Invalid { path: path.clone(), message })?;
+        files.push((path, file));
+    }
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub struct Answer {
     pub to_allow: Vec<String>,
     /// Further things worth knowing (engine rules that watch it, ...).
     pub notes: Vec<String>,
+    /// The policy line that decides, when one does (a Landlock path, a deny rule).
+    pub rule: Option<String>,
 }
 
 /// The access word an operation needs.
@@ -116,6 +118,7 @@ pub fn path(confinement: &Confinement, trust: Trust, path: &Path, op: Op, rules:
             answer.allowed = true;
             answer.layer = "Landlock rule".into();
             answer.reason = format!("{} grants {:?} from {}", rule.path.display(), rule.access, rule.origin);
+            answer.rule = Some(rule.origin.clone());
         } else {
             answer.layer = "Landlock rule".into();
             let listing = covering.iter().find(|rule| rule.access.contains(&Access::List));
@@ -220,6 +223,7 @@ pub fn destination(
             .map(|deny| deny.reason.to_string())
             .unwrap_or_default();
         answer.reason = format!("[[network.deny]] {}/{} port {}: {why}", rule.addr, rule.prefix, rule.port);
+        answer.rule = Some(format!("[[network.deny]] {}/{} port {}", rule.addr, rule.prefix, rule.port));
         answer.notes.push("a denied destination is refused whatever a --policy file adds".into());
     } else if let Some(ports) = &confinement.landlock.connect_ports
         && !ports.contains(&port)
@@ -269,19 +273,42 @@ fn lookup(name: &str) -> Option<PathBuf> {
 
 /// `governor explain`: prints the answer; exit 0 when allowed, 1 when refused.
 pub fn main(request: run::Request, target: &str, op: Option<Op>, agent: Option<&str>) -> Result<i32, (i32, String)> {
-    let usage = |message: String| (run::exit::USAGE, message);
     let mut request = request;
     if let Some(agent) = agent {
-        request.trust = agent_trust(&request.audit_db, agent).map_err(usage)?;
+        request.trust = agent_trust(&request.audit_db, agent).map_err(|message| (run::exit::USAGE, message))?;
     }
+    let trust = request.trust;
+    let target = Target::parse(target);
+    let (what, answer) = decide(request, &target, op)?;
+    println!("{what} in ring {trust}: {}", if answer.allowed { "allow" } else { "deny" });
+    println!("  decided by: {}: {}", answer.layer, answer.reason);
+    for note in &answer.notes {
+        println!("  note: {note}");
+    }
+    if !answer.to_allow.is_empty() {
+        println!("  to allow it, pass a --policy file with:");
+        for line in &answer.to_allow {
+            println!("    {line}");
+        }
+    }
+    Ok(if answer.allowed { 0 } else { 1 })
+}
+
+/// The answer for `target` in the ring (and `--policy` files) of `request`, as data.
+pub fn answer(request: run::Request, target: &Target, op: Option<Op>) -> Result<Answer, (i32, String)> {
+    decide(request, target, op).map(|(_, answer)| answer)
+}
+
+/// What is asked (`exec /usr/bin/curl (curl)`), and the answer.
+fn decide(request: run::Request, target: &Target, op: Option<Op>) -> Result<(String, Answer), (i32, String)> {
+    let usage = |message: String| (run::exit::USAGE, message);
     let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
     // The agent's own temp dir is made at launch, for it alone: a stand-in that does not
     // exist, so that nothing else under /tmp looks granted.
     let tmpdir = std::env::temp_dir().join("governor-explain-no-such-tmpdir");
     let confinement = run::confinement(&prepared, &tmpdir);
     let trust = prepared.ring.trust;
-    let target = Target::parse(target);
-    let (what, answer) = match &target {
+    Ok(match target {
         Target::Path(path) => {
             let path = match path.strip_prefix("~") {
                 Ok(rest) => prepared.identity.home.join(rest),
@@ -314,19 +341,7 @@ pub fn main(request: run::Request, target: &str, op: Option<Op>, agent: Option<&
                 destination(&confinement, &prepared.ring, &addrs, *port, &prepared.rules),
             )
         }
-    };
-    println!("{what} in ring {trust}: {}", if answer.allowed { "allow" } else { "deny" });
-    println!("  decided by: {}: {}", answer.layer, answer.reason);
-    for note in &answer.notes {
-        println!("  note: {note}");
-    }
-    if !answer.to_allow.is_empty() {
-        println!("  to allow it, pass a --policy file with:");
-        for line in &answer.to_allow {
-            println!("    {line}");
-        }
-    }
-    Ok(if answer.allowed { 0 } else { 1 })
+    })
 }
 
 /// The ring an agent ran in, from the audit store.

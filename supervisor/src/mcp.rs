@@ -278,6 +278,7 @@ impl Governor {
             until: None,
             path: args.path.clone(),
             limit: args.limit.unwrap_or(100),
+            after: None,
             format: audit_cli::Format::Jsonl,
         };
         let entries = lines(&read(&self.socket, Read::Query(query), None).await?)?;
