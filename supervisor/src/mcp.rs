@@ -25,8 +25,8 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use crate::{
-    audit_cli,
-    control::{self, Act, Read, Request},
+    control,
+    service::{self, Call},
 };
 
 /// A tool's failure as the caller sees it: what went wrong and, when an argument is to
@@ -53,6 +53,17 @@ impl ToolError {
 
 type Answer = Result<Value, ToolError>;
 
+impl ToolError {
+    /// The service's refusal, with its field renamed to the tool's argument (`renames`:
+    /// service field, argument).
+    fn from_service(error: service::ApiError, renames: &[(&str, &str)]) -> ToolError {
+        let field = error
+            .field
+            .map(|field| renames.iter().find(|(from, _)| *from == field).map_or(field, |(_, to)| (*to).to_owned()));
+        ToolError { error: error.error, field }
+    }
+}
+
 /// Deserializes a tool's arguments, naming the argument that is missing, unknown or of the
 /// wrong type.
 pub fn arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
@@ -77,13 +88,15 @@ pub fn arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> 
     })
 }
 
-/// The daemon's answer to `request`, on a connection of its own (the control socket is
-/// blocking; tools run on tokio's blocking pool).
-async fn call(socket: &std::path::Path, request: Request) -> Result<Value, ToolError> {
+/// The daemon's answer to `call`, on a connection of its own (the control socket is
+/// blocking; tools run on tokio's blocking pool). `renames` maps the service's field names
+/// onto the tool's.
+async fn ask(socket: &std::path::Path, call: Call, renames: &'static [(&'static str, &'static str)]) -> Answer {
     let socket = socket.to_path_buf();
     let joined = tokio::task::spawn_blocking(move || {
-        let mut client = control::Client::connect(&socket)?;
-        client.call(&request)
+        let mut client =
+            control::Client::connect(&socket).map_err(|error| service::ApiError::internal(error.to_string()))?;
+        service::ask(&mut client, call)
     })
     .await;
     match joined {
@@ -93,39 +106,16 @@ async fn call(socket: &std::path::Path, request: Request) -> Result<Value, ToolE
             }
             Ok(value)
         }
-        Ok(Err(control::Error::Refused(message))) => Err(refused(&message)),
-        Ok(Err(error)) => Err(ToolError::new(error.to_string())),
+        Ok(Err(error)) => Err(ToolError::from_service(error, renames)),
         Err(error) => Err(ToolError::new(format!("governor mcp: {error}"))),
     }
 }
 
-/// A refusal of the daemon's, with the argument it names when it names one.
-fn refused(message: &str) -> ToolError {
-    if message.starts_with("unknown agent") || message.contains("agent id") {
-        ToolError::field("agent_id", message)
-    } else {
-        ToolError::new(message)
-    }
-}
-
-/// A read of the daemon's store, in JSON: the rows (`jsonl`) or the document (`json`).
-async fn read(socket: &std::path::Path, read: Read, field_of_refusal: Option<&str>) -> Answer {
-    let answer = call(socket, Request::Read(read)).await?;
-    if let Some(error) = answer["error"].as_str().filter(|error| !error.is_empty()) {
-        let field = if error.starts_with("unknown agent") { Some("agent_id") } else { field_of_refusal };
-        return Err(ToolError { error: error.to_owned(), field: field.map(str::to_owned) });
-    }
-    Ok(Value::String(answer["output"].as_str().unwrap_or("").to_owned()))
-}
-
-fn lines(output: &Value) -> Result<Vec<Value>, ToolError> {
-    output
-        .as_str()
-        .unwrap_or("")
-        .lines()
-        .map(|line| serde_json::from_str(line).map_err(|error| ToolError::new(format!("governor daemon: {error}"))))
-        .collect()
-}
+/// The service's names for what PolicyGuard calls `agent_id`.
+const AGENT: &[(&str, &str)] = &[("agent", "agent_id")];
+/// `get_audit_log`'s and `get_events`' arguments, by the service's names.
+const AUDIT: &[(&str, &str)] =
+    &[("agent", "agent_id"), ("kind", "action_type"), ("decision", "status"), ("since", "time_range")];
 
 /// `suspend_agent`, `resume_agent`, `kill_agent`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -136,6 +126,157 @@ pub struct AgentControl {
     /// Why, for the audit store (default: the tool's name).
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// A ring, as the tools name it.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    Low,
+    Medium,
+    High,
+    Admin,
+}
+
+impl From<Trust> for crate::policy::Trust {
+    fn from(trust: Trust) -> crate::policy::Trust {
+        match trust {
+            Trust::Low => crate::policy::Trust::Low,
+            Trust::Medium => crate::policy::Trust::Medium,
+            Trust::High => crate::policy::Trust::High,
+            Trust::Admin => crate::policy::Trust::Admin,
+        }
+    }
+}
+
+/// An incident's severity.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<Severity> for crate::engine::Severity {
+    fn from(severity: Severity) -> crate::engine::Severity {
+        match severity {
+            Severity::Low => crate::engine::Severity::Low,
+            Severity::Medium => crate::engine::Severity::Medium,
+            Severity::High => crate::engine::Severity::High,
+            Severity::Critical => crate::engine::Severity::Critical,
+        }
+    }
+}
+
+/// What `validate_action` asks about.
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionType {
+    /// Open a file for reading (as read).
+    Open,
+    Read,
+    Write,
+    /// Run a program (a path, or a name looked up along PATH).
+    Exec,
+    /// A TCP connection to HOST:PORT.
+    Connect,
+}
+
+/// `validate_action`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateAction {
+    /// The agent that asks: its ring and registration decide. An agent governor does not
+    /// know is decided at `trust` (default low).
+    pub agent_id: String,
+    pub action_type: ActionType,
+    /// A path (open, read, write, exec), a program (exec) or HOST:PORT (connect).
+    pub target: String,
+    /// The ring to decide in for an agent governor does not know [default: low].
+    #[serde(default)]
+    pub trust: Option<Trust>,
+    /// Action-specific parameters (echoed back, not used to decide).
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    /// Why the agent wants to do it (echoed back, not used to decide).
+    #[serde(default)]
+    pub context: Option<Value>,
+}
+
+/// `register_agent`: PolicyGuard's fields, and governor's lists applied on top of the ring.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    pub agent_id: String,
+    /// A name for people (recorded as the registration's reason with the description).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// low, medium, high or admin [default: low].
+    #[serde(default)]
+    pub trust_level: Option<Trust>,
+    /// Programs (paths or names on PATH) the agent may run beyond its ring.
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// Programs the agent may not run (nor read) whatever its ring allows.
+    #[serde(default)]
+    pub denied_tools: Vec<String>,
+    /// Absolute paths the agent may read beyond its ring.
+    #[serde(default)]
+    pub allowed_paths: Vec<String>,
+    /// Absolute paths the agent may not read whatever its ring allows.
+    #[serde(default)]
+    pub denied_paths: Vec<String>,
+    /// HOST:PORT: the port is opened for TCP connect.
+    #[serde(default)]
+    pub allowed_destinations: Vec<String>,
+    /// ADDR[/PREFIX][:PORT], refused by the kernel whatever the ring allows.
+    #[serde(default)]
+    pub denied_destinations: Vec<String>,
+}
+
+/// `create_policy`: engine rules (`[[rule]]` of rules.toml), as TOML or as JSON objects.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicy {
+    /// The drop-in's name (`rules.d/ID.toml`: letters, digits, -, _).
+    pub policy_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The reason of every rule that gives none.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `[[rule]]` tables as TOML text, or an array of rule objects with the same keys (id,
+    /// kind, action, severity, reason, path, binary, destination, count, window, ...).
+    pub rules: Value,
+    /// The priority of every rule that gives none.
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+/// `report_incident`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportIncident {
+    /// What happened: policy_violation, suspicious_activity, data_exfiltration, ... (the
+    /// incident's rule column).
+    pub incident_type: String,
+    /// low, medium, high or critical.
+    pub severity: Severity,
+    pub description: String,
+    /// The agent it concerns (one governor knows).
+    pub agent_id: String,
+    /// Supporting data, recorded with the description.
+    #[serde(default)]
+    pub evidence: Option<Value>,
+    #[serde(default)]
+    pub recommended_action: Option<String>,
+    /// Freeze the agent's cgroup as well.
+    #[serde(default)]
+    pub auto_suspend: bool,
 }
 
 /// `get_audit_log`: PolicyGuard's filters, plus `governor audit query`'s.
@@ -149,7 +290,7 @@ pub struct AuditLog {
     /// link, symlink, truncate, mknod, chmod, chown.
     #[serde(default)]
     pub action_type: Option<String>,
-    /// How far back: a duration (1h, 24h, 7d, 30m) [default: 24h].
+    /// How far back: a duration (1h, 24h, 7d, 30m) or an RFC 3339 time [default: 24h].
     #[serde(default)]
     pub time_range: Option<String>,
     /// allowed or denied (or a decision: allow, deny, audit, suspend, kill).
@@ -158,9 +299,36 @@ pub struct AuditLog {
     /// A glob on the path (* ? [...]).
     #[serde(default)]
     pub path: Option<String>,
-    /// At most this many entries [default: 100].
+    /// At most this many entries [default: 100, at most 10000].
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only events after this event id (paging: the last id seen).
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+
+/// `get_events`: what happened since an event id, waiting for something to happen.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetEvents {
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    #[serde(default)]
+    pub action_type: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Events after this id (the `last_id` of the previous call); without it, the events
+    /// recorded from now on.
+    #[serde(default)]
+    pub after: Option<i64>,
+    /// At most this many events [default: 100, at most 10000].
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// How long to wait for a first event when there is none yet [default: 5, at most 60].
+    #[serde(default)]
+    pub wait_seconds: Option<f64>,
 }
 
 /// `get_compliance_status`.
@@ -178,16 +346,54 @@ pub struct Compliance {
     pub include_agents: Option<bool>,
 }
 
-fn parse_value<T: clap::ValueEnum>(field: &str, text: &str) -> Result<T, ToolError> {
-    T::from_str(text, true).map_err(|_| {
-        let names: Vec<String> =
-            T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|v| v.get_name().to_owned()).collect();
-        ToolError::field(field, format!("{field}: '{text}' is not one of {}", names.join(", ")))
-    })
+/// The decision PolicyGuard's `status` names.
+fn decision(status: Option<&str>) -> Option<String> {
+    match status {
+        None | Some("") => None,
+        Some("allowed") => Some("allow".to_owned()),
+        Some("denied") => Some("deny".to_owned()),
+        Some(other) => Some(other.to_owned()),
+    }
 }
 
-fn since(field: &str, text: &str) -> Result<audit_cli::When, ToolError> {
-    audit_cli::parse_when(text).map_err(|error| ToolError::field(field, format!("{field}: {error}")))
+/// A rules argument as the TOML of `[[rule]]` tables.
+fn rules_toml(args: &CreatePolicy) -> Result<String, ToolError> {
+    let bad = |message: String| ToolError::field("rules", format!("rules: {message}"));
+    let mut rules: Vec<toml::Table> = match &args.rules {
+        Value::String(text) => {
+            let parsed: toml::Table = text.parse().map_err(|error: toml::de::Error| bad(error.to_string()))?;
+            match parsed.get("rule") {
+                Some(toml::Value::Array(rules)) => rules
+                    .iter()
+                    .map(|rule| rule.as_table().cloned().ok_or_else(|| bad("a [[rule]] is not a table".into())))
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(bad("no [[rule]] tables".into())),
+            }
+        }
+        Value::Array(rules) => rules
+            .iter()
+            .map(|rule| match toml::Value::try_from(rule) {
+                Ok(toml::Value::Table(table)) => Ok(table),
+                Ok(_) => Err(bad("every rule is an object".into())),
+                Err(error) => Err(bad(error.to_string())),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad("a TOML string of [[rule]] tables or an array of rule objects".into())),
+    };
+    if rules.is_empty() {
+        return Err(bad("no rules".into()));
+    }
+    for rule in &mut rules {
+        if let Some(priority) = args.priority {
+            rule.entry("priority").or_insert(toml::Value::Integer(priority));
+        }
+        if let Some(reason) = args.description.as_ref().or(args.name.as_ref()) {
+            rule.entry("reason").or_insert_with(|| toml::Value::String(reason.clone()));
+        }
+    }
+    let mut document = toml::Table::new();
+    document.insert("rule".into(), toml::Value::Array(rules.into_iter().map(toml::Value::Table).collect()));
+    toml::to_string(&document).map_err(|error| bad(error.to_string()))
 }
 
 /// The MCP server: stateless but for where the daemon listens.
@@ -210,11 +416,34 @@ impl Governor {
             Tool::new(name, description, schema_for_type::<T>()).annotate(annotations)
         }
         vec![
+            tool::<ValidateAction>(
+                "validate_action",
+                "Ask before acting: would this agent be allowed to open, read, write or exec a path, \
+                 or connect to HOST:PORT, now? Answers allowed, reason, the layer that decides \
+                 (landlock, seccomp, kernel deny map, rule engine) and its rule, from the plan the \
+                 kernel enforces for the agent's ring and registration.",
+                true,
+            ),
+            tool::<RegisterAgent>(
+                "register_agent",
+                "Register an agent ahead of its run: its trust level and the programs, paths and \
+                 destinations it is allowed or denied on top of its ring; `governor run --agent-id \
+                 ID` applies them. Unregistered agents run at the ring they are given (low by default).",
+                false,
+            ),
+            tool::<CreatePolicy>(
+                "create_policy",
+                "Add policy-engine rules ([[rule]] of rules.toml: kind, path/binary/destination \
+                 globs, rate or sequence, action allow/deny/audit/suspend/kill, severity, reason). \
+                 Checked as `governor policy check` does and applied to every agent by a reload; \
+                 refused whole, naming the problem, if any rule is invalid.",
+                false,
+            ),
             tool::<AuditLog>(
                 "get_audit_log",
                 "Events the kernel reported for governor's agents (opens, execs, connects, refused \
-                 filesystem changes), with the decision and the rule: entries oldest first, count, \
-                 filters_applied.",
+                 filesystem changes), with the result the agent saw, the decision and the rule: \
+                 entries oldest first, count, filters_applied.",
                 true,
             ),
             tool::<Compliance>(
@@ -224,6 +453,12 @@ impl Governor {
                  last hour without an incident / agents active in the last hour), status \
                  (healthy, warning, critical), and optionally the incidents and agents.",
                 true,
+            ),
+            tool::<ReportIncident>(
+                "report_incident",
+                "Record an incident against an agent (type, severity, description, evidence); \
+                 auto_suspend also freezes the agent. Recorded with the caller.",
+                false,
             ),
             tool::<AgentControl>(
                 "suspend_agent",
@@ -240,86 +475,241 @@ impl Governor {
                 "Kill every process of a running agent; recorded with the caller.",
                 false,
             ),
+            tool::<GetEvents>(
+                "get_events",
+                "The audit events recorded after an event id (or from now on), waiting up to \
+                 wait_seconds for the first: events and last_id, the `after` of the next call. \
+                 Nothing is skipped between calls.",
+                true,
+            ),
         ]
     }
 
     async fn dispatch(&self, name: &str, args: Value) -> Answer {
         match name {
+            "validate_action" => self.validate(arguments(args)?).await,
+            "register_agent" => self.register(arguments(args)?).await,
+            "create_policy" => self.create_policy(arguments(args)?).await,
             "get_audit_log" => self.audit_log(arguments(args)?).await,
             "get_compliance_status" => self.compliance(arguments(args)?).await,
-            "suspend_agent" => self.act(Act::Suspend, arguments(args)?).await,
-            "resume_agent" => self.act(Act::Resume, arguments(args)?).await,
-            "kill_agent" => self.act(Act::Kill, arguments(args)?).await,
+            "report_incident" => self.report(arguments(args)?).await,
+            "suspend_agent" => self.act(service::Action::Suspend, arguments(args)?).await,
+            "resume_agent" => self.act(service::Action::Resume, arguments(args)?).await,
+            "kill_agent" => self.act(service::Action::Kill, arguments(args)?).await,
+            "get_events" => self.events(arguments(args)?).await,
             other => Err(ToolError::new(format!("unknown tool '{other}'"))),
         }
     }
 
-    async fn act(&self, what: Act, args: AgentControl) -> Answer {
-        let reason = args.reason.unwrap_or_else(|| format!("governor mcp {}_agent", what.name()));
-        crate::run::validate_agent_id(&args.agent_id)
-            .map_err(|error| ToolError::field("agent_id", format!("agent_id: {error}")))?;
-        call(&self.socket, what.request(args.agent_id.clone(), reason)).await?;
-        Ok(json!({ "success": true, "agent_id": args.agent_id, "state": what.done() }))
+    async fn act(&self, action: service::Action, args: AgentControl) -> Answer {
+        let name = match action {
+            service::Action::Suspend => "suspend_agent",
+            service::Action::Resume => "resume_agent",
+            service::Action::Kill => "kill_agent",
+        };
+        let reason = args.reason.unwrap_or_else(|| format!("governor mcp {name}"));
+        let call = Call::Act { agent: args.agent_id.clone(), action, reason: Some(reason) };
+        let mut answer = ask(&self.socket, call, AGENT).await?;
+        answer["success"] = Value::Bool(true);
+        answer["agent_id"] = Value::String(args.agent_id);
+        Ok(answer)
+    }
+
+    async fn validate(&self, args: ValidateAction) -> Answer {
+        let action_type = match args.action_type {
+            ActionType::Open => service::ActionType::Open,
+            ActionType::Read => service::ActionType::Read,
+            ActionType::Write => service::ActionType::Write,
+            ActionType::Exec => service::ActionType::Exec,
+            ActionType::Connect => service::ActionType::Connect,
+        };
+        let call = Call::Validate(service::Validate {
+            agent_id: Some(args.agent_id),
+            trust: args.trust.map(Into::into),
+            action_type,
+            target: args.target,
+            context: args.context,
+        });
+        let mut answer = ask(&self.socket, call, AGENT).await?;
+        if let Some(parameters) = args.parameters {
+            answer["parameters"] = parameters;
+        }
+        Ok(answer)
+    }
+
+    async fn register(&self, args: RegisterAgent) -> Answer {
+        let reason = match (args.name, args.description) {
+            (Some(name), Some(description)) => Some(format!("{name}: {description}")),
+            (name, description) => name.or(description),
+        };
+        let spec = service::AgentSpec {
+            agent_id: args.agent_id,
+            trust: args.trust_level.map(Into::into),
+            allowed_programs: args.allowed_tools,
+            denied_programs: args.denied_tools,
+            allowed_paths: args.allowed_paths,
+            denied_paths: args.denied_paths,
+            allowed_destinations: args.allowed_destinations,
+            denied_destinations: args.denied_destinations,
+            reason,
+        };
+        const NAMES: &[(&str, &str)] =
+            &[("trust", "trust_level"), ("allowed_programs", "allowed_tools"), ("denied_programs", "denied_tools")];
+        let mut answer = ask(&self.socket, Call::Register(spec), NAMES).await?;
+        answer["success"] = Value::Bool(true);
+        Ok(answer)
+    }
+
+    async fn create_policy(&self, args: CreatePolicy) -> Answer {
+        let toml = rules_toml(&args)?;
+        let draft = service::PolicyDraft { name: args.policy_id.clone(), toml };
+        const NAMES: &[(&str, &str)] = &[("name", "policy_id"), ("toml", "rules")];
+        let mut answer = ask(&self.socket, Call::CreatePolicy(draft), NAMES).await?;
+        answer["success"] = Value::Bool(true);
+        answer["policy_id"] = Value::String(args.policy_id);
+        Ok(answer)
+    }
+
+    async fn report(&self, args: ReportIncident) -> Answer {
+        let mut description = args.description;
+        if let Some(evidence) = &args.evidence {
+            description.push_str(&format!(" (evidence: {evidence})"));
+        }
+        if let Some(action) = &args.recommended_action {
+            description.push_str(&format!(" (recommended: {action})"));
+        }
+        let report = service::IncidentReport {
+            agent: args.agent_id.clone(),
+            kind: args.incident_type,
+            severity: args.severity.into(),
+            description,
+            auto_suspend: args.auto_suspend,
+        };
+        const NAMES: &[(&str, &str)] = &[("agent", "agent_id"), ("type", "incident_type")];
+        let answer = ask(&self.socket, Call::Report(report), NAMES).await?;
+        Ok(json!({
+            "success": true,
+            "agent_id": args.agent_id,
+            "agent_suspended": answer["suspended"],
+            "governor": answer,
+        }))
     }
 
     async fn audit_log(&self, args: AuditLog) -> Answer {
         let time_range = args.time_range.clone().unwrap_or_else(|| "24h".to_owned());
-        let decision = match args.status.as_deref() {
-            None | Some("") => None,
-            Some("allowed") => Some(audit_cli::Decision::Allow),
-            Some("denied") => Some(audit_cli::Decision::Deny),
-            Some(other) => Some(parse_value("status", other)?),
-        };
-        let query = audit_cli::Query {
+        let filter = service::AuditFilter {
             agent: args.agent_id.clone(),
-            kind: args.action_type.as_deref().map(|kind| parse_value("action_type", kind)).transpose()?,
-            decision,
-            since: Some(since("time_range", &time_range)?),
-            until: None,
+            kind: args.action_type.clone(),
+            decision: decision(args.status.as_deref()),
             path: args.path.clone(),
-            limit: args.limit.unwrap_or(100),
-            after: None,
-            format: audit_cli::Format::Jsonl,
+            since: Some(time_range.clone()),
+            until: None,
+            limit: Some(args.limit.unwrap_or(100)),
+            after: args.after,
         };
-        let entries = lines(&read(&self.socket, Read::Query(query), None).await?)?;
+        let answer = ask(&self.socket, Call::Audit(filter), AUDIT).await?;
+        let entries = answer["events"].clone();
         Ok(json!({
             "entries": entries,
-            "count": entries.len(),
+            "count": entries.as_array().map_or(0, Vec::len),
             "time_range": time_range,
             "filters_applied": {
                 "agent_id": args.agent_id, "action_type": args.action_type, "status": args.status,
-                "path": args.path, "limit": args.limit.unwrap_or(100),
+                "path": args.path, "limit": args.limit.unwrap_or(100), "after": args.after,
             },
         }))
     }
 
     async fn compliance(&self, args: Compliance) -> Answer {
         let time_range = args.time_range.unwrap_or_else(|| "24h".to_owned());
-        let from = since("time_range", &time_range)?;
-        let status = read(&self.socket, Read::Status { all: true, format: audit_cli::Format::Json }, None).await?;
-        let status: Value = serde_json::from_str(status.as_str().unwrap_or(""))
-            .map_err(|error| ToolError::new(format!("governor daemon: {error}")))?;
-        let summary = &status["compliance"];
-        let score = summary["compliance_score"].as_f64().unwrap_or(100.0);
-        let mut answer = json!({
-            "status": if score >= 90.0 { "healthy" } else if score >= 70.0 { "warning" } else { "critical" },
-            "total_agents": summary["agents_total"],
-            "active_agents": summary["agents_active"],
-            "suspended_agents": summary["agents_suspended"],
-            "total_policies": summary["rules_loaded"],
-            "recent_violations": summary["violations_last_hour"],
-            "compliance_score": score,
-            "governor": summary,
-            "time_range": time_range,
+        let mut answer = ask(&self.socket, Call::Status, &[]).await?;
+        let score = answer["compliance_score"].as_f64().unwrap_or(100.0);
+        answer["status"] = json!(if score >= 90.0 {
+            "healthy"
+        } else if score >= 70.0 {
+            "warning"
+        } else {
+            "critical"
         });
+        answer["time_range"] = json!(time_range);
         if args.include_incidents.unwrap_or(true) {
-            let listing = audit_cli::Listing { agent: None, since: Some(from), format: audit_cli::Format::Jsonl };
-            answer["incidents"] = Value::Array(lines(&read(&self.socket, Read::Incidents(listing), None).await?)?);
+            let filter = service::IncidentFilter { agent: None, since: Some(time_range), limit: None };
+            let incidents = ask(&self.socket, Call::Incidents(filter), &[("since", "time_range")]).await?;
+            answer["incidents"] = incidents["incidents"].clone();
         }
         if args.include_agents.unwrap_or(true) {
-            answer["agents"] = status["agents"].clone();
+            answer["agents"] = ask(&self.socket, Call::Agents, &[]).await?["agents"].clone();
         }
         Ok(answer)
+    }
+
+    /// The event stream, read until `limit` events, or until it has been idle for a moment
+    /// once it has given some, or until `wait_seconds` pass without any.
+    async fn events(&self, args: GetEvents) -> Answer {
+        let limit = args.limit.unwrap_or(100);
+        if limit == 0 || limit > service::MAX_LIMIT {
+            return Err(ToolError::field("limit", format!("limit must be 1 to {}", service::MAX_LIMIT)));
+        }
+        let wait = args.wait_seconds.unwrap_or(5.0);
+        if !(0.0..=60.0).contains(&wait) {
+            return Err(ToolError::field("wait_seconds", "wait_seconds must be 0 to 60"));
+        }
+        let filter = service::EventFilter {
+            agent: args.agent_id,
+            kind: args.action_type,
+            decision: decision(args.status.as_deref()),
+            path: args.path,
+            after: args.after,
+        };
+        let socket = self.socket.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<i64>), service::ApiError> {
+            let internal = |error: control::Error| service::ApiError::internal(error.to_string());
+            let mut stream = control::Client::connect(&socket).map_err(internal)?;
+            let timed_out = |error: &control::Error| {
+                matches!(error, control::Error::Io(error)
+                    if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+            };
+            let timeout = |stream: &control::Client, wait: std::time::Duration| {
+                stream.stream().set_read_timeout(Some(wait.max(std::time::Duration::from_millis(1))))
+            };
+            timeout(&stream, std::time::Duration::from_secs_f64(wait)).map_err(|error| internal(error.into()))?;
+            // The first answer is the first event (or the refusal of the filter); then the
+            // stream goes on until it has been idle for a moment.
+            let mut events = Vec::new();
+            let mut next = stream.call_api(&control::Request::Api(Call::Events(filter)));
+            timeout(&stream, std::time::Duration::from_millis(200)).map_err(|error| internal(error.into()))?;
+            loop {
+                match next {
+                    Ok(mut event) => {
+                        if let Value::Object(map) = &mut event {
+                            map.remove("ok");
+                        }
+                        events.push(event);
+                    }
+                    Err(control::ApiFailure::Refused(error)) => return Err(error),
+                    Err(control::ApiFailure::Other(error)) if timed_out(&error) => break,
+                    Err(control::ApiFailure::Other(error)) => return Err(internal(error)),
+                }
+                if events.len() >= limit as usize {
+                    break;
+                }
+                next = match stream.next_api() {
+                    Ok(Some(event)) => Ok(event),
+                    Ok(None) => break,
+                    Err(error) => Err(error),
+                };
+            }
+            let last = events.last().and_then(|event| event["id"].as_i64());
+            Ok((events, last))
+        })
+        .await;
+        let (events, last) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => return Err(ToolError::from_service(error, AUDIT)),
+            Err(error) => return Err(ToolError::new(format!("governor mcp: {error}"))),
+        };
+        let last_id = last.or(args.after);
+        Ok(json!({ "events": events, "count": events.len(), "last_id": last_id }))
     }
 }
 

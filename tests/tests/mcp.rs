@@ -119,6 +119,27 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The shipped rings and rules, in a directory of the test's (create_policy adds to it).
+fn ring_dir(scene: &Scene) -> PathBuf {
+    let rings = scene.root.join("rings");
+    fs::create_dir_all(&rings).unwrap_or_else(|error| panic!("{error}"));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    for entry in fs::read_dir(shipped.join("rings")).unwrap_or_else(|error| panic!("{error}")).flatten() {
+        fs::copy(entry.path(), rings.join(entry.file_name())).unwrap_or_else(|error| panic!("{error}"));
+    }
+    fs::copy(shipped.join("rules.toml"), rings.join("rules.toml")).unwrap_or_else(|error| panic!("{error}"));
+    rings
+}
+
+/// The id of the denial of /etc/shadow among `entries`.
+fn shadow_id(entries: &[serde_json::Value]) -> i64 {
+    entries
+        .iter()
+        .find(|row| row["path"] == "/etc/shadow")
+        .and_then(|row| row["id"].as_i64())
+        .unwrap_or_else(|| panic!("no /etc/shadow in {entries:?}"))
+}
+
 fn frozen(agent: &str) -> bool {
     let events =
         fs::read_to_string(cgroup2_root().join("governor").join(agent).join("cgroup.events")).unwrap_or_default();
@@ -145,13 +166,24 @@ fn spawn_agent(daemon: &Daemon, scene: &Scene, trust: &str, agent: &str) -> Chil
         .unwrap_or_else(|error| panic!("{error}"))
 }
 
-const TOOLS: [&str; 5] = ["get_audit_log", "get_compliance_status", "kill_agent", "resume_agent", "suspend_agent"];
+const TOOLS: [&str; 10] = [
+    "create_policy",
+    "get_audit_log",
+    "get_compliance_status",
+    "get_events",
+    "kill_agent",
+    "register_agent",
+    "report_incident",
+    "resume_agent",
+    "suspend_agent",
+    "validate_action",
+];
 
 #[test]
 fn the_mcp_tools_answer_from_the_store_and_act_on_the_agents_cgroup() {
     require!("the_mcp_tools_answer_from_the_store_and_act_on_the_agents_cgroup");
     let scene = scene!();
-    let daemon = Daemon::start(&scene.root, "mcp", &[]);
+    let daemon = Daemon::start_with(&scene.root, "mcp", Some(&ring_dir(&scene)), &[]);
     let agent = format!("mcp-{}", std::process::id());
     let child = spawn_agent(&daemon, &scene, "medium", &agent);
     wait_until("the agent's denial of /etc/shadow in the store", Duration::from_secs(30), || {
@@ -174,9 +206,9 @@ fn the_mcp_tools_answer_from_the_store_and_act_on_the_agents_cgroup() {
     // get_audit_log: the agent's real denial, the rows `governor audit query` shows.
     let log = client.call("get_audit_log", serde_json::json!({ "agent_id": agent, "status": "denied" }));
     let store = rows(&daemon, &["audit", "query", "--agent", &agent, "--decision", "deny"]);
-    let seqs = |rows: &[serde_json::Value]| rows.iter().map(|row| row["seq"].clone()).collect::<Vec<_>>();
     let entries = log["entries"].as_array().cloned().unwrap_or_default();
-    assert_eq!(seqs(&entries), seqs(&store), "{log}");
+    let ids: Vec<serde_json::Value> = entries.iter().map(|row| row["id"].clone()).collect();
+    assert_eq!(ids, store.iter().map(|row| row["seq"].clone()).collect::<Vec<_>>(), "{log}");
     assert_eq!(log["count"], store.len(), "{log}");
     let shadow = entries.iter().find(|row| row["path"] == "/etc/shadow").unwrap_or_else(|| panic!("{log}"));
     assert_eq!(shadow["decision"], "deny", "{shadow}");
@@ -196,9 +228,134 @@ fn the_mcp_tools_answer_from_the_store_and_act_on_the_agents_cgroup() {
     let listed = compliance["agents"].as_array().cloned().unwrap_or_default();
     assert!(listed.iter().any(|row| row["agent"] == agent.as_str() && row["state"] == "running"), "{compliance}");
 
+    // validate_action: the plan the kernel enforces. The agent was refused /etc/shadow, and
+    // so is the answer; a program of the ring is allowed.
+    let shadow = client.call(
+        "validate_action",
+        serde_json::json!({ "agent_id": agent, "action_type": "read", "target": "/etc/shadow", "context": "why not" }),
+    );
+    assert_eq!(shadow["allowed"], false, "{shadow}");
+    assert_eq!(shadow["layer"], "landlock", "{shadow}");
+    assert_eq!(shadow["trust"], "medium", "the agent's own ring: {shadow}");
+    assert_eq!(shadow["context"], "why not", "{shadow}");
+    let cat = client.call(
+        "validate_action",
+        serde_json::json!({ "agent_id": agent, "action_type": "exec", "target": "/usr/bin/cat" }),
+    );
+    assert_eq!(cat["allowed"], true, "the agent ran cat: {cat}");
+    let metadata = client.call(
+        "validate_action",
+        serde_json::json!({ "agent_id": agent, "action_type": "connect", "target": "169.254.169.254:80" }),
+    );
+    assert_eq!(metadata["allowed"], false, "{metadata}");
+    let bad = client
+        .refused("validate_action", serde_json::json!({ "agent_id": agent, "action_type": "fly", "target": "/" }));
+    assert_eq!(bad["field"], "action_type", "{bad}");
+    let bad = client.refused("validate_action", serde_json::json!({ "agent_id": agent, "action_type": "read" }));
+    assert_eq!(bad["field"], "target", "{bad}");
+    let bad = client.refused(
+        "validate_action",
+        serde_json::json!({ "agent_id": agent, "action_type": "connect", "target": "/etc" }),
+    );
+    assert_eq!(bad["field"], "target", "{bad}");
+
+    // register_agent: a later run of that id gets the lists on top of its ring, which
+    // validate_action already answers from.
+    let registered = format!("mcp-registered-{}", std::process::id());
+    let denied = scene.workspace.join("private.txt");
+    fs::write(&denied, "x").unwrap_or_else(|error| panic!("{error}"));
+    let answer = client.call(
+        "register_agent",
+        serde_json::json!({
+            "agent_id": registered, "name": "Registered", "description": "an MCP test", "trust_level": "medium",
+            "denied_paths": [denied], "denied_tools": ["/usr/bin/env"],
+        }),
+    );
+    assert_eq!(answer["trust"], "medium", "{answer}");
+    let private = client.call(
+        "validate_action",
+        serde_json::json!({ "agent_id": registered, "action_type": "read", "target": denied }),
+    );
+    assert_eq!(private["allowed"], false, "{private}");
+    let env = client.call(
+        "validate_action",
+        serde_json::json!({ "agent_id": registered, "action_type": "exec", "target": "/usr/bin/env" }),
+    );
+    assert_eq!(env["allowed"], false, "{env}");
+    let bad = client.refused("register_agent", serde_json::json!({ "agent_id": "x", "trust_level": "root" }));
+    assert_eq!(bad["field"], "trust_level", "{bad}");
+    let bad =
+        client.refused("register_agent", serde_json::json!({ "agent_id": "y", "allowed_paths": ["relative/path"] }));
+    assert_eq!(bad["field"], "allowed_paths", "{bad}");
+
+    // create_policy: a rule the engine then holds; an invalid one is refused whole.
+    let before = client.call("get_compliance_status", serde_json::json!({ "include_agents": false }));
+    let created = client.call(
+        "create_policy",
+        serde_json::json!({
+            "policy_id": "mcp-test", "description": "the MCP test's rule",
+            "rules": [{ "id": "mcp-marker", "kind": "open", "path": ["**/mcp-marker"], "action": "audit", "severity": "low" }],
+            "priority": 5,
+        }),
+    );
+    assert_eq!(created["rules"], serde_json::json!(["mcp-marker"]), "{created}");
+    let after = client.call("get_compliance_status", serde_json::json!({ "include_agents": false }));
+    assert_eq!(after["total_policies"], before["total_policies"].as_u64().unwrap_or(0) + 1, "{after}");
+    let refused = client.refused(
+        "create_policy",
+        serde_json::json!({ "policy_id": "mcp-bad", "rules": "[[rule]]\nid = \"x\"\naction = \"explode\"\nreason = \"r\"\n" }),
+    );
+    assert_eq!(refused["field"], "rules", "{refused}");
+    let unchanged = client.call("get_compliance_status", serde_json::json!({ "include_agents": false }));
+    assert_eq!(unchanged["total_policies"], after["total_policies"], "nothing half-applied: {unchanged}");
+
+    // get_events: what was recorded after an id, and where to go on from.
+    let first = shadow_id(&entries);
+    let events = client.call(
+        "get_events",
+        serde_json::json!({ "agent_id": agent, "after": first - 1, "status": "denied", "wait_seconds": 5 }),
+    );
+    let listed = events["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.first().map(|event| event["id"].clone()), Some(first.into()), "{events}");
+    assert!(listed.iter().all(|event| event["decision"] == "deny" && event["agent"] == agent.as_str()), "{events}");
+    let quiet = client.call(
+        "get_events",
+        serde_json::json!({ "agent_id": agent, "status": "denied", "after": events["last_id"], "wait_seconds": 0.5 }),
+    );
+    assert_eq!(quiet["count"], 0, "{quiet}");
+    assert_eq!(quiet["last_id"], events["last_id"], "{quiet}");
+    let bad = client.refused("get_events", serde_json::json!({ "action_type": "teleport" }));
+    assert_eq!(bad["field"], "action_type", "{bad}");
+
+    // report_incident with auto_suspend freezes the agent, and is counted.
+    let reported = client.call(
+        "report_incident",
+        serde_json::json!({
+            "agent_id": agent, "incident_type": "suspicious_activity", "severity": "high",
+            "description": "reported through MCP", "evidence": { "seen": 1 }, "auto_suspend": true,
+        }),
+    );
+    assert_eq!(reported["agent_suspended"], true, "{reported}");
+    assert!(frozen(&agent), "report_incident with auto_suspend left {agent} running");
+    let incidents = rows(&daemon, &["audit", "incidents", "--agent", &agent]);
+    assert!(
+        incidents.iter().any(|row| row["rule"] == "suspicious_activity" && row["severity"] == "high"),
+        "{incidents:?}"
+    );
+    let compliance = client.call("get_compliance_status", serde_json::json!({}));
+    assert!(compliance["recent_violations"].as_i64().unwrap_or(0) >= 1, "{compliance}");
+    let bad = client.refused(
+        "report_incident",
+        serde_json::json!({ "agent_id": agent, "incident_type": "x", "severity": "apocalyptic", "description": "d" }),
+    );
+    assert_eq!(bad["field"], "severity", "{bad}");
+    client.call("resume_agent", serde_json::json!({ "agent_id": agent, "reason": "after the report" }));
+    assert!(!frozen(&agent), "resume_agent left {agent} frozen");
+
     // suspend_agent freezes the real cgroup; the daemon records the MCP server as the caller.
     let suspended = client.call("suspend_agent", serde_json::json!({ "agent_id": agent, "reason": "mcp test" }));
     assert_eq!(suspended["state"], "suspended", "{suspended}");
+    assert_eq!(suspended["success"], true, "{suspended}");
     assert!(frozen(&agent), "cgroup.events of {agent} does not say frozen 1");
     let compliance = client.call("get_compliance_status", serde_json::json!({ "include_agents": false }));
     assert_eq!(compliance["suspended_agents"], 1, "{compliance}");
@@ -233,7 +390,13 @@ fn the_mcp_tools_answer_from_the_store_and_act_on_the_agents_cgroup() {
         .collect();
     assert_eq!(
         done,
-        [("suspend", "mcp test"), ("resume", "governor mcp resume_agent"), ("kill", "mcp test over")],
+        [
+            ("suspend", r#"reported suspicious_activity incident: reported through MCP (evidence: {"seen":1})"#),
+            ("resume", "after the report"),
+            ("suspend", "mcp test"),
+            ("resume", "governor mcp resume_agent"),
+            ("kill", "mcp test over")
+        ],
         "{actions:?}"
     );
     assert!(
