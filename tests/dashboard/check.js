@@ -90,6 +90,8 @@ async function main() {
     await page.locator(`#agents tr[data-agent="${agent}"][data-state=suspended]`).waitFor({ timeout: 20000 });
     seen.state_after = "suspended";
 
+    // What went wrong so far (the refusal below is meant to log a 403).
+    seen.failures = failures.slice();
     // A request with the cookie but without the CSRF header is refused by the server.
     seen.without_csrf = await page.evaluate(async (id) => {
       const response = await fetch(`/api/v1/agents/${id}/resume`, { method: "POST", credentials: "same-origin" });
@@ -98,7 +100,6 @@ async function main() {
 
     await page.screenshot({ path: screenshot, fullPage: true });
     seen.screenshot = screenshot;
-    seen.failures = failures;
     seen.elsewhere = elsewhere;
   } finally {
     await context.close();
