@@ -317,7 +317,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         metrics: metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()).map(|addr| addr.to_string()),
         http: http_listener.as_ref().and_then(|(listener, _)| listener.local_addr().ok()).map(|addr| addr.to_string()),
     };
-    let registered_dir = state_dir.with_file_name("registered");
+    let registered_dir = service::registered_dir(&settings.audit_db);
     let mut daemon = Daemon {
         writer: &writer,
         probes,
@@ -502,6 +502,7 @@ impl<'w> Daemon<'w> {
             socket = %listener.local_addr().ok().and_then(|addr| addr.as_pathname().map(|p| p.display().to_string())).unwrap_or_default(),
             backend = %self.probes.backend,
             metrics = self.hello.metrics.as_deref().unwrap_or("off"),
+            http = self.hello.http.as_deref().unwrap_or("off"),
             agents = self.agents.len(),
             "governor daemon ready"
         );

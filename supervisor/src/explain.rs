@@ -169,10 +169,25 @@ pub fn path(confinement: &Confinement, trust: Trust, path: &Path, op: Op, rules:
             _ => None,
         };
         if globs.is_some_and(|globs| globs.is_match(&real.to_string_lossy())) {
-            answer.notes.push(format!("engine rule {} ({:?}): {}", rule.id, rule.action, rule.reason));
+            answer.notes.push(format!(
+                "engine rule {} ({:?}{}): {}",
+                rule.id,
+                rule.action,
+                condition(rule),
+                rule.reason
+            ));
         }
     }
     answer
+}
+
+/// `, counted` or `, in a sequence` for a rule that does not act on one event alone.
+fn condition(rule: &engine::Rule) -> &'static str {
+    match (rule.count, &rule.after) {
+        (_, Some(_)) => ", after an earlier event",
+        (Some(_), None) => ", when repeated",
+        (None, None) => "",
+    }
 }
 
 fn word(access: Access) -> &'static str {
@@ -244,7 +259,13 @@ pub fn destination(
         if addrs.iter().any(|addr| {
             rule.destination.as_ref().is_some_and(|globs| globs.is_match(&format!("{}:{port}", addr.to_canonical())))
         }) {
-            answer.notes.push(format!("engine rule {} ({:?}): {}", rule.id, rule.action, rule.reason));
+            answer.notes.push(format!(
+                "engine rule {} ({:?}{}): {}",
+                rule.id,
+                rule.action,
+                condition(rule),
+                rule.reason
+            ));
         }
     }
     answer

@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod audit;
 pub mod audit_cli;
 pub mod cgroup;
+pub mod client;
 pub mod context;
 pub mod control;
 pub mod daemon;

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, say, show};
 
@@ -84,6 +84,22 @@ enum Command {
     Resume(Control),
     /// Kill every process of a running agent.
     Kill(Control),
+    /// Audit events from the daemon, as they are recorded with --follow (resumable with
+    /// --after ID).
+    Events(governor::client::Events),
+    /// Ask the daemon whether an agent (or a ring) may open, read, write, exec or connect to
+    /// TARGET now: which layer and rule decides, and why. Exit 0 when allowed, 1 when not.
+    Validate(governor::client::Validate),
+    /// The daemon's agents; register one ahead of its run.
+    Agents {
+        #[command(subcommand)]
+        command: governor::client::Agents,
+    },
+    /// Incidents reported by hand.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
     /// The process `governor run` starts beside its agent, which kills the agent if governor
     /// ends without cleaning up (not for people).
     #[command(hide = true)]
@@ -97,6 +113,12 @@ struct Control {
     /// Why, for the audit store.
     #[arg(long, default_value = "")]
     reason: String,
+}
+
+#[derive(Subcommand)]
+enum IncidentCommand {
+    /// Record an incident for an agent (--auto-suspend freezes it).
+    Report(governor::client::Report),
 }
 
 #[derive(Subcommand)]
@@ -120,6 +142,15 @@ enum PolicyCommand {
     /// Make the governor daemon load the policy again (like SIGHUP); an invalid policy is
     /// refused and the one in force stays.
     Reload,
+    /// Add FILE's [[rule]]s to the daemon's rules directory (rules.d/NAME.toml) and reload;
+    /// a file that does not check is refused with its line and column, nothing applied.
+    Add {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The drop-in's name [default: FILE's name].
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,8 +176,14 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches().and_then(|matches| {
+        // A registered agent's ring is its registration's unless --trust says otherwise.
+        let trust_given = matches.subcommand_matches("run").and_then(|run| run.value_source("trust"))
+            == Some(clap::parser::ValueSource::CommandLine);
+        Cli::from_arg_matches(&matches).map(|cli| (cli, trust_given))
+    });
+    let (cli, trust_given) = match parsed {
+        Ok(parsed) => parsed,
         Err(error) if !error.use_stderr() => {
             // --help and --version.
             let _ = error.print();
@@ -167,7 +204,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = match dispatch(cli) {
+    let code = match dispatch(cli, trust_given) {
         Ok(code) => code,
         Err((code, message)) => {
             say!("governor: {message}");
@@ -177,7 +214,7 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
+fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
     match cli.command {
         Command::Warden(args) => governor::warden::main(args),
         Command::Run(mut request) => {
@@ -185,8 +222,11 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
             request.socket = cli.socket;
             let failed = |error: run::Error| (error.exit_code(), error.to_string());
+            let mut daemon = run::find_daemon(&request).map_err(failed)?;
+            if let Some((client, hello)) = daemon.as_mut() {
+                governor::client::apply_registration(client, hello, &mut request, trust_given)?;
+            }
             let prepared = run::prepare(request).map_err(failed)?;
-            let daemon = run::find_daemon(&prepared.request).map_err(failed)?;
             run::run(prepared, daemon).map_err(failed)
         }
         Command::Daemon(options) => {
@@ -206,6 +246,15 @@ fn dispatch(cli: Cli) -> Result<i32, (i32, String)> {
                 client.call(&control::Request::Reload).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
             println!("policy reloaded: {} rules", answer["rules"]);
             Ok(0)
+        }
+        Command::Events(events) => governor::client::events(cli.socket.as_deref(), &events),
+        Command::Validate(validate) => governor::client::validate(cli.socket.as_deref(), &validate),
+        Command::Agents { command } => governor::client::agents(cli.socket.as_deref(), command),
+        Command::Incident { command: IncidentCommand::Report(report) } => {
+            governor::client::report(cli.socket.as_deref(), report)
+        }
+        Command::Policy { command: PolicyCommand::Add { file, name } } => {
+            governor::client::policy_add(cli.socket.as_deref(), &file, name)
         }
         Command::Explain { trust, agent, policies, workspace, op, target } => {
             let mut request = show::request(cli.rings.as_deref(), trust, &policies, workspace);

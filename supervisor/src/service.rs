@@ -112,9 +112,10 @@ impl Action {
 
 /// An agent registered ahead of its run. What it lists is added on top of its ring as a
 /// `--policy` file would be: allowed paths are readable, allowed programs readable and
-/// executable, allowed destinations' ports open for TCP connect; denied paths and programs
-/// are carved out of every tree as secrets are (Landlock refuses them, and the engine
-/// reports the attempt), denied destinations are refused by the probes' socket hooks.
+/// executable, allowed destinations' ports open for TCP connect; denied paths are carved out
+/// of every tree as secrets are (Landlock refuses them), a denied program kills the agent
+/// that runs it (an engine rule), denied destinations are refused by the probes' socket
+/// hooks.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
@@ -233,6 +234,10 @@ pub struct Validate {
     pub action_type: ActionType,
     /// A path, a program (looked up along PATH) or `HOST:PORT`.
     pub target: String,
+    /// The agent's workspace, which its ring lets it write [default: none: nothing is
+    /// granted as the workspace].
+    #[serde(default)]
+    pub workspace: Option<PathBuf>,
     /// Free text from the caller (recorded nowhere; echoed back).
     #[serde(default)]
     pub context: Option<serde_json::Value>,
@@ -994,10 +999,19 @@ pub fn overlay_of(spec: &AgentSpec) -> Result<String, ApiError> {
         absolute("denied_paths", path)?;
         out.push_str(&format!("[[secret]]\npath = {}\nreason = {}\n\n", quoted(path), quoted(&reason)));
     }
-    for name in &spec.denied_programs {
+    // A denied program kills the agent that runs it: the engine sees every exec on every
+    // probe backend (a Landlock carve out of /usr/bin would also take the directory off the
+    // agent's PATH).
+    for (index, name) in spec.denied_programs.iter().enumerate() {
         let path = program("denied_programs", name)?;
-        let real = std::fs::canonicalize(&path).map_or(path, |real| real.display().to_string());
-        out.push_str(&format!("[[secret]]\npath = {}\nreason = {}\n\n", quoted(&real), quoted(&reason)));
+        let real = std::fs::canonicalize(&path).map_or(path.clone(), |real| real.display().to_string());
+        let names: Vec<String> = if real == path { vec![quoted(&path)] } else { vec![quoted(&path), quoted(&real)] };
+        out.push_str(&format!(
+            "[[rule]]\nid = {}\nkind = \"exec\"\nbinary = [{}]\naction = \"kill\"\nseverity = \"high\"\nreason = {}\n\n",
+            quoted(&format!("registered-{}-program-{}", spec.agent_id, index + 1)),
+            names.join(", "),
+            quoted(&format!("{reason}: a denied program"))
+        ));
     }
     for destination in &spec.allowed_destinations {
         let port = destination
@@ -1077,6 +1091,11 @@ pub fn register(spec: &AgentSpec, dir: &Path) -> Result<Registered, ApiError> {
     Ok(Registered { agent_id, trust: spec.trust.unwrap_or(Trust::Low), overlay: file })
 }
 
+/// Where a daemon keeps registrations: `registered/` beside its audit store.
+pub fn registered_dir(audit_db: &Path) -> PathBuf {
+    audit_db.parent().unwrap_or(Path::new(".")).join("registered")
+}
+
 /// The registrations kept in `dir`.
 pub fn registrations(dir: &Path) -> Vec<AgentSpec> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
@@ -1127,8 +1146,23 @@ pub fn validate(
         }
         _ => {}
     }
-    let mut run = crate::show::request(rings, trust, overlays, None);
-    run.workspace = Some(std::env::temp_dir());
+    let workspace = match &request.workspace {
+        Some(dir) if !dir.is_absolute() => {
+            return Err(ApiError::bad("workspace", format!("workspace {} is not an absolute path", dir.display())));
+        }
+        Some(dir) if !dir.is_dir() => {
+            return Err(ApiError::bad("workspace", format!("workspace {} is not a directory", dir.display())));
+        }
+        Some(dir) => dir.clone(),
+        // An empty directory of governor's own: no path the caller asks about is in it.
+        None => {
+            let empty = std::env::temp_dir().join("governor-validate-no-workspace");
+            std::fs::create_dir_all(&empty)
+                .map_err(|error| ApiError::internal(format!("{}: {error}", empty.display())))?;
+            empty
+        }
+    };
+    let run = crate::show::request(rings, trust, overlays, Some(workspace));
     let answer = explain::answer(run, &parsed, Some(op)).map_err(|(code, message)| {
         if code == crate::run::exit::USAGE { ApiError::bad("target", message) } else { ApiError::internal(message) }
     })?;
@@ -1141,7 +1175,9 @@ fn validation_of(answer: explain::Answer, trust: Trust, request: &Validate) -> V
         let rest = note.strip_prefix("engine rule ")?;
         let (id, rest) = rest.split_once(" (")?;
         let (action, reason) = rest.split_once("): ")?;
-        (!matches!(action, "Allow" | "Audit")).then(|| (id.to_owned(), action.to_lowercase(), reason.to_owned()))
+        // A counted or sequenced rule does not decide one action by itself.
+        (!matches!(action, "Allow" | "Audit") && !action.contains(','))
+            .then(|| (id.to_owned(), action.to_lowercase(), reason.to_owned()))
     });
     let (layer, rule) = match answer.layer.as_str() {
         "Landlock rule" => ("landlock", answer.rule.clone()),
@@ -1224,7 +1260,8 @@ mod tests {
         let path = dir.path().join("a.toml");
         std::fs::write(&path, &text).unwrap_or_else(|error| panic!("{error}"));
         let overlay = policy::load_overlay(&path).unwrap_or_else(|error| panic!("{error}\n{text}"));
-        assert_eq!(overlay.secret.len(), 2);
+        assert_eq!(overlay.secret.len(), 1);
+        assert_eq!(overlay.rule.len(), 1);
         assert_eq!(overlay.network.as_ref().map(|network| network.deny.len()), Some(2));
         let bad = AgentSpec { agent_id: "a".into(), allowed_paths: vec!["relative".into()], ..AgentSpec::default() };
         assert_eq!(overlay_of(&bad).map_err(|error| error.field), Err(Some("allowed_paths".into())));

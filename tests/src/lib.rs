@@ -414,11 +414,13 @@ pub mod prometheus {
                     return Err(at("bad label"));
                 }
             }
+            // OpenMetrics: a counter `NAME` is sampled as `NAME_total`.
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|suffix| {
                     name.strip_suffix(suffix).filter(|base| types.get(*base).is_some_and(|t| t == "histogram"))
                 })
+                .or_else(|| name.strip_suffix("_total").filter(|base| types.get(*base).is_some_and(|t| t == "counter")))
                 .unwrap_or(name);
             if !types.contains_key(family) {
                 return Err(at("sample before its # TYPE"));
@@ -456,12 +458,13 @@ pub mod prometheus {
     pub fn scrape(addr: &str) -> String {
         use std::io::{Read as _, Write as _};
         let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|error| panic!("{addr}: {error}"));
-        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: governor\r\n\r\n");
+        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: governor\r\nConnection: close\r\n\r\n");
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {response}"));
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        assert!(head.to_lowercase().contains("content-type: application/openmetrics-text; version=1.0.0"), "{head}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
         body.to_owned()
     }
 

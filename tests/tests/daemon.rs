@@ -550,7 +550,8 @@ fn the_systemd_unit_verifies_and_the_daemon_speaks_sd_notify() {
     let next = || {
         let mut buffer = [0u8; 256];
         let count = listener.recv(&mut buffer).unwrap_or_else(|error| panic!("no notification: {error}"));
-        String::from_utf8_lossy(&buffer[..count]).into_owned()
+        // One state per line (sd_notify(3) takes newline-separated assignments).
+        String::from_utf8_lossy(&buffer[..count]).lines().next().unwrap_or_default().to_owned()
     };
     assert_eq!(next(), "READY=1");
     assert_eq!(next(), "WATCHDOG=1");

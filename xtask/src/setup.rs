@@ -27,6 +27,9 @@ const TOOLS: [(&str, &str); 11] = [
 /// passes each: `python3 -m venv` needs ensurepip, which Debian ships apart.
 const PYTHON_MODULES: [(&str, &str); 2] = [("ensurepip", "python3-venv"), ("pytest", "python3-pytest")];
 
+/// The OpenAPI checker the HTTP door's tests run against the server.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
@@ -34,6 +37,7 @@ pub fn all() -> Result<()> {
     let target = crate::workspace_root().join("target");
     mcp_client(&target)?;
     browser(&target)?;
+    schemathesis()?;
     Ok(())
 }
 
@@ -67,6 +71,22 @@ fn browser(target: &std::path::Path) -> Result<()> {
     }
     std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
     run("npm", &["install", "--silent", "--no-audit", "--no-fund", "--prefix", &prefix.to_string_lossy(), PLAYWRIGHT])
+}
+
+/// schemathesis in a venv of its own under target/ (the tests run `target/schemathesis/bin/st`),
+/// from the Python package registry; pip reads the machine's PIP_* settings.
+fn schemathesis() -> Result<()> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/schemathesis");
+    let st = venv.join("bin/st");
+    let version = SCHEMATHESIS.rsplit('=').next().unwrap_or_default();
+    if quiet(&st.to_string_lossy(), &["--version"]).is_some_and(|out| out.contains(version)) {
+        return Ok(());
+    }
+    let venv_text = venv.to_string_lossy().into_owned();
+    run("/usr/bin/python3", &["-m", "venv", &venv_text])?;
+    let pip = venv.join("bin/pip").to_string_lossy().into_owned();
+    run(&pip, &["install", "--quiet", SCHEMATHESIS])
+        .context("installing schemathesis (for the HTTP door's OpenAPI check) failed")
 }
 
 fn quiet(program: &str, args: &[&str]) -> Option<String> {
