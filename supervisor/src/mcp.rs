@@ -197,6 +197,9 @@ pub struct ValidateAction {
     /// The ring to decide in for an agent governor does not know [default: low].
     #[serde(default)]
     pub trust: Option<Trust>,
+    /// The agent's workspace, which its ring lets it write [default: none is granted].
+    #[serde(default)]
+    pub workspace: Option<PathBuf>,
     /// Action-specific parameters (echoed back, not used to decide).
     #[serde(default)]
     pub parameters: Option<Value>,
@@ -528,6 +531,7 @@ impl Governor {
             trust: args.trust.map(Into::into),
             action_type,
             target: args.target,
+            workspace: args.workspace,
             context: args.context,
         });
         let mut answer = ask(&self.socket, call, AGENT).await?;
