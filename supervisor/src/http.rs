@@ -518,9 +518,30 @@ async fn not_found() -> Refusal {
 /// The OpenAPI 3.1 document of this door (checked against the server by the tests).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Admits a request to `/mcp` as every other path is admitted, and hands its caller to the
+/// MCP tools through the request's extensions.
+async fn admit_mcp(
+    State(door): State<Door>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match Authorized::from_request_parts(&mut parts, &door).await {
+        Ok(Authorized(caller)) => {
+            parts.extensions.insert(caller);
+            next.run(axum::extract::Request::from_parts(parts, body)).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
 /// The door's routes.
 pub fn router(door: Door) -> Router {
+    let mcp = Router::new()
+        .route_service("/mcp", crate::mcp::http_service(door.clone()))
+        .layer(axum::middleware::from_fn_with_state(door.clone(), admit_mcp));
     Router::new()
+        .merge(mcp)
         .route("/", get(index))
         .route("/dashboard/dashboard.js", get(dashboard_script))
         .route("/dashboard/dashboard.css", get(dashboard_style))

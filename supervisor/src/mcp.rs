@@ -91,7 +91,7 @@ pub fn arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> 
 /// The daemon's answer to `call`, on a connection of its own (the control socket is
 /// blocking; tools run on tokio's blocking pool). `renames` maps the service's field names
 /// onto the tool's.
-async fn ask(socket: &std::path::Path, call: Call, renames: &'static [(&'static str, &'static str)]) -> Answer {
+async fn ask_socket(socket: &std::path::Path, call: Call, renames: &'static [(&'static str, &'static str)]) -> Answer {
     let socket = socket.to_path_buf();
     let joined = tokio::task::spawn_blocking(move || {
         let mut client =
@@ -399,15 +399,56 @@ fn rules_toml(args: &CreatePolicy) -> Result<String, ToolError> {
     toml::to_string(&document).map_err(|error| bad(error.to_string()))
 }
 
-/// The MCP server: stateless but for where the daemon listens.
+/// Where the tools' calls go.
+#[derive(Clone)]
+pub enum Backend {
+    /// `governor mcp`: the daemon's control socket, which names the caller by its peer.
+    Socket(PathBuf),
+    /// MCP on the HTTP door, inside the daemon: its loop, with the caller the door admitted.
+    Door(crate::http::Door),
+}
+
+/// The MCP server: stateless but for where its calls go (and, for one call on the HTTP
+/// door, who makes it).
 #[derive(Clone)]
 pub struct Governor {
-    socket: PathBuf,
+    backend: Backend,
+    caller: Option<service::Caller>,
 }
 
 impl Governor {
     pub fn new(socket: PathBuf) -> Governor {
-        Governor { socket }
+        Governor { backend: Backend::Socket(socket), caller: None }
+    }
+
+    /// The tools on the HTTP door; each request's caller comes from the door's admission.
+    pub fn on_door(door: crate::http::Door) -> Governor {
+        Governor { backend: Backend::Door(door), caller: None }
+    }
+
+    async fn ask(&self, call: Call, renames: &'static [(&'static str, &'static str)]) -> Answer {
+        let door = match &self.backend {
+            Backend::Socket(socket) => return ask_socket(socket, call, renames).await,
+            Backend::Door(door) => door,
+        };
+        let Some(caller) = self.caller.clone() else {
+            return Err(ToolError::new("the HTTP door did not name the caller"));
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let asked = crate::http::Asked::Call { caller, call: Box::new(call), reply };
+        if door.asked.send(asked).is_err() {
+            return Err(ToolError::new("the daemon is stopping"));
+        }
+        match answer.await {
+            Ok(Ok(mut value)) => {
+                if let Value::Object(map) = &mut value {
+                    map.remove("ok");
+                }
+                Ok(value)
+            }
+            Ok(Err(error)) => Err(ToolError::from_service(error, renames)),
+            Err(_) => Err(ToolError::new("the daemon did not answer")),
+        }
     }
 
     /// Every tool, with its input schema.
@@ -512,7 +553,7 @@ impl Governor {
         };
         let reason = args.reason.unwrap_or_else(|| format!("governor mcp {name}"));
         let call = Call::Act { agent: args.agent_id.clone(), action, reason: Some(reason) };
-        let mut answer = ask(&self.socket, call, AGENT).await?;
+        let mut answer = self.ask(call, AGENT).await?;
         answer["success"] = Value::Bool(true);
         answer["agent_id"] = Value::String(args.agent_id);
         Ok(answer)
@@ -534,7 +575,7 @@ impl Governor {
             workspace: args.workspace,
             context: args.context,
         });
-        let mut answer = ask(&self.socket, call, AGENT).await?;
+        let mut answer = self.ask(call, AGENT).await?;
         if let Some(parameters) = args.parameters {
             answer["parameters"] = parameters;
         }
@@ -559,7 +600,7 @@ impl Governor {
         };
         const NAMES: &[(&str, &str)] =
             &[("trust", "trust_level"), ("allowed_programs", "allowed_tools"), ("denied_programs", "denied_tools")];
-        let mut answer = ask(&self.socket, Call::Register(spec), NAMES).await?;
+        let mut answer = self.ask(Call::Register(spec), NAMES).await?;
         answer["success"] = Value::Bool(true);
         Ok(answer)
     }
@@ -568,7 +609,7 @@ impl Governor {
         let toml = rules_toml(&args)?;
         let draft = service::PolicyDraft { name: args.policy_id.clone(), toml };
         const NAMES: &[(&str, &str)] = &[("name", "policy_id"), ("toml", "rules")];
-        let mut answer = ask(&self.socket, Call::CreatePolicy(draft), NAMES).await?;
+        let mut answer = self.ask(Call::CreatePolicy(draft), NAMES).await?;
         answer["success"] = Value::Bool(true);
         answer["policy_id"] = Value::String(args.policy_id);
         Ok(answer)
@@ -590,7 +631,7 @@ impl Governor {
             auto_suspend: args.auto_suspend,
         };
         const NAMES: &[(&str, &str)] = &[("agent", "agent_id"), ("type", "incident_type")];
-        let answer = ask(&self.socket, Call::Report(report), NAMES).await?;
+        let answer = self.ask(Call::Report(report), NAMES).await?;
         Ok(json!({
             "success": true,
             "agent_id": args.agent_id,
@@ -611,7 +652,7 @@ impl Governor {
             limit: Some(args.limit.unwrap_or(100)),
             after: args.after,
         };
-        let answer = ask(&self.socket, Call::Audit(filter), AUDIT).await?;
+        let answer = self.ask(Call::Audit(filter), AUDIT).await?;
         let entries = answer["events"].clone();
         Ok(json!({
             "entries": entries,
@@ -626,7 +667,7 @@ impl Governor {
 
     async fn compliance(&self, args: Compliance) -> Answer {
         let time_range = args.time_range.unwrap_or_else(|| "24h".to_owned());
-        let mut answer = ask(&self.socket, Call::Status, &[]).await?;
+        let mut answer = self.ask(Call::Status, &[]).await?;
         let score = answer["compliance_score"].as_f64().unwrap_or(100.0);
         answer["status"] = json!(if score >= 90.0 {
             "healthy"
@@ -638,11 +679,11 @@ impl Governor {
         answer["time_range"] = json!(time_range);
         if args.include_incidents.unwrap_or(true) {
             let filter = service::IncidentFilter { agent: None, since: Some(time_range), limit: None };
-            let incidents = ask(&self.socket, Call::Incidents(filter), &[("since", "time_range")]).await?;
+            let incidents = self.ask(Call::Incidents(filter), &[("since", "time_range")]).await?;
             answer["incidents"] = incidents["incidents"].clone();
         }
         if args.include_agents.unwrap_or(true) {
-            answer["agents"] = ask(&self.socket, Call::Agents, &[]).await?["agents"].clone();
+            answer["agents"] = self.ask(Call::Agents, &[]).await?["agents"].clone();
         }
         Ok(answer)
     }
@@ -665,8 +706,49 @@ impl Governor {
             path: args.path,
             after: args.after,
         };
-        let socket = self.socket.clone();
-        let read = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<i64>), service::ApiError> {
+        let read = match &self.backend {
+            Backend::Door(door) => Ok(door_events(door, filter, limit, wait).await),
+            Backend::Socket(socket) => socket_events(socket.clone(), filter, limit, wait).await,
+        };
+        let (events, last) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => return Err(ToolError::from_service(error, AUDIT)),
+            Err(error) => return Err(ToolError::new(format!("governor mcp: {error}"))),
+        };
+        let last_id = last.or(args.after);
+        Ok(json!({ "events": events, "count": events.len(), "last_id": last_id }))
+    }
+}
+
+type Read = Result<(Vec<Value>, Option<i64>), service::ApiError>;
+
+/// `get_events` on the HTTP door: the service's stream, read here.
+async fn door_events(door: &crate::http::Door, filter: service::EventFilter, limit: u32, wait: f64) -> Read {
+    let (sender, mut received) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(service::stream(door.store.clone(), filter, door.commits.clone(), sender));
+    let mut events = Vec::new();
+    let mut left = std::time::Duration::from_secs_f64(wait);
+    while events.len() < limit as usize {
+        match tokio::time::timeout(left, received.recv()).await {
+            Ok(Some(Ok(event))) => events.push(service::to_value(&event)?),
+            Ok(Some(Err(error))) => return Err(error),
+            Ok(None) | Err(_) => break,
+        }
+        left = std::time::Duration::from_millis(200);
+    }
+    let last = events.last().and_then(|event| event["id"].as_i64());
+    Ok((events, last))
+}
+
+/// `get_events` through the control socket: its streamed answer, read with timeouts.
+async fn socket_events(
+    socket: PathBuf,
+    filter: service::EventFilter,
+    limit: u32,
+    wait: f64,
+) -> Result<Read, tokio::task::JoinError> {
+    {
+        tokio::task::spawn_blocking(move || -> Read {
             let internal = |error: control::Error| service::ApiError::internal(error.to_string());
             let mut stream = control::Client::connect(&socket).map_err(internal)?;
             let timed_out = |error: &control::Error| {
@@ -706,14 +788,7 @@ impl Governor {
             let last = events.last().and_then(|event| event["id"].as_i64());
             Ok((events, last))
         })
-        .await;
-        let (events, last) = match read {
-            Ok(Ok(read)) => read,
-            Ok(Err(error)) => return Err(ToolError::from_service(error, AUDIT)),
-            Err(error) => return Err(ToolError::new(format!("governor mcp: {error}"))),
-        };
-        let last_id = last.or(args.after);
-        Ok(json!({ "events": events, "count": events.len(), "last_id": last_id }))
+        .await
     }
 }
 
@@ -744,13 +819,20 @@ impl ServerHandler for Governor {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        // On the HTTP door, the caller the door admitted rides in the request's extensions.
+        let caller = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<service::Caller>())
+            .cloned();
+        let this = Governor { caller, ..self.clone() };
         if self.get_tool(&request.name).is_none() {
             return Err(McpError::invalid_params(format!("unknown tool '{}'", request.name), None));
         }
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let result = match self.dispatch(&request.name, args).await {
+        let result = match this.dispatch(&request.name, args).await {
             Ok(value) => CallToolResult::structured(value),
             Err(error) => {
                 tracing::info!(tool = %request.name, error = %error.error, "tool refused");
@@ -759,6 +841,22 @@ impl ServerHandler for Governor {
         };
         Ok(result.into())
     }
+}
+
+/// MCP's streamable HTTP transport for the HTTP door (mounted at `/mcp` behind the door's
+/// admission, which puts the caller in each request's extensions).
+pub fn http_service(
+    door: crate::http::Door,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    Governor,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    let config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default();
+    rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        move || Ok(Governor::on_door(door.clone())),
+        Arc::default(),
+        config,
+    )
 }
 
 /// `governor mcp`: serves until the client closes stdin. Logs go to stderr (stdout is the

@@ -1,6 +1,7 @@
 """Drives `governor mcp` through the official MCP Python SDK, for tests/tests/mcp.rs.
 
 usage: client.py GOVERNOR [ARGS...]   (the server command, e.g. governor --socket S mcp)
+       client.py --http URL TOKEN        (MCP's streamable HTTP transport, with a bearer token)
 
 Reads one request per line on stdin, writes one JSON answer per line on stdout:
   {"list": true}                        -> {"tools": [{"name", "description", "input_schema"}]}
@@ -13,7 +14,9 @@ import asyncio
 import json
 import sys
 
+import httpx2
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 
 def emit(value):
@@ -21,9 +24,15 @@ def emit(value):
     sys.stdout.flush()
 
 
+def transport():
+    if sys.argv[1] == "--http":
+        client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {sys.argv[3]}"})
+        return streamable_http_client(sys.argv[2], http_client=client)
+    return stdio_client(StdioServerParameters(command=sys.argv[1], args=sys.argv[2:]))
+
+
 async def main():
-    params = StdioServerParameters(command=sys.argv[1], args=sys.argv[2:])
-    async with stdio_client(params) as (read, write):
+    async with transport() as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             emit({"server": init.server_info.name, "version": init.server_info.version})

@@ -37,13 +37,21 @@ struct Client {
 
 impl Client {
     fn start(daemon: &Daemon) -> Client {
+        let socket = daemon.socket.to_string_lossy().into_owned();
+        let governor = governor_bin().to_string_lossy().into_owned();
+        Client::spawn(&[&governor, "--socket", &socket, "mcp"])
+    }
+
+    /// A client of MCP's streamable HTTP transport on the HTTP door.
+    fn http(url: &str, token: &str) -> Client {
+        Client::spawn(&["--http", url, token])
+    }
+
+    fn spawn(args: &[&str]) -> Client {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/client.py");
         let mut child = Command::new(sdk_python())
             .arg(script)
-            .arg(governor_bin())
-            .arg("--socket")
-            .arg(&daemon.socket)
-            .arg("mcp")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -419,4 +427,69 @@ fn governor_mcp_without_a_daemon_is_refused_before_serving() {
         "{message}"
     );
     assert!(stdout(&out).is_empty(), "nothing on the protocol's stdout: {}", stdout(&out));
+}
+
+#[test]
+fn the_mcp_tools_are_served_on_the_http_door_to_the_bearer_of_the_token() {
+    require!("the_mcp_tools_are_served_on_the_http_door_to_the_bearer_of_the_token");
+    let scene = scene!();
+    let token = format!("mcp-http-test-token-{}", std::process::id());
+    let token_file = scene.root.join("token");
+    fs::write(&token_file, &token).unwrap_or_else(|error| panic!("{error}"));
+    fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|error| panic!("{error}"));
+    let addr = format!("127.0.0.1:{port}");
+    let daemon =
+        Daemon::start(&scene.root, "mcp-http", &["--http", &addr, "--http-token-file", &token_file.to_string_lossy()]);
+    let agent = format!("mcp-http-{}", std::process::id());
+    let child = spawn_agent(&daemon, &scene, "medium", &agent);
+    wait_until("the agent's denial of /etc/shadow in the store", Duration::from_secs(30), || {
+        rows_once_known(&daemon, &["audit", "query", "--agent", &agent, "--decision", "deny"])
+            .iter()
+            .any(|row| row["path"] == "/etc/shadow")
+    });
+    let url = format!("http://{addr}/mcp");
+
+    // Without the token the door answers 401 before MCP is spoken.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap_or_else(|error| panic!("{error}"));
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap_or_else(|error| panic!("{error}"));
+    let mut response = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+
+    let mut client = Client::http(&url, &token);
+    let tools = client.tools();
+    let mut names: Vec<&str> = tools.iter().filter_map(|tool| tool["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, TOOLS, "{tools:?}");
+    let log = client.call("get_audit_log", serde_json::json!({ "agent_id": agent, "status": "denied" }));
+    let entries = log["entries"].as_array().cloned().unwrap_or_default();
+    assert!(entries.iter().any(|row| row["path"] == "/etc/shadow" && row["result"] == "EACCES"), "{log}");
+    let events = client.call(
+        "get_events",
+        serde_json::json!({ "agent_id": agent, "after": 0, "status": "denied", "wait_seconds": 5 }),
+    );
+    assert_eq!(events["last_id"], shadow_id(&entries), "{events}");
+    client.call("suspend_agent", serde_json::json!({ "agent_id": agent, "reason": "over HTTP" }));
+    assert!(frozen(&agent), "suspend_agent over HTTP left {agent} running");
+    let unknown = client.refused("resume_agent", serde_json::json!({ "agent_id": "no-such-agent" }));
+    assert_eq!(unknown["field"], "agent_id", "{unknown}");
+    drop(client);
+
+    let out = output(daemon.governor().args(["kill", &agent]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    let actions = rows(&daemon, &["audit", "actions", "--agent", &agent]);
+    let suspend = actions.iter().find(|row| row["action"] == "suspend").unwrap_or_else(|| panic!("{actions:?}"));
+    assert_eq!((suspend["actor"].as_str(), suspend["why"].as_str()), (Some("token"), Some("over HTTP")), "{suspend}");
 }
