@@ -399,15 +399,13 @@ enum Message {
     Committed,
     /// The answer of a read done on another thread.
     Reply(u64, String),
-    /// The answer of a service call done on another thread.
-    Answer(Reply, service::Answer),
     Closed(u64),
 }
 
 /// Where a service call's answer goes.
 enum Reply {
     /// A line on a control connection.
-    Socket(u64),
+    Socket(mpsc::UnboundedSender<String>),
     /// An HTTP handler waiting for it.
     Http(tokio::sync::oneshot::Sender<service::Answer>),
 }
@@ -490,6 +488,7 @@ impl<'w> Daemon<'w> {
         let unix = UnixListener::from_std(doors.unix).map_err(failure)?;
         tokio::spawn(http::serve_unix(unix, http::router(door)));
         let mut replies: HashMap<u64, (mpsc::UnboundedSender<String>, Peer)> = HashMap::new();
+        let mut streams: HashMap<u64, Vec<tokio::task::AbortHandle>> = HashMap::new();
         let mut next_connection = 0u64;
         let mut deferred: Vec<(mpsc::UnboundedSender<String>, String, u64)> = Vec::new();
         let mut tick = tokio::time::interval(TICK);
@@ -563,7 +562,7 @@ impl<'w> Daemon<'w> {
                 }
                 Some(asked) = asks.recv() => match asked {
                     http::Asked::Call { caller, call, reply } => {
-                        self.dispatch(*call, &caller, Reply::Http(reply), ring.get_mut(), &sender, &commits_seen);
+                        self.dispatch(*call, &caller, Reply::Http(reply), ring.get_mut(), &commits_seen);
                     }
                     http::Asked::Metrics(reply) => {
                         let _ = reply.send(self.metrics.render(&self.agent_states()));
@@ -580,12 +579,11 @@ impl<'w> Daemon<'w> {
                             }
                         };
                         if let Request::Api(call) = request {
-                            let caller = Caller::Peer {
-                                uid: peer.uid,
-                                pid: peer.pid,
-                                name: peer.describe().split(" (").next().unwrap_or_default().to_owned(),
-                            };
-                            self.dispatch(call, &caller, Reply::Socket(id), ring.get_mut(), &sender, &commits_seen);
+                            let caller = Caller::peer(peer);
+                            let reply = Reply::Socket(reply.clone());
+                            if let Some(stream) = self.dispatch(call, &caller, reply, ring.get_mut(), &commits_seen) {
+                                streams.entry(id).or_default().push(stream);
+                            }
                             continue;
                         }
                         if let Request::Read(read) = request {
@@ -640,15 +638,11 @@ impl<'w> Daemon<'w> {
                     }
                     Message::Closed(id) => {
                         replies.remove(&id);
-                        self.connection_closed(id);
-                    }
-                    Message::Answer(Reply::Socket(id), answer) => {
-                        if let Some((reply, _)) = replies.get(&id) {
-                            let _ = reply.send(answer_line(answer));
+                        // Its event streams end with it.
+                        for stream in streams.remove(&id).unwrap_or_default() {
+                            stream.abort();
                         }
-                    }
-                    Message::Answer(Reply::Http(reply), answer) => {
-                        let _ = reply.send(answer);
+                        self.connection_closed(id);
                     }
                 },
 
@@ -726,61 +720,51 @@ impl<'w> Daemon<'w> {
     }
 
     /// Runs one service call and sends its answer to `reply`: at once, from a reader
-    /// thread, or (the event stream) from a task of its own.
+    /// thread, or (the event stream) from a task of its own, whose handle is returned so
+    /// that the stream ends with its connection.
     fn dispatch(
         &mut self,
         call: Call,
         caller: &Caller,
         reply: Reply,
         ring: &mut RingBuf<MapData>,
-        sender: &mpsc::UnboundedSender<Message>,
         commits: &tokio::sync::watch::Receiver<u64>,
-    ) {
+    ) -> Option<tokio::task::AbortHandle> {
         let changes = call.changes_state();
         let step = self.call(call, caller, ring);
-        if changes {
-            match &step {
-                Step::Done(Ok(_)) => tracing::info!(by = %caller.describe(), "service call done"),
-                Step::Done(Err(error)) => {
-                    tracing::info!(by = %caller.describe(), error = %error, "service call refused")
-                }
-                _ => {}
-            }
+        if changes && let Step::Done(Err(error)) = &step {
+            tracing::info!(by = %caller.describe(), error = %error, "service call refused");
         }
         match step {
-            Step::Done(answer) => send(sender, reply, answer),
+            Step::Done(answer) => send(reply, answer),
             Step::Blocking(work) => {
-                let sender = sender.clone();
-                let spawned = std::thread::Builder::new().name("service-read".into()).spawn(move || {
-                    let answer = work();
-                    send(&sender, reply, answer);
-                });
+                let spawned =
+                    std::thread::Builder::new().name("service-read".into()).spawn(move || send(reply, work()));
                 if let Err(error) = spawned {
                     tracing::error!(error = %error, "no reader thread");
                 }
             }
             Step::Stream(filter) => {
+                let Reply::Socket(line) = reply else {
+                    send(reply, Err(ApiError::bad("call", "the event stream is served by GET /api/v1/events")));
+                    return None;
+                };
                 let (events, mut received) = tokio::sync::mpsc::channel(256);
-                tokio::spawn(service::stream(self.hello.audit_db.clone(), filter, commits.clone(), events));
-                match reply {
-                    Reply::Socket(id) => {
-                        let sender = sender.clone();
-                        tokio::spawn(async move {
-                            while let Some(item) = received.recv().await {
-                                let answer = item.and_then(|event| service::to_value(&event));
-                                if sender.send(Message::Answer(Reply::Socket(id), answer)).is_err() {
-                                    return;
-                                }
-                            }
-                        });
+                let stream =
+                    tokio::spawn(service::stream(self.hello.audit_db.clone(), filter, commits.clone(), events));
+                let forward = tokio::spawn(async move {
+                    while let Some(item) = received.recv().await {
+                        let answer = item.and_then(|event| service::to_value(&event));
+                        if line.send(answer_line(answer)).is_err() {
+                            break;
+                        }
                     }
-                    Reply::Http(reply) => {
-                        let _ =
-                            reply.send(Err(ApiError::bad("call", "the event stream is served by GET /api/v1/events")));
-                    }
-                }
+                    stream.abort();
+                });
+                return Some(forward.abort_handle());
             }
         }
+        None
     }
 
     /// What the service layer needs of the loop's state for a read.
@@ -1435,9 +1419,16 @@ fn state_of(supervised: &Supervised<'_>) -> &'static str {
     if supervised.output.control().frozen().unwrap_or(false) { "suspended" } else { "running" }
 }
 
-/// Hands a service answer to the loop, which routes it to its door.
-fn send(sender: &mpsc::UnboundedSender<Message>, reply: Reply, answer: service::Answer) {
-    let _ = sender.send(Message::Answer(reply, answer));
+/// Sends a service answer to its door.
+fn send(reply: Reply, answer: service::Answer) {
+    match reply {
+        Reply::Socket(line) => {
+            let _ = line.send(answer_line(answer));
+        }
+        Reply::Http(reply) => {
+            let _ = reply.send(answer);
+        }
+    }
 }
 
 /// The daemon as the ring buffer's sink: each event goes to its agent by cgroup id.
@@ -1618,6 +1609,19 @@ mod tests {
         let bad =
             policy::parse::<Config>(Path::new("governor.toml"), "loss_grace = \"1s\"\naudit_max_size = \"huge\"\n");
         assert!(bad.is_err_and(|error| error.to_string().starts_with("governor.toml:2:")));
+    }
+
+    #[test]
+    fn service_answers_become_lines_with_ok_and_refusals_keep_their_field() {
+        let line = answer_line(Ok(serde_json::json!({ "agent": "a" })));
+        assert_eq!(line, "{\"agent\":\"a\",\"ok\":true}\n");
+        let line = answer_line(Err(ApiError::bad("limit", "limit must be at least 1")));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(value["ok"], false);
+        assert_eq!(value["field"], "limit");
+        assert_eq!(value["kind"], "bad-request");
+        let parsed: ApiError = serde_json::from_value(value).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(parsed.kind.status(), 400);
     }
 
     #[test]

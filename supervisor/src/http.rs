@@ -594,11 +594,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
                     uid: credentials.uid(),
                     gid: credentials.gid(),
                 };
-                crate::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| Caller::Peer {
-                    uid: peer.uid,
-                    pid: peer.pid,
-                    name: peer.describe().split(" (").next().unwrap_or_default().to_owned(),
-                })
+                crate::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| Caller::peer(&peer))
             }
             Err(error) => Err(format!("no peer credentials: {error}")),
         };

@@ -1,7 +1,8 @@
-//! `governor mcp`: the Model Context Protocol door. Serves MCP on stdio (the `rmcp` SDK) as
-//! a client of the daemon's control socket: every tool is one daemon operation, so what an
-//! LLM orchestrator is told is what `governor status`, `audit query` and `suspend` say, and
-//! every state-changing call is recorded by the daemon with the caller it sees on the socket.
+//! The Model Context Protocol door (the `rmcp` SDK): `governor mcp` serves it on stdio as a
+//! client of the daemon's control socket, and the HTTP door serves it at `/mcp` (streamable
+//! HTTP) inside the daemon. Every tool is one call of the service layer, so what an LLM
+//! orchestrator is told is what `governor status`, `audit query` and `suspend` say, and every
+//! state-changing call is recorded by the daemon with the caller its door admitted.
 //!
 //! Tools carry PolicyGuard's names and argument shapes (`validate_action`, `register_agent`,
 //! `create_policy`, `get_audit_log`, `get_compliance_status`, `report_incident`) plus

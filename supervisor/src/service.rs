@@ -82,6 +82,15 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// A peer of a Unix socket, named as the audit store's actor column names it.
+    pub fn peer(peer: &crate::control::Peer) -> Caller {
+        let name = nix::unistd::User::from_uid(peer.uid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| peer.uid.to_string(), |user| user.name);
+        Caller::Peer { uid: peer.uid, pid: peer.pid, name }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Caller::Peer { uid, pid, name } => format!("{name} (uid {uid}, pid {pid})"),

@@ -578,3 +578,161 @@ fn the_server_keeps_to_its_openapi_document() {
     );
     assert_eq!(out.status.code(), Some(0), "schemathesis:\n{}\n{}", stdout(&out), stderr(&out));
 }
+
+/// An HTTP request over the Unix socket `socket` from `python3`, run by `wrapper` (setpriv
+/// as another user, or governor run as an agent): the status code it printed.
+fn unix_request(wrapper: &mut Command, socket: &Path, method: &str, path: &str, body: &str) -> (String, String) {
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as error:
+    print("connect", error.errno); sys.exit(0)
+body = sys.argv[4].encode()
+s.sendall(("%s %s HTTP/1.1\r\nHost: governor\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (sys.argv[2], sys.argv[3], len(body))).encode() + body)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+head, _, rest = data.partition(b"\r\n\r\n")
+print(head.split(b" ")[1].decode())
+print(rest.decode())
+"#;
+    let out = output(wrapper.args(["/usr/bin/python3", "-c", script]).arg(socket).args([method, path, body]));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let status = lines.next().unwrap_or_default().to_owned();
+    (status, lines.collect::<Vec<_>>().join("\n") + &stderr(&out))
+}
+
+#[test]
+fn the_unix_door_admits_peers_on_the_control_sockets_terms() {
+    require!("the_unix_door_admits_peers_on_the_control_sockets_terms");
+    let scene = scene!();
+    let config = scene.root.join("group.toml");
+    fs::write(&config, "control_group = \"nogroup\"\n").unwrap_or_else(|error| panic!("{error}"));
+    let config = config.to_string_lossy().into_owned();
+    let socket = scene.root.join("door.sock");
+    let daemon = Daemon::start_at(&scene.root, &socket, None, &["--config", &config], &[]);
+    let door = socket.with_extension("http.sock");
+    let mode = fs::metadata(&door).map(|meta| meta.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode, 0o660, "the door's socket is the control group's, as the control socket is");
+    // Opened to everyone (a misconfiguration): SO_PEERCRED still decides.
+    fs::set_permissions(&door, fs::Permissions::from_mode(0o666)).unwrap_or_else(|error| panic!("{error}"));
+    fs::set_permissions(&scene.root, fs::Permissions::from_mode(0o755)).unwrap_or_else(|error| panic!("{error}"));
+    let victim = format!("door-{}", std::process::id());
+    let child = spawn_run(&daemon, &scene, &["--trust", "medium"], &victim, "sleep 60");
+    let as_user = |gid: &str| {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups"]);
+        command
+    };
+    let (status, body) = unix_request(&mut as_user("1"), &door, "GET", "/api/v1/status", "");
+    assert_eq!(status, "403", "a stranger: {body}");
+    assert!(body.contains("not root nor in the control group"), "{body}");
+    let nogroup = "65534";
+    let (status, body) = unix_request(&mut as_user(nogroup), &door, "GET", "/api/v1/status", "");
+    assert_eq!(status, "200", "a member of the control group reads: {body}");
+    wait_until("the agent supervised", Duration::from_secs(20), || {
+        let (status, _) = unix_request(&mut as_user(nogroup), &door, "GET", &format!("/api/v1/agents/{victim}"), "");
+        status == "200" && !frozen(&victim)
+    });
+    // It controls agents (recorded as itself) but may not widen a ring.
+    let register = serde_json::json!({ "agent_id": "widened", "allowed_paths": ["/root"] }).to_string();
+    let (status, body) = unix_request(&mut as_user(nogroup), &door, "POST", "/api/v1/agents", &register);
+    assert_eq!(status, "403", "{body}");
+    assert!(!scene.root.join("registered/widened.toml").exists());
+    wait_until("the victim suspended by the group member", Duration::from_secs(20), || {
+        let (status, _) =
+            unix_request(&mut as_user(nogroup), &door, "POST", &format!("/api/v1/agents/{victim}/suspend"), "");
+        status == "200"
+    });
+    assert!(frozen(&victim));
+    let actions = output(daemon.governor().args(["audit", "actions", "--agent", &victim, "--format", "jsonl"]));
+    assert!(stdout(&actions).contains("\"actor\":\"nobody (uid 65534, pid "), "{}", stdout(&actions));
+    // A root process inside an agent's cgroup is refused.
+    let mut agent = daemon.governor();
+    agent.args(["run", "--trust", "admin", "--agent-id", &format!("inside-{}", std::process::id()), "--workspace"]);
+    agent.arg(&scene.workspace).arg("--");
+    let (status, body) = unix_request(&mut agent, &door, "GET", "/api/v1/status", "");
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("agents may not control governor"), "{body}");
+    kill_agent_cgroup(&victim);
+    let _ = child.wait_with_output();
+}
+
+#[test]
+fn the_cli_asks_the_same_service_over_the_control_socket() {
+    require!("the_cli_asks_the_same_service_over_the_control_socket");
+    let scene = scene!();
+    let (daemon, addr) = start(&scene, "http-cli", None);
+    let agent = format!("cli-{}", std::process::id());
+    // A registration made by the CLI is the one the HTTP door shows.
+    let out = output(daemon.governor().args([
+        "agents",
+        "register",
+        &agent,
+        "--trust",
+        "high",
+        "--deny-destination",
+        "192.0.2.7:443",
+        "--reason",
+        "from the CLI",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = get(&addr, &format!("/api/v1/agents/{agent}"));
+    assert_eq!(shown["registration"]["trust"], "high", "{shown}");
+    assert_eq!(shown["registration"]["denied_destinations"][0], "192.0.2.7:443", "{shown}");
+    let validate = output(daemon.governor().args(["validate", "--agent-id", &agent, "connect", "192.0.2.7:443"]));
+    assert_eq!(validate.status.code(), Some(1), "{}", stdout(&validate));
+    assert!(stdout(&validate).contains("kernel deny map"), "{}", stdout(&validate));
+    // Bad input: one line naming the field, exit 2.
+    let out = output(daemon.governor().args(["agents", "register", &agent, "--deny-destination", "somewhere.example"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("denied_destinations") && stderr(&out).lines().count() == 1, "{}", stderr(&out));
+    let out = output(daemon.governor().args(["agents", "show", "nobody-here"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // An incident reported by the CLI, for a running agent, is the store's and the door's.
+    let mut child = spawn_run(&daemon, &scene, &[], &agent, "cat /etc/shadow; sleep 60");
+    wait_until("the agent supervised", Duration::from_secs(20), || supervised(&addr, &agent));
+    let out = output(daemon.governor().args([
+        "incident",
+        "report",
+        "--agent",
+        &agent,
+        "--type",
+        "data-exfiltration",
+        "--severity",
+        "critical",
+        "--description",
+        "asked to post the keys",
+        "--auto-suspend",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("agent suspended"), "{}", stdout(&out));
+    assert!(frozen(&agent));
+    let incidents = get(&addr, &format!("/api/v1/incidents?agent={agent}"));
+    let reported = incidents["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|incident| incident["type"] == "data-exfiltration")
+        .cloned()
+        .unwrap_or_else(|| panic!("{incidents}"));
+    assert_eq!(
+        (reported["severity"].as_str(), reported["description"].as_str()),
+        (Some("critical"), Some("asked to post the keys"))
+    );
+    // The recorded events, without --follow: the denial is among them.
+    let out = output(daemon.governor().args(["events", "--agent", &agent, "--decision", "deny"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).lines().any(|line| line.contains(" open deny /etc/shadow")), "{}", stdout(&out));
+    let out = output(daemon.governor().args(["events", "--kind", "teleport"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("kind"), "{}", stderr(&out));
+    kill_agent_cgroup(&agent);
+    let _ = child.wait();
+}
