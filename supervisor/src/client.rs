@@ -383,21 +383,19 @@ fn relocate(message: &str, file: &Path) -> String {
 
 /// `governor run --agent-id ID` through a daemon that has ID registered: the registration's
 /// overlay is added to the run's `--policy` files and its trust is the run's (a `--trust`
-/// given that disagrees is refused). An unknown id runs as asked.
+/// given that disagrees is refused). An unknown id runs as asked. The registration is read
+/// where the daemon keeps it (launching through the daemon is root's, as is that file): a
+/// launch does not wait for a read of the whole store.
 pub fn apply_registration(
-    client: &mut control::Client,
     hello: &control::Hello,
     request: &mut crate::run::Request,
     trust_given: bool,
 ) -> Result<(), Failure> {
     let Some(agent) = request.agent_id.clone() else { return Ok(()) };
-    let value = match service::ask(client, Call::Agent { id: agent.clone() }) {
-        Ok(value) => value,
-        Err(error) if error.kind == ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(failed(error)),
+    let dir = service::registered_dir(&hello.audit_db);
+    let Some(spec) = service::registrations(&dir).into_iter().find(|spec| spec.agent_id == agent) else {
+        return Ok(());
     };
-    let shown: service::Agent = serde_json::from_value(value).map_err(|error| (exit::FAILURE, error.to_string()))?;
-    let Some(spec) = shown.registration else { return Ok(()) };
     let trust = spec.trust.unwrap_or(Trust::Low);
     if trust_given && request.trust != trust {
         return Err((
@@ -406,8 +404,7 @@ pub fn apply_registration(
         ));
     }
     request.trust = trust;
-    let overlay = registered_overlay(&hello.audit_db, &agent);
-    request.policies.push(overlay);
+    request.policies.push(registered_overlay(&hello.audit_db, &agent));
     Ok(())
 }
 

@@ -222,9 +222,9 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
             request.socket = cli.socket;
             let failed = |error: run::Error| (error.exit_code(), error.to_string());
-            let mut daemon = run::find_daemon(&request).map_err(failed)?;
-            if let Some((client, hello)) = daemon.as_mut() {
-                governor::client::apply_registration(client, hello, &mut request, trust_given)?;
+            let daemon = run::find_daemon(&request).map_err(failed)?;
+            if let Some((_, hello)) = &daemon {
+                governor::client::apply_registration(hello, &mut request, trust_given)?;
             }
             let prepared = run::prepare(request).map_err(failed)?;
             run::run(prepared, daemon).map_err(failed)
