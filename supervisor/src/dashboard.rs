@@ -32,13 +32,6 @@ pub struct Session {
     pub csrf: String,
 }
 
-impl Session {
-    /// How the audit store names the caller: the session, not the token.
-    pub fn describe(&self) -> String {
-        format!("dashboard session {}", &self.nonce[..8.min(self.nonce.len())])
-    }
-}
-
 fn mac(key: &str, purpose: &str, nonce: &str) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else {
         return String::new();
