@@ -19,14 +19,17 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{FromRequestParts, Path as UrlPath, Query, State},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Response, sse},
     routing::{get, post},
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt as _;
 
-use crate::service::{self, ApiError, Call, Caller, ErrorKind};
+use crate::{
+    dashboard,
+    service::{self, ApiError, Call, Caller, ErrorKind},
+};
 
 /// What a handler hands to the daemon's loop.
 pub enum Asked {
@@ -134,6 +137,22 @@ impl FromRequestParts<Door> for Authorized {
             Some(Peer::Unix(Err(why))) => Err(Refusal(ApiError::new(ErrorKind::Forbidden, why))),
             Some(Peer::Tcp) | None => {
                 let presented = bearer(&parts.headers);
+                if presented.is_none()
+                    && let Some(token) = &door.token
+                    && let Some(session) = session(&parts.headers, token)
+                {
+                    // A browser's session: what changes anything also carries the page's
+                    // CSRF token, which another site cannot read.
+                    let csrf = parts.headers.get(dashboard::CSRF_HEADER).and_then(|value| value.to_str().ok());
+                    if !matches!(parts.method, Method::GET | Method::HEAD) && !dashboard::csrf_ok(&session, csrf) {
+                        return Err(Refusal(ApiError::new(
+                            ErrorKind::Forbidden,
+                            "no or a wrong X-Governor-CSRF header: the dashboard's requests that change \
+                             anything carry the page's token",
+                        )));
+                    }
+                    return Ok(Authorized(Caller::Dashboard { session: session.nonce[..8].to_owned() }));
+                }
                 match (&door.token, presented) {
                     (Some(token), Some(presented)) if same(token.as_bytes(), presented.as_bytes()) => {
                         Ok(Authorized(Caller::Token))
@@ -147,6 +166,16 @@ impl FromRequestParts<Door> for Authorized {
             }
         }
     }
+}
+
+/// The dashboard session a request's cookie proves, under `token`.
+fn session(headers: &HeaderMap, token: &str) -> Option<dashboard::Session> {
+    let cookies = headers.get_all(header::COOKIE);
+    cookies
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| dashboard::cookie(value, dashboard::COOKIE))
+        .and_then(|cookie| dashboard::check(token, cookie))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -432,6 +461,56 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
+/// `/`: the dashboard for a browser with a session; `/?token=` opens one (then redirects
+/// to `/`, so the token leaves the address bar); without either, how to open one.
+async fn index(State(door): State<Door>, headers: HeaderMap, Query(params): Query<Params>) -> Response {
+    let secure = |mut response: Response| {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            (header::CONTENT_SECURITY_POLICY, dashboard::CONTENT_SECURITY_POLICY),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        response
+    };
+    let html = |status: StatusCode, body: String| {
+        secure((status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response())
+    };
+    let Some(token) = door.token.as_deref() else {
+        // The Unix socket: no browser reaches it.
+        return html(StatusCode::NOT_FOUND, dashboard::LOGIN.to_owned());
+    };
+    if let Some(presented) = params.get("token") {
+        if !same(token.as_bytes(), presented.as_bytes()) {
+            return html(StatusCode::UNAUTHORIZED, dashboard::LOGIN.to_owned());
+        }
+        let Some((cookie, _)) = dashboard::open(token) else {
+            return html(StatusCode::INTERNAL_SERVER_ERROR, "no randomness for a session".to_owned());
+        };
+        let mut response = secure((StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response());
+        if let Ok(value) = HeaderValue::from_str(&dashboard::set_cookie(&cookie)) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        return response;
+    }
+    match session(&headers, token) {
+        Some(session) => html(StatusCode::OK, dashboard::page(&session)),
+        None => html(StatusCode::UNAUTHORIZED, dashboard::LOGIN.to_owned()),
+    }
+}
+
+async fn dashboard_script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], dashboard::SCRIPT).into_response()
+}
+
+async fn dashboard_style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], dashboard::STYLE).into_response()
+}
+
 async fn not_found() -> Refusal {
     Refusal(ApiError::new(ErrorKind::NotFound, "no such path (see /openapi.json)"))
 }
@@ -439,9 +518,35 @@ async fn not_found() -> Refusal {
 /// The OpenAPI 3.1 document of this door (checked against the server by the tests).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Admits a request to `/mcp` as every other path is admitted, and hands its caller to the
+/// MCP tools through the request's extensions.
+async fn admit_mcp(
+    State(door): State<Door>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match Authorized::from_request_parts(&mut parts, &door).await {
+        Ok(Authorized(caller)) => {
+            parts.extensions.insert(caller);
+            next.run(axum::extract::Request::from_parts(parts, body)).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
 /// The door's routes.
 pub fn router(door: Door) -> Router {
+    let mcp = Router::new()
+        .route_service("/mcp", crate::mcp::http_service(door.clone()))
+        .layer(axum::middleware::from_fn_with_state(door.clone(), admit_mcp));
     Router::new()
+        .merge(mcp)
+        .route("/", get(index))
+        .route("/dashboard/dashboard.js", get(dashboard_script))
+        .route("/dashboard/dashboard.css", get(dashboard_style))
+        // Browsers ask for it whatever the page says: nothing, rather than a 404 in the log.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/v1/health", get(health))
         .route("/api/v1/status", get(status))
         .route("/api/v1/agents", get(agents).post(register))

@@ -74,6 +74,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: audit_cli::Format,
     },
+    /// Serve the Model Context Protocol on stdio (for LLM orchestrators and MCP clients):
+    /// tools that validate actions, read the audit store and control agents through the
+    /// governor daemon at --socket.
+    Mcp,
     /// Freeze a running agent (its whole cgroup).
     Suspend(Control),
     /// Thaw a suspended agent.
@@ -317,6 +321,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             }
             Ok(code)
         }
+        Command::Mcp => governor::mcp::main(control::socket_path(cli.socket.as_deref())),
         Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Suspend),
         Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Resume),
         Command::Kill(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Kill),

@@ -76,6 +76,9 @@ pub enum Caller {
     Peer { uid: u32, pid: i32, name: String },
     /// A client of the HTTP door on TCP that presented the bearer token.
     Token,
+    /// The dashboard in a browser, whose session was opened with the bearer token (the
+    /// first characters of the session's nonce tell sessions apart in the audit store).
+    Dashboard { session: String },
 }
 
 impl Caller {
@@ -92,6 +95,7 @@ impl Caller {
         match self {
             Caller::Peer { uid, pid, name } => format!("{name} (uid {uid}, pid {pid})"),
             Caller::Token => "token".to_owned(),
+            Caller::Dashboard { session } => format!("token (dashboard session {session})"),
         }
     }
 }

@@ -427,7 +427,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 }
 
 /// The repository root (xtask lives one level below it).
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }

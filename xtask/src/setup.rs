@@ -34,8 +34,43 @@ pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    let target = crate::workspace_root().join("target");
+    mcp_client(&target)?;
+    browser(&target)?;
     schemathesis()?;
     Ok(())
+}
+
+/// The MCP door is tested with the protocol's official Python SDK as the client
+/// (tests/tests/mcp.rs), in a virtual environment of its own under `target/`.
+pub const MCP_SDK: &str = "mcp>=2.3,<3";
+
+fn mcp_client(target: &std::path::Path) -> Result<()> {
+    let venv = target.join("mcp-venv");
+    let python = venv.join("bin/python");
+    let python = python.to_string_lossy();
+    if quiet(&python, &["-c", "import mcp.client.stdio"]).is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    run("/usr/bin/python3", &["-m", "venv", &venv.to_string_lossy()])?;
+    run(&python, &["-m", "pip", "install", "-q", MCP_SDK])
+}
+
+/// The dashboard is tested in Debian's Chromium, driven by Playwright's library alone
+/// (`playwright-core`: its own browser download is not used), installed under `target/`.
+pub const PLAYWRIGHT: &str = "playwright-core@1.65";
+
+fn browser(target: &std::path::Path) -> Result<()> {
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        apt_install(&["chromium"])?;
+    }
+    let prefix = target.join("dashboard-node");
+    if prefix.join("node_modules/playwright-core/package.json").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    run("npm", &["install", "--silent", "--no-audit", "--no-fund", "--prefix", &prefix.to_string_lossy(), PLAYWRIGHT])
 }
 
 /// schemathesis in a venv of its own under target/ (the tests run `target/schemathesis/bin/st`),
