@@ -3,7 +3,7 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -52,12 +52,24 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// What a process that is not an agent pays for governor: its open+close loop with no
+    /// daemon, with `governor daemon` idle, and with the daemon supervising one agent; and an
+    /// agent's own loop through the daemon against `--probes off`.
+    HostTax {
+        /// open+close iterations per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        iterations: u64,
+        /// Rounds, each running every variant once.
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+    },
 }
 
 pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
         Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
+        Which::HostTax { iterations, runs } => host_tax(root, iterations, runs),
         Which::Freeze { runs } => freeze(root, runs),
         Which::Daemon { runs } => daemon(root, runs),
         Which::Decode => criterion(root, "decode"),
@@ -151,25 +163,7 @@ fn daemon(root: &Path, runs: usize) -> Result<()> {
     std::fs::create_dir_all(&workspace)?;
     let socket = std::path::PathBuf::from(format!("/run/governor/bench-{}.sock", std::process::id()));
     let store = dir.join("audit.db");
-    let mut daemon = Command::new(&governor)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--audit-db")
-        .arg(&store)
-        .arg("daemon")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting governor daemon")?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if Instant::now() > deadline {
-            let _ = daemon.kill();
-            bail!("governor daemon did not listen on {}", socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let daemon = start_daemon(&governor, &socket, &store)?;
     let bare = || {
         let mut command = Command::new("/bin/true");
         command.current_dir(&workspace);
@@ -199,9 +193,7 @@ fn daemon(root: &Path, runs: usize) -> Result<()> {
         }
         Ok(times)
     })();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let _ = daemon.wait();
+    stop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
     let mut times = result?;
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
@@ -221,6 +213,193 @@ fn daemon(root: &Path, runs: usize) -> Result<()> {
         ms(medians[1]) / ms(medians[0])
     );
     println!("  added standalone, loading the probes:      {:.3} ms", ms(medians[2]) - ms(medians[0]));
+    Ok(())
+}
+
+/// Starts `governor daemon` on its own socket and store and waits until it listens.
+fn start_daemon(governor: &Path, socket: &Path, store: &Path) -> Result<Child> {
+    let mut daemon = Command::new(governor)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--audit-db")
+        .arg(store)
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting governor daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if Instant::now() > deadline || daemon.try_wait().ok().flatten().is_some() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            bail!("governor daemon did not listen on {}", socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(daemon)
+}
+
+/// SIGTERM, then waits: the daemon and `governor run` end cleanly on it.
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// Processes other than `except` holding a raw tracepoint link on `sys_enter` or `sys_exit`
+/// (from `/proc/*/fdinfo`): while one does, every task pays the syscall tracepoints, the
+/// "no daemon" runs included, and the figures say nothing.
+fn syscall_tracers(except: &[u32]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return pids };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        if except.contains(&pid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fdinfo")) else { continue };
+        let traced = fds.flatten().any(|fd| {
+            std::fs::read_to_string(fd.path()).is_ok_and(|info| {
+                info.contains("link_type:\traw_tracepoint")
+                    && info.lines().any(|line| line == "tp_name:\tsys_enter" || line == "tp_name:\tsys_exit")
+            })
+        });
+        if traced {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits (up to ten minutes) until no process holds the syscall tracepoints.
+fn wait_for_clean_baseline() -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut said = false;
+    loop {
+        let others = syscall_tracers(&[]);
+        if others.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("processes {others:?} hold the sys_enter/sys_exit tracepoints: no baseline without them");
+        }
+        if !said {
+            println!("  waiting for processes {others:?} to release the syscall tracepoints");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn host_tax(root: &Path, iterations: u64, runs: usize) -> Result<()> {
+    if runs < 3 {
+        bail!("--runs {runs}: at least 3 rounds are needed for a median");
+    }
+    let governor = root.join("target/release/governor");
+    let attempt = attempt_bin(root)?;
+    let dir = tempfile_dir()?;
+    let workspace = dir.join("workspace");
+    std::fs::create_dir_all(&workspace).with_context(|| format!("creating {}", workspace.display()))?;
+    let target = workspace.join("flood.txt");
+    std::fs::write(&target, "x").with_context(|| format!("writing {}", target.display()))?;
+    let helper = workspace.join("attempt");
+    std::fs::copy(&attempt, &helper).with_context(|| format!("copying {}", attempt.display()))?;
+    let socket = std::path::PathBuf::from(format!("/run/governor/bench-tax-{}.sock", std::process::id()));
+    let store = dir.join("audit.db");
+    let count = iterations.to_string();
+    // The process that is not an agent: started by this benchmark, outside every agent's
+    // cgroup.
+    let host = || {
+        let mut command = Command::new(&helper);
+        command.arg("flood").arg(&target).arg(&count).stderr(Stdio::null());
+        command
+    };
+    // An agent's own loop: standalone without probes, or through the daemon.
+    let agent = |daemon: bool| {
+        let mut command = Command::new(&governor);
+        command.arg("--socket").arg(&socket).arg("--audit-db").arg(&store);
+        command.args(["run", "--trust", "low", "--best-effort", "--workspace"]).arg(&workspace);
+        if !daemon {
+            command.args(["--standalone", "--probes", "off"]);
+        }
+        command.arg("--").arg(&helper).arg("flood").arg(&target).arg(&count).stderr(Stdio::null());
+        command
+    };
+    let ready = workspace.join("ready");
+    let result = (|| -> Result<[Vec<Duration>; 5]> {
+        let mut times: [Vec<Duration>; 5] = Default::default();
+        let mut round = 0;
+        while round < runs {
+            wait_for_clean_baseline()?;
+            let mut sample = [Duration::ZERO; 5];
+            sample[0] = time(&mut host())?;
+            sample[3] = time(&mut agent(false))?;
+            let daemon = start_daemon(&governor, &socket, &store)?;
+            let mut clean = syscall_tracers(&[daemon.id()]).is_empty();
+            let measured = (|| -> Result<()> {
+                sample[1] = time(&mut host())?;
+                sample[4] = time(&mut agent(true))?;
+                let _ = std::fs::remove_file(&ready);
+                let sleeper = Command::new(&governor)
+                    .arg("--socket")
+                    .arg(&socket)
+                    .arg("--audit-db")
+                    .arg(&store)
+                    .args(["run", "--trust", "medium", "--workspace"])
+                    .arg(&workspace)
+                    .args(["--", "sh", "-c", "echo > ready; exec sleep 600"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting the supervised agent")?;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !ready.exists() {
+                    if Instant::now() > deadline {
+                        stop(sleeper);
+                        bail!("the supervised agent did not start");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let host_time = time(&mut host());
+                stop(sleeper);
+                sample[2] = host_time?;
+                Ok(())
+            })();
+            clean &= syscall_tracers(&[daemon.id()]).is_empty();
+            stop(daemon);
+            measured?;
+            if !clean {
+                println!("  round {round} discarded: another process attached the syscall tracepoints meanwhile");
+                continue;
+            }
+            for (all, one) in times.iter_mut().zip(sample) {
+                all.push(one);
+            }
+            round += 1;
+        }
+        Ok(times)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut times = result?;
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let medians: Vec<f64> = times.iter_mut().map(|times| ms(median(times))).collect();
+    println!("open+close loop, {iterations} iterations, {runs} interleaved rounds (medians):");
+    println!("  not an agent, no daemon:                     {:.1} ms", medians[0]);
+    println!("  not an agent, daemon idle:                   {:.1} ms ({:.3}x)", medians[1], medians[1] / medians[0]);
+    println!(
+        "  not an agent, daemon supervising one agent:  {:.1} ms ({:.3}x; target at most 1.010x)",
+        medians[2],
+        medians[2] / medians[0]
+    );
+    println!("  agent, --standalone --probes off:            {:.1} ms", medians[3]);
+    println!(
+        "  agent, through the daemon:                   {:.1} ms ({:.3}x probes off; target at most 1.050x)",
+        medians[4],
+        medians[4] / medians[3]
+    );
     Ok(())
 }
 
