@@ -8,6 +8,7 @@
 mod btf;
 pub mod destinations;
 pub mod events;
+pub mod landlock_audit;
 
 use std::{
     collections::HashMap as Table,
@@ -37,6 +38,9 @@ pub enum Choice {
     Auto,
     Lsm,
     Tracepoint,
+    /// No syscall tracepoint: execs from `sched_process_exec`, Landlock's refusals from its
+    /// audit records (Landlock ABI 7), the cgroup socket hooks. Standalone runs only.
+    Notify,
     /// No probes: no kernel events, and no UDP narrowing.
     Off,
 }
@@ -46,6 +50,7 @@ pub enum Choice {
 pub enum Backend {
     Lsm,
     Tracepoint,
+    Notify,
 }
 
 impl std::fmt::Display for Backend {
@@ -53,6 +58,7 @@ impl std::fmt::Display for Backend {
         f.write_str(match self {
             Backend::Lsm => "lsm",
             Backend::Tracepoint => "tracepoint",
+            Backend::Notify => "notify",
         })
     }
 }
@@ -61,6 +67,10 @@ impl std::fmt::Display for Backend {
 pub enum Error {
     #[error("--probes lsm: {0}")]
     NoLsm(String),
+    #[error("--probes notify: {0}")]
+    NoNotify(String),
+    #[error("--probes notify: {0}")]
+    Audit(#[from] landlock_audit::Error),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {}", one_line(.source))]
@@ -117,6 +127,8 @@ pub struct Probes {
     watched: Table<u64, Watched>,
     /// The daemon's: where enforcing links are pinned (`PIN_DIR`).
     pins: Option<PathBuf>,
+    /// The notify backend's reader of Landlock's audit records.
+    pub audit: Option<landlock_audit::AuditLog>,
 }
 
 /// What `watch` and `deny` put into the kernel for one agent.
@@ -161,7 +173,7 @@ impl ProbePlan {
             net_deny: plan.net_deny.clone(),
             deny_open: match backend {
                 Backend::Lsm => plan.secret_paths(&crate::sandbox::carve::RealFs),
-                Backend::Tracepoint => Vec::new(),
+                Backend::Tracepoint | Backend::Notify => Vec::new(),
             },
             deny_exec: plan.deny_exec.clone(),
         }
@@ -277,6 +289,17 @@ impl Probes {
         match choice {
             Choice::Off => Ok(None),
             Choice::Tracepoint => load(Backend::Tracepoint).map(Some),
+            Choice::Notify => {
+                let abi = crate::sandbox::landlock::kernel_abi();
+                if abi < 7 {
+                    return Err(Error::NoNotify(format!(
+                        "Landlock's audit records need Landlock ABI 7 (Linux 6.15); this kernel has ABI {abi}"
+                    )));
+                }
+                let mut probes = load(Backend::Notify)?;
+                probes.audit = Some(landlock_audit::AuditLog::open()?);
+                Ok(Some(probes))
+            }
             Choice::Lsm => match bpf_lsm_active() {
                 Some(true) => load(Backend::Lsm).map(Some).map_err(|error| Error::NoLsm(error.to_string())),
                 Some(false) => Err(Error::NoLsm(
@@ -390,6 +413,7 @@ impl Probes {
             syscalls: Vec::new(),
             watched: Table::new(),
             pins: pins.map(Path::to_path_buf),
+            audit: None,
         })
     }
 
@@ -433,8 +457,10 @@ impl Probes {
         slot: AgentSlot,
         plan: &ProbePlan,
     ) -> Result<(), Error> {
-        // Before the agent is in the agents map: its first syscall is seen.
-        let result = self.attach_syscalls().and_then(|()| self.watch_cgroup(cgroup_id, agent, cgroup_dir, slot, plan));
+        // Before the agent is in the agents map: its first syscall is seen. The notify
+        // backend has none.
+        let attach = if self.backend == Backend::Notify { Ok(()) } else { self.attach_syscalls() };
+        let result = attach.and_then(|()| self.watch_cgroup(cgroup_id, agent, cgroup_dir, slot, plan));
         if result.is_err() && self.watched.is_empty() {
             self.syscalls.clear();
         }
@@ -519,6 +545,9 @@ impl Probes {
     /// Stops watching an agent: its events are no longer reported, its map entries are
     /// removed and its socket-hook links released. Unknown ids are ignored.
     pub fn unwatch(&mut self, cgroup_id: u64) {
+        if let Some(audit) = self.audit.as_mut() {
+            audit.unwatch(cgroup_id);
+        }
         if let Ok(mut agents) = self.map::<HashMap<_, u64, AgentSlot>>("AGENTS") {
             let _ = agents.remove(&cgroup_id);
         }
