@@ -62,6 +62,10 @@ pub enum Which {
         /// Rounds, each running every variant once.
         #[arg(long, default_value_t = 11)]
         runs: usize,
+        /// The governor binary to measure (another build, to compare) [default:
+        /// target/release/governor].
+        #[arg(long)]
+        governor: Option<std::path::PathBuf>,
     },
 }
 
@@ -69,7 +73,9 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
         Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
-        Which::HostTax { iterations, runs } => host_tax(root, iterations, runs),
+        Which::HostTax { iterations, runs, governor } => {
+            host_tax(root, &governor.unwrap_or_else(|| root.join("target/release/governor")), iterations, runs)
+        }
         Which::Freeze { runs } => freeze(root, runs),
         Which::Daemon { runs } => daemon(root, runs),
         Which::Decode => criterion(root, "decode"),
@@ -98,6 +104,29 @@ fn time(command: &mut Command) -> Result<Duration> {
         bail!("{command:?} failed: {status}");
     }
     Ok(elapsed)
+}
+
+/// Wall time and CPU time (user + system, of the command and the children it waited for):
+/// on a shared machine the CPU time is what the command itself paid, the wall time also
+/// what it waited for others.
+fn time_cpu(command: &mut Command) -> Result<(Duration, Duration)> {
+    let start = Instant::now();
+    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).spawn().context("spawning")?;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 on our own child, which is not waited for
+    // elsewhere (the `Child` is dropped unwaited, which does nothing).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let elapsed = start.elapsed();
+    if pid < 0 {
+        bail!("waiting for {command:?}: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{command:?} failed: wait status {status}");
+    }
+    let timeval = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    Ok((elapsed, timeval(usage.ru_utime) + timeval(usage.ru_stime)))
 }
 
 fn launch(root: &Path, runs: usize, trust: &str, probes: &str) -> Result<()> {
@@ -273,6 +302,13 @@ fn syscall_tracers(except: &[u32]) -> Vec<u32> {
     pids
 }
 
+/// The kernel's Landlock ABI (0 without Landlock).
+fn probe_landlock_abi() -> i64 {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a NULL attribute and size 0 only returns
+    // the ABI version.
+    unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<libc::c_void>(), 0usize, 1u32) }.max(0)
+}
+
 /// Waits (up to ten minutes) until no process holds the syscall tracepoints.
 fn wait_for_clean_baseline() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -293,11 +329,10 @@ fn wait_for_clean_baseline() -> Result<()> {
     }
 }
 
-fn host_tax(root: &Path, iterations: u64, runs: usize) -> Result<()> {
+fn host_tax(root: &Path, governor: &Path, iterations: u64, runs: usize) -> Result<()> {
     if runs < 3 {
         bail!("--runs {runs}: at least 3 rounds are needed for a median");
     }
-    let governor = root.join("target/release/governor");
     let attempt = attempt_bin(root)?;
     let dir = tempfile_dir()?;
     let workspace = dir.join("workspace");
@@ -316,9 +351,16 @@ fn host_tax(root: &Path, iterations: u64, runs: usize) -> Result<()> {
         command.arg("flood").arg(&target).arg(&count).stderr(Stdio::null());
         command
     };
+    let agent_notify = || {
+        let mut command = Command::new(governor);
+        command.arg("--audit-db").arg(&store);
+        command.args(["run", "--trust", "low", "--best-effort", "--probes", "notify", "--workspace"]).arg(&workspace);
+        command.arg("--").arg(&helper).arg("flood").arg(&target).arg(&count).stderr(Stdio::null());
+        command
+    };
     // An agent's own loop: standalone without probes, or through the daemon.
     let agent = |daemon: bool| {
-        let mut command = Command::new(&governor);
+        let mut command = Command::new(governor);
         command.arg("--socket").arg(&socket).arg("--audit-db").arg(&store);
         command.args(["run", "--trust", "low", "--best-effort", "--workspace"]).arg(&workspace);
         if !daemon {
@@ -328,42 +370,56 @@ fn host_tax(root: &Path, iterations: u64, runs: usize) -> Result<()> {
         command
     };
     let ready = workspace.join("ready");
-    let result = (|| -> Result<[Vec<Duration>; 5]> {
-        let mut times: [Vec<Duration>; 5] = Default::default();
+    // An agent that sleeps, through the daemon or standalone with the notify backend; back
+    // once it runs.
+    let sleeper = |daemon: bool| -> Result<Child> {
+        let _ = std::fs::remove_file(&ready);
+        let mut command = Command::new(governor);
+        command.arg("--socket").arg(&socket).arg("--audit-db").arg(&store);
+        command.args(["run", "--trust", "medium", "--workspace"]).arg(&workspace);
+        if !daemon {
+            command.args(["--probes", "notify"]);
+        }
+        let child = command
+            .args(["--", "sh", "-c", "echo > ready; exec sleep 600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the supervised agent")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready.exists() {
+            if Instant::now() > deadline {
+                stop(child);
+                bail!("the supervised agent did not start");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(child)
+    };
+    let notify = probe_landlock_abi() >= 7;
+    let result = (|| -> Result<[Vec<(Duration, Duration)>; 7]> {
+        let mut times: [Vec<(Duration, Duration)>; 7] = Default::default();
         let mut round = 0;
         while round < runs {
             wait_for_clean_baseline()?;
-            let mut sample = [Duration::ZERO; 5];
-            sample[0] = time(&mut host())?;
-            sample[3] = time(&mut agent(false))?;
-            let daemon = start_daemon(&governor, &socket, &store)?;
+            let mut sample = [(Duration::ZERO, Duration::ZERO); 7];
+            sample[0] = time_cpu(&mut host())?;
+            sample[3] = time_cpu(&mut agent(false))?;
+            if notify {
+                let agent = sleeper(false)?;
+                let host_time = time_cpu(&mut host());
+                stop(agent);
+                sample[5] = host_time?;
+                sample[6] = time_cpu(&mut agent_notify())?;
+            }
+            let daemon = start_daemon(governor, &socket, &store)?;
             let mut clean = syscall_tracers(&[daemon.id()]).is_empty();
             let measured = (|| -> Result<()> {
-                sample[1] = time(&mut host())?;
-                sample[4] = time(&mut agent(true))?;
-                let _ = std::fs::remove_file(&ready);
-                let sleeper = Command::new(&governor)
-                    .arg("--socket")
-                    .arg(&socket)
-                    .arg("--audit-db")
-                    .arg(&store)
-                    .args(["run", "--trust", "medium", "--workspace"])
-                    .arg(&workspace)
-                    .args(["--", "sh", "-c", "echo > ready; exec sleep 600"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .context("starting the supervised agent")?;
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while !ready.exists() {
-                    if Instant::now() > deadline {
-                        stop(sleeper);
-                        bail!("the supervised agent did not start");
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                let host_time = time(&mut host());
+                sample[1] = time_cpu(&mut host())?;
+                sample[4] = time_cpu(&mut agent(true))?;
+                let sleeper = sleeper(true)?;
+                let host_time = time_cpu(&mut host());
                 stop(sleeper);
                 sample[2] = host_time?;
                 Ok(())
@@ -383,23 +439,32 @@ fn host_tax(root: &Path, iterations: u64, runs: usize) -> Result<()> {
         Ok(times)
     })();
     let _ = std::fs::remove_dir_all(&dir);
-    let mut times = result?;
+    let times = result?;
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
-    let medians: Vec<f64> = times.iter_mut().map(|times| ms(median(times))).collect();
-    println!("open+close loop, {iterations} iterations, {runs} interleaved rounds (medians):");
-    println!("  not an agent, no daemon:                     {:.1} ms", medians[0]);
-    println!("  not an agent, daemon idle:                   {:.1} ms ({:.3}x)", medians[1], medians[1] / medians[0]);
-    println!(
-        "  not an agent, daemon supervising one agent:  {:.1} ms ({:.3}x; target at most 1.010x)",
-        medians[2],
-        medians[2] / medians[0]
-    );
-    println!("  agent, --standalone --probes off:            {:.1} ms", medians[3]);
-    println!(
-        "  agent, through the daemon:                   {:.1} ms ({:.3}x probes off; target at most 1.050x)",
-        medians[4],
-        medians[4] / medians[3]
-    );
+    let wall: Vec<f64> =
+        times.iter().map(|runs| ms(median(&mut runs.iter().map(|run| run.0).collect::<Vec<_>>()))).collect();
+    let cpu: Vec<f64> =
+        times.iter().map(|runs| ms(median(&mut runs.iter().map(|run| run.1).collect::<Vec<_>>()))).collect();
+    println!("open+close loop, {iterations} iterations, {runs} interleaved rounds, medians of CPU time (wall time):");
+    let rows = [
+        ("not an agent, no daemon", None),
+        ("not an agent, daemon idle", Some((0, "target at most 1.010x"))),
+        ("not an agent, daemon supervising one agent", Some((0, "target at most 1.010x"))),
+        ("agent, --standalone --probes off", None),
+        ("agent, through the daemon", Some((3, "vs probes off; target at most 1.050x"))),
+        ("not an agent, one --probes notify agent running", Some((0, "target at most 1.010x"))),
+        ("agent, --probes notify", Some((3, "vs probes off; target at most 1.050x"))),
+    ];
+    for (index, (name, against)) in rows.iter().enumerate() {
+        if index >= 5 && !notify {
+            println!("  {name:<44} not measured: the notify backend needs Landlock ABI 7");
+            continue;
+        }
+        let ratio = against.map_or(String::new(), |(base, target)| {
+            format!("  {:.3}x ({:.3}x wall), {target}", cpu[index] / cpu[base], wall[index] / wall[base])
+        });
+        println!("  {name:<44} {:>8.1} ms ({:.1} ms){ratio}", cpu[index], wall[index]);
+    }
     Ok(())
 }
 
