@@ -51,9 +51,14 @@ impl<'a> Events<'a> {
         Events { probes, sink, reported_drops: 0, reported_by_agent: std::collections::HashMap::new() }
     }
 
-    /// Hands the Landlock audit records that arrived (the notify backend) to the sink.
+    /// Hands the Landlock audit records that arrived (the notify backend) to the sink, and
+    /// reports those the kernel dropped.
     fn drain_audit(&mut self) {
         if let Some(audit) = self.probes.audit.as_mut() {
+            let lost = audit.lost();
+            if lost > 0 {
+                self.sink.lost(lost);
+            }
             let batch = audit.drain();
             if !batch.is_empty() {
                 self.sink.events(batch);

@@ -8,7 +8,8 @@
 //! `LANDLOCK_DOMAIN` record naming the process that created it (`pid=`): the agent's first
 //! process, which is how a domain is tied to its agent (security/landlock/audit.c).
 //!
-//! The records exist only while audit is enabled (`audit_enabled`). Enabling it sets
+//! The records exist only while audit is enabled (`audit_enabled`): governor enables it and
+//! leaves it enabled (another governor may be reading). Enabling it sets
 //! `audit_ever_enabled` for good, and from then on every task forked gets a syscall audit
 //! context and the kernel's slow syscall path unless the task filter says `never`
 //! (kernel/auditsc.c `audit_alloc`): the `never,task` rule goes in before audit is
@@ -35,6 +36,10 @@ const AUDIT_ADD_RULE: u16 = 1011;
 const AUDIT_LANDLOCK_ACCESS: u16 = 1423;
 const AUDIT_LANDLOCK_DOMAIN: u16 = 1424;
 const AUDIT_STATUS_ENABLED: u32 = 1;
+const AUDIT_STATUS_BACKLOG_LIMIT: u32 = 0x10;
+/// The backlog auditd's own rules ask for (`-b 8192`); the kernel's default of 64 drops
+/// records in a burst of refusals (Landlock logs with GFP_ATOMIC and does not wait).
+const BACKLOG: u32 = 8192;
 const AUDIT_FILTER_TASK: u32 = 0x01;
 const AUDIT_NEVER: u32 = 0;
 const AUDIT_BITMASK_SIZE: usize = 64;
@@ -85,8 +90,10 @@ struct AuditRuleData {
 pub struct AuditLog {
     /// Bound to the read-only multicast group; non-blocking.
     group: OwnedFd,
-    /// Whether governor enabled audit (and disables it again when it goes).
-    enabled_here: bool,
+    /// The kernel's count of records it could not queue, when last read.
+    lost: u32,
+    /// When `lost` was last read.
+    lost_read: std::time::Instant,
     /// The first process of each watched agent, with its cgroup id.
     agents: HashMap<u32, u64>,
     /// Landlock domain id to (cgroup id, first pid), from `LANDLOCK_DOMAIN` records.
@@ -235,14 +242,21 @@ impl AuditLog {
             });
         }
         let status = request("reading the status", AUDIT_GET, &AuditStatus::default())?.unwrap_or_default();
-        let enabled_here = status.enabled == 0;
-        if enabled_here {
+        // Audit stays enabled when governor goes: another governor may be reading, and
+        // turning it off would silence it.
+        if status.enabled == 0 {
             let set = AuditStatus { mask: AUDIT_STATUS_ENABLED, enabled: 1, ..AuditStatus::default() };
             request("enabling audit", AUDIT_SET, &set)?;
         }
+        if status.backlog_limit < BACKLOG {
+            let set =
+                AuditStatus { mask: AUDIT_STATUS_BACKLOG_LIMIT, backlog_limit: BACKLOG, ..AuditStatus::default() };
+            request("raising the backlog limit", AUDIT_SET, &set)?;
+        }
         Ok(AuditLog {
             group,
-            enabled_here,
+            lost: status.lost,
+            lost_read: std::time::Instant::now(),
             agents: HashMap::new(),
             domains: HashMap::new(),
             pending: Vec::new(),
@@ -312,12 +326,19 @@ impl AuditLog {
     }
 }
 
-impl Drop for AuditLog {
-    fn drop(&mut self) {
-        if self.enabled_here {
-            let set = AuditStatus { mask: AUDIT_STATUS_ENABLED, enabled: 0, ..AuditStatus::default() };
-            let _ = request("disabling audit", AUDIT_SET, &set);
+impl AuditLog {
+    /// Records the kernel could not queue since the last call (read at most every 100 ms):
+    /// the kernel counts them for every process, so each is reported as possibly an
+    /// agent's.
+    pub fn lost(&mut self) -> u64 {
+        if self.lost_read.elapsed() < std::time::Duration::from_millis(100) {
+            return 0;
         }
+        self.lost_read = std::time::Instant::now();
+        let Ok(Some(status)) = request("reading the status", AUDIT_GET, &AuditStatus::default()) else { return 0 };
+        let fresh = status.lost.wrapping_sub(self.lost);
+        self.lost = status.lost;
+        u64::from(fresh)
     }
 }
 
