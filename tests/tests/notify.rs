@@ -108,3 +108,49 @@ fn a_daemon_does_not_run_the_notify_backend_yet() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--probes notify: standalone runs only"), "{}", stderr(&out));
 }
+
+#[test]
+fn landlock_records_of_another_process_are_not_the_agents() {
+    require!("landlock_records_of_another_process_are_not_the_agents");
+    if landlock_abi() < 7 {
+        println!("skipping landlock_records_of_another_process_are_not_the_agents: Landlock ABI 7 needed");
+        return;
+    }
+    let scene = scene!();
+    let refused = |name: &str| {
+        tempfile::Builder::new().prefix(name).tempfile_in("/var/log").unwrap_or_else(|error| panic!("{error}"))
+    };
+    let (mine, theirs) = (refused("governor-notify-mine-"), refused("governor-notify-theirs-"));
+    // Two agents read the same audit multicast group; each must get only its own refusal.
+    let spawn = |file: &std::path::Path, gate: &str| {
+        Command::new(governor_bin())
+            .arg("--audit-db")
+            .arg(scene.root.join(format!("{gate}.db")))
+            .args(["run", "--trust", "medium", "--probes", "notify", "--trace", "--workspace"])
+            .arg(&scene.workspace)
+            .args(["--", "sh", "-c", &format!("while [ ! -e {gate} ]; do sleep 0.05; done; cat {}", file.display())])
+            .env("HOME", &scene.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    let first = spawn(mine.path(), "first");
+    let second = spawn(theirs.path(), "second");
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(scene.workspace.join("first"), "").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(scene.workspace.join("second"), "").unwrap_or_else(|error| panic!("{error}"));
+    for (child, own, other) in [(first, mine.path(), theirs.path()), (second, theirs.path(), mine.path())] {
+        let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+        let text = stderr(&out);
+        let paths: Vec<String> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["kind"] == "open" && event["result"] == "EACCES")
+            .filter_map(|event| event["path"].as_str().map(str::to_owned))
+            .collect();
+        assert!(paths.contains(&own.display().to_string()), "{text}");
+        assert!(!paths.contains(&other.display().to_string()), "another agent's refusal: {text}");
+    }
+}
