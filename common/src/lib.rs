@@ -28,6 +28,8 @@ pub mod source {
     pub const TRACEPOINT: u16 = 1;
     pub const LSM: u16 = 2;
     pub const CGROUP_SOCK_ADDR: u16 = 3;
+    /// Landlock's audit records, read in userspace (the `notify` backend).
+    pub const LANDLOCK_AUDIT: u16 = 4;
 }
 
 /// What the probe did about the operation.

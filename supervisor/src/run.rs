@@ -96,7 +96,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
             Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
-            Error::Probes(probes::Error::NoLsm(_)) => exit::USAGE,
+            Error::Probes(probes::Error::NoLsm(_) | probes::Error::NoNotify(_)) => exit::USAGE,
             // --socket names no daemon: nothing was started.
             Error::Daemon(crate::control::Error::Connect { .. }) => exit::USAGE,
             Error::Audit(audit::Error::Lost { .. }) => exit::FAILURE,
@@ -462,7 +462,11 @@ fn granted(path: &Path, plan: &landlock::Plan, access: crate::policy::Access) ->
 /// The daemon that supervises the agent, unless it runs standalone: `--standalone`, `--trace`
 /// and `--probes off` ask for standalone; otherwise a daemon that answers is used.
 pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> {
-    if request.standalone || request.trace || request.probes == probes::Choice::Off {
+    if request.standalone
+        || request.trace
+        || request.probes == probes::Choice::Off
+        || request.probes == probes::Choice::Notify
+    {
         return Ok(None);
     }
     let Some((client, hello)) = crate::control::discover(request.socket.as_deref())? else {
@@ -471,7 +475,7 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
     let wanted = match request.probes {
         probes::Choice::Lsm => Some(probes::Backend::Lsm),
         probes::Choice::Tracepoint => Some(probes::Backend::Tracepoint),
-        probes::Choice::Auto | probes::Choice::Off => None,
+        probes::Choice::Auto | probes::Choice::Off | probes::Choice::Notify => None,
     };
     if let Some(wanted) = wanted.filter(|wanted| *wanted != hello.backend) {
         return Err(Error::Usage(format!(
@@ -529,7 +533,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if cached {
         link_cargo_config(&prepared, &cache, &confinement.landlock)?;
     }
-    let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi)?;
+    let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi, backend == Some(probes::Backend::Notify))?;
     let filters = confinement.seccomp.compile()?;
     if verbose {
         report(&prepared, &confinement, &tmpdir.0);
@@ -668,6 +672,10 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
         ForkResult::Parent { child } => child,
     };
+    // The child creates its Landlock domain: its records are the agent's.
+    if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
+        audit.watch(child.as_raw() as u32, cgroup_id);
+    }
     drop(report_write);
     drop(procs);
     drop(cgroup_dir);

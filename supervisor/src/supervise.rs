@@ -51,6 +51,37 @@ impl<'a> Events<'a> {
         Events { probes, sink, reported_drops: 0, reported_by_agent: std::collections::HashMap::new() }
     }
 
+    /// Hands the Landlock audit records that arrived (the notify backend) to the sink, and
+    /// reports those the kernel dropped.
+    fn drain_audit(&mut self) {
+        if let Some(audit) = self.probes.audit.as_mut() {
+            let lost = audit.lost();
+            if lost > 0 {
+                self.sink.lost(lost);
+            }
+            let batch = audit.drain();
+            if !batch.is_empty() {
+                self.sink.events(batch);
+                while self.sink.write_pending(usize::MAX) {}
+            }
+        }
+    }
+
+    /// Drains the audit records until none has come for a while (at most 100 ms).
+    fn settle_audit(&mut self) {
+        if self.probes.audit.is_none() {
+            return;
+        }
+        let mut quiet = 0;
+        while quiet < 5 {
+            std::thread::sleep(Duration::from_millis(20));
+            let before = self.probes.audit.as_ref().map_or(0, |audit| audit.received());
+            self.drain_audit();
+            let after = self.probes.audit.as_ref().map_or(0, |audit| audit.received());
+            quiet = if after == before { quiet + 1 } else { 0 };
+        }
+    }
+
     /// Reports drops counted since the last call: the total, then each agent's share.
     fn report_drops(&mut self) -> Result<(), Error> {
         let dropped = self.probes.counters()?.dropped;
@@ -210,6 +241,7 @@ async fn supervise(
                 }
                 if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
                     drain(ring.get_mut(), events.sink);
+                    events.drain_audit();
                     events.report_drops()?;
                     events.sink.tick();
                 }
@@ -219,6 +251,9 @@ async fn supervise(
     after_exit();
     if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
         drain(ring.get_mut(), events.sink);
+        // kauditd hands records on from its own thread: what the agent did last may still
+        // be on its way.
+        events.settle_audit();
         events.report_drops()?;
     }
     Ok(code)

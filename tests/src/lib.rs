@@ -485,3 +485,18 @@ pub mod prometheus {
         }
     }
 }
+
+/// How many raw tracepoint links on `sys_enter` or `sys_exit` process `pid` holds (from its
+/// `/proc/PID/fdinfo`): while any process holds one, every task of the machine takes the
+/// kernel's slow syscall path.
+pub fn syscall_tracepoint_links(pid: i32) -> usize {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    fds.flatten()
+        .filter(|fd| {
+            fs::read_to_string(fd.path()).is_ok_and(|info| {
+                info.contains("link_type:\traw_tracepoint")
+                    && info.lines().any(|line| line == "tp_name:\tsys_enter" || line == "tp_name:\tsys_exit")
+            })
+        })
+        .count()
+}

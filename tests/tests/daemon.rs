@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor_tests::{Daemon, Scene, cgroup2_root, prometheus, require, scene, stderr, stdout};
+use governor_tests::{
+    Daemon, Scene, cgroup2_root, prometheus, require, scene, stderr, stdout, syscall_tracepoint_links,
+};
 
 fn output(command: &mut Command) -> Output {
     command.output().unwrap_or_else(|error| panic!("{error}"))
@@ -639,6 +641,30 @@ fn a_daemon_stopped_with_sigterm_leaves_its_agents_running_for_the_next_one() {
     let names: Vec<&str> = actions.iter().filter_map(|row| row["action"].as_str()).collect();
     assert_eq!(names, ["start", "unwatched", "adopt", "exit"], "{actions:?}");
     assert_eq!(actions[3]["why"], "exit status 3");
+}
+
+#[test]
+fn an_idle_daemon_holds_no_syscall_tracepoint_and_one_agent_brings_them_for_its_run() {
+    require!("an_idle_daemon_holds_no_syscall_tracepoint_and_one_agent_brings_them_for_its_run");
+    let scene = scene!();
+    let daemon = Daemon::start(&scene.root, "idle", &[]);
+    let notify = daemon.log_text().contains("backend=notify");
+    // Nobody to watch: the host's syscalls stay on the fast path.
+    assert_eq!(syscall_tracepoint_links(daemon.pid()), 0, "an idle daemon");
+    let agent = format!("idle-{}", std::process::id());
+    let child =
+        spawn_run(&daemon, &scene, "medium", &agent, "cat /etc/hostname; while [ ! -e go ]; do sleep 0.1; done");
+    wait_registered(&daemon, &agent);
+    if !notify {
+        assert_eq!(syscall_tracepoint_links(daemon.pid()), 2, "sys_enter and sys_exit while an agent runs");
+    }
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The agent's events were reported while they were attached.
+    let opened = events_of(&daemon, &agent).iter().any(|row| row["kind"] == "open" && row["path"] == "/etc/hostname");
+    assert!(opened, "{:?}", events_of(&daemon, &agent));
+    wait_until("the tracepoints released", Duration::from_secs(10), || syscall_tracepoint_links(daemon.pid()) == 0);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -52,12 +52,30 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// What a process that is not an agent pays for governor: its open+close loop with no
+    /// daemon, with `governor daemon` idle, and with the daemon supervising one agent; and an
+    /// agent's own loop through the daemon against `--probes off`.
+    HostTax {
+        /// open+close iterations per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        iterations: u64,
+        /// Rounds, each running every variant once.
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+        /// The governor binary to measure (another build, to compare) [default:
+        /// target/release/governor].
+        #[arg(long)]
+        governor: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
         Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
+        Which::HostTax { iterations, runs, governor } => {
+            host_tax(root, &governor.unwrap_or_else(|| root.join("target/release/governor")), iterations, runs)
+        }
         Which::Freeze { runs } => freeze(root, runs),
         Which::Daemon { runs } => daemon(root, runs),
         Which::Decode => criterion(root, "decode"),
@@ -86,6 +104,29 @@ fn time(command: &mut Command) -> Result<Duration> {
         bail!("{command:?} failed: {status}");
     }
     Ok(elapsed)
+}
+
+/// Wall time and CPU time (user + system, of the command and the children it waited for):
+/// on a shared machine the CPU time is what the command itself paid, the wall time also
+/// what it waited for others.
+fn time_cpu(command: &mut Command) -> Result<(Duration, Duration)> {
+    let start = Instant::now();
+    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).spawn().context("spawning")?;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 on our own child, which is not waited for
+    // elsewhere (the `Child` is dropped unwaited, which does nothing).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let elapsed = start.elapsed();
+    if pid < 0 {
+        bail!("waiting for {command:?}: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{command:?} failed: wait status {status}");
+    }
+    let timeval = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    Ok((elapsed, timeval(usage.ru_utime) + timeval(usage.ru_stime)))
 }
 
 fn launch(root: &Path, runs: usize, trust: &str, probes: &str) -> Result<()> {
@@ -151,25 +192,7 @@ fn daemon(root: &Path, runs: usize) -> Result<()> {
     std::fs::create_dir_all(&workspace)?;
     let socket = std::path::PathBuf::from(format!("/run/governor/bench-{}.sock", std::process::id()));
     let store = dir.join("audit.db");
-    let mut daemon = Command::new(&governor)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--audit-db")
-        .arg(&store)
-        .arg("daemon")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting governor daemon")?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if Instant::now() > deadline {
-            let _ = daemon.kill();
-            bail!("governor daemon did not listen on {}", socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let daemon = start_daemon(&governor, &socket, &store)?;
     let bare = || {
         let mut command = Command::new("/bin/true");
         command.current_dir(&workspace);
@@ -199,9 +222,7 @@ fn daemon(root: &Path, runs: usize) -> Result<()> {
         }
         Ok(times)
     })();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let _ = daemon.wait();
+    stop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
     let mut times = result?;
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
@@ -221,6 +242,229 @@ fn daemon(root: &Path, runs: usize) -> Result<()> {
         ms(medians[1]) / ms(medians[0])
     );
     println!("  added standalone, loading the probes:      {:.3} ms", ms(medians[2]) - ms(medians[0]));
+    Ok(())
+}
+
+/// Starts `governor daemon` on its own socket and store and waits until it listens.
+fn start_daemon(governor: &Path, socket: &Path, store: &Path) -> Result<Child> {
+    let mut daemon = Command::new(governor)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--audit-db")
+        .arg(store)
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting governor daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        if Instant::now() > deadline || daemon.try_wait().ok().flatten().is_some() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            bail!("governor daemon did not listen on {}", socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(daemon)
+}
+
+/// SIGTERM, then waits: the daemon and `governor run` end cleanly on it.
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+/// Processes other than `except` holding a raw tracepoint link on `sys_enter` or `sys_exit`
+/// (from `/proc/*/fdinfo`): while one does, every task pays the syscall tracepoints, the
+/// "no daemon" runs included, and the figures say nothing.
+fn syscall_tracers(except: &[u32]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return pids };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        if except.contains(&pid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fdinfo")) else { continue };
+        let traced = fds.flatten().any(|fd| {
+            std::fs::read_to_string(fd.path()).is_ok_and(|info| {
+                info.contains("link_type:\traw_tracepoint")
+                    && info.lines().any(|line| line == "tp_name:\tsys_enter" || line == "tp_name:\tsys_exit")
+            })
+        });
+        if traced {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The kernel's Landlock ABI (0 without Landlock).
+fn probe_landlock_abi() -> i64 {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a NULL attribute and size 0 only returns
+    // the ABI version.
+    unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<libc::c_void>(), 0usize, 1u32) }.max(0)
+}
+
+/// Waits (up to ten minutes) until no process holds the syscall tracepoints.
+fn wait_for_clean_baseline() -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut said = false;
+    loop {
+        let others = syscall_tracers(&[]);
+        if others.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("processes {others:?} hold the sys_enter/sys_exit tracepoints: no baseline without them");
+        }
+        if !said {
+            println!("  waiting for processes {others:?} to release the syscall tracepoints");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn host_tax(root: &Path, governor: &Path, iterations: u64, runs: usize) -> Result<()> {
+    if runs < 3 {
+        bail!("--runs {runs}: at least 3 rounds are needed for a median");
+    }
+    let attempt = attempt_bin(root)?;
+    let dir = tempfile_dir()?;
+    let workspace = dir.join("workspace");
+    std::fs::create_dir_all(&workspace).with_context(|| format!("creating {}", workspace.display()))?;
+    let target = workspace.join("flood.txt");
+    std::fs::write(&target, "x").with_context(|| format!("writing {}", target.display()))?;
+    let helper = workspace.join("attempt");
+    std::fs::copy(&attempt, &helper).with_context(|| format!("copying {}", attempt.display()))?;
+    let socket = std::path::PathBuf::from(format!("/run/governor/bench-tax-{}.sock", std::process::id()));
+    let store = dir.join("audit.db");
+    let count = iterations.to_string();
+    // The process that is not an agent: started by this benchmark, outside every agent's
+    // cgroup.
+    let host = || {
+        let mut command = Command::new(&helper);
+        command.arg("flood").arg(&target).arg(&count).stderr(Stdio::null());
+        command
+    };
+    let agent_notify = || {
+        let mut command = Command::new(governor);
+        command.arg("--audit-db").arg(&store);
+        command.args(["run", "--trust", "low", "--best-effort", "--probes", "notify", "--workspace"]).arg(&workspace);
+        command.arg("--").arg(&helper).arg("flood").arg(&target).arg(&count).stderr(Stdio::null());
+        command
+    };
+    // An agent's own loop: standalone without probes, or through the daemon.
+    let agent = |daemon: bool| {
+        let mut command = Command::new(governor);
+        command.arg("--socket").arg(&socket).arg("--audit-db").arg(&store);
+        command.args(["run", "--trust", "low", "--best-effort", "--workspace"]).arg(&workspace);
+        if !daemon {
+            command.args(["--standalone", "--probes", "off"]);
+        }
+        command.arg("--").arg(&helper).arg("flood").arg(&target).arg(&count).stderr(Stdio::null());
+        command
+    };
+    let ready = workspace.join("ready");
+    // An agent that sleeps, through the daemon or standalone with the notify backend; back
+    // once it runs.
+    let sleeper = |daemon: bool| -> Result<Child> {
+        let _ = std::fs::remove_file(&ready);
+        let mut command = Command::new(governor);
+        command.arg("--socket").arg(&socket).arg("--audit-db").arg(&store);
+        command.args(["run", "--trust", "medium", "--workspace"]).arg(&workspace);
+        if !daemon {
+            command.args(["--probes", "notify"]);
+        }
+        let child = command
+            .args(["--", "sh", "-c", "echo > ready; exec sleep 600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the supervised agent")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready.exists() {
+            if Instant::now() > deadline {
+                stop(child);
+                bail!("the supervised agent did not start");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(child)
+    };
+    let notify = probe_landlock_abi() >= 7;
+    let result = (|| -> Result<[Vec<(Duration, Duration)>; 7]> {
+        let mut times: [Vec<(Duration, Duration)>; 7] = Default::default();
+        let mut round = 0;
+        while round < runs {
+            wait_for_clean_baseline()?;
+            let mut sample = [(Duration::ZERO, Duration::ZERO); 7];
+            sample[0] = time_cpu(&mut host())?;
+            sample[3] = time_cpu(&mut agent(false))?;
+            if notify {
+                let agent = sleeper(false)?;
+                let host_time = time_cpu(&mut host());
+                stop(agent);
+                sample[5] = host_time?;
+                sample[6] = time_cpu(&mut agent_notify())?;
+            }
+            let daemon = start_daemon(governor, &socket, &store)?;
+            let mut clean = syscall_tracers(&[daemon.id()]).is_empty();
+            let measured = (|| -> Result<()> {
+                sample[1] = time_cpu(&mut host())?;
+                sample[4] = time_cpu(&mut agent(true))?;
+                let sleeper = sleeper(true)?;
+                let host_time = time_cpu(&mut host());
+                stop(sleeper);
+                sample[2] = host_time?;
+                Ok(())
+            })();
+            clean &= syscall_tracers(&[daemon.id()]).is_empty();
+            stop(daemon);
+            measured?;
+            if !clean {
+                println!("  round {round} discarded: another process attached the syscall tracepoints meanwhile");
+                continue;
+            }
+            for (all, one) in times.iter_mut().zip(sample) {
+                all.push(one);
+            }
+            round += 1;
+        }
+        Ok(times)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let times = result?;
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let wall: Vec<f64> =
+        times.iter().map(|runs| ms(median(&mut runs.iter().map(|run| run.0).collect::<Vec<_>>()))).collect();
+    let cpu: Vec<f64> =
+        times.iter().map(|runs| ms(median(&mut runs.iter().map(|run| run.1).collect::<Vec<_>>()))).collect();
+    println!("open+close loop, {iterations} iterations, {runs} interleaved rounds, medians of CPU time (wall time):");
+    let rows = [
+        ("not an agent, no daemon", None),
+        ("not an agent, daemon idle", Some((0, "target at most 1.010x"))),
+        ("not an agent, daemon supervising one agent", Some((0, "target at most 1.010x"))),
+        ("agent, --standalone --probes off", None),
+        ("agent, through the daemon", Some((3, "vs probes off; target at most 1.050x"))),
+        ("not an agent, one --probes notify agent running", Some((0, "target at most 1.010x"))),
+        ("agent, --probes notify", Some((3, "vs probes off; target at most 1.050x"))),
+    ];
+    for (index, (name, against)) in rows.iter().enumerate() {
+        if index >= 5 && !notify {
+            println!("  {name:<44} not measured: the notify backend needs Landlock ABI 7");
+            continue;
+        }
+        let ratio = against.map_or(String::new(), |(base, target)| {
+            format!("  {:.3}x ({:.3}x wall), {target}", cpu[index] / cpu[base], wall[index] / wall[base])
+        });
+        println!("  {name:<44} {:>8.1} ms ({:.1} ms){ratio}", cpu[index], wall[index]);
+    }
     Ok(())
 }
 

@@ -283,6 +283,7 @@ pub fn source_name(source: u16) -> &'static str {
         source::TRACEPOINT => "tracepoint",
         source::LSM => "lsm",
         source::CGROUP_SOCK_ADDR => "cgroup-sock-addr",
+        source::LANDLOCK_AUDIT => "landlock-audit",
         _ => "unknown",
     }
 }

@@ -8,6 +8,7 @@
 mod btf;
 pub mod destinations;
 pub mod events;
+pub mod landlock_audit;
 
 use std::{
     collections::HashMap as Table,
@@ -37,6 +38,9 @@ pub enum Choice {
     Auto,
     Lsm,
     Tracepoint,
+    /// No syscall tracepoint: execs from `sched_process_exec`, Landlock's refusals from its
+    /// audit records (Landlock ABI 7), the cgroup socket hooks. Standalone runs only.
+    Notify,
     /// No probes: no kernel events, and no UDP narrowing.
     Off,
 }
@@ -46,6 +50,7 @@ pub enum Choice {
 pub enum Backend {
     Lsm,
     Tracepoint,
+    Notify,
 }
 
 impl std::fmt::Display for Backend {
@@ -53,6 +58,7 @@ impl std::fmt::Display for Backend {
         f.write_str(match self {
             Backend::Lsm => "lsm",
             Backend::Tracepoint => "tracepoint",
+            Backend::Notify => "notify",
         })
     }
 }
@@ -61,6 +67,10 @@ impl std::fmt::Display for Backend {
 pub enum Error {
     #[error("--probes lsm: {0}")]
     NoLsm(String),
+    #[error("--probes notify: {0}")]
+    NoNotify(String),
+    #[error("--probes notify: {0}")]
+    Audit(#[from] landlock_audit::Error),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {}", one_line(.source))]
@@ -79,6 +89,13 @@ pub enum Error {
 
 /// The raw tracepoint programs, named after their tracepoints.
 const RAW_TRACEPOINTS: [&str; 3] = ["sys_enter", "sys_exit", "sched_process_exec"];
+
+/// Of those, the ones on the syscall path. Registering a syscall tracepoint puts every task
+/// of the machine on the kernel's slow syscall path (`SYSCALL_WORK_SYSCALL_TRACEPOINT`,
+/// kernel/tracepoint.c `syscall_regfunc`), whatever the program then filters: they are
+/// attached only while at least one agent is watched, so an idle daemon costs the host
+/// nothing.
+const SYSCALL_TRACEPOINTS: [&str; 2] = ["sys_enter", "sys_exit"];
 
 /// The BPF LSM programs, named after their hooks.
 const LSM_HOOKS: [&str; 3] = ["bprm_check_security", "file_open", "socket_connect"];
@@ -103,11 +120,15 @@ pub struct Probes {
     pub cwd_walk: Option<String>,
     /// The attachments, owned here so that their release can be handed off (see `Drop`).
     links: Vec<Box<dyn Send>>,
+    /// The syscall tracepoints' links, while an agent is watched (`SYSCALL_TRACEPOINTS`).
+    syscalls: Vec<Box<dyn Send>>,
     /// Per watched cgroup: its socket-hook links and the map entries put there for it, so
     /// that a daemon can stop watching an agent and replace its deny rules on reload.
     watched: Table<u64, Watched>,
     /// The daemon's: where enforcing links are pinned (`PIN_DIR`).
     pins: Option<PathBuf>,
+    /// The notify backend's reader of Landlock's audit records.
+    pub audit: Option<landlock_audit::AuditLog>,
 }
 
 /// What `watch` and `deny` put into the kernel for one agent.
@@ -152,7 +173,7 @@ impl ProbePlan {
             net_deny: plan.net_deny.clone(),
             deny_open: match backend {
                 Backend::Lsm => plan.secret_paths(&crate::sandbox::carve::RealFs),
-                Backend::Tracepoint => Vec::new(),
+                Backend::Tracepoint | Backend::Notify => Vec::new(),
             },
             deny_exec: plan.deny_exec.clone(),
         }
@@ -167,6 +188,7 @@ impl Drop for Probes {
     /// after governor has gone; governor's own copies then close at once.
     fn drop(&mut self) {
         let mut links = std::mem::take(&mut self.links);
+        links.append(&mut self.syscalls);
         links.extend(self.watched.drain().flat_map(|(_, watched)| watched.links));
         if links.is_empty() {
             return;
@@ -211,6 +233,14 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     ebpf.program_mut(name).ok_or(Error::Missing(name))?.try_into().map_err(|source| Error::Program { name, source })
+}
+
+/// Attaches the (loaded) raw tracepoint program `name` to the tracepoint of that name.
+fn attach_raw(ebpf: &mut Ebpf, name: &'static str) -> Result<Box<dyn Send>, Error> {
+    let program: &mut RawTracePoint = program(ebpf, name)?;
+    let id = program.attach(name).map_err(|source| Error::Program { name, source })?;
+    let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
+    Ok(Box::new(link))
 }
 
 /// Totals of the per-CPU counters.
@@ -259,6 +289,17 @@ impl Probes {
         match choice {
             Choice::Off => Ok(None),
             Choice::Tracepoint => load(Backend::Tracepoint).map(Some),
+            Choice::Notify => {
+                let abi = crate::sandbox::landlock::kernel_abi();
+                if abi < 7 {
+                    return Err(Error::NoNotify(format!(
+                        "Landlock's audit records need Landlock ABI 7 (Linux 6.15); this kernel has ABI {abi}"
+                    )));
+                }
+                let mut probes = load(Backend::Notify)?;
+                probes.audit = Some(landlock_audit::AuditLog::open()?);
+                Ok(Some(probes))
+            }
             Choice::Lsm => match bpf_lsm_active() {
                 Some(true) => load(Backend::Lsm).map(Some).map_err(|error| Error::NoLsm(error.to_string())),
                 Some(false) => Err(Error::NoLsm(
@@ -356,11 +397,8 @@ impl Probes {
                 }
             }
         }
-        for name in RAW_TRACEPOINTS {
-            let program: &mut RawTracePoint = program(&mut ebpf, name)?;
-            let id = program.attach(name).map_err(|source| Error::Program { name, source })?;
-            let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
-            links.push(Box::new(link));
+        for name in RAW_TRACEPOINTS.into_iter().filter(|name| !SYSCALL_TRACEPOINTS.contains(name)) {
+            links.push(attach_raw(&mut ebpf, name)?);
         }
         for name in SOCK_ADDR {
             let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
@@ -372,8 +410,10 @@ impl Probes {
             fallback: None,
             cwd_walk: None,
             links,
+            syscalls: Vec::new(),
             watched: Table::new(),
             pins: pins.map(Path::to_path_buf),
+            audit: None,
         })
     }
 
@@ -410,6 +450,34 @@ impl Probes {
     /// probes report its events, the socket hooks enforce its UDP and destination rules, and
     /// (LSM) its secrets and denied programs are refused by inode.
     pub fn watch(
+        &mut self,
+        cgroup_id: u64,
+        agent: &str,
+        cgroup_dir: &File,
+        slot: AgentSlot,
+        plan: &ProbePlan,
+    ) -> Result<(), Error> {
+        // Before the agent is in the agents map: its first syscall is seen. The notify
+        // backend has none.
+        let attach = if self.backend == Backend::Notify { Ok(()) } else { self.attach_syscalls() };
+        let result = attach.and_then(|()| self.watch_cgroup(cgroup_id, agent, cgroup_dir, slot, plan));
+        if result.is_err() && self.watched.is_empty() {
+            self.syscalls.clear();
+        }
+        result
+    }
+
+    fn attach_syscalls(&mut self) -> Result<(), Error> {
+        if self.syscalls.is_empty() {
+            for name in SYSCALL_TRACEPOINTS {
+                let link = attach_raw(&mut self.ebpf, name)?;
+                self.syscalls.push(link);
+            }
+        }
+        Ok(())
+    }
+
+    fn watch_cgroup(
         &mut self,
         cgroup_id: u64,
         agent: &str,
@@ -477,6 +545,9 @@ impl Probes {
     /// Stops watching an agent: its events are no longer reported, its map entries are
     /// removed and its socket-hook links released. Unknown ids are ignored.
     pub fn unwatch(&mut self, cgroup_id: u64) {
+        if let Some(audit) = self.audit.as_mut() {
+            audit.unwatch(cgroup_id);
+        }
         if let Ok(mut agents) = self.map::<HashMap<_, u64, AgentSlot>>("AGENTS") {
             let _ = agents.remove(&cgroup_id);
         }
@@ -493,6 +564,15 @@ impl Probes {
         if let Some(dir) = &watched.pin_dir {
             remove_pins(dir);
         }
+        if self.watched.is_empty() {
+            // The last agent is gone: the host leaves the slow syscall path.
+            self.syscalls.clear();
+        }
+    }
+
+    /// Whether the syscall tracepoints are attached now (an agent is watched).
+    pub fn syscalls_attached(&self) -> bool {
+        !self.syscalls.is_empty()
     }
 
     /// Puts the kernel's share of the policy's deny rules into the maps for the agent's

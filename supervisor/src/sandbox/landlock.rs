@@ -82,7 +82,10 @@ impl Plan {
     /// The kernel ruleset for this plan on a kernel with Landlock ABI `kernel_abi`. Parts the
     /// kernel lacks are left out (the caller has decided that this is acceptable); everything
     /// requested is then a hard requirement, so nothing is dropped silently.
-    pub fn build(&self, kernel_abi: i32) -> Result<Option<RulesetCreated>, Error> {
+    /// The rule set, not yet applied. `log_new_exec`: Landlock logs the domain's denials
+    /// after the agent's `exec` too (`LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON`, ABI 7), for
+    /// the backend that reads them from the audit log.
+    pub fn build(&self, kernel_abi: i32, log_new_exec: bool) -> Result<Option<RulesetCreated>, Error> {
         if !self.enforce || kernel_abi < 1 {
             return Ok(None);
         }
@@ -106,6 +109,9 @@ impl Plan {
             }
         }
         let mut created = ruleset.create()?;
+        if log_new_exec {
+            created = created.log_new_exec(true)?;
+        }
         let mut opener = Opener::default();
         for rule in &self.paths {
             let mut access = rights(&rule.access, abi);

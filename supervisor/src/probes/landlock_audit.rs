@@ -1,0 +1,523 @@
+//! Landlock's own audit records (Linux 6.15+, Landlock ABI 7): what Landlock refused an
+//! agent, read from the kernel's audit multicast group, without a syscall tracepoint.
+//!
+//! The agent's domain is created with `LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON` (governor
+//! restricts itself before `exec`, and by default only denials before the next exec are
+//! logged). Each denial is a `LANDLOCK_ACCESS` record (`domain=ID blockers=fs.read_file
+//! path="/etc/shadow" dev="vda" ino=1196049`); the first one of a domain is followed by a
+//! `LANDLOCK_DOMAIN` record naming the process that created it (`pid=`): the agent's first
+//! process, which is how a domain is tied to its agent (security/landlock/audit.c).
+//!
+//! The records exist only while audit is enabled (`audit_enabled`): governor enables it and
+//! leaves it enabled (another governor may be reading). Enabling it sets
+//! `audit_ever_enabled` for good, and from then on every task forked gets a syscall audit
+//! context and the kernel's slow syscall path unless the task filter says `never`
+//! (kernel/auditsc.c `audit_alloc`): the `never,task` rule goes in before audit is
+//! enabled, and stays when governor leaves (taking it out would tax every later task of
+//! the machine). Without syscall contexts the access records carry no pid of their own:
+//! an event is the agent's, reported with the pid of the agent's first process.
+//!
+//! With no audit daemon registered, kauditd also prints each record to the kernel log
+//! (rate-limited), as the kernel does for every record it cannot hand to auditd.
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+use governor_common::{EventHeader, kind, source, verdict};
+
+use super::events::Event;
+
+/// include/uapi/linux/audit.h
+const AUDIT_GET: u16 = 1000;
+const AUDIT_SET: u16 = 1001;
+const AUDIT_ADD_RULE: u16 = 1011;
+const AUDIT_LANDLOCK_ACCESS: u16 = 1423;
+const AUDIT_LANDLOCK_DOMAIN: u16 = 1424;
+const AUDIT_STATUS_ENABLED: u32 = 1;
+const AUDIT_STATUS_BACKLOG_LIMIT: u32 = 0x10;
+/// The backlog auditd's own rules ask for (`-b 8192`); the kernel's default of 64 drops
+/// records in a burst of refusals (Landlock logs with GFP_ATOMIC and does not wait).
+const BACKLOG: u32 = 8192;
+const AUDIT_FILTER_TASK: u32 = 0x01;
+const AUDIT_NEVER: u32 = 0;
+const AUDIT_BITMASK_SIZE: usize = 64;
+const AUDIT_MAX_FIELDS: usize = 64;
+/// The read-only multicast group (needs CAP_AUDIT_READ).
+const AUDIT_NLGRP_READLOG: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("audit netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("audit netlink {what}: {errno}")]
+    Request { what: &'static str, errno: nix::errno::Errno },
+}
+
+/// `struct audit_status` (the fields up to `backlog_wait_time_actual`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct AuditStatus {
+    mask: u32,
+    enabled: u32,
+    failure: u32,
+    pid: u32,
+    rate_limit: u32,
+    backlog_limit: u32,
+    lost: u32,
+    backlog: u32,
+    feature_bitmap: u32,
+    backlog_wait_time: u32,
+    backlog_wait_time_actual: u32,
+}
+
+/// `struct audit_rule_data` without its trailing buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct AuditRuleData {
+    flags: u32,
+    action: u32,
+    field_count: u32,
+    mask: [u32; AUDIT_BITMASK_SIZE],
+    fields: [u32; AUDIT_MAX_FIELDS],
+    values: [u32; AUDIT_MAX_FIELDS],
+    fieldflags: [u32; AUDIT_MAX_FIELDS],
+    buflen: u32,
+}
+
+/// The reader of Landlock's audit records, and which agent each domain is.
+pub struct AuditLog {
+    /// Bound to the read-only multicast group; non-blocking.
+    group: OwnedFd,
+    /// The kernel's count of records it could not queue, when last read.
+    lost: u32,
+    /// When `lost` was last read.
+    lost_read: std::time::Instant,
+    /// The first process of each watched agent, with its cgroup id.
+    agents: HashMap<u32, u64>,
+    /// Landlock domain id to (cgroup id, first pid), from `LANDLOCK_DOMAIN` records.
+    domains: HashMap<u64, (u64, u32)>,
+    /// Access records of domains whose `LANDLOCK_DOMAIN` record has not been read yet.
+    pending: Vec<(u64, Denial)>,
+    /// Records read so far.
+    received: u64,
+}
+
+fn netlink_socket() -> Result<OwnedFd, Error> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, libc::NETLINK_AUDIT)
+    };
+    if fd < 0 {
+        return Err(Error::Socket(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a descriptor just returned by socket(2), owned from here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends one audit request and waits for its acknowledgement (or, for `AUDIT_GET`, the
+/// status); returns the status for `AUDIT_GET`.
+fn request<T: Copy>(what: &'static str, kind: u16, payload: &T) -> Result<Option<AuditStatus>, Error> {
+    // The kernel answers a request on the socket it came from: a blocking one of its own.
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_AUDIT) };
+    if fd < 0 {
+        return Err(Error::Socket(std::io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let header = size_of::<libc::nlmsghdr>();
+    let mut message = vec![0u8; header + size_of::<T>()];
+    let nlmsghdr = libc::nlmsghdr {
+        nlmsg_len: message.len() as u32,
+        nlmsg_type: kind,
+        nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+        nlmsg_seq: 1,
+        nlmsg_pid: 0,
+    };
+    // SAFETY: both are plain-old-data, copied into a buffer of their combined size.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&raw const nlmsghdr).cast::<u8>(), message.as_mut_ptr(), header);
+        std::ptr::copy_nonoverlapping(
+            (payload as *const T).cast::<u8>(),
+            message.as_mut_ptr().add(header),
+            size_of::<T>(),
+        );
+    }
+    // SAFETY: a zeroed sockaddr_nl is the kernel's address.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: sendto(2) with a buffer and address of the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            message.as_ptr().cast(),
+            message.len(),
+            0,
+            (&raw const kernel).cast(),
+            size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(Error::Request { what, errno: nix::errno::Errno::last() });
+    }
+    let mut status = None;
+    let mut buffer = vec![0u8; 8192];
+    loop {
+        // SAFETY: recv(2) into a buffer of the length given.
+        let len = unsafe { libc::recv(socket.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+        if len < 0 {
+            return Err(Error::Request { what, errno: nix::errno::Errno::last() });
+        }
+        for (kind, body) in messages(&buffer[..len as usize]) {
+            if kind == libc::NLMSG_ERROR as u16 {
+                let code =
+                    body.get(..4).map_or(0, |bytes| i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+                if code != 0 {
+                    return Err(Error::Request { what, errno: nix::errno::Errno::from_raw(-code) });
+                }
+                if kind != AUDIT_GET || status.is_some() {
+                    return Ok(status);
+                }
+            } else if kind == AUDIT_GET && body.len() >= size_of::<AuditStatus>() {
+                // SAFETY: length checked; AuditStatus is plain-old-data.
+                status = Some(unsafe { std::ptr::read_unaligned(body.as_ptr().cast::<AuditStatus>()) });
+                return Ok(status);
+            }
+        }
+    }
+}
+
+/// The netlink messages in `buffer`: (type, payload).
+fn messages(buffer: &[u8]) -> Vec<(u16, &[u8])> {
+    let header = size_of::<libc::nlmsghdr>();
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset + header <= buffer.len() {
+        // SAFETY: at least a header's length remains; nlmsghdr is plain-old-data.
+        let nlmsghdr = unsafe { std::ptr::read_unaligned(buffer[offset..].as_ptr().cast::<libc::nlmsghdr>()) };
+        let len = nlmsghdr.nlmsg_len as usize;
+        if len < header || offset + len > buffer.len() {
+            // Audit multicast records carry the payload's length only; take what is there.
+            out.push((nlmsghdr.nlmsg_type, &buffer[offset + header..]));
+            break;
+        }
+        out.push((nlmsghdr.nlmsg_type, &buffer[offset + header..offset + len]));
+        offset += (len + 3) & !3;
+    }
+    out
+}
+
+impl AuditLog {
+    /// Puts the `never,task` rule in (if it is not), enables audit (if it is not) and joins
+    /// the read-only multicast group.
+    pub fn open() -> Result<AuditLog, Error> {
+        let rule = AuditRuleData {
+            flags: AUDIT_FILTER_TASK,
+            action: AUDIT_NEVER,
+            field_count: 0,
+            mask: [u32::MAX; AUDIT_BITMASK_SIZE],
+            fields: [0; AUDIT_MAX_FIELDS],
+            values: [0; AUDIT_MAX_FIELDS],
+            fieldflags: [0; AUDIT_MAX_FIELDS],
+            buflen: 0,
+        };
+        match request("adding the never,task rule", AUDIT_ADD_RULE, &rule) {
+            Ok(_) | Err(Error::Request { errno: nix::errno::Errno::EEXIST, .. }) => {}
+            Err(error) => return Err(error),
+        }
+        let group = netlink_socket()?;
+        // SAFETY: a zeroed sockaddr_nl, then the group set.
+        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        address.nl_family = libc::AF_NETLINK as u16;
+        address.nl_groups = 1 << (AUDIT_NLGRP_READLOG - 1);
+        // SAFETY: bind(2) with an address of the length given.
+        if unsafe { libc::bind(group.as_raw_fd(), (&raw const address).cast(), size_of::<libc::sockaddr_nl>() as u32) }
+            != 0
+        {
+            return Err(Error::Request {
+                what: "joining the read-only multicast group",
+                errno: nix::errno::Errno::last(),
+            });
+        }
+        let status = request("reading the status", AUDIT_GET, &AuditStatus::default())?.unwrap_or_default();
+        // Audit stays enabled when governor goes: another governor may be reading, and
+        // turning it off would silence it.
+        if status.enabled == 0 {
+            let set = AuditStatus { mask: AUDIT_STATUS_ENABLED, enabled: 1, ..AuditStatus::default() };
+            request("enabling audit", AUDIT_SET, &set)?;
+        }
+        if status.backlog_limit < BACKLOG {
+            let set =
+                AuditStatus { mask: AUDIT_STATUS_BACKLOG_LIMIT, backlog_limit: BACKLOG, ..AuditStatus::default() };
+            request("raising the backlog limit", AUDIT_SET, &set)?;
+        }
+        Ok(AuditLog {
+            group,
+            lost: status.lost,
+            lost_read: std::time::Instant::now(),
+            agents: HashMap::new(),
+            domains: HashMap::new(),
+            pending: Vec::new(),
+            received: 0,
+        })
+    }
+
+    /// Records read so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Ties the Landlock domain that process `pid` creates (an agent's first process) to
+    /// the agent in cgroup `cgroup_id`.
+    pub fn watch(&mut self, pid: u32, cgroup_id: u64) {
+        self.agents.insert(pid, cgroup_id);
+    }
+
+    pub fn unwatch(&mut self, cgroup_id: u64) {
+        self.agents.retain(|_, id| *id != cgroup_id);
+        self.domains.retain(|_, (id, _)| *id != cgroup_id);
+    }
+
+    /// The records that arrived, as events of the watched agents.
+    pub fn drain(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut buffer = vec![0u8; 9000];
+        loop {
+            // SAFETY: recv(2) into a buffer of the length given, non-blocking socket.
+            let len = unsafe { libc::recv(self.group.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+            if len <= 0 {
+                break;
+            }
+            self.received += 1;
+            for (kind, body) in messages(&buffer[..len as usize]) {
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim_end_matches('\0');
+                match kind {
+                    AUDIT_LANDLOCK_DOMAIN => {
+                        if let Some((domain, pid)) = parse_domain(text)
+                            && let Some(cgroup_id) = self.agents.get(&pid)
+                        {
+                            self.domains.insert(domain, (*cgroup_id, pid));
+                        }
+                    }
+                    AUDIT_LANDLOCK_ACCESS => {
+                        if let Some(access) = parse_access(text) {
+                            self.pending.push(access);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // The access record that allocates a domain comes before the domain's record.
+        let pending = std::mem::take(&mut self.pending);
+        for (domain, denial) in pending {
+            match self.domains.get(&domain) {
+                Some((cgroup_id, pid)) => events.push(denial.event(*cgroup_id, *pid)),
+                // Another process's domain (not an agent of this governor), or one whose
+                // record is still to come: kept for one more drain at most.
+                None if !denial.seen_once => self.pending.push((domain, Denial { seen_once: true, ..denial })),
+                None => {}
+            }
+        }
+        events
+    }
+}
+
+impl AuditLog {
+    /// Records the kernel could not queue since the last call (read at most every 100 ms):
+    /// the kernel counts them for every process, so each is reported as possibly an
+    /// agent's.
+    pub fn lost(&mut self) -> u64 {
+        if self.lost_read.elapsed() < std::time::Duration::from_millis(100) {
+            return 0;
+        }
+        self.lost_read = std::time::Instant::now();
+        let Ok(Some(status)) = request("reading the status", AUDIT_GET, &AuditStatus::default()) else { return 0 };
+        let fresh = status.lost.wrapping_sub(self.lost);
+        self.lost = status.lost;
+        u64::from(fresh)
+    }
+}
+
+/// One `LANDLOCK_ACCESS` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub blockers: Vec<String>,
+    pub path: String,
+    pub ino: u64,
+    /// `daddr`/`dest` of a refused TCP connect.
+    pub dest: Option<(std::net::IpAddr, u16)>,
+    seen_once: bool,
+}
+
+/// `audit(…): domain=15fb0c426 status=allocated mode=enforcing pid=27881 …` → (domain, pid).
+pub fn parse_domain(text: &str) -> Option<(u64, u32)> {
+    let domain = u64::from_str_radix(field(text, "domain")?, 16).ok()?;
+    if field(text, "status")? != "allocated" {
+        return None;
+    }
+    Some((domain, field(text, "pid")?.parse().ok()?))
+}
+
+/// `audit(…): domain=15fb0c426 blockers=fs.read_file path="/etc/shadow" dev="vda" ino=1196049`.
+pub fn parse_access(text: &str) -> Option<(u64, Denial)> {
+    let domain = u64::from_str_radix(field(text, "domain")?, 16).ok()?;
+    let blockers = field(text, "blockers")?.split(',').map(str::to_owned).collect();
+    let path = field(text, "path").or_else(|| field(text, "name")).map(unquote).unwrap_or_default();
+    let ino = field(text, "ino").and_then(|ino| ino.parse().ok()).unwrap_or(0);
+    let dest = match (field(text, "daddr"), field(text, "dest")) {
+        (Some(addr), Some(port)) => Some((addr.parse().ok()?, port.parse().ok()?)),
+        _ => None,
+    };
+    Some((domain, Denial { blockers, path, ino, dest, seen_once: false }))
+}
+
+/// The value of ` name=` in an audit record (quoted values keep their quotes).
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let start = text.find(&format!(" {name}=")).map(|at| at + name.len() + 2)?;
+    let rest = &text[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let end = quoted.find('"')?;
+        return Some(&rest[..end + 2]);
+    }
+    Some(rest.split(' ').next().unwrap_or(rest))
+}
+
+/// A path as audit logs it: `"…"`, or hex when it has a space, a quote or a control
+/// character (kernel/audit.c `audit_log_untrustedstring`).
+fn unquote(value: &str) -> String {
+    if let Some(inner) = value.strip_prefix('"').and_then(|value| value.strip_suffix('"')) {
+        return inner.to_owned();
+    }
+    let bytes: Option<Vec<u8>> = (0..value.len() / 2)
+        .map(|index| value.get(index * 2..index * 2 + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect();
+    bytes.map_or_else(|| value.to_owned(), |bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// x86-64 syscall numbers `fs_op_name` names a refused change by.
+fn fs_syscall(blocker: &str) -> Option<u32> {
+    Some(match blocker {
+        "fs.make_dir" => 83,
+        "fs.remove_dir" => 84,
+        "fs.remove_file" => 87,
+        "fs.make_sym" => 88,
+        "fs.make_char" | "fs.make_block" | "fs.make_sock" | "fs.make_fifo" => 133,
+        "fs.refer" => 82,
+        _ => return None,
+    })
+}
+
+impl Denial {
+    /// The event the tracepoint backend reports for the same refusal: an open, an exec, a
+    /// change of the filesystem or a connect, refused with `EACCES`.
+    pub fn event(&self, cgroup_id: u64, pid: u32) -> Event {
+        let is = |name: &str| self.blockers.iter().any(|blocker| blocker == name);
+        let header = |event_kind: u32| EventHeader {
+            kind: event_kind,
+            result: -libc::EACCES,
+            ktime_ns: ktime_ns(),
+            pid,
+            tgid: pid,
+            uid: 0,
+            verdict: verdict::OBSERVED,
+            source: source::LANDLOCK_AUDIT,
+            cgroup_id,
+        };
+        if is("net.connect_tcp") {
+            let (addr, port) = self.dest.map_or((None, 0), |(addr, port)| (Some(addr), port));
+            let family = match addr {
+                Some(std::net::IpAddr::V6(_)) => libc::AF_INET6,
+                _ => libc::AF_INET,
+            } as u16;
+            return Event::Net {
+                header: header(kind::CONNECT),
+                family,
+                port,
+                sock_type: libc::SOCK_STREAM as u16,
+                addr,
+            };
+        }
+        if is("fs.execute") {
+            return Event::Exec {
+                header: header(kind::EXEC),
+                filename: self.path.clone(),
+                argv: Vec::new(),
+                aka: Vec::new(),
+            };
+        }
+        if let Some(syscall) = self.blockers.iter().find_map(|blocker| fs_syscall(blocker)) {
+            return Event::Fs {
+                header: header(kind::FS),
+                syscall,
+                dirfd: libc::AT_FDCWD,
+                path: self.path.clone(),
+                dirfd2: libc::AT_FDCWD,
+                path2: String::new(),
+                aka: Vec::new(),
+            };
+        }
+        let write = is("fs.write_file") || is("fs.truncate") || is("fs.make_reg");
+        let flags = if write { libc::O_WRONLY as u32 } else { libc::O_RDONLY as u32 };
+        Event::Open {
+            header: header(kind::OPEN),
+            flags,
+            dirfd: libc::AT_FDCWD,
+            dev: 0,
+            ino: self.ino,
+            path: self.path.clone(),
+            aka: Vec::new(),
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock of the programs' `bpf_ktime_get_ns`.
+fn ktime_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |now| now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHADOW: &str =
+        r#"audit(1796176890.590:971): domain=15fb0c426 blockers=fs.read_file path="/etc/shadow" dev="vda" ino=1196049"#;
+
+    #[test]
+    fn access_records_become_the_tracepoint_backends_events() {
+        let (domain, denial) = parse_access(SHADOW).unwrap_or_else(|| panic!("no parse"));
+        assert_eq!(domain, 0x15fb0c426);
+        let Event::Open { header, path, ino, flags, .. } = denial.event(7, 42) else { panic!("{denial:?}") };
+        assert_eq!(
+            (path.as_str(), ino, flags, header.result, header.cgroup_id, header.tgid),
+            ("/etc/shadow", 1196049, 0, -libc::EACCES, 7, 42)
+        );
+        let exec = r#"audit(1.598:972): domain=15fb0c426 blockers=fs.execute,fs.read_file path="/tmp/x/flood" dev="vda" ino=1"#;
+        let (_, denial) = parse_access(exec).unwrap_or_else(|| panic!("no parse"));
+        assert!(matches!(denial.event(7, 42), Event::Exec { filename, .. } if filename == "/tmp/x/flood"));
+        let mkdir = r#"audit(1.602:976): domain=15fb0c426 blockers=fs.make_dir path="/tmp/x" dev="vda" ino=2"#;
+        let (_, denial) = parse_access(mkdir).unwrap_or_else(|| panic!("no parse"));
+        assert!(matches!(denial.event(7, 42), Event::Fs { syscall: 83, .. }));
+        let connect = r#"audit(1.7:980): domain=15fb0c426 blockers=net.connect_tcp daddr=127.0.0.1 dest=9"#;
+        let (_, denial) = parse_access(connect).unwrap_or_else(|| panic!("no parse"));
+        let Event::Net { addr, port, .. } = denial.event(7, 42) else { panic!("{denial:?}") };
+        assert_eq!((addr.map(|addr| addr.to_string()), port), (Some("127.0.0.1".to_owned()), 9));
+    }
+
+    #[test]
+    fn domain_records_name_the_process_that_made_the_domain() {
+        let text = r#"audit(1796176890.586:969): domain=15fb0c426 status=allocated mode=enforcing pid=27881 uid=0 exe="/tmp/ll" comm="ll""#;
+        assert_eq!(parse_domain(text), Some((0x15fb0c426, 27881)));
+        assert_eq!(parse_domain("audit(1.6:980): domain=15fb0c426 status=deallocated denials=8"), None);
+    }
+
+    #[test]
+    fn paths_with_spaces_come_in_hex() {
+        assert_eq!(unquote("2F746D702F6120622E747874"), "/tmp/a b.txt");
+        assert_eq!(unquote("\"/etc/shadow\""), "/etc/shadow");
+    }
+}

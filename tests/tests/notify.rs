@@ -1,0 +1,156 @@
+//! The `notify` backend: no syscall tracepoint, so the host pays nothing while an agent
+//! runs. Landlock's refusals come from its audit records (Landlock ABI 7), execs from
+//! `sched_process_exec`; each is reported as the tracepoint backend reports it, so the
+//! trace, the audit rows and the rules see the same facts.
+
+use std::{
+    fs,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use governor_tests::{governor_bin, landlock_abi, require, scene, stderr, syscall_tracepoint_links};
+use serde_json::Value;
+
+#[test]
+fn landlock_refusals_are_reported_without_a_syscall_tracepoint() {
+    require!("landlock_refusals_are_reported_without_a_syscall_tracepoint");
+    if landlock_abi() < 7 {
+        println!("skipping landlock_refusals_are_reported_without_a_syscall_tracepoint: Landlock ABI 7 needed");
+        return;
+    }
+    let scene = scene!();
+    let store = scene.root.join("audit.db");
+    let id = format!("notify-{}", std::process::id());
+    // A file that no ring below admin may read, refused by Landlock itself (the secrets of
+    // the home and /etc are masked in the agent's mount namespace, a refusal of the file
+    // permissions that Landlock never sees: not reported by this backend).
+    let refused = tempfile::Builder::new()
+        .prefix("governor-notify-")
+        .tempfile_in("/var/log")
+        .unwrap_or_else(|error| panic!("{error}"));
+    let key = refused.path().to_path_buf();
+    let program = scene.outside.join("prog");
+    fs::copy("/bin/true", &program).unwrap_or_else(|error| panic!("{error}"));
+    let attempt = scene.attempt.display().to_string();
+    let script = format!(
+        "echo > ready; while [ ! -e go ]; do sleep 0.05; done; cat {key}; {attempt} exec {program}; \
+         {attempt} tcp-connect 9; {attempt} mkdir {dir}; cat /etc/hostname",
+        key = key.display(),
+        program = program.display(),
+        dir = scene.outside.join("new").display(),
+    );
+    let child = Command::new(governor_bin())
+        .arg("--audit-db")
+        .arg(&store)
+        .args(["run", "--trust", "medium", "--probes", "notify", "--trace", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", &scene.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scene.workspace.join("ready").exists() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The agent runs: its supervisor holds no syscall tracepoint.
+    assert_eq!(syscall_tracepoint_links(child.id() as i32), 0);
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    let text = stderr(&out);
+    let events: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let find = |kind: &str, what: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .find(|event| event["kind"] == kind && what(event))
+            .unwrap_or_else(|| panic!("no {kind} event: {text}"))
+            .clone()
+    };
+    let open = find("open", &|event| event["path"] == key.display().to_string());
+    assert_eq!((open["result"].as_str(), open["source"].as_str()), (Some("EACCES"), Some("landlock-audit")), "{open}");
+    let exec = find("exec", &|event| event["path"] == program.display().to_string());
+    assert_eq!(exec["result"], "EACCES", "{exec}");
+    let connect = find("connect", &|event| event["port"] == 9);
+    assert_eq!(
+        (connect["result"].as_str(), connect["addr"].as_str()),
+        (Some("EACCES"), Some("127.0.0.1")),
+        "{connect}"
+    );
+    let mkdir = find("mkdir", &|event| event["path"] == scene.outside.display().to_string());
+    assert_eq!(mkdir["result"], "EACCES", "{mkdir}");
+    // Allowed execs come from sched_process_exec.
+    let cat = find("execed", &|event| event["path"].as_str().is_some_and(|path| path.ends_with("/cat")));
+    assert_eq!(cat["result"], "ok", "{cat}");
+    // The refused open is an audit row like the tracepoint backend's.
+    let query = Command::new(governor_bin())
+        .arg("--audit-db")
+        .arg(&store)
+        .args(["audit", "query", "--agent", &id, "--kind", "open", "--format", "jsonl"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(query.status.code(), Some(0), "{}", stderr(&query));
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&query.stdout).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    assert!(rows.iter().any(|row| row["path"] == key.display().to_string() && row["result"] == "EACCES"), "{rows:?}");
+}
+
+#[test]
+fn a_daemon_does_not_run_the_notify_backend_yet() {
+    require!("a_daemon_does_not_run_the_notify_backend_yet");
+    let out = Command::new(governor_bin())
+        .args(["--socket", "/run/governor/notify-test.sock", "daemon", "--probes", "notify"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--probes notify: standalone runs only"), "{}", stderr(&out));
+}
+
+#[test]
+fn landlock_records_of_another_process_are_not_the_agents() {
+    require!("landlock_records_of_another_process_are_not_the_agents");
+    if landlock_abi() < 7 {
+        println!("skipping landlock_records_of_another_process_are_not_the_agents: Landlock ABI 7 needed");
+        return;
+    }
+    let scene = scene!();
+    let refused = |name: &str| {
+        tempfile::Builder::new().prefix(name).tempfile_in("/var/log").unwrap_or_else(|error| panic!("{error}"))
+    };
+    let (mine, theirs) = (refused("governor-notify-mine-"), refused("governor-notify-theirs-"));
+    // Two agents read the same audit multicast group; each must get only its own refusal.
+    let spawn = |file: &std::path::Path, gate: &str| {
+        Command::new(governor_bin())
+            .arg("--audit-db")
+            .arg(scene.root.join(format!("{gate}.db")))
+            .args(["run", "--trust", "medium", "--probes", "notify", "--trace", "--workspace"])
+            .arg(&scene.workspace)
+            .args(["--", "sh", "-c", &format!("while [ ! -e {gate} ]; do sleep 0.05; done; cat {}", file.display())])
+            .env("HOME", &scene.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    let first = spawn(mine.path(), "first");
+    let second = spawn(theirs.path(), "second");
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(scene.workspace.join("first"), "").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(scene.workspace.join("second"), "").unwrap_or_else(|error| panic!("{error}"));
+    for (child, own, other) in [(first, mine.path(), theirs.path()), (second, theirs.path(), mine.path())] {
+        let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+        let text = stderr(&out);
+        let paths: Vec<String> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["kind"] == "open" && event["result"] == "EACCES")
+            .filter_map(|event| event["path"].as_str().map(str::to_owned))
+            .collect();
+        assert!(paths.contains(&own.display().to_string()), "{text}");
+        assert!(!paths.contains(&other.display().to_string()), "another agent's refusal: {text}");
+    }
+}
