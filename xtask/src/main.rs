@@ -8,6 +8,7 @@ mod bench;
 mod install;
 mod setup;
 mod vm;
+mod vm_bench;
 
 use std::{
     ffi::OsString,
@@ -54,6 +55,19 @@ enum Task {
         /// Run only these suites (test file names), e.g. `--suite escape`.
         #[arg(long)]
         suite: Vec<String>,
+        /// Run a benchmark in the VM instead of the suites: `host-tax` times an open+close
+        /// loop of a process outside any agent, with the daemon stopped and running.
+        #[arg(long, value_enum)]
+        bench: Option<VmBench>,
+        /// host-tax: rounds of interleaved runs.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// host-tax: open+close iterations per run.
+        #[arg(long, default_value_t = 50_000)]
+        opens: u64,
+        /// host-tax: the daemons' `--probes`, each timed idle and with one agent.
+        #[arg(long, value_delimiter = ',', default_value = "tracepoint,auto")]
+        probes: Vec<String>,
     },
     /// Build the release binary and install it, the systemd unit and the policies.
     Install {
@@ -80,6 +94,12 @@ enum Task {
         #[command(subcommand)]
         which: bench::Which,
     },
+}
+
+/// A benchmark run in the VM (`vm-test --bench`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum VmBench {
+    HostTax,
 }
 
 fn main() -> ExitCode {
@@ -113,7 +133,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             test(&root)?;
             Ok(ExitCode::SUCCESS)
         }
-        Task::VmTest { kernel, timeout, cpus, suite } => {
+        Task::VmTest { kernel, timeout, cpus, bench: Some(VmBench::HostTax), rounds, opens, probes, .. } => {
+            setup::all()?;
+            let boot = vm::Boot { kernel, cpus, timeout: Duration::from_secs(timeout) };
+            vm_bench::host_tax(&root, &boot, rounds, opens, &probes)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::VmTest { kernel, timeout, cpus, suite, bench: None, .. } => {
             setup::all()?;
             let mut tally = Tally::default();
             let boot = vm::Boot { kernel, cpus, timeout: Duration::from_secs(timeout) };
