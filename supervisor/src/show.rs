@@ -288,6 +288,13 @@ pub fn check(rings: Option<&Path>) -> i32 {
             if let Some(reason) = &probes.fallback {
                 println!("probes: BPF LSM programs do not load here: {reason}");
             }
+            match &probes.no_fentry {
+                Some(reason) => println!("probes: fentry programs do not load here: {reason}"),
+                None if probes.backend.fentry() => println!(
+                    "probes: events from fentry/fexit on the syscall functions (no syscall tracepoint: other processes pay only on the functions hooked)"
+                ),
+                None => {}
+            }
             Some(probes.backend)
         }
         Ok(None) => None,
