@@ -181,7 +181,7 @@ fn lsm_backend_flood_loses_nothing_silently() {
         [scene.attempt.as_os_str(), "flood".as_ref(), target.as_os_str(), opens.to_string().as_ref()],
     );
     let err = stderr(&output);
-    let line = err.lines().find(|line| line.starts_with("governor: probes (lsm)")).unwrap_or_else(|| panic!("{err}"));
+    let line = err.lines().find(|line| line.starts_with("governor: probes (lsm")).unwrap_or_else(|| panic!("{err}"));
     let numbers: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
         .filter(|part| !part.is_empty())
