@@ -288,13 +288,6 @@ pub fn check(rings: Option<&Path>) -> i32 {
             if let Some(reason) = &probes.fallback {
                 println!("probes: BPF LSM programs do not load here: {reason}");
             }
-            match &probes.no_fentry {
-                Some(reason) => println!("probes: fentry programs do not load here: {reason}"),
-                None if probes.backend.fentry() => println!(
-                    "probes: events from fentry/fexit on the syscall functions (no syscall tracepoint: other processes pay only on the functions hooked)"
-                ),
-                None => {}
-            }
             Some(probes.backend)
         }
         Ok(None) => None,
@@ -303,6 +296,15 @@ pub fn check(rings: Option<&Path>) -> i32 {
             None
         }
     };
+    // Not auto's choice yet; whether it would load here.
+    match crate::probes::Probes::load(crate::probes::Choice::Fentry) {
+        Ok(Some(probes)) => println!(
+            "probes: --probes fentry: {} backend loads (events from fentry/fexit on the syscall functions, not the syscall tracepoints)",
+            probes.backend
+        ),
+        Ok(None) => {}
+        Err(error) => println!("probes: {error}"),
+    }
     let source = RingSource::locate(rings);
     let mut code = 0;
     for trust in Trust::ALL {

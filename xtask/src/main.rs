@@ -66,7 +66,7 @@ enum Task {
         #[arg(long, default_value_t = 50_000)]
         opens: u64,
         /// host-tax: the daemons' `--probes`, each timed idle and with one agent.
-        #[arg(long, value_delimiter = ',', default_value = "tracepoint,auto")]
+        #[arg(long, value_delimiter = ',', default_value = "auto,fentry")]
         probes: Vec<String>,
     },
     /// Build the release binary and install it, the systemd unit and the policies.

@@ -1,10 +1,12 @@
 //! `cargo xtask vm-test --kernel K --bench host-tax`: what the probes cost a process that is
 //! not an agent, on a VM kernel (which runs BPF trampolines, unlike this machine's). Inside
 //! the VM, a process outside any agent times an open+close loop with no daemon, and with a
-//! daemon of each `--probes` choice running, idle and with one agent; the states are
-//! interleaved round by round (every other round in reverse order) and the medians compared
-//! on the host. Under software emulation every figure is slower than on hardware; the
-//! ratios are what the benchmark is for.
+//! daemon of each `--probes` choice running, idle and with one agent, and the same with the
+//! daemon (and the agent's `governor run`) stopped by SIGSTOP, which leaves the probes
+//! attached: what the kernel's programs cost apart from the daemon's own use of the one CPU.
+//! The states are interleaved round by round (every other round in reverse order) and the
+//! medians compared on the host. Under software emulation every figure is slower than on
+//! hardware; the ratios are what the benchmark is for.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -36,8 +38,15 @@ start_agent() {{
   done
 }}
 stop_agent() {{ kill $G; wait $G; }}
-with() {{ start_daemon $1; measure idle:$1; start_agent; measure agent:$1; stop_agent; stop_daemon; }}
-with_reversed() {{ start_daemon $1; start_agent; measure agent:$1; stop_agent; measure idle:$1; stop_daemon; }}
+paused() {{ kill -STOP $D $2; measure $1; kill -CONT $D $2; }}
+with() {{
+  start_daemon $1; measure idle:$1; paused paused-idle:$1
+  start_agent; measure agent:$1; paused paused-agent:$1 $G; stop_agent; stop_daemon
+}}
+with_reversed() {{
+  start_daemon $1; start_agent; paused paused-agent:$1 $G; measure agent:$1; stop_agent
+  paused paused-idle:$1; measure idle:$1; stop_daemon
+}}
 $A time-flood $F $N >/dev/null
 "
     );

@@ -34,12 +34,13 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// `--probes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Choice {
-    /// BPF LSM where the kernel has it; events from fentry where BPF trampolines load, else
-    /// from tracepoints.
+    /// BPF LSM where the kernel has it, events from the raw syscall tracepoints.
     Auto,
     /// BPF LSM required (events as with auto).
     Lsm,
-    /// Events from fentry/fexit required (BPF LSM as with auto).
+    /// Events from fentry/fexit on the syscall functions required, BPF LSM where the kernel
+    /// has it. Not the default yet: its cost to other processes was measured only under
+    /// software emulation, where it did not come out lower (BENCHMARKS.md).
     Fentry,
     /// Events from the raw syscall tracepoints, no BPF LSM.
     Tracepoint,
@@ -386,8 +387,8 @@ impl Probes {
     fn load_with(choice: Choice, pins: Option<&Path>, ring: Option<u32>) -> Result<Option<Probes>, Error> {
         let (lsm, fentry) = match choice {
             Choice::Off => return Ok(None),
-            Choice::Auto => (Want::Try, Want::Try),
-            Choice::Lsm => (Want::Must, Want::Try),
+            Choice::Auto => (Want::Try, Want::No),
+            Choice::Lsm => (Want::Must, Want::No),
             Choice::Fentry => (Want::Try, Want::Must),
             Choice::Tracepoint => (Want::No, Want::No),
         };
