@@ -28,8 +28,11 @@ pub mod source {
     pub const TRACEPOINT: u16 = 1;
     pub const LSM: u16 = 2;
     pub const CGROUP_SOCK_ADDR: u16 = 3;
+    /// fentry/fexit on the syscall functions: what the raw syscall tracepoints report, on
+    /// kernels that run BPF trampolines.
+    pub const FENTRY: u16 = 4;
     /// Landlock's audit records, read in userspace (the `notify` backend).
-    pub const LANDLOCK_AUDIT: u16 = 4;
+    pub const LANDLOCK_AUDIT: u16 = 5;
 }
 
 /// What the probe did about the operation.

@@ -273,7 +273,10 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         tracing::info!(reason = %reason, "no working-directory walk in the kernel");
     }
     if let Some(reason) = &probes.fallback {
-        tracing::info!(reason = %reason, "BPF LSM not used; tracepoint probes");
+        tracing::info!(reason = %reason, "BPF LSM not used");
+    }
+    if let Some(reason) = &probes.no_fentry {
+        tracing::info!(reason = %reason, "fentry not used; events from the raw syscall tracepoints");
     }
     let metrics_listener = match settings.options.metrics {
         Some(addr) => {

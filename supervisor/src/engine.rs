@@ -554,7 +554,7 @@ impl Engine {
         // from the arguments only this event carries.)
         if header.kind == governor_common::kind::EXEC
             && header.result == 0
-            && header.source == governor_common::source::TRACEPOINT
+            && matches!(header.source, governor_common::source::TRACEPOINT | governor_common::source::FENTRY)
             && matches!(event, Event::Exec { aka, .. } if aka.is_empty())
         {
             return Decision { action: Action::Allow, rule: None, index: None };

@@ -96,7 +96,9 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Policy(_) | Error::Unenforceable(_) | Error::User(_) => exit::USAGE,
             Error::Cgroup(cgroup::Error::NoCgroup2 | cgroup::Error::Exists { .. }) => exit::USAGE,
-            Error::Probes(probes::Error::NoLsm(_) | probes::Error::NoNotify(_)) => exit::USAGE,
+            Error::Probes(probes::Error::NoLsm(_) | probes::Error::NoFentry(_) | probes::Error::NoNotify(_)) => {
+                exit::USAGE
+            }
             // --socket names no daemon: nothing was started.
             Error::Daemon(crate::control::Error::Connect { .. }) => exit::USAGE,
             Error::Audit(audit::Error::Lost { .. }) => exit::FAILURE,
@@ -472,14 +474,11 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
     let Some((client, hello)) = crate::control::discover(request.socket.as_deref())? else {
         return Ok(None);
     };
-    let wanted = match request.probes {
-        probes::Choice::Lsm => Some(probes::Backend::Lsm),
-        probes::Choice::Tracepoint => Some(probes::Backend::Tracepoint),
-        probes::Choice::Auto | probes::Choice::Off | probes::Choice::Notify => None,
-    };
-    if let Some(wanted) = wanted.filter(|wanted| *wanted != hello.backend) {
+    if !request.probes.accepts(hello.backend) {
+        let wanted = clap::ValueEnum::to_possible_value(&request.probes);
         return Err(Error::Usage(format!(
-            "--probes {wanted}: the governor daemon at {} runs the {} probes (pass --standalone to load your own)",
+            "--probes {}: the governor daemon at {} runs the {} probes (pass --standalone to load your own)",
+            wanted.as_ref().map_or("?", clap::builder::PossibleValue::get_name),
             client.path.display(),
             hello.backend
         )));
@@ -548,6 +547,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 say!("governor: probes: {} backend", probes.backend);
                 if let Some(reason) = &probes.fallback {
                     say!("governor: probes: BPF LSM not used: {reason}");
+                }
+                if let Some(reason) = &probes.no_fentry {
+                    say!("governor: probes: events from the raw syscall tracepoints, fentry does not load: {reason}");
                 }
                 if let Some(reason) = &probes.cwd_walk {
                     say!("governor: probes: {reason}");

@@ -302,6 +302,15 @@ pub fn check(rings: Option<&Path>) -> i32 {
         abi if abi >= 7 => println!("probes: notify backend (no syscall tracepoint) available with --probes notify"),
         abi => println!("probes: notify backend unavailable: Landlock ABI {abi}, its audit records need ABI 7"),
     }
+    // Not auto's choice yet; whether it would load here.
+    match crate::probes::Probes::load(crate::probes::Choice::Fentry) {
+        Ok(Some(probes)) => println!(
+            "probes: --probes fentry: {} backend loads (events from fentry/fexit on the syscall functions, not the syscall tracepoints)",
+            probes.backend
+        ),
+        Ok(None) => {}
+        Err(error) => println!("probes: {error}"),
+    }
     let source = RingSource::locate(rings);
     let mut code = 0;
     for trust in Trust::ALL {

@@ -17,6 +17,12 @@ fn events(stderr: &str) -> Vec<Value> {
     stderr.lines().filter(|line| line.starts_with('{')).filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
 
+/// Whether `event` is a syscall's own report (raw syscall tracepoints, or fexit on the syscall
+/// functions where the kernel runs BPF trampolines), not a hook's decision.
+fn from_syscall(event: &Value) -> bool {
+    event["source"] == "tracepoint" || event["source"] == "fentry"
+}
+
 /// The closing summary: (produced, delivered, dropped).
 fn summary(stderr: &str) -> Option<(u64, u64, u64)> {
     let line = stderr.lines().find(|line| line.starts_with("governor: probes ("))?;
@@ -47,9 +53,7 @@ fn an_agent_s_exec_open_and_connect_are_reported_with_their_results() {
     let shell: u64 = stdout(&output).lines().next().and_then(|pid| pid.parse().ok()).unwrap_or_else(|| panic!("{err}"));
     let events = events(&err);
     let find = |kind: &str, path: &str| {
-        events.iter().find(|event| {
-            event["kind"] == kind && event["path"].as_str() == Some(path) && event["source"] == "tracepoint"
-        })
+        events.iter().find(|event| event["kind"] == kind && event["path"].as_str() == Some(path) && from_syscall(event))
     };
 
     let exec = find("exec", "/bin/true").unwrap_or_else(|| panic!("no exec of /bin/true in {err}"));
@@ -155,7 +159,7 @@ fn the_cgroup_socket_hooks_refuse_denied_destinations_with_eperm() {
             assert_eq!(refused["type"], "stream", "{err}");
         }
         // And the syscall's own report says what the agent saw.
-        let syscall = events.iter().find(|event| event["kind"] == "connect" && event["source"] == "tracepoint");
+        let syscall = events.iter().find(|event| event["kind"] == "connect" && from_syscall(event));
         assert_eq!(syscall.and_then(|event| event["result"].as_str()), Some("EPERM"), "{backend}: {err}");
     }
 }

@@ -8,6 +8,7 @@ mod bench;
 mod install;
 mod setup;
 mod vm;
+mod vm_bench;
 
 use std::{
     ffi::OsString,
@@ -54,6 +55,19 @@ enum Task {
         /// Run only these suites (test file names), e.g. `--suite escape`.
         #[arg(long)]
         suite: Vec<String>,
+        /// Run a benchmark in the VM instead of the suites: `host-tax` times an open+close
+        /// loop of a process outside any agent, with the daemon stopped and running.
+        #[arg(long, value_enum)]
+        bench: Option<VmBench>,
+        /// host-tax: rounds of interleaved runs.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// host-tax: open+close iterations per run.
+        #[arg(long, default_value_t = 50_000)]
+        opens: u64,
+        /// host-tax: the daemons' `--probes`, each timed idle and with one agent.
+        #[arg(long, value_delimiter = ',', default_value = "auto,fentry")]
+        probes: Vec<String>,
     },
     /// Build the release binary and install it, the systemd unit and the policies.
     Install {
@@ -80,6 +94,12 @@ enum Task {
         #[command(subcommand)]
         which: bench::Which,
     },
+}
+
+/// A benchmark run in the VM (`vm-test --bench`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum VmBench {
+    HostTax,
 }
 
 fn main() -> ExitCode {
@@ -113,7 +133,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             test(&root)?;
             Ok(ExitCode::SUCCESS)
         }
-        Task::VmTest { kernel, timeout, cpus, suite } => {
+        Task::VmTest { kernel, timeout, cpus, bench: Some(VmBench::HostTax), rounds, opens, probes, .. } => {
+            setup::all()?;
+            let boot = vm::Boot { kernel, cpus, timeout: Duration::from_secs(timeout) };
+            vm_bench::host_tax(&root, &boot, rounds, opens, &probes)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::VmTest { kernel, timeout, cpus, suite, bench: None, .. } => {
             setup::all()?;
             let mut tally = Tally::default();
             let boot = vm::Boot { kernel, cpus, timeout: Duration::from_secs(timeout) };
@@ -210,7 +236,8 @@ struct Suite {
 
 /// 6.1 has BPF LSM but Landlock ABI 2: the tests of what the LSM hooks add, with
 /// `--best-effort`. One thread: a test there waits for any agent to be running.
-const ON_6_1: &[Suite] = &[Suite { test: "lsm", env: "", args: "--test-threads=1" }];
+const ON_6_1: &[Suite] =
+    &[Suite { test: "lsm", env: "", args: "--test-threads=1" }, Suite { test: "fentry", env: "", args: "" }];
 
 /// 6.12 enforces every ring fully with BPF LSM: the escape suite with `--probes lsm`
 /// (`GOVERNOR_PROBES`, read by the tests' harness), then the end-to-end suites, whose
@@ -223,6 +250,7 @@ const ON_6_12: &[Suite] = &[
     Suite { test: "audit", env: "", args: "" },
     Suite { test: "daemon", env: "", args: "" },
     Suite { test: "lsm", env: "", args: "--test-threads=1" },
+    Suite { test: "fentry", env: "", args: "" },
 ];
 
 /// Host tools the suites run that busybox lacks or has in a form they cannot use (busybox's
@@ -321,7 +349,7 @@ fn vm_test(root: &Path, boot: &vm::Boot, only: &[String], tally: &mut Tally) -> 
     // not load is a failure here (a program the verifier refuses would otherwise pass as
     // seven skips), not a skip.
     if let Some(reason) = summary.lsm_missing {
-        bail!("the BPF LSM programs did not load in the {} VM: {reason}", boot.kernel.name());
+        bail!("the BPF LSM or fentry programs did not load in the {} VM: {reason}", boot.kernel.name());
     }
     Ok(())
 }
@@ -335,14 +363,14 @@ struct VmSummary {
     current: Option<(String, std::time::Instant)>,
     times: Vec<(String, f64, String)>,
     total: Option<String>,
-    /// A test skipped because `--probes lsm` did not load: why.
+    /// A test skipped because `--probes lsm` or `--probes fentry` did not load: why.
     lsm_missing: Option<String>,
 }
 
 impl VmSummary {
     fn add(&mut self, line: &str) {
         if let Some(skip) = line.trim().strip_prefix("skipping ")
-            && let Some((_, reason)) = skip.split_once("--probes lsm:")
+            && let Some((_, reason)) = skip.split_once("--probes lsm:").or_else(|| skip.split_once("--probes fentry:"))
             && self.lsm_missing.is_none()
         {
             let reason: String = reason.trim().chars().take(300).collect();

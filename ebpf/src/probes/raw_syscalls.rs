@@ -13,6 +13,9 @@
 //! Arguments are read from the saved user registers at exit (x86_64 syscall ABI: rdi, rsi,
 //! rdx, r10), where the syscall has already faulted the path's page in. An exec's arguments
 //! live in the old image, which a successful exec replaces, so they are captured at enter.
+//!
+//! `exec_enter` and `syscall_exit` are the whole of the reporting; the fentry/fexit
+//! programs on the syscall functions (`x64_sys.rs`) call them too, with the same registers.
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
@@ -32,34 +35,34 @@ use crate::{
 };
 
 // x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-const SYS_OPEN: u64 = 2;
-const SYS_CONNECT: u64 = 42;
-const SYS_EXECVE: u64 = 59;
-const SYS_TRUNCATE: u64 = 76;
-const SYS_RENAME: u64 = 82;
-const SYS_MKDIR: u64 = 83;
-const SYS_RMDIR: u64 = 84;
-const SYS_CREAT: u64 = 85;
-const SYS_LINK: u64 = 86;
-const SYS_UNLINK: u64 = 87;
-const SYS_SYMLINK: u64 = 88;
-const SYS_CHMOD: u64 = 90;
-const SYS_CHOWN: u64 = 92;
-const SYS_LCHOWN: u64 = 94;
-const SYS_MKNOD: u64 = 133;
-const SYS_OPENAT: u64 = 257;
-const SYS_MKDIRAT: u64 = 258;
-const SYS_MKNODAT: u64 = 259;
-const SYS_FCHOWNAT: u64 = 260;
-const SYS_UNLINKAT: u64 = 263;
-const SYS_RENAMEAT: u64 = 264;
-const SYS_LINKAT: u64 = 265;
-const SYS_SYMLINKAT: u64 = 266;
-const SYS_FCHMODAT: u64 = 268;
-const SYS_RENAMEAT2: u64 = 316;
-const SYS_EXECVEAT: u64 = 322;
-const SYS_OPENAT2: u64 = 437;
-const SYS_FCHMODAT2: u64 = 452;
+pub const SYS_OPEN: u64 = 2;
+pub const SYS_CONNECT: u64 = 42;
+pub const SYS_EXECVE: u64 = 59;
+pub const SYS_TRUNCATE: u64 = 76;
+pub const SYS_RENAME: u64 = 82;
+pub const SYS_MKDIR: u64 = 83;
+pub const SYS_RMDIR: u64 = 84;
+pub const SYS_CREAT: u64 = 85;
+pub const SYS_LINK: u64 = 86;
+pub const SYS_UNLINK: u64 = 87;
+pub const SYS_SYMLINK: u64 = 88;
+pub const SYS_CHMOD: u64 = 90;
+pub const SYS_CHOWN: u64 = 92;
+pub const SYS_LCHOWN: u64 = 94;
+pub const SYS_MKNOD: u64 = 133;
+pub const SYS_OPENAT: u64 = 257;
+pub const SYS_MKDIRAT: u64 = 258;
+pub const SYS_MKNODAT: u64 = 259;
+pub const SYS_FCHOWNAT: u64 = 260;
+pub const SYS_UNLINKAT: u64 = 263;
+pub const SYS_RENAMEAT: u64 = 264;
+pub const SYS_LINKAT: u64 = 265;
+pub const SYS_SYMLINKAT: u64 = 266;
+pub const SYS_FCHMODAT: u64 = 268;
+pub const SYS_RENAMEAT2: u64 = 316;
+pub const SYS_EXECVEAT: u64 = 322;
+pub const SYS_OPENAT2: u64 = 437;
+pub const SYS_FCHMODAT2: u64 = 452;
 
 const AT_FDCWD: i32 = -100;
 const EACCES: i64 = 13;
@@ -93,10 +96,17 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     if id != SYS_EXECVE && id != SYS_EXECVEAT {
         return 0;
     }
+    exec_enter(ctx.arg(0), id, source::TRACEPOINT);
+    0
+}
+
+/// An exec syscall `id` (execve or execveat) starts, with its arguments in `regs`: the event
+/// is built now, while the old image's memory (filename, argv) exists, and sent at exit.
+#[inline(always)]
+pub fn exec_enter(regs: *const pt_regs, id: u64, src: u16) {
     let Some((cgroup_id, _)) = agent() else {
-        return 0;
+        return;
     };
-    let regs: *const pt_regs = ctx.arg(0);
     // SAFETY: `regs` is the tracepoint's argument; read with the fault-tolerant helper.
     let (filename, argv) = unsafe {
         let (di, si, dx) = (
@@ -108,12 +118,12 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         if id == SYS_EXECVE { (di, si) } else { (si, dx) }
     };
     let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
     // SAFETY: `event` is this CPU's scratch slot; user pointers are read with the
     // fault-tolerant helpers.
     unsafe {
-        (*event).header = header(kind::EXEC, source::TRACEPOINT, verdict::OBSERVED, 0, cgroup_id);
+        (*event).header = header(kind::EXEC, src, verdict::OBSERVED, 0, cgroup_id);
         (*event).filename[0] = 0;
         if bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*event).filename).is_err() {
             count(counter::ERRORS);
@@ -134,7 +144,6 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         }
         let _ = PENDING_EXEC.insert(&bpf_get_current_pid_tgid(), &*event, 0);
     }
-    0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -143,6 +152,14 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
     // SAFETY: `regs` is the tracepoint's argument.
     let id = unsafe { bpf_probe_read_kernel(&(*regs).orig_rax) }.unwrap_or(u64::MAX);
+    syscall_exit(regs, id, ctx.arg(1), source::TRACEPOINT);
+    0
+}
+
+/// Syscall `id` returns `ret`, with its arguments in `regs` (the task's saved user
+/// registers): reported when it is one of the syscalls above and the task an agent's.
+#[inline(always)]
+pub fn syscall_exit(regs: *const pt_regs, id: u64, ret: i64, src: u16) {
     let change = changes_fs(id);
     if !change
         && id != SYS_OPENAT
@@ -153,20 +170,19 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         && id != SYS_EXECVE
         && id != SYS_EXECVEAT
     {
-        return 0;
+        return;
     }
-    let ret: i64 = ctx.arg(1);
     // Changes of the filesystem are reported when refused: what the repeated-refusals rule
     // counts; the ones that succeed are the agent's ordinary work in its workspace.
     if change && ret != -EACCES && ret != -EPERM {
-        return 0;
+        return;
     }
     if id == SYS_EXECVE || id == SYS_EXECVEAT {
         finish_exec(regs, id, ret);
-        return 0;
+        return;
     }
     let Some((cgroup_id, _)) = agent() else {
-        return 0;
+        return;
     };
     // SAFETY: as above.
     let (di, si, dx) = unsafe {
@@ -179,16 +195,16 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if change {
         // SAFETY: as above.
         let r10 = unsafe { bpf_probe_read_kernel(&(*regs).r10) }.unwrap_or(0);
-        fs_change(cgroup_id, id, [di, si, dx, r10], ret);
+        fs_change(cgroup_id, id, [di, si, dx, r10], ret, src);
     } else if id == SYS_OPEN {
         // open(filename, flags, mode)
-        open(cgroup_id, AT_FDCWD, di, si as u32, ret);
+        open(cgroup_id, AT_FDCWD, di, si as u32, ret, src);
     } else if id == SYS_CREAT {
         // creat(filename, mode)
-        open(cgroup_id, AT_FDCWD, di, CREAT_FLAGS, ret);
+        open(cgroup_id, AT_FDCWD, di, CREAT_FLAGS, ret, src);
     } else if id == SYS_CONNECT {
         // connect(fd, addr, addrlen)
-        connect(cgroup_id, si, dx, ret);
+        connect(cgroup_id, si, dx, ret, src);
     } else {
         // openat(dfd, filename, flags, mode); openat2(dfd, filename, how, size), where
         // struct open_how starts with `__u64 flags`.
@@ -198,16 +214,15 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             // SAFETY: a user pointer, read with the fault-tolerant helper.
             unsafe { bpf_probe_read_user(dx as *const u64) }.unwrap_or(0)
         };
-        open(cgroup_id, di as i32, si, flags as u32, ret);
+        open(cgroup_id, di as i32, si, flags as u32, ret, src);
     }
-    0
 }
 
 /// Before an event with a path relative to the working directory: the directory, as the
 /// kernel has it, when this thread has not reported it yet. Resolving it later from procfs
 /// would miss a process that has exited by then (`cd ~/.ssh; cat id_ed25519`).
 #[inline(always)]
-fn relative_to_cwd(cgroup_id: u64, dirfd: i32, path: u64) {
+fn relative_to_cwd(cgroup_id: u64, dirfd: i32, path: u64, src: u16) {
     if dirfd != AT_FDCWD {
         return;
     }
@@ -216,7 +231,7 @@ fn relative_to_cwd(cgroup_id: u64, dirfd: i32, path: u64) {
     if first == b'/' || first == 0 {
         return;
     }
-    cwd(cgroup_id);
+    cwd(cgroup_id, src);
 }
 
 /// Reports the current task's working directory (`kind::CWD`), leaf first: its dentries up
@@ -224,7 +239,7 @@ fn relative_to_cwd(cgroup_id: u64, dirfd: i32, path: u64) {
 /// of its own (a BPF subprogram): inlined at each call site, the walk made `sys_exit` too
 /// large for the verifier.
 #[inline(never)]
-fn cwd(cgroup_id: u64) {
+fn cwd(cgroup_id: u64, src: u16) {
     if offsets::task_fs() == 0 || offsets::mount_mnt() == 0 {
         count(counter::ERRORS);
         return;
@@ -249,7 +264,7 @@ fn cwd(cgroup_id: u64) {
             return;
         };
         let event = entry.as_mut_ptr();
-        (*event).header = header(kind::CWD, source::TRACEPOINT, verdict::OBSERVED, 0, cgroup_id);
+        (*event).header = header(kind::CWD, src, verdict::OBSERVED, 0, cgroup_id);
         let mut depth: usize = 0;
         let mut done = false;
         // Mount crossings add no component: room for a few besides the names.
@@ -295,8 +310,8 @@ fn cwd(cgroup_id: u64) {
 }
 
 #[inline(always)]
-fn open(cgroup_id: u64, dirfd: i32, filename: u64, flags: u32, ret: i64) {
-    relative_to_cwd(cgroup_id, dirfd, filename);
+fn open(cgroup_id: u64, dirfd: i32, filename: u64, flags: u32, ret: i64, src: u16) {
+    relative_to_cwd(cgroup_id, dirfd, filename, src);
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         produced(false);
         return;
@@ -304,7 +319,7 @@ fn open(cgroup_id: u64, dirfd: i32, filename: u64, flags: u32, ret: i64) {
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reserved, exclusively owned ring-buffer slot.
     unsafe {
-        (*event).header = header(kind::OPEN, source::TRACEPOINT, verdict::OBSERVED, result_of(ret), cgroup_id);
+        (*event).header = header(kind::OPEN, src, verdict::OBSERVED, result_of(ret), cgroup_id);
         (*event).flags = flags;
         (*event).dirfd = dirfd;
         (*event).dev = 0;
@@ -369,9 +384,9 @@ fn fs_paths(id: u64, args: [u64; 4]) -> (i32, u64, i32, u64) {
 }
 
 #[inline(always)]
-fn fs_change(cgroup_id: u64, id: u64, args: [u64; 4], ret: i64) {
+fn fs_change(cgroup_id: u64, id: u64, args: [u64; 4], ret: i64, src: u16) {
     let (dirfd, path, dirfd2, path2) = fs_paths(id, args);
-    relative_to_cwd(cgroup_id, dirfd, path);
+    relative_to_cwd(cgroup_id, dirfd, path, src);
     let Some(mut entry) = EVENTS.reserve::<FsEvent>(0) else {
         produced(false);
         return;
@@ -380,7 +395,7 @@ fn fs_change(cgroup_id: u64, id: u64, args: [u64; 4], ret: i64) {
     // SAFETY: `event` is a reserved, exclusively owned ring-buffer slot; user strings are
     // read with the fault-tolerant helper (faulted in by the syscall).
     unsafe {
-        (*event).header = header(kind::FS, source::TRACEPOINT, verdict::OBSERVED, result_of(ret), cgroup_id);
+        (*event).header = header(kind::FS, src, verdict::OBSERVED, result_of(ret), cgroup_id);
         (*event).syscall = id as u32;
         (*event).dirfd = dirfd;
         (*event).dirfd2 = dirfd2;
@@ -400,9 +415,9 @@ fn fs_change(cgroup_id: u64, id: u64, args: [u64; 4], ret: i64) {
 }
 
 #[inline(always)]
-fn connect(cgroup_id: u64, sockaddr: u64, addrlen: u64, ret: i64) {
+fn connect(cgroup_id: u64, sockaddr: u64, addrlen: u64, ret: i64, src: u16) {
     let mut event = NetEvent {
-        header: header(kind::CONNECT, source::TRACEPOINT, verdict::OBSERVED, result_of(ret), cgroup_id),
+        header: header(kind::CONNECT, src, verdict::OBSERVED, result_of(ret), cgroup_id),
         ..NetEvent::default()
     };
     let sockaddr = sockaddr as *const u8;

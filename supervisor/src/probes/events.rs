@@ -282,6 +282,7 @@ pub fn source_name(source: u16) -> &'static str {
     match source {
         source::TRACEPOINT => "tracepoint",
         source::LSM => "lsm",
+        source::FENTRY => "fentry",
         source::CGROUP_SOCK_ADDR => "cgroup-sock-addr",
         source::LANDLOCK_AUDIT => "landlock-audit",
         _ => "unknown",

@@ -1,9 +1,10 @@
 //! The eBPF probes: the object built from `ebpf/` (embedded), the choice of backend, loading
 //! and attaching, registering agents, and reading the events and drop counters.
 //!
-//! Backends: BPF LSM where the kernel has it (`bpf` in the active LSM list and the programs
-//! load), else syscall tracepoints. Both get the cgroup `sock_addr` hooks, attached to each
-//! agent's cgroup, which narrow UDP.
+//! Backends: BPF LSM's deny hooks where the kernel has it (`bpf` in the active LSM list and
+//! the programs load); the events from fentry/fexit on the syscall functions where the kernel
+//! runs BPF trampolines, else from the raw syscall tracepoints. Every backend gets the cgroup
+//! `sock_addr` hooks, attached to each agent's cgroup, which narrow UDP.
 
 mod btf;
 pub mod destinations;
@@ -22,7 +23,7 @@ use std::os::unix::fs::MetadataExt as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, FEntry, FExit, Lsm, ProgramError, RawTracePoint},
 };
 use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, UdpPolicy, counter};
 
@@ -34,9 +35,15 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// `--probes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Choice {
-    /// LSM where the kernel has BPF LSM, else tracepoints.
+    /// BPF LSM where the kernel has it, events from the raw syscall tracepoints.
     Auto,
+    /// BPF LSM required (events as with auto).
     Lsm,
+    /// Events from fentry/fexit on the syscall functions required, BPF LSM where the kernel
+    /// has it. Not the default yet: its cost to other processes was measured only under
+    /// software emulation, where it did not come out lower (BENCHMARKS.md).
+    Fentry,
+    /// Events from the raw syscall tracepoints, no BPF LSM.
     Tracepoint,
     /// No syscall tracepoint: execs from `sched_process_exec`, Landlock's refusals from its
     /// audit records (Landlock ABI 7), the cgroup socket hooks. Standalone runs only.
@@ -45,18 +52,54 @@ pub enum Choice {
     Off,
 }
 
+impl Choice {
+    /// Whether a backend loaded elsewhere (a daemon's) is what this choice asks for.
+    pub fn accepts(self, backend: Backend) -> bool {
+        match self {
+            Choice::Auto => true,
+            Choice::Lsm => backend.lsm(),
+            Choice::Fentry => backend.fentry(),
+            Choice::Tracepoint => backend == Backend::Tracepoint,
+            Choice::Notify => backend == Backend::Notify,
+            Choice::Off => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// BPF LSM's deny hooks; events from the raw syscall tracepoints.
     Lsm,
+    /// BPF LSM's deny hooks; events from fentry/fexit on the syscall functions.
+    #[serde(rename = "lsm+fentry")]
+    LsmFentry,
+    /// Events from fentry/fexit on the syscall functions.
+    Fentry,
+    /// Events from the raw syscall tracepoints.
     Tracepoint,
     Notify,
+}
+
+impl Backend {
+    /// Whether BPF LSM's hooks refuse secrets and programs by inode.
+    pub fn lsm(self) -> bool {
+        matches!(self, Backend::Lsm | Backend::LsmFentry)
+    }
+
+    /// Whether the events come from fentry/fexit, which cost only the tasks that call a
+    /// hooked function, not every syscall of the machine.
+    pub fn fentry(self) -> bool {
+        matches!(self, Backend::LsmFentry | Backend::Fentry)
+    }
 }
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Backend::Lsm => "lsm",
+            Backend::LsmFentry => "lsm+fentry",
+            Backend::Fentry => "fentry",
             Backend::Tracepoint => "tracepoint",
             Backend::Notify => "notify",
         })
@@ -71,6 +114,8 @@ pub enum Error {
     NoNotify(String),
     #[error("--probes notify: {0}")]
     Audit(#[from] landlock_audit::Error),
+    #[error("--probes fentry: {0}")]
+    NoFentry(String),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {}", one_line(.source))]
@@ -87,7 +132,7 @@ pub enum Error {
     Pin { path: PathBuf, reason: String },
 }
 
-/// The raw tracepoint programs, named after their tracepoints.
+/// The raw tracepoint programs, named after their tracepoints. With fentry only the last.
 const RAW_TRACEPOINTS: [&str; 3] = ["sys_enter", "sys_exit", "sched_process_exec"];
 
 /// Of those, the ones on the syscall path. Registering a syscall tracepoint puts every task
@@ -96,6 +141,58 @@ const RAW_TRACEPOINTS: [&str; 3] = ["sys_enter", "sys_exit", "sched_process_exec
 /// attached only while at least one agent is watched, so an idle daemon costs the host
 /// nothing.
 const SYSCALL_TRACEPOINTS: [&str; 2] = ["sys_enter", "sys_exit"];
+/// fentry programs and the kernel functions they attach to. Loaded first: neither walks the
+/// working directory, so a refusal of these is the kernel's (no BPF trampolines), not the
+/// walk's.
+const FENTRY: [(&str, &str); 2] = [("enter_execve", "__x64_sys_execve"), ("enter_execveat", "__x64_sys_execveat")];
+
+/// fexit programs and the kernel functions they attach to: every syscall the raw
+/// tracepoints report (`__x64_sys_NAME`, the same `const struct pt_regs *` on every x86-64
+/// kernel), and `__secure_computing` for those that seccomp refuses before they run.
+const FEXIT: [(&str, &str); 29] = [
+    ("exit_open", "__x64_sys_open"),
+    ("exit_creat", "__x64_sys_creat"),
+    ("exit_openat", "__x64_sys_openat"),
+    ("exit_openat2", "__x64_sys_openat2"),
+    ("exit_connect", "__x64_sys_connect"),
+    ("exit_execve", "__x64_sys_execve"),
+    ("exit_execveat", "__x64_sys_execveat"),
+    ("exit_truncate", "__x64_sys_truncate"),
+    ("exit_rename", "__x64_sys_rename"),
+    ("exit_renameat", "__x64_sys_renameat"),
+    ("exit_renameat2", "__x64_sys_renameat2"),
+    ("exit_mkdir", "__x64_sys_mkdir"),
+    ("exit_mkdirat", "__x64_sys_mkdirat"),
+    ("exit_rmdir", "__x64_sys_rmdir"),
+    ("exit_link", "__x64_sys_link"),
+    ("exit_linkat", "__x64_sys_linkat"),
+    ("exit_unlink", "__x64_sys_unlink"),
+    ("exit_unlinkat", "__x64_sys_unlinkat"),
+    ("exit_symlink", "__x64_sys_symlink"),
+    ("exit_symlinkat", "__x64_sys_symlinkat"),
+    ("exit_chmod", "__x64_sys_chmod"),
+    ("exit_fchmodat", "__x64_sys_fchmodat"),
+    ("exit_fchmodat2", "__x64_sys_fchmodat2"),
+    ("exit_chown", "__x64_sys_chown"),
+    ("exit_lchown", "__x64_sys_lchown"),
+    ("exit_fchownat", "__x64_sys_fchownat"),
+    ("exit_mknod", "__x64_sys_mknod"),
+    ("exit_mknodat", "__x64_sys_mknodat"),
+    ("secure_computing", "__secure_computing"),
+];
+
+/// Whether program `name` walks the working directory (a refusal of it may be the walk's).
+fn walks_cwd(name: &str) -> bool {
+    name == "sys_exit" || name == "secure_computing" || name.starts_with("exit_")
+}
+
+/// Whether a part of the probes is loaded: not at all, where it loads, or as required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    No,
+    Try,
+    Must,
+}
 
 /// The BPF LSM programs, named after their hooks.
 const LSM_HOOKS: [&str; 3] = ["bprm_check_security", "file_open", "socket_connect"];
@@ -116,6 +213,8 @@ pub struct Probes {
     pub backend: Backend,
     /// Why BPF LSM was not used, when `auto` fell back to tracepoints.
     pub fallback: Option<String>,
+    /// Why the events do not come from fentry/fexit, when they were tried and did not load.
+    pub no_fentry: Option<String>,
     /// Why the kernel's working-directory walk is off, when it is.
     pub cwd_walk: Option<String>,
     /// The attachments, owned here so that their release can be handed off (see `Drop`).
@@ -171,10 +270,7 @@ impl ProbePlan {
         ProbePlan {
             udp: plan.udp.clone(),
             net_deny: plan.net_deny.clone(),
-            deny_open: match backend {
-                Backend::Lsm => plan.secret_paths(&crate::sandbox::carve::RealFs),
-                Backend::Tracepoint | Backend::Notify => Vec::new(),
-            },
+            deny_open: if backend.lsm() { plan.secret_paths(&crate::sandbox::carve::RealFs) } else { Vec::new() },
             deny_exec: plan.deny_exec.clone(),
         }
     }
@@ -243,6 +339,40 @@ fn attach_raw(ebpf: &mut Ebpf, name: &'static str) -> Result<Box<dyn Send>, Erro
     Ok(Box::new(link))
 }
 
+/// Loads (verifies) the BPF LSM programs.
+fn load_lsm(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), Error> {
+    for name in LSM_HOOKS {
+        let program: &mut Lsm = program(ebpf, name)?;
+        program.load(name, btf).map_err(|source| Error::Program { name, source })?;
+    }
+    Ok(())
+}
+
+/// Loads (verifies) the fentry and fexit programs; returns those loaded. A function the
+/// kernel does not have (`fchmodat2` before Linux 6.6) is a syscall no one can make there:
+/// its program is left out.
+fn load_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<Vec<&'static str>, Error> {
+    let absent = |error: &ProgramError| matches!(error, ProgramError::Btf(aya::BtfError::UnknownBtfTypeName { .. }));
+    let mut loaded = Vec::new();
+    for (name, function) in FENTRY {
+        let program: &mut FEntry = program(ebpf, name)?;
+        match program.load(function, btf) {
+            Ok(()) => loaded.push(name),
+            Err(error) if absent(&error) => {}
+            Err(source) => return Err(Error::Program { name, source }),
+        }
+    }
+    for (name, function) in FEXIT {
+        let program: &mut FExit = program(ebpf, name)?;
+        match program.load(function, btf) {
+            Ok(()) => loaded.push(name),
+            Err(error) if absent(&error) => {}
+            Err(source) => return Err(Error::Program { name, source }),
+        }
+    }
+    Ok(loaded)
+}
+
 /// Totals of the per-CPU counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -285,66 +415,71 @@ impl Probes {
     }
 
     fn load_with(choice: Choice, pins: Option<&Path>, ring: Option<u32>) -> Result<Option<Probes>, Error> {
-        let load = |backend| Probes::load_backend(backend, pins, ring);
-        match choice {
-            Choice::Off => Ok(None),
-            Choice::Tracepoint => load(Backend::Tracepoint).map(Some),
-            Choice::Notify => {
-                let abi = crate::sandbox::landlock::kernel_abi();
-                if abi < 7 {
-                    return Err(Error::NoNotify(format!(
-                        "Landlock's audit records need Landlock ABI 7 (Linux 6.15); this kernel has ABI {abi}"
-                    )));
-                }
-                let mut probes = load(Backend::Notify)?;
-                probes.audit = Some(landlock_audit::AuditLog::open()?);
-                Ok(Some(probes))
+        if choice == Choice::Notify {
+            let abi = crate::sandbox::landlock::kernel_abi();
+            if abi < 7 {
+                return Err(Error::NoNotify(format!(
+                    "Landlock's audit records need Landlock ABI 7 (Linux 6.15); this kernel has ABI {abi}"
+                )));
             }
-            Choice::Lsm => match bpf_lsm_active() {
-                Some(true) => load(Backend::Lsm).map(Some).map_err(|error| Error::NoLsm(error.to_string())),
-                Some(false) => Err(Error::NoLsm(
-                    "'bpf' is not in this kernel's active LSM list (/sys/kernel/security/lsm); boot with lsm=...,bpf"
-                        .into(),
-                )),
-                None => Err(Error::NoLsm("cannot read /sys/kernel/security/lsm (securityfs)".into())),
-            },
-            Choice::Auto => {
-                let fallback = match bpf_lsm_active() {
-                    Some(true) => match load(Backend::Lsm) {
-                        Ok(probes) => return Ok(Some(probes)),
-                        Err(error) => error.to_string(),
-                    },
-                    Some(false) => "'bpf' is not in the active LSM list".to_owned(),
-                    None => "/sys/kernel/security/lsm cannot be read".to_owned(),
-                };
-                let mut probes = load(Backend::Tracepoint)?;
-                probes.fallback = Some(fallback);
-                Ok(Some(probes))
+            let mut probes = Probes::load_backend(Want::No, Want::No, pins, ring)?;
+            probes.backend = Backend::Notify;
+            probes.audit = Some(landlock_audit::AuditLog::open()?);
+            return Ok(Some(probes));
+        }
+        let (lsm, fentry) = match choice {
+            Choice::Off => return Ok(None),
+            Choice::Auto => (Want::Try, Want::No),
+            Choice::Lsm => (Want::Must, Want::No),
+            Choice::Fentry => (Want::Try, Want::Must),
+            Choice::Tracepoint | Choice::Notify => (Want::No, Want::No),
+        };
+        // BPF LSM programs are tried only where the kernel lists BPF among its LSMs.
+        let not_listed = match bpf_lsm_active() {
+            _ if lsm == Want::No => None,
+            Some(true) => None,
+            Some(false) => Some("'bpf' is not in this kernel's active LSM list (/sys/kernel/security/lsm)"),
+            None => Some("cannot read /sys/kernel/security/lsm (securityfs)"),
+        };
+        if let Some(reason) = not_listed {
+            if lsm == Want::Must {
+                return Err(Error::NoLsm(format!("{reason}; boot with lsm=...,bpf")));
             }
+            let mut probes = Probes::load_backend(Want::No, fentry, pins, ring)?;
+            probes.fallback = Some(reason.to_owned());
+            return Ok(Some(probes));
+        }
+        let probes = Probes::load_backend(lsm, fentry, pins, ring);
+        match probes {
+            Err(error) if lsm == Want::Must && !matches!(error, Error::NoLsm(_) | Error::NoFentry(_)) => {
+                Err(Error::NoLsm(error.to_string()))
+            }
+            other => other.map(Some),
         }
     }
 
-    /// Both backends report through the raw syscall tracepoints (only a syscall's exit sees
-    /// what Landlock, which runs before BPF in the LSM order, refused); the LSM backend adds
-    /// the hooks that deny by inode and address in the kernel.
-    /// Loads with the working-directory walk of `sys_exit` (relative paths resolved from the
-    /// kernel's dentries); a verifier that refuses the program with it (Linux 6.1's: too
-    /// complex) gets it without, the walk's code then dead to the verifier (its offset is a
-    /// read-only zero), and `cwd_walk` says why.
-    fn load_backend(backend: Backend, pins: Option<&Path>, ring: Option<u32>) -> Result<Probes, Error> {
+    /// Both kinds of events need `sched_process_exec`, and BPF LSM adds the hooks that deny
+    /// by inode and address in the kernel. The syscalls are reported from their exit (only
+    /// there is what Landlock, which runs before BPF in the LSM order, refused known): by
+    /// fexit programs on the syscall functions where they load, else by the raw syscall
+    /// tracepoints. Loads with the working-directory walk of those programs (relative
+    /// paths resolved from the kernel's dentries); a verifier that refuses a program with it
+    /// (Linux 6.1's: too complex) gets it without, the walk's code then dead to the verifier
+    /// (its offset is a read-only zero), and `cwd_walk` says why.
+    fn load_backend(lsm: Want, fentry: Want, pins: Option<&Path>, ring: Option<u32>) -> Result<Probes, Error> {
         // Older verifiers take seconds to give up on the walk (a million instructions, and
         // far longer under emulation) on every launch: they are not asked.
         if !verifier_takes_cwd_walk() {
-            let mut probes = Probes::load_backend_with(backend, pins, ring, false)?;
+            let mut probes = Probes::load_backend_with(lsm, fentry, pins, ring, false)?;
             probes.cwd_walk =
                 Some("no working-directory walk in the kernel before Linux 6.13 (6.1's verifier refuses it); relative paths are resolved from procfs".into());
             return Ok(probes);
         }
-        match Probes::load_backend_with(backend, pins, ring, true) {
-            Err(Error::Program { name: "sys_exit", source }) => {
-                let mut probes = Probes::load_backend_with(backend, pins, ring, false)?;
+        match Probes::load_backend_with(lsm, fentry, pins, ring, true) {
+            Err(Error::Program { name, source }) if walks_cwd(name) => {
+                let mut probes = Probes::load_backend_with(lsm, fentry, pins, ring, false)?;
                 probes.cwd_walk = Some(format!(
-                    "the kernel's verifier refused sys_exit with the working-directory walk ({}); relative paths are resolved from procfs",
+                    "the kernel's verifier refused {name} with the working-directory walk ({}); relative paths are resolved from procfs",
                     one_line(&source).chars().take(120).collect::<String>()
                 ));
                 Ok(probes)
@@ -353,12 +488,18 @@ impl Probes {
         }
     }
 
-    fn load_backend_with(backend: Backend, pins: Option<&Path>, ring: Option<u32>, cwd: bool) -> Result<Probes, Error> {
+    fn load_backend_with(
+        lsm: Want,
+        fentry: Want,
+        pins: Option<&Path>,
+        ring: Option<u32>,
+        cwd: bool,
+    ) -> Result<Probes, Error> {
         let mut loader = EbpfLoader::new();
         if let Some(bytes) = ring {
             loader.map_max_entries("EVENTS", bytes);
         }
-        // sched_process_exec reads linux_binprm too, so both backends need the offsets.
+        // sched_process_exec reads linux_binprm too, so every backend needs the offsets.
         let mut offsets = btf::lsm_offsets(&btf::Btf::from_sys_fs()?)?;
         if !cwd {
             for (global, offset) in &mut offsets {
@@ -371,18 +512,54 @@ impl Probes {
             loader.override_global(global, offset, true);
         }
         let mut ebpf = loader.load(OBJECT)?;
-        // Verified before anything is attached: a refusal here is retried without the walk,
-        // with nothing attached or pinned yet.
-        for name in RAW_TRACEPOINTS {
+        // Everything is verified before anything is attached: a refusal here is retried
+        // without the walk, or without the part refused, with nothing attached or pinned yet.
+        let btf = if lsm == Want::No && fentry == Want::No {
+            None
+        } else {
+            Some(aya::Btf::from_sys_fs().map_err(|error| Error::AyaBtf(error.to_string()))?)
+        };
+        let mut fallback = None;
+        let with_lsm = match &btf {
+            Some(btf) if lsm != Want::No => match load_lsm(&mut ebpf, btf) {
+                Ok(()) => true,
+                Err(error) if lsm == Want::Must => return Err(Error::NoLsm(error.to_string())),
+                Err(error) => {
+                    fallback = Some(error.to_string());
+                    false
+                }
+            },
+            _ => false,
+        };
+        let mut no_fentry = None;
+        let hooked = match &btf {
+            Some(btf) if fentry != Want::No => match load_fentry(&mut ebpf, btf) {
+                Ok(hooked) => hooked,
+                Err(Error::Program { name, source }) if cwd && walks_cwd(name) => {
+                    return Err(Error::Program { name, source });
+                }
+                Err(error) if fentry == Want::Must => return Err(Error::NoFentry(error.to_string())),
+                Err(error) => {
+                    no_fentry = Some(error.to_string());
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        };
+        let with_fentry = !hooked.is_empty();
+        let raw = if with_fentry { &RAW_TRACEPOINTS[2..] } else { &RAW_TRACEPOINTS[..] };
+        for &name in raw {
             let program: &mut RawTracePoint = program(&mut ebpf, name)?;
             program.load().map_err(|source| Error::Program { name, source })?;
         }
+        for name in SOCK_ADDR {
+            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            program.load().map_err(|source| Error::Program { name, source })?;
+        }
         let mut links: Vec<Box<dyn Send>> = Vec::new();
-        if backend == Backend::Lsm {
-            let btf = aya::Btf::from_sys_fs().map_err(|error| Error::AyaBtf(error.to_string()))?;
+        if with_lsm {
             for name in LSM_HOOKS {
                 let program: &mut Lsm = program(&mut ebpf, name)?;
-                program.load(name, &btf).map_err(|source| Error::Program { name, source })?;
                 let id = program.attach().map_err(|source| Error::Program { name, source })?;
                 let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
                 match pins {
@@ -397,17 +574,31 @@ impl Probes {
                 }
             }
         }
-        for name in RAW_TRACEPOINTS.into_iter().filter(|name| !SYSCALL_TRACEPOINTS.contains(name)) {
+        for name in hooked {
+            if FENTRY.iter().any(|(entry, _)| *entry == name) {
+                let program: &mut FEntry = program(&mut ebpf, name)?;
+                let id = program.attach().map_err(|source| Error::Program { name, source })?;
+                links.push(Box::new(program.take_link(id).map_err(|source| Error::Program { name, source })?));
+            } else {
+                let program: &mut FExit = program(&mut ebpf, name)?;
+                let id = program.attach().map_err(|source| Error::Program { name, source })?;
+                links.push(Box::new(program.take_link(id).map_err(|source| Error::Program { name, source })?));
+            }
+        }
+        for &name in raw.iter().filter(|name| !SYSCALL_TRACEPOINTS.contains(name)) {
             links.push(attach_raw(&mut ebpf, name)?);
         }
-        for name in SOCK_ADDR {
-            let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            program.load().map_err(|source| Error::Program { name, source })?;
-        }
+        let backend = match (with_lsm, with_fentry) {
+            (true, true) => Backend::LsmFentry,
+            (true, false) => Backend::Lsm,
+            (false, true) => Backend::Fentry,
+            (false, false) => Backend::Tracepoint,
+        };
         Ok(Probes {
             ebpf,
             backend,
-            fallback: None,
+            fallback,
+            no_fentry,
             cwd_walk: None,
             links,
             syscalls: Vec::new(),
@@ -459,7 +650,11 @@ impl Probes {
     ) -> Result<(), Error> {
         // Before the agent is in the agents map: its first syscall is seen. The notify
         // backend has none.
-        let attach = if self.backend == Backend::Notify { Ok(()) } else { self.attach_syscalls() };
+        let attach = if matches!(self.backend, Backend::Notify) || self.backend.fentry() {
+            Ok(())
+        } else {
+            self.attach_syscalls()
+        };
         let result = attach.and_then(|()| self.watch_cgroup(cgroup_id, agent, cgroup_dir, slot, plan));
         if result.is_err() && self.watched.is_empty() {
             self.syscalls.clear();
@@ -531,7 +726,7 @@ impl Probes {
         let udp = destinations::allow_entries(plan.udp.as_deref().unwrap_or_default());
         self.insert_net("UDP_ALLOW", cgroup_id, &udp, &mut watched.plan)?;
         self.insert_net("NET_DENY", cgroup_id, &destinations::deny_entries(&plan.net_deny), &mut watched.plan)?;
-        if self.backend == Backend::Lsm {
+        if self.backend.lsm() {
             self.insert_inodes("DENY_OPEN", cgroup_id, &plan.deny_open, &mut watched.plan)?;
             self.insert_inodes("DENY_EXEC", cgroup_id, &plan.deny_exec, &mut watched.plan)?;
         }
@@ -592,7 +787,7 @@ impl Probes {
             self.remove(&only_denies);
         }
         self.insert_net("NET_DENY", cgroup_id, &destinations::deny_entries(&denies.net), &mut entries)?;
-        let report = if self.backend == Backend::Lsm {
+        let report = if self.backend.lsm() {
             self.insert_inodes("DENY_OPEN", cgroup_id, &denies.open, &mut entries)?;
             self.insert_inodes("DENY_EXEC", cgroup_id, &denies.exec, &mut entries)?;
             format!("{} destinations, {} files, {} programs", denies.net.len(), denies.open.len(), denies.exec.len())

@@ -221,7 +221,7 @@ impl Confinement {
                 ));
             }
         }
-        if probes != Some(crate::probes::Backend::Lsm) {
+        if !probes.is_some_and(crate::probes::Backend::lsm) {
             if !self.deny_exec.is_empty() {
                 missing.push(format!(
                     "ring {} denies programs by inode, which needs BPF LSM (probes: {})",
