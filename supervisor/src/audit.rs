@@ -262,9 +262,6 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     connection.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
     // 32 MiB of page cache: the events table's indices stay in memory while batches go in.
     connection.pragma_update(None, "cache_size", -32768).map_err(sqlite)?;
-    // A checkpoint (the WAL copied into the store, with an fsync) every 32 MiB of WAL rather
-    // than SQLite's 4 MiB: a flood of rows is not slowed by an fsync every few thousand.
-    connection.pragma_update(None, "wal_autocheckpoint", 8192).map_err(sqlite)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(sqlite)?;
     let tables: i64 = connection
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))
