@@ -508,8 +508,6 @@ fn complete(path: &Path) -> bool {
         connection.query_row("SELECT count(*) FROM events WHERE seq > ?1", [STORE_ROWS - 1000], |row| row.get(0));
     let agents: Result<i64, _> = connection.query_row("SELECT count(*) FROM agents", [], |row| row.get(0));
     let last: Result<Option<i64>, _> = connection.query_row("SELECT max(seq) FROM events", [], |row| row.get(0));
-    // Incidents are events rows too (one in INCIDENT_EVERY of them), so the table holds a
-    // little more than STORE_ROWS.
     matches!(
         (version, events, agents, last),
         (Ok(audit::SCHEMA_VERSION), Ok(_), Ok(agents), Ok(Some(last))) if agents == STORE_AGENTS as i64 && last >= STORE_ROWS
@@ -670,14 +668,26 @@ fn governor_bin() -> PathBuf {
         .unwrap_or_else(|| bench_dir().parent().expect("target").join("release/governor"))
 }
 
-/// Runs a command to its end, output discarded; its wall time.
-fn time_command(command: &mut std::process::Command) -> Duration {
+/// The CPU time (user and system) of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN is a valid target.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let time = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Runs a command to its end, output discarded; its wall time and its CPU time (which a
+/// machine busy with other work inflates less than the wall time).
+fn time_command(command: &mut std::process::Command) -> (Duration, Duration) {
+    let cpu = children_cpu();
     let start = Instant::now();
     let output = command.stdin(std::process::Stdio::null()).output().expect("running governor");
     let elapsed = start.elapsed();
     assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
     black_box(output.stdout.len());
-    elapsed
+    (elapsed, children_cpu().saturating_sub(cpu))
 }
 
 /// `governor status` and `governor audit query` through the real binary on the 13M store,
@@ -733,10 +743,13 @@ fn store_queries(criterion: &mut Criterion, filter: &Filter) {
         run(arguments);
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); commands.len()];
+    let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); commands.len()];
     let started = Instant::now();
     while times[0].len() < 11 && (times[0].len() < 3 || started.elapsed() < Duration::from_secs(60)) {
         for (index, (_, arguments)) in commands.iter().enumerate() {
-            times[index].push(run(arguments));
+            let (wall, used) = run(arguments);
+            times[index].push(wall);
+            cpu[index].push(used);
         }
     }
     println!(
@@ -744,13 +757,16 @@ fn store_queries(criterion: &mut Criterion, filter: &Filter) {
         governor.display(),
         times[0].len()
     );
-    for ((name, _), times) in commands.iter().zip(&mut times) {
+    let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+    for (((name, _), times), cpu) in commands.iter().zip(&mut times).zip(&mut cpu) {
         times.sort_unstable();
+        cpu.sort_unstable();
         println!(
-            "  {name:<44} median {:>9.2} ms (min {:.2} ms, max {:.2} ms)",
-            times[times.len() / 2].as_secs_f64() * 1e3,
-            times[0].as_secs_f64() * 1e3,
-            times[times.len() - 1].as_secs_f64() * 1e3
+            "  {name:<44} median {:>9.2} ms (min {:.2} ms, max {:.2} ms); CPU time median {:.2} ms",
+            ms(times[times.len() / 2]),
+            ms(times[0]),
+            ms(times[times.len() - 1]),
+            ms(cpu[cpu.len() / 2]),
         );
     }
 
