@@ -115,15 +115,38 @@ CREATE TABLE IF NOT EXISTS actions (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL
   action TEXT NOT NULL, actor TEXT NOT NULL, why TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_agent_time ON events (agent, time);
 CREATE INDEX IF NOT EXISTS events_time ON events (time);
-CREATE INDEX IF NOT EXISTS events_kind ON events (kind);
-CREATE INDEX IF NOT EXISTS events_decision ON events (decision);
+CREATE INDEX IF NOT EXISTS events_kind_time ON events (kind, time) WHERE kind != 'open';
+CREATE INDEX IF NOT EXISTS events_decision_time ON events (decision, time) WHERE decision != 'allow';
 CREATE INDEX IF NOT EXISTS incidents_agent_time ON incidents (agent, time);
 CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent, seq);
+CREATE TABLE IF NOT EXISTS agent_counts (agent TEXT PRIMARY KEY, events INTEGER NOT NULL, denials INTEGER NOT NULL)
+  WITHOUT ROWID;
 ";
 
-/// The layout this governor writes (`PRAGMA user_version`). A store of another version is
-/// refused, not migrated: rewriting rows would break their chains.
-pub const SCHEMA_VERSION: i64 = 3;
+/// From schema 3 to 4: the per-agent counts (then filled from the events rows), and kind and
+/// decision indexes that also order by time (what `governor audit query` sorts by) and hold
+/// only the rows worth finding that way: most rows are allowed opens, which the time and
+/// agent indexes find as well, and every index entry is work for each insert. No chained row
+/// changes, so every chain verifies as before.
+const MIGRATE_3_TO_4: &str = "
+CREATE TABLE agent_counts (agent TEXT PRIMARY KEY, events INTEGER NOT NULL, denials INTEGER NOT NULL) WITHOUT ROWID;
+DROP INDEX IF EXISTS events_kind;
+DROP INDEX IF EXISTS events_decision;
+CREATE INDEX events_kind_time ON events (kind, time) WHERE kind != 'open';
+CREATE INDEX events_decision_time ON events (decision, time) WHERE decision != 'allow';
+PRAGMA user_version = 4;
+";
+
+/// The layout this governor writes (`PRAGMA user_version`). A store of schema 3 is migrated
+/// (`MIGRATE_3_TO_4`: a table and indexes added, no row rewritten); one of another version
+/// is refused: rewriting rows would break their chains.
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// `agent_counts` holds, per agent, the events rows and the denials among them (`decision =
+/// 'deny'`), kept by `insert` and `prune` in the same transaction as the rows: what `governor
+/// status` shows without counting millions of rows. Not chained: `verify` recounts it.
+const EVENT_AGENT: usize = 0;
+const EVENT_DECISION: usize = 18;
 
 /// The hash of the first row's `prev`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -243,7 +266,9 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     let tables: i64 = connection
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))
         .map_err(sqlite)?;
-    if tables > 0 && version != SCHEMA_VERSION {
+    if tables > 0 && version == 3 {
+        migrate(&connection).map_err(sqlite)?;
+    } else if tables > 0 && version != SCHEMA_VERSION {
         return Err(Error::Version { path: path.to_path_buf(), found: version });
     }
     connection.execute_batch(SCHEMA).map_err(sqlite)?;
@@ -254,6 +279,43 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     Ok(connection)
 }
 
+/// Migrates a schema-3 store, once: another governor opening it at the same time waits for
+/// the transaction and finds it done.
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version == 3 {
+            connection.execute_batch(MIGRATE_3_TO_4)?;
+            // Counted in one pass over the table, in storage order: SQLite's GROUP BY would
+            // walk the agent index and look up every row's decision out of order.
+            let mut counts: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::new();
+            let mut statement = connection.prepare("SELECT agent, decision = 'deny' FROM events NOT INDEXED")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let denied: bool = row.get(1)?;
+                let agent = row.get_ref(0)?.as_str()?;
+                let count = match counts.get_mut(agent) {
+                    Some(count) => count,
+                    None => counts.entry(agent.to_owned()).or_insert((0, 0)),
+                };
+                count.0 += 1;
+                count.1 += i64::from(denied);
+            }
+            let mut insert =
+                connection.prepare("INSERT INTO agent_counts (agent, events, denials) VALUES (?1, ?2, ?3)")?;
+            for (agent, (events, denials)) in &counts {
+                insert.execute(rusqlite::params![agent, events, denials])?;
+            }
+        }
+        connection.execute_batch("COMMIT")
+    })();
+    if result.is_err() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    result
+}
+
 /// Inserts `rows` in one transaction, chaining each table from its current head.
 pub fn insert(connection: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -261,31 +323,72 @@ pub fn insert(connection: &mut Connection, rows: &[Row]) -> rusqlite::Result<()>
     transaction.commit()
 }
 
-/// Inserts `rows` within `transaction`, chaining each table from its current head.
+/// Inserts `rows` within `transaction`, chaining each table from its current head, and adds
+/// the events rows to `agent_counts`.
 fn insert_in(transaction: &rusqlite::Transaction<'_>, rows: &[Row]) -> rusqlite::Result<()> {
-    {
-        let mut heads: Vec<(&str, String)> = Vec::new();
-        for row in rows {
-            let sql = insert_sql(row.table).ok_or(rusqlite::Error::InvalidQuery)?;
-            let head = match heads.iter().position(|(table, _)| *table == row.table) {
-                Some(position) => position,
-                None => {
-                    let head = transaction
-                        .query_row(&format!("SELECT hash FROM {} ORDER BY seq DESC LIMIT 1", row.table), [], |r| {
-                            r.get(0)
-                        })
-                        .optional()?
-                        .unwrap_or_else(|| GENESIS.to_owned());
-                    heads.push((row.table, head));
-                    heads.len() - 1
-                }
-            };
-            let hash = chain_hash(&heads[head].1, &row.values);
-            let mut statement = transaction.prepare_cached(sql)?;
-            let prev = Value::Text(std::mem::replace(&mut heads[head].1, hash));
-            let hash = Value::Text(heads[head].1.clone());
-            statement.execute(rusqlite::params_from_iter(row.values.iter().chain([&prev, &hash])))?;
+    // Per table met in the batch: its INSERT, prepared once, and its chain's head.
+    let mut tables: Vec<(&str, rusqlite::CachedStatement<'_>, String)> = Vec::new();
+    // Per agent: events rows and denials added.
+    let mut counts: std::collections::HashMap<&str, (i64, i64)> = std::collections::HashMap::new();
+    for row in rows {
+        let at = match tables.iter().position(|(table, _, _)| *table == row.table) {
+            Some(at) => at,
+            None => {
+                let sql = insert_sql(row.table).ok_or(rusqlite::Error::InvalidQuery)?;
+                let head = transaction
+                    .query_row(&format!("SELECT hash FROM {} ORDER BY seq DESC LIMIT 1", row.table), [], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or_else(|| GENESIS.to_owned());
+                tables.push((row.table, transaction.prepare_cached(sql)?, head));
+                tables.len() - 1
+            }
+        };
+        let (_, statement, head) = &mut tables[at];
+        let hash = chain_hash(head, &row.values);
+        {
+            let prev = Value::Text(std::mem::take(head));
+            let hash = ValueRef(&hash);
+            statement.execute(rusqlite::params_from_iter(
+                row.values
+                    .iter()
+                    .map(|value| value as &dyn rusqlite::ToSql)
+                    .chain([&prev as &dyn rusqlite::ToSql, &hash]),
+            ))?;
         }
+        *head = hash;
+        if row.table == "events"
+            && let (Some(Value::Text(agent)), Some(Value::Text(decision))) =
+                (row.values.get(EVENT_AGENT), row.values.get(EVENT_DECISION))
+        {
+            let count = counts.entry(agent.as_str()).or_insert((0, 0));
+            count.0 += 1;
+            count.1 += i64::from(decision == "deny");
+        }
+    }
+    drop(tables);
+    add_counts(transaction, counts.iter().map(|(agent, (events, denials))| (*agent, *events, *denials)))
+}
+
+/// A hash borrowed for binding.
+struct ValueRef<'a>(&'a str);
+
+impl rusqlite::ToSql for ValueRef<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(self.0.as_bytes())))
+    }
+}
+
+/// Adds (or, negative, removes) events rows and denials to agents' counts.
+fn add_counts<'a>(
+    transaction: &rusqlite::Transaction<'_>,
+    counts: impl Iterator<Item = (&'a str, i64, i64)>,
+) -> rusqlite::Result<()> {
+    let mut statement = transaction.prepare_cached(
+        "INSERT INTO agent_counts (agent, events, denials) VALUES (?1, ?2, ?3)
+         ON CONFLICT (agent) DO UPDATE SET events = events + excluded.events, denials = denials + excluded.denials",
+    )?;
+    for (agent, events, denials) in counts {
+        statement.execute(rusqlite::params![agent, events, denials])?;
     }
     Ok(())
 }
@@ -306,6 +409,8 @@ pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> 
     // chain -> (through_seq, last_hash) of its latest checkpoint, from the checkpoints'
     // own chain, verified first.
     let mut starts: std::collections::HashMap<String, (i64, String)> = std::collections::HashMap::new();
+    // agent -> (events rows, denials), as counted along the events chain.
+    let mut counted: std::collections::HashMap<String, (i64, i64)> = std::collections::HashMap::new();
     for (table, columns) in TABLES {
         let sql = format!("SELECT seq, {}, prev, hash FROM {table} ORDER BY seq", columns.join(", "));
         let mut statement = connection.prepare(&sql)?;
@@ -340,9 +445,37 @@ pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> 
             {
                 starts.insert(chain.clone(), (*through_seq, last_hash.clone()));
             }
+            if table == "events"
+                && let (Some(Value::Text(agent)), Some(Value::Text(decision))) =
+                    (values.get(EVENT_AGENT), values.get(EVENT_DECISION))
+            {
+                let count = match counted.get_mut(agent.as_str()) {
+                    Some(count) => count,
+                    None => counted.entry(agent.clone()).or_insert((0, 0)),
+                };
+                count.0 += 1;
+                count.1 += i64::from(decision == "deny");
+            }
             expected_prev = hash;
             checked += 1;
         }
+    }
+    // The counts `governor status` shows must be those of the rows just verified.
+    let mut statement = connection.prepare("SELECT agent, events, denials FROM agent_counts")?;
+    let mut rows = statement.query([])?;
+    let mut stored = std::collections::HashMap::new();
+    while let Some(row) = rows.next()? {
+        let (agent, events, denials): (String, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if (events, denials) != (0, 0) {
+            stored.insert(agent, (events, denials));
+        }
+    }
+    if stored != counted {
+        return Ok(Err(Broken {
+            table: "agent_counts",
+            seq: 0,
+            problem: "the per-agent counts do not match the events rows (the summary was changed)",
+        }));
     }
     Ok(Ok(checked))
 }
@@ -424,6 +557,16 @@ pub fn prune(connection: &mut Connection, retention: &Retention) -> rusqlite::Re
         else {
             continue;
         };
+        if table == "events" {
+            let mut statement = transaction
+                .prepare("SELECT agent, count(*), sum(decision = 'deny') FROM events WHERE seq <= ?1 GROUP BY agent")?;
+            let gone = statement
+                .query_map([through], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            add_counts(&transaction, gone.iter().map(|(agent, events, denials)| (agent.as_str(), -events, -denials)))?;
+        }
         let removed = transaction.execute(&format!("DELETE FROM {table} WHERE seq <= ?1"), [through])?;
         if removed == 0 {
             continue;
@@ -776,6 +919,81 @@ mod tests {
         }
         let connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(verify(&connection).ok(), Some(Ok(200)));
+    }
+
+    /// What a store of schema 3 looked like: no `agent_counts`, kind and decision indexes
+    /// without time. Its chained rows are those of schema 4.
+    pub(crate) const DOWNGRADE_TO_3: &str = "
+        DROP TABLE agent_counts;
+        DROP INDEX events_kind_time;
+        DROP INDEX events_decision_time;
+        CREATE INDEX events_kind ON events (kind);
+        CREATE INDEX events_decision ON events (decision);
+        PRAGMA user_version = 3;";
+
+    fn counts(connection: &Connection) -> Vec<(String, i64, i64)> {
+        let mut statement = connection
+            .prepare("SELECT agent, events, denials FROM agent_counts ORDER BY agent")
+            .unwrap_or_else(|error| panic!("{error}"));
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .and_then(Iterator::collect)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn denial(time: i64, agent: &str) -> Row {
+        let mut row = event(time, "/etc/shadow");
+        row.values[EVENT_AGENT] = text(agent);
+        row.values[EVENT_DECISION] = text("deny");
+        row
+    }
+
+    #[test]
+    fn the_counts_follow_inserts_and_prunes_and_verify_checks_them() {
+        assert_eq!(TABLES[2].1[EVENT_AGENT], "agent");
+        assert_eq!(TABLES[2].1[EVENT_DECISION], "decision");
+        let (_dir, path) = store();
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let old = now_ns() - 3_600_000_000_000;
+        let mut rows: Vec<Row> = (0..5).map(|index| event(old + index, "/x")).collect();
+        rows.extend((0..3).map(|index| denial(old + 10 + index, "b")));
+        rows.push(event(now_ns(), "/new"));
+        rows.push(denial(now_ns(), "b"));
+        insert(&mut connection, &rows).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(counts(&connection), [("a".into(), 6, 0), ("b".into(), 4, 4)]);
+        prune(&mut connection, &Retention { max_age: Some(Duration::from_secs(60)), max_size: None })
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(counts(&connection), [("a".into(), 1, 0), ("b".into(), 1, 1)]);
+        assert!(verify(&connection).is_ok_and(|result| result.is_ok()));
+        // A summary changed to hide a denial is caught.
+        connection
+            .execute("UPDATE agent_counts SET denials = 0 WHERE agent = 'b'", [])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let broken = verify(&connection).ok().and_then(Result::err);
+        assert_eq!(broken.map(|broken| broken.table), Some("agent_counts"));
+    }
+
+    #[test]
+    fn a_schema_3_store_is_migrated_and_still_verifies() {
+        let (_dir, path) = store();
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let rows: Vec<Row> = (0..4).map(|index| event(now_ns() + index, "/x")).chain([denial(now_ns(), "b")]).collect();
+        insert(&mut connection, &rows).unwrap_or_else(|error| panic!("{error}"));
+        connection.execute_batch(DOWNGRADE_TO_3).unwrap_or_else(|error| panic!("{error}"));
+        drop(connection);
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let version: i64 =
+            connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(counts(&connection), [("a".into(), 4, 0), ("b".into(), 1, 1)]);
+        assert_eq!(verify(&connection).ok(), Some(Ok(5)));
+        insert(&mut connection, &[denial(now_ns(), "a")]).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(counts(&connection), [("a".into(), 5, 1), ("b".into(), 1, 1)]);
+        assert_eq!(verify(&connection).ok(), Some(Ok(6)));
+        // Another version is still refused.
+        connection.pragma_update(None, "user_version", 2).unwrap_or_else(|error| panic!("{error}"));
+        drop(connection);
+        assert!(matches!(open(&path), Err(Error::Version { found: 2, .. })));
     }
 
     #[test]

@@ -311,10 +311,13 @@ pub struct AgentState {
     targets: Vec<Vec<(u64, u64)>>,
     /// Per rule with `after`: when its earlier event was last seen (ns).
     seen: Vec<Option<u64>>,
-    /// Scratch space for glob matching, sized once: which fields matched, per bucket rule,
-    /// and the pattern indices a glob set returned.
-    hits: [Vec<u8>; 2],
+    /// Scratch space for glob matching, sized once so that deciding allocates nothing:
+    /// which fields matched, per rule of a bucket (zero between decisions), the positions
+    /// marked, the pattern indices a glob set returned, and the candidate rules.
+    hits: Vec<u8>,
+    touched: Vec<usize>,
     matched: Vec<usize>,
+    candidates: Vec<usize>,
 }
 
 /// The fields a rule can put globs on, as bit flags.
@@ -375,15 +378,27 @@ struct Bucket {
     rules: Vec<usize>,
     /// Per rule: the fields it has globs on.
     needs: Vec<u8>,
+    /// The rules without globs (indices into `Engine::rules`): candidates for every event.
+    always: Vec<usize>,
     path: FieldIndex,
     binary: FieldIndex,
     destination: FieldIndex,
 }
 
-/// Marks, per rule of `bucket`, which of its glob fields match the event.
-fn mark(bucket: &Bucket, facts: &Facts<'_>, hits: &mut Vec<u8>, matched: &mut Vec<usize>) {
-    hits.resize(bucket.rules.len(), 0);
+/// Adds to `candidates` the rules of `bucket` whose globs all match the event: one glob set
+/// match per field marks the rules a pattern of theirs matched (`hits`, by position, which
+/// is left zeroed again), so the cost follows the rules that match, not the rules there are.
+fn candidates(
+    bucket: &Bucket,
+    facts: &Facts<'_>,
+    hits: &mut [u8],
+    touched: &mut Vec<usize>,
+    matched: &mut Vec<usize>,
+    candidates: &mut Vec<usize>,
+) {
+    candidates.extend_from_slice(&bucket.always);
     let destination = facts.destination.as_ref().map(Destination::as_str);
+    touched.clear();
     for (flag, index, value) in [
         (PATH, &bucket.path, facts.path),
         (BINARY, &bucket.binary, facts.binary),
@@ -394,9 +409,20 @@ fn mark(bucket: &Bucket, facts: &Facts<'_>, hits: &mut Vec<u8>, matched: &mut Ve
         for value in std::iter::once(value).chain(names.iter().map(String::as_str)) {
             index.set.matches_into(value, matched);
             for &pattern in matched.iter() {
-                hits[index.owner[pattern]] |= flag;
+                let position = index.owner[pattern];
+                if hits[position] == 0 {
+                    touched.push(position);
+                }
+                hits[position] |= flag;
             }
         }
+    }
+    for &position in touched.iter() {
+        let needs = bucket.needs[position];
+        if hits[position] & needs == needs {
+            candidates.push(bucket.rules[position]);
+        }
+        hits[position] = 0;
     }
 }
 
@@ -425,16 +451,18 @@ impl Engine {
         }
         let mut buckets: [Bucket; KINDS] = Default::default();
         for (bucket, members) in buckets.iter_mut().zip(members) {
+            let needs: Vec<u8> = members
+                .iter()
+                .map(|&index| {
+                    let rule = &rules[index];
+                    (if rule.path.is_some() { PATH } else { 0 })
+                        | (if rule.binary.is_some() { BINARY } else { 0 })
+                        | (if rule.destination.is_some() { DESTINATION } else { 0 })
+                })
+                .collect();
             *bucket = Bucket {
-                needs: members
-                    .iter()
-                    .map(|&index| {
-                        let rule = &rules[index];
-                        (if rule.path.is_some() { PATH } else { 0 })
-                            | (if rule.binary.is_some() { BINARY } else { 0 })
-                            | (if rule.destination.is_some() { DESTINATION } else { 0 })
-                    })
-                    .collect(),
+                always: members.iter().zip(&needs).filter(|(_, needs)| **needs == 0).map(|(index, _)| *index).collect(),
+                needs,
                 path: FieldIndex::build(&rules, &members, |rule| rule.path.as_ref(), |_| Vec::new())?,
                 binary: FieldIndex::build(&rules, &members, |rule| rule.binary.as_ref(), |_| Vec::new())?,
                 destination: FieldIndex::build(
@@ -531,8 +559,10 @@ impl Engine {
                 .map(|rule| Vec::with_capacity(if rule.distinct { rule.count.unwrap_or(0) as usize } else { 0 }))
                 .collect(),
             seen: vec![None; self.rules.len()],
-            hits: [Vec::with_capacity(self.rules.len()), Vec::with_capacity(self.rules.len())],
+            hits: vec![0; self.rules.len()],
+            touched: Vec::with_capacity(self.rules.len()),
             matched: Vec::with_capacity(self.rules.len()),
+            candidates: Vec::with_capacity(self.rules.len()),
         }
     }
 
@@ -572,42 +602,32 @@ impl Engine {
                 agent.seen[index] = Some(now_ns);
             }
         }
-        // The event's kind and, for a refusal, `denied`: their rules merged in priority order
-        // (an index into `rules` is a rank), each bucket's globs matched once per field.
-        let buckets =
-            [Some(&self.buckets[facts.kind.index()]), facts.denied.then(|| &self.buckets[Kind::Denied.index()])];
-        for (slot, bucket) in buckets.iter().enumerate() {
-            agent.hits[slot].clear();
-            if let Some(bucket) = bucket {
-                mark(bucket, &facts, &mut agent.hits[slot], &mut agent.matched);
-            }
+        // The event's kind and, for a refusal, `denied`: the rules of both whose globs match,
+        // in priority order (an index into `rules` is a rank); the first whose other
+        // conditions hold decides.
+        let mut candidates = std::mem::take(&mut agent.candidates);
+        candidates.clear();
+        for bucket in
+            [Some(&self.buckets[facts.kind.index()]), facts.denied.then(|| &self.buckets[Kind::Denied.index()])]
+                .into_iter()
+                .flatten()
+        {
+            self::candidates(bucket, &facts, &mut agent.hits, &mut agent.touched, &mut agent.matched, &mut candidates);
         }
-        let rules_of = |slot: usize| buckets[slot].map_or(&[][..], |bucket| bucket.rules.as_slice());
-        let mut next = [0usize; 2];
-        loop {
-            let slot = match (rules_of(0).get(next[0]), rules_of(1).get(next[1])) {
-                (Some(first), Some(second)) => usize::from(second < first),
-                (Some(_), None) => 0,
-                (None, Some(_)) => 1,
-                (None, None) => break,
-            };
-            let position = next[slot];
-            next[slot] += 1;
-            let Some(bucket) = buckets[slot] else { break };
-            let needs = bucket.needs[position];
-            if agent.hits[slot][position] & needs != needs {
-                continue;
-            }
-            let index = bucket.rules[position];
+        candidates.sort_unstable();
+        let mut decision = Decision { action: Action::Allow, rule: None, index: None };
+        for &index in &candidates {
             let rule = &self.rules[index];
             if self.matches(rule, index, agent, &facts, now_ns) {
                 let escalate = matches!(rule.action, Action::Deny | Action::Audit)
                     && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity);
                 let action = if escalate { Action::Suspend } else { rule.action };
-                return Decision { action, rule: Some(rule), index: Some(index) };
+                decision = Decision { action, rule: Some(rule), index: Some(index) };
+                break;
             }
         }
-        Decision { action: Action::Allow, rule: None, index: None }
+        agent.candidates = candidates;
+        decision
     }
 
     /// The rule's conditions beyond its globs (already matched): trust, sequence, rate.

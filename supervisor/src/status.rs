@@ -84,18 +84,19 @@ fn sql_error(error: rusqlite::Error) -> Failure {
     (exit::FAILURE, format!("audit store: {error}"))
 }
 
-/// Reads every agent of the store and its state now.
+/// Reads every agent of the store and its state now. The event and denial counts come from
+/// `agent_counts`, which the writer keeps (`audit`), not from counting the events rows.
 pub fn agents(connection: &rusqlite::Connection, cgroup_root: Option<&Path>, now: i64) -> Result<Vec<Agent>, Failure> {
     let hour_ago = now - HOUR.as_nanos() as i64;
     let mut statement = connection
         .prepare(
             "SELECT a.agent, a.trust, a.time, a.command,
                (SELECT time FROM actions WHERE agent = a.agent AND action = 'exit' ORDER BY seq DESC LIMIT 1),
-               (SELECT count(*) FROM events WHERE agent = a.agent),
-               (SELECT count(*) FROM events WHERE agent = a.agent AND decision = 'deny'),
+               coalesce(c.events, 0),
+               coalesce(c.denials, 0),
                (SELECT count(*) FROM incidents WHERE agent = a.agent),
                (SELECT count(*) FROM incidents WHERE agent = a.agent AND time >= ?1)
-             FROM agents a ORDER BY a.seq",
+             FROM agents a LEFT JOIN agent_counts c ON c.agent = a.agent ORDER BY a.seq",
         )
         .map_err(sql_error)?;
     let mut rows = statement.query([hour_ago]).map_err(sql_error)?;

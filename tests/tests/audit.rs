@@ -400,3 +400,63 @@ fn pruning_by_age_and_size_keeps_the_chain_verifiable() {
     assert!(edit.is_ok_and(|status| status.success()));
     assert_eq!(audit(&store, &["verify"]).status.code(), Some(1));
 }
+
+#[test]
+fn a_store_of_the_previous_schema_is_migrated_and_still_verifies_and_catches_an_edit() {
+    require!("a_store_of_the_previous_schema_is_migrated_and_still_verifies_and_catches_an_edit");
+    let scene = scene!();
+    let store = scene.root.join("audit.db").to_string_lossy().into_owned();
+    let id = format!("migrated-{}", std::process::id());
+    let key = scene.home.join(".ssh/id_ed25519");
+    let output = Command::new(governor_bin())
+        .args(["--audit-db", &store, "run", "--standalone", "--trust", "low", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", &format!("cat {} 2>/dev/null; cat /etc/hostname >/dev/null; true", key.display())])
+        .env("HOME", &scene.home)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let status = || {
+        let status = Command::new(governor_bin())
+            .args(["--audit-db", &store, "status", "--all", "--format", "json"])
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+        let document: Value = serde_json::from_str(&stdout(&status)).unwrap_or_else(|error| panic!("{error}"));
+        let agent = document["agents"].as_array().and_then(|agents| agents.iter().find(|a| a["agent"] == id.as_str()));
+        let agent = agent.cloned().unwrap_or_else(|| panic!("{id} not in {document}"));
+        (agent["events"].as_i64(), agent["denials"].as_i64())
+    };
+    let before = status();
+    let rows = audit(&store, &["query", "--agent", &id, "--format", "jsonl", "--limit", "100000"]);
+    let rows: Vec<Value> = stdout(&rows).lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let denials = rows.iter().filter(|row| row["decision"] == "deny").count() as i64;
+    assert_eq!(before, (Some(rows.len() as i64), Some(denials)), "status counts the rows query lists");
+    assert!(denials >= 1, "the key was refused: {rows:?}");
+
+    // The store as the previous schema wrote it: the same chained rows, no per-agent counts,
+    // the kind and decision indexes without time.
+    let downgrade = Command::new("sqlite3")
+        .arg(&store)
+        .arg(
+            "DROP TABLE agent_counts; DROP INDEX events_kind_time; DROP INDEX events_decision_time; \
+             CREATE INDEX events_kind ON events (kind); CREATE INDEX events_decision ON events (decision); \
+             PRAGMA user_version = 3;",
+        )
+        .status();
+    assert!(downgrade.is_ok_and(|status| status.success()));
+    let verify = audit(&store, &["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    let version = Command::new("sqlite3").arg(&store).arg("PRAGMA user_version").output();
+    assert_eq!(version.map(|output| stdout(&output).trim().to_owned()).ok().as_deref(), Some("4"));
+    assert_eq!(status(), before, "the migrated store counts what the old one held");
+
+    // An edit of a migrated store is still found.
+    let seq = rows[0]["seq"].as_i64().unwrap_or(0);
+    let edit =
+        Command::new("sqlite3").arg(&store).arg(format!("UPDATE events SET path = '/x' WHERE seq = {seq}")).status();
+    assert!(edit.is_ok_and(|status| status.success()));
+    let verify = audit(&store, &["verify"]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(stderr(&verify).contains(&format!("events row {seq}")), "{}", stderr(&verify));
+}

@@ -33,9 +33,12 @@ pub enum Which {
     /// Ring-buffer records decoded per second in userspace (criterion).
     Decode,
     /// Policy decisions with 1, 100 and 1,000 rules (criterion, then p50/p99 of single
-    /// decisions), audit inserts per second, and audit queries in a 10,000,000-row store
-    /// (built once at target/bench/audit-10m.db).
+    /// decisions), audit inserts per second, and `governor status` and `governor audit query`
+    /// in a 13,000,000-row store of 700 agents (built once at target/bench/audit-13m.db).
     Policy,
+    /// Only the large store's part of `policy`: `governor status`, `audit query --since 1h`
+    /// and `audit incidents` through the release binary, medians of interleaved runs.
+    Store,
     /// From the kernel timestamp of the event that breaks a critical rule to `frozen 1` in
     /// the agent's cgroup.events (the shipped network-tool-after-secret rule), p50/p99.
     Freeze {
@@ -78,18 +81,22 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
         }
         Which::Freeze { runs } => freeze(root, runs),
         Which::Daemon { runs } => daemon(root, runs),
-        Which::Decode => criterion(root, "decode"),
-        Which::Policy => criterion(root, "policy"),
+        Which::Decode => criterion(root, "decode", &[]),
+        Which::Policy => criterion(root, "policy", &[]),
+        Which::Store => criterion(root, "policy", &["audit store"]),
     }
 }
 
-/// `cargo bench -p governor --bench NAME`.
-fn criterion(root: &Path, bench: &str) -> Result<()> {
-    let status = Command::new("cargo")
-        .current_dir(root)
-        .args(["bench", "-p", "governor", "--bench", bench])
-        .status()
-        .context("running cargo bench")?;
+/// `cargo bench -p governor --bench NAME [-- FILTER]`, with the release `governor` binary
+/// (built before) for the benchmarks that run it.
+fn criterion(root: &Path, bench: &str, filter: &[&str]) -> Result<()> {
+    let mut command = Command::new("cargo");
+    command.current_dir(root).args(["bench", "-p", "governor", "--bench", bench]);
+    if !filter.is_empty() {
+        command.arg("--").args(filter);
+    }
+    let status =
+        command.env("GOVERNOR_BIN", root.join("target/release/governor")).status().context("running cargo bench")?;
     if !status.success() {
         bail!("cargo bench failed");
     }
