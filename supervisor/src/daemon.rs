@@ -714,7 +714,8 @@ impl<'w> Daemon<'w> {
         self.probes
             .watch(cgroup_id, &registration.agent, &dir, slot, &registration.plan)
             .map_err(|error| error.to_string())?;
-        let denies = own_rules.unwrap_or(&self.rules).kernel_denies(registration.trust);
+        let by_inode = self.probes.backend == probes::Backend::Lsm;
+        let denies = own_rules.unwrap_or(&self.rules).kernel_denies(registration.trust, by_inode);
         let enforced = match self.probes.deny(cgroup_id, &denies) {
             Ok(enforced) => enforced,
             Err(error) => {
@@ -823,11 +824,13 @@ impl<'w> Daemon<'w> {
         // Events decided until now were decided under the old rules.
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         let ids: Vec<u64> = self.agents.keys().copied().collect();
+        let by_inode = self.probes.backend == probes::Backend::Lsm;
         for id in ids.into_iter().filter(|id| !kept.contains(id)) {
             let (own_rules, own_engine) = own.remove(&id).unzip();
             let Some(supervised) = self.agents.get_mut(&id) else { continue };
             supervised.output.swap_engine(own_engine.map_or_else(|| Rc::clone(&self.engine), Rc::new));
-            let denies = own_rules.as_ref().unwrap_or(&self.rules).kernel_denies(supervised.registration.trust);
+            let denies =
+                own_rules.as_ref().unwrap_or(&self.rules).kernel_denies(supervised.registration.trust, by_inode);
             supervised.own_rules = own_rules;
             if let Err(error) = self.probes.deny(id, &denies) {
                 tracing::error!(agent = %supervised.output.agent_id, error = %error, "kernel deny rules not replaced");

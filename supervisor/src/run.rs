@@ -539,7 +539,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             slot,
             &probes::ProbePlan::of(&confinement, probes.backend),
         )?;
-        let denies = prepared.rules.kernel_denies(prepared.ring.trust);
+        let denies = prepared.rules.kernel_denies(prepared.ring.trust, probes.backend == probes::Backend::Lsm);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {
             say!("governor: deny rules enforced in the kernel: {enforced}");
