@@ -445,6 +445,26 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             say!("governor: not enforced here: {line}");
         }
     }
+    let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
+    // The daemon attaches the agent's hooks and records it while this process builds the
+    // Landlock ruleset and the seccomp filters: the answer is read just before the fork.
+    if let Some((client, hello)) = daemon.as_mut() {
+        let registration = crate::control::Registration {
+            agent: prepared.agent_id.clone(),
+            trust: prepared.ring.trust,
+            command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
+            user: prepared.identity.name.clone(),
+            observe: prepared.request.observe,
+            overlays: prepared
+                .request
+                .policies
+                .iter()
+                .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
+                .collect(),
+            plan: probes::ProbePlan::of(&confinement, hello.backend),
+        };
+        client.send(&crate::control::Request::Register(registration))?;
+    }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi)?;
     let filters = confinement.seccomp.compile()?;
     if verbose {
@@ -499,29 +519,14 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         use std::os::unix::fs::DirBuilderExt as _;
         let _ = std::fs::DirBuilder::new().mode(0o700).create(OsStr::from_bytes(CONTROL_DIR.to_bytes()));
     }
-    let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     let cgroup_dir = cgroup.dir()?;
     let mut procs = cgroup.procs_for_join()?;
     let cgroup_id = cgroup.id()?;
     if verbose {
         say!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
     }
-    if let Some((client, hello)) = daemon.as_mut() {
-        let registration = crate::control::Registration {
-            agent: prepared.agent_id.clone(),
-            trust: prepared.ring.trust,
-            command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
-            user: prepared.identity.name.clone(),
-            observe: prepared.request.observe,
-            overlays: prepared
-                .request
-                .policies
-                .iter()
-                .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
-                .collect(),
-            plan: probes::ProbePlan::of(&confinement, hello.backend),
-        };
-        let answer = client.call(&crate::control::Request::Register(registration))?;
+    if let Some((client, _)) = daemon.as_mut() {
+        let answer = client.answer()?;
         if verbose {
             say!("governor: deny rules enforced in the kernel: {}", answer["enforced"].as_str().unwrap_or(""));
             for line in answer["userspace_only"].as_array().into_iter().flatten() {
