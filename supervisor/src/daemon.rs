@@ -59,6 +59,10 @@ pub struct Options {
     /// Kernel event probes: BPF LSM where the kernel has it, else tracepoints.
     #[arg(long, value_enum, default_value = "auto")]
     pub probes: probes::Choice,
+    /// Stop after SECONDS with no agent to supervise and no control connection (the daemon
+    /// that `governor run` starts on first use stops after 600) [default: never].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_exit: Option<u64>,
 }
 
 /// The settings file.
@@ -219,6 +223,8 @@ struct Daemon<'w> {
     hello: control::Hello,
     reported_drops: u64,
     reported_by_agent: HashMap<u64, u64>,
+    /// `--idle-exit`.
+    idle_exit: Option<Duration>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops (their
@@ -299,6 +305,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         hello,
         reported_drops: 0,
         reported_by_agent: HashMap::new(),
+        idle_exit: settings.options.idle_exit.map(Duration::from_secs),
     };
     daemon.adopt();
     // Predecessors' LSM links (this daemon's are attached), and the pins of agents that
@@ -397,6 +404,8 @@ impl<'w> Daemon<'w> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heartbeat = Instant::now() - HEARTBEAT;
+        let idle_exit = self.idle_exit;
+        let mut idle_since = Instant::now();
         let watchdog = watchdog_interval();
         self.heartbeat();
         notify("READY=1");
@@ -543,6 +552,14 @@ impl<'w> Daemon<'w> {
                         supervised.output.tick();
                     }
                     self.check_orphans(ring.get_mut());
+                    if !self.agents.is_empty() || !replies.is_empty() {
+                        idle_since = Instant::now();
+                    } else if idle_exit.is_some_and(|idle| idle_since.elapsed() >= idle) {
+                        tracing::info!(idle = ?idle_since.elapsed(), "stopping: no agent and no connection (--idle-exit)");
+                        notify("STOPPING=1");
+                        self.stop(ring.get_mut());
+                        return Ok(());
+                    }
                     if last_heartbeat.elapsed() >= HEARTBEAT.min(watchdog.unwrap_or(HEARTBEAT)) {
                         last_heartbeat = Instant::now();
                         self.heartbeat();

@@ -396,7 +396,15 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
     if request.standalone || request.trace || request.probes == probes::Choice::Off {
         return Ok(None);
     }
-    let Some((client, hello)) = crate::control::discover(request.socket.as_deref())? else {
+    let found = match crate::control::discover(request.socket.as_deref()) {
+        Ok(None) if crate::autostart::allowed(request) => start_daemon(request),
+        // A daemon that stopped (idle) as this run connected: one is started again.
+        Err(crate::control::Error::Io(_) | crate::control::Error::Refused(_)) if crate::autostart::allowed(request) => {
+            start_daemon(request)
+        }
+        found => found?,
+    };
+    let Some((client, hello)) = found else {
         return Ok(None);
     };
     let wanted = match request.probes {
@@ -412,6 +420,27 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
         )));
     }
     Ok(Some((client, hello)))
+}
+
+/// The daemon started on first use ([`crate::autostart`]); when it cannot be started, this
+/// run supervises its agent itself, as before there was a daemon.
+fn start_daemon(request: &Request) -> Option<(Client, Hello)> {
+    match crate::autostart::start(request) {
+        Ok((client, hello)) => {
+            say!(
+                "governor: started the governor daemon (pid {}) for this and later runs; it stops after {} minutes without agents (log: {})",
+                hello.pid,
+                crate::autostart::IDLE_EXIT.as_secs() / 60,
+                crate::autostart::log_path(request).display()
+            );
+            Some((client, hello))
+        }
+        // Another run's daemon may have won the race for the socket.
+        Err(error) => crate::control::discover(None).ok().flatten().or_else(|| {
+            say!("governor: {error}; supervising the agent in this process");
+            None
+        }),
+    }
 }
 
 /// Runs the agent; returns governor's exit code. With a daemon, the daemon watches the
