@@ -249,14 +249,18 @@ fn bench_tools(root: &Path) -> Result<std::path::PathBuf> {
             continue;
         }
         println!("installing {krate} into {}", tools.display());
-        let status = Command::new("cargo")
-            .args(["install", "--locked", "--root"])
-            .arg(&tools)
-            .arg(krate)
-            .status()
-            .with_context(|| format!("running cargo install {krate}"))?;
-        if !status.success() {
-            bail!("cargo install --locked {krate} failed");
+        let install = |locked: bool| {
+            let mut command = Command::new("cargo");
+            command.arg("install").args(locked.then_some("--locked")).arg("--root").arg(&tools).arg(krate);
+            command.status().with_context(|| format!("running cargo install {krate}"))
+        };
+        // A lock file can name a version the registry no longer serves (nono-cli 0.81's
+        // names webpki-roots 1.0.11): then the newest compatible versions are used.
+        if !install(true)?.success() {
+            println!("cargo install --locked {krate} failed; trying without its lock file");
+            if !install(false)?.success() {
+                bail!("cargo install {krate} failed");
+            }
         }
     }
     Ok(tools.join("bin"))
