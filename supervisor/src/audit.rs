@@ -44,13 +44,16 @@ pub enum Error {
 
 /// Where the store is: `--audit-db`, `GOVERNOR_AUDIT_DB`, `/var/lib/governor/audit.db` for
 /// root, else `$XDG_STATE_HOME/governor/audit.db` (`~/.local/state/...`).
+/// root's store (the daemon's, as installed).
+pub const ROOT_STORE: &str = "/var/lib/governor/audit.db";
+
 pub fn default_path() -> PathBuf {
     if let Some(path) = std::env::var_os("GOVERNOR_AUDIT_DB") {
         return PathBuf::from(path);
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/lib/governor/audit.db");
+        return PathBuf::from(ROOT_STORE);
     }
     let state = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)

@@ -185,29 +185,46 @@ pub struct Client {
     writer: UnixStream,
     reader: BufReader<UnixStream>,
     pub path: PathBuf,
+    /// Why the last request could not be sent, reported if no answer comes.
+    unsent: Option<std::io::Error>,
 }
 
 impl Client {
     pub fn connect(path: &Path) -> Result<Client, Error> {
         let stream = UnixStream::connect(path).map_err(|source| Error::Connect { path: path.to_path_buf(), source })?;
         let reader = BufReader::new(stream.try_clone()?);
-        Ok(Client { writer: stream, reader, path: path.to_path_buf() })
+        Ok(Client { writer: stream, reader, path: path.to_path_buf(), unsent: None })
     }
 
     /// Sends `request` and waits for the answer: its fields, or the daemon's refusal.
     pub fn call(&mut self, request: &Request) -> Result<serde_json::Value, Error> {
+        self.send(request)?;
+        self.answer()
+    }
+
+    /// Sends `request` without waiting: the caller goes on with its own work while the
+    /// daemon does the request's, then reads the answer with [`Client::answer`].
+    pub fn send(&mut self, request: &Request) -> Result<(), Error> {
         let mut line = serde_json::to_vec(request).map_err(|error| Error::Malformed(error.to_string()))?;
         line.push(b'\n');
         // A daemon that refuses the peer answers at once and closes: its answer is read even
         // when the request could not be sent.
-        let sent = self.writer.write_all(&line);
+        self.unsent = self.writer.write_all(&line).err();
+        Ok(())
+    }
+
+    /// The answer to the request sent last: its fields, or the daemon's refusal.
+    pub fn answer(&mut self) -> Result<serde_json::Value, Error> {
         let mut answer = String::new();
         let read = self.reader.read_line(&mut answer);
         if answer.is_empty() {
-            sent?;
+            if let Some(error) = self.unsent.take() {
+                return Err(error.into());
+            }
             read?;
             return Err(Error::Refused("closed the connection without an answer".into()));
         }
+        self.unsent = None;
         let value: serde_json::Value =
             serde_json::from_str(&answer).map_err(|error| Error::Malformed(error.to_string()))?;
         if value["ok"] == serde_json::Value::Bool(true) {

@@ -72,6 +72,10 @@ pub struct Options {
     /// Let --http listen on an address other than loopback.
     #[arg(long, requires = "http")]
     pub http_allow_remote: bool,
+    /// Stop after SECONDS with no agent to supervise and no control connection (the daemon
+    /// that `governor run` starts on first use stops after 600) [default: never].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_exit: Option<u64>,
 }
 
 /// The settings file.
@@ -234,6 +238,8 @@ struct Daemon<'w> {
     reported_by_agent: HashMap<u64, u64>,
     /// Where registrations ahead of a run are kept (`<state>/registered`).
     registered_dir: PathBuf,
+    /// `--idle-exit`.
+    idle_exit: Option<Duration>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops (their
@@ -341,6 +347,7 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         reported_drops: 0,
         reported_by_agent: HashMap::new(),
         registered_dir,
+        idle_exit: settings.options.idle_exit.map(Duration::from_secs),
     };
     daemon.adopt();
     // Predecessors' LSM links (this daemon's are attached), and the pins of agents that
@@ -500,6 +507,8 @@ impl<'w> Daemon<'w> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heartbeat = Instant::now() - HEARTBEAT;
+        let idle_exit = self.idle_exit;
+        let mut idle_since = Instant::now();
         let watchdog = watchdog_interval();
         self.heartbeat();
         notify(&[sd_notify::NotifyState::Ready]);
@@ -659,6 +668,14 @@ impl<'w> Daemon<'w> {
                         supervised.output.tick();
                     }
                     self.check_orphans(ring.get_mut());
+                    if !self.agents.is_empty() || !replies.is_empty() {
+                        idle_since = Instant::now();
+                    } else if idle_exit.is_some_and(|idle| idle_since.elapsed() >= idle) {
+                        tracing::info!(idle = ?idle_since.elapsed(), "stopping: no agent and no connection (--idle-exit)");
+                        notify(&[sd_notify::NotifyState::Stopping]);
+                        self.stop(ring.get_mut());
+                        return Ok(());
+                    }
                     if last_heartbeat.elapsed() >= HEARTBEAT.min(watchdog.unwrap_or(HEARTBEAT)) {
                         last_heartbeat = Instant::now();
                         self.heartbeat();
@@ -1118,7 +1135,8 @@ impl<'w> Daemon<'w> {
         self.probes
             .watch(cgroup_id, &registration.agent, &dir, slot, &registration.plan)
             .map_err(|error| error.to_string())?;
-        let denies = own_rules.unwrap_or(&self.rules).kernel_denies(registration.trust);
+        let by_inode = self.probes.backend == probes::Backend::Lsm;
+        let denies = own_rules.unwrap_or(&self.rules).kernel_denies(registration.trust, by_inode);
         let enforced = match self.probes.deny(cgroup_id, &denies) {
             Ok(enforced) => enforced,
             Err(error) => {
@@ -1227,11 +1245,13 @@ impl<'w> Daemon<'w> {
         // Events decided until now were decided under the old rules.
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         let ids: Vec<u64> = self.agents.keys().copied().collect();
+        let by_inode = self.probes.backend == probes::Backend::Lsm;
         for id in ids.into_iter().filter(|id| !kept.contains(id)) {
             let (own_rules, own_engine) = own.remove(&id).unzip();
             let Some(supervised) = self.agents.get_mut(&id) else { continue };
             supervised.output.swap_engine(own_engine.map_or_else(|| Rc::clone(&self.engine), Rc::new));
-            let denies = own_rules.as_ref().unwrap_or(&self.rules).kernel_denies(supervised.registration.trust);
+            let denies =
+                own_rules.as_ref().unwrap_or(&self.rules).kernel_denies(supervised.registration.trust, by_inode);
             supervised.own_rules = own_rules;
             if let Err(error) = self.probes.deny(id, &denies) {
                 tracing::error!(agent = %supervised.output.agent_id, error = %error, "kernel deny rules not replaced");

@@ -825,8 +825,11 @@ impl Rules {
     /// no rate or sequence (those need the engine's memory), on exec, open, connect or
     /// sendmsg. Path patterns expand to the files that exist now (walked from their literal
     /// directory, at most `EXPAND_MAX`); destinations must be an address (IPv4 may end in
-    /// `.*` octets) and a port or `*`.
-    pub fn kernel_denies(&self, trust: Trust) -> KernelDenies {
+    /// `.*` octets) and a port or `*`. Without `by_inode` (no BPF LSM to refuse a file or a
+    /// program by inode) path rules are not walked: the engine alone decides them, and a walk
+    /// of every file a pattern covers (thousands under `/usr/bin`) would be paid on every
+    /// launch for nothing.
+    pub fn kernel_denies(&self, trust: Trust, by_inode: bool) -> KernelDenies {
         let mut out = KernelDenies::default();
         for rule in &self.rules {
             if rule.action != Action::Deny || rule.count.is_some() || rule.after.is_some() || !rule.applies_to(trust) {
@@ -834,6 +837,7 @@ impl Rules {
             }
             let mut userspace = |why: String| out.userspace_only.push(format!("rule '{}': {why}", rule.id));
             match rule.kind {
+                Kind::Open | Kind::Exec if !by_inode => userspace("no BPF LSM to refuse it by inode".into()),
                 Kind::Open | Kind::Exec => {
                     let globs = match (&rule.path, &rule.binary) {
                         (Some(globs), None) | (None, Some(globs)) => globs,
@@ -1336,7 +1340,7 @@ mod tests {
         );
         let file: RulesFile = toml::from_str(&text).unwrap_or_else(|error| panic!("{error}"));
         let rules = Rules { rules: file.rule, suspend_on_severity: None, event_budget: None };
-        let medium = rules.kernel_denies(Trust::Medium);
+        let medium = rules.kernel_denies(Trust::Medium, true);
         let mut open = medium.open.clone();
         open.sort();
         assert_eq!(open, [dir.path().join("data/a.key"), dir.path().join("data/sub/b.key")]);
@@ -1351,7 +1355,12 @@ mod tests {
                 "rule 'everywhere': pattern '**/curl' is not an absolute path",
             ]
         );
-        assert_eq!(rules.kernel_denies(Trust::Low).exec, [dir.path().join("data/c.txt")]);
+        assert_eq!(rules.kernel_denies(Trust::Low, true).exec, [dir.path().join("data/c.txt")]);
+        // Without BPF LSM nothing is walked: the engine decides path rules alone.
+        let tracepoint = rules.kernel_denies(Trust::Medium, false);
+        assert!(tracepoint.open.is_empty() && tracepoint.exec.is_empty(), "{tracepoint:?}");
+        assert_eq!(tracepoint.net, medium.net);
+        assert!(tracepoint.userspace_only.iter().any(|line| line.ends_with("no BPF LSM to refuse it by inode")));
     }
 
     /// A connect to `addr:port`, as the tracepoint reports it (the agent's own address).

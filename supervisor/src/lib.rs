@@ -9,6 +9,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod audit;
 pub mod audit_cli;
+pub mod autostart;
 pub mod cgroup;
 pub mod client;
 pub mod context;

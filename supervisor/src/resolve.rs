@@ -43,36 +43,24 @@ const MULTI_CALL_NAMES: usize = 3;
 const CACHE_FOR: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 4096;
 
-/// A program that an exec rule names, found on this machine.
-#[derive(Debug)]
-struct Known {
-    path: PathBuf,
-    /// SHA-256 of its content, read when a file of the same size is first run.
-    hash: Option<[u8; 32]>,
-}
-
-/// The resolver of one agent's events.
+/// The programs the rules of one engine name, found in the program directories, by file
+/// size (sizes filter before anything is hashed); and the directories' modification times
+/// when they were listed.
 #[derive(Debug, Default)]
-pub struct Resolver {
-    /// Programs the rules name, by file size (sizes filter before anything is hashed).
-    programs: HashMap<u64, Vec<Known>>,
-    /// Hashes of executed files, by (device, inode, mtime, size).
-    hashed: HashMap<(u64, u64, i64, u64), [u8; 32]>,
-    /// Absolute path -> canonical path, and when.
-    canonical: HashMap<PathBuf, (PathBuf, Instant)>,
-    /// Each thread's working directory, as the kernel last reported it (`kind::CWD`).
-    cwds: HashMap<u32, PathBuf>,
+struct Programs {
+    by_size: HashMap<u64, Vec<PathBuf>>,
+    dirs: Vec<(PathBuf, Option<std::time::SystemTime>)>,
 }
 
-impl Resolver {
-    /// For the exec rules of `engine`: the programs they name are looked up in the usual
-    /// program directories and on `PATH`, to recognise copies of them by content.
-    pub fn new(engine: &Engine) -> Resolver {
-        let mut resolver = Resolver::default();
+impl Programs {
+    /// Lists the program directories and `PATH` (a stat of every file: thousands).
+    fn find(engine: &Engine) -> Programs {
         let mut dirs: Vec<PathBuf> = PROGRAM_DIRS.iter().map(PathBuf::from).collect();
         if let Some(path) = std::env::var_os("PATH") {
             dirs.extend(std::env::split_paths(&path).filter(|dir| dir.is_absolute()));
         }
+        let mut programs =
+            Programs { dirs: dirs.iter().map(|dir| (dir.clone(), modified(dir))).collect(), ..Programs::default() };
         let mut seen = std::collections::HashSet::new();
         // Every program file of the directories: (device, inode) -> (named by a rule, the
         // names that lead to it, symlinks followed).
@@ -89,14 +77,68 @@ impl Resolver {
                 let names = files.entry((meta.dev(), meta.ino())).or_default();
                 names.push((path.clone(), named));
                 if named && seen.insert((meta.dev(), meta.ino())) {
-                    resolver.programs.entry(meta.len()).or_default().push(Known { path, hash: None });
+                    programs.by_size.entry(meta.len()).or_default().push(path);
                 }
             }
         }
-        for known in resolver.programs.values_mut() {
-            known.retain(|known| !multi_call(&known.path, &files));
+        for known in programs.by_size.values_mut() {
+            known.retain(|path| !multi_call(path, &files));
         }
-        resolver
+        programs
+    }
+
+    /// Whether no program directory has gained, lost or renamed an entry since the listing.
+    fn current(&self) -> bool {
+        self.dirs.iter().all(|(dir, then)| modified(dir) == *then)
+    }
+}
+
+fn modified(dir: &Path) -> Option<std::time::SystemTime> {
+    fs::metadata(dir).and_then(|meta| meta.modified()).ok()
+}
+
+thread_local! {
+    /// The last listing and the engine it was made for: the daemon's agents share its
+    /// engine, so a launch through the daemon reuses the listing while the directories are
+    /// unchanged (one stat per directory instead of one per program).
+    static LISTED: std::cell::RefCell<Option<(std::rc::Weak<Engine>, std::rc::Rc<Programs>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The resolver of one agent's events.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    /// Programs the rules name.
+    programs: std::rc::Rc<Programs>,
+    /// Hashes of the programs the rules name, read when a file of the same size is first run.
+    known: HashMap<PathBuf, Option<[u8; 32]>>,
+    /// Hashes of executed files, by (device, inode, mtime, size).
+    hashed: HashMap<(u64, u64, i64, u64), [u8; 32]>,
+    /// Absolute path -> canonical path, and when.
+    canonical: HashMap<PathBuf, (PathBuf, Instant)>,
+    /// Each thread's working directory, as the kernel last reported it (`kind::CWD`).
+    cwds: HashMap<u32, PathBuf>,
+}
+
+impl Resolver {
+    /// For the exec rules of `engine`: the programs they name are looked up in the usual
+    /// program directories and on `PATH`, to recognise copies of them by content.
+    pub fn new(engine: &std::rc::Rc<Engine>) -> Resolver {
+        let reused = LISTED.with_borrow(|listed| {
+            listed
+                .as_ref()
+                .filter(|(made_for, programs)| {
+                    made_for.upgrade().is_some_and(|made_for| std::rc::Rc::ptr_eq(&made_for, engine))
+                        && programs.current()
+                })
+                .map(|(_, programs)| std::rc::Rc::clone(programs))
+        });
+        let programs = reused.unwrap_or_else(|| {
+            let programs = std::rc::Rc::new(Programs::find(engine));
+            LISTED.set(Some((std::rc::Rc::downgrade(engine), std::rc::Rc::clone(&programs))));
+            programs
+        });
+        Resolver { programs, ..Resolver::default() }
     }
 
     /// Adds the other names of the event's path or program (`aka`).
@@ -282,8 +324,7 @@ impl Resolver {
             // stat does not wait for a lease.
             Program::Busy => fs::metadata(path)
                 .ok()
-                .and_then(|meta| self.programs.get(&meta.len()))
-                .map(|candidates| candidates.iter().map(|known| known.path.clone()).collect())
+                .and_then(|meta| self.programs.by_size.get(&meta.len()).cloned())
                 .unwrap_or_default(),
         }
     }
@@ -293,13 +334,14 @@ impl Resolver {
         if !meta.is_file() {
             return None;
         }
-        let candidates = self.programs.get(&meta.len())?;
+        let programs = std::rc::Rc::clone(&self.programs);
+        let candidates = programs.by_size.get(&meta.len())?;
         // The program itself or a hard link of it: the same inode, nothing to read.
         if let Some(known) = candidates
             .iter()
-            .find(|known| fs::metadata(&known.path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev()))
+            .find(|known| fs::metadata(known).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev()))
         {
-            return Some(vec![known.path.clone()]);
+            return Some(vec![known.clone()]);
         }
         let key = (meta.dev(), meta.ino(), meta.mtime(), meta.len());
         let hash = match self.hashed.get(&key) {
@@ -311,22 +353,14 @@ impl Resolver {
                 }
                 // A lease (or a read that would wait) on a file the size of a named
                 // program: it may be any of them.
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Some(candidates.iter().map(|known| known.path.clone()).collect());
-                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Some(candidates.clone()),
                 Err(_) => return None,
             },
         };
-        let candidates = self.programs.get_mut(&meta.len())?;
-        for known in candidates.iter_mut() {
-            if known.hash.is_none() {
-                known.hash = open_program(&known.path).and_then(|file| match file {
-                    Program::Open(mut file) => hash_open(&mut file).ok(),
-                    Program::Busy => None,
-                });
-            }
-            if known.hash == Some(hash) {
-                return Some(vec![known.path.clone()]);
+        for known in candidates {
+            let known_hash = *self.known.entry(known.clone()).or_insert_with(|| hash_file(known));
+            if known_hash == Some(hash) {
+                return Some(vec![known.clone()]);
             }
         }
         None
@@ -368,6 +402,14 @@ fn multi_call(path: &Path, files: &HashMap<(u64, u64), Vec<(PathBuf, bool)>>) ->
     others.sort_unstable();
     others.dedup();
     others.len() > MULTI_CALL_NAMES
+}
+
+/// The content hash of a program a rule names (root's, never waited on).
+fn hash_file(path: &Path) -> Option<[u8; 32]> {
+    match open_program(path)? {
+        Program::Open(mut file) => hash_open(&mut file).ok(),
+        Program::Busy => None,
+    }
 }
 
 fn hash_open(file: &mut fs::File) -> std::io::Result<[u8; 32]> {

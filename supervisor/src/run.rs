@@ -471,7 +471,15 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
     {
         return Ok(None);
     }
-    let Some((client, hello)) = crate::control::discover(request.socket.as_deref())? else {
+    let found = match crate::control::discover(request.socket.as_deref()) {
+        Ok(None) if crate::autostart::allowed(request) => start_daemon(request),
+        // A daemon that stopped (idle) as this run connected: one is started again.
+        Err(crate::control::Error::Io(_) | crate::control::Error::Refused(_)) if crate::autostart::allowed(request) => {
+            start_daemon(request)
+        }
+        found => found?,
+    };
+    let Some((client, hello)) = found else {
         return Ok(None);
     };
     if !request.probes.accepts(hello.backend) {
@@ -484,6 +492,27 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
         )));
     }
     Ok(Some((client, hello)))
+}
+
+/// The daemon started on first use ([`crate::autostart`]); when it cannot be started, this
+/// run supervises its agent itself, as before there was a daemon.
+fn start_daemon(request: &Request) -> Option<(Client, Hello)> {
+    match crate::autostart::start(request) {
+        Ok((client, hello)) => {
+            say!(
+                "governor: started the governor daemon (pid {}) for this and later runs; it stops after {} minutes without agents (log: {})",
+                hello.pid,
+                crate::autostart::IDLE_EXIT.as_secs() / 60,
+                crate::autostart::log_path(request).display()
+            );
+            Some((client, hello))
+        }
+        // Another run's daemon may have won the race for the socket.
+        Err(error) => crate::control::discover(None).ok().flatten().or_else(|| {
+            say!("governor: {error}; supervising the agent in this process");
+            None
+        }),
+    }
 }
 
 /// Runs the agent; returns governor's exit code. With a daemon, the daemon watches the
@@ -531,6 +560,26 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     }
     if cached {
         link_cargo_config(&prepared, &cache, &confinement.landlock)?;
+    }
+    let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
+    // The daemon attaches the agent's hooks and records it while this process builds the
+    // Landlock ruleset and the seccomp filters: the answer is read just before the fork.
+    if let Some((client, hello)) = daemon.as_mut() {
+        let registration = crate::control::Registration {
+            agent: prepared.agent_id.clone(),
+            trust: prepared.ring.trust,
+            command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
+            user: prepared.identity.name.clone(),
+            observe: prepared.request.observe,
+            overlays: prepared
+                .request
+                .policies
+                .iter()
+                .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
+                .collect(),
+            plan: probes::ProbePlan::of(&confinement, hello.backend),
+        };
+        client.send(&crate::control::Request::Register(registration))?;
     }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi, backend == Some(probes::Backend::Notify))?;
     let filters = confinement.seccomp.compile()?;
@@ -585,29 +634,14 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         use std::os::unix::fs::DirBuilderExt as _;
         let _ = std::fs::DirBuilder::new().mode(0o700).create(OsStr::from_bytes(CONTROL_DIR.to_bytes()));
     }
-    let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     let cgroup_dir = cgroup.dir()?;
     let mut procs = cgroup.procs_for_join()?;
     let cgroup_id = cgroup.id()?;
     if verbose {
         say!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
     }
-    if let Some((client, hello)) = daemon.as_mut() {
-        let registration = crate::control::Registration {
-            agent: prepared.agent_id.clone(),
-            trust: prepared.ring.trust,
-            command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
-            user: prepared.identity.name.clone(),
-            observe: prepared.request.observe,
-            overlays: prepared
-                .request
-                .policies
-                .iter()
-                .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
-                .collect(),
-            plan: probes::ProbePlan::of(&confinement, hello.backend),
-        };
-        let answer = client.call(&crate::control::Request::Register(registration))?;
+    if let Some((client, _)) = daemon.as_mut() {
+        let answer = client.answer()?;
         if verbose {
             say!("governor: deny rules enforced in the kernel: {}", answer["enforced"].as_str().unwrap_or(""));
             for line in answer["userspace_only"].as_array().into_iter().flatten() {
@@ -625,7 +659,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             slot,
             &probes::ProbePlan::of(&confinement, probes.backend),
         )?;
-        let denies = prepared.rules.kernel_denies(prepared.ring.trust);
+        let denies = prepared.rules.kernel_denies(prepared.ring.trust, probes.backend == probes::Backend::Lsm);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {
             say!("governor: deny rules enforced in the kernel: {enforced}");

@@ -792,12 +792,7 @@ impl Probes {
             self.insert_inodes("DENY_EXEC", cgroup_id, &denies.exec, &mut entries)?;
             format!("{} destinations, {} files, {} programs", denies.net.len(), denies.open.len(), denies.exec.len())
         } else {
-            format!(
-                "{} destinations ({} files and {} programs decided in userspace: no BPF LSM)",
-                denies.net.len(),
-                denies.open.len(),
-                denies.exec.len()
-            )
+            format!("{} destinations (file and program rules decided in userspace: no BPF LSM)", denies.net.len())
         };
         if let Some(watched) = self.watched.get_mut(&cgroup_id) {
             watched.denies = entries;
