@@ -486,6 +486,8 @@ fn host_tax(root: &Path, governor: &Path, iterations: u64, runs: usize) -> Resul
         });
         println!("  {name:<44} {:>8.1} ms ({:.1} ms){ratio}", cpu[index], wall[index]);
     }
+    Ok(())
+}
 
 /// The peers, as `cargo install` names them, and the program each installs.
 const PEERS: [(&str, &str); 2] = [("sandlock-cli", "sandlock"), ("nono-cli", "nono")];
@@ -555,7 +557,7 @@ fn started_daemon(stderr: &str) -> Option<i32> {
 }
 
 /// SIGTERM, then waits until the process is gone.
-fn stop(pid: i32) {
+fn stop_pid(pid: i32) {
     // SAFETY: kill(2) on a daemon this benchmark started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -599,7 +601,7 @@ fn peers(root: &Path, runs: usize, first_runs: usize) -> Result<()> {
         };
         first.push(elapsed);
         if index + 1 < first_runs {
-            stop(pid);
+            stop_pid(pid);
         } else {
             daemon = Some(pid);
         }
@@ -653,7 +655,7 @@ fn peers(root: &Path, runs: usize, first_runs: usize) -> Result<()> {
         Ok(times)
     })();
     if let Some(pid) = daemon {
-        stop(pid);
+        stop_pid(pid);
     }
     let _ = std::fs::remove_dir_all(&dir);
     let mut times = result?;
