@@ -483,6 +483,97 @@ pub fn verify(connection: &Connection) -> rusqlite::Result<Result<u64, Broken>> 
     Ok(Ok(checked))
 }
 
+/// Where a store's chain heads are recorded, outside the store: `<store>-anchor`, one line
+/// `TABLE SEQ HASH` per table at most once a second while rows are written, and when the
+/// writer ends. Deleting the newest rows, or rewriting the rows and chaining them again, leaves
+/// chains that hold on their own; against a head recorded here either is found. Whoever can
+/// rewrite both files is not caught by this alone: the file is where a copy for another
+/// machine (or an append-only medium) is taken from.
+pub fn anchor_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push("-anchor");
+    PathBuf::from(name)
+}
+
+/// The newest row of each table: `(table, seq, hash)`.
+pub fn heads(connection: &Connection) -> rusqlite::Result<Vec<(&'static str, i64, String)>> {
+    let mut heads = Vec::new();
+    for (table, _) in TABLES {
+        let head: Option<(i64, String)> = connection
+            .query_row(&format!("SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1"), [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        if let Some((seq, hash)) = head {
+            heads.push((table, seq, hash));
+        }
+    }
+    Ok(heads)
+}
+
+/// Appends the store's heads to its anchor file (mode 0600).
+fn record_heads(connection: &Connection, anchor: &Path) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let heads = heads(connection).map_err(std::io::Error::other)?;
+    let mut text = String::new();
+    for (table, seq, hash) in heads {
+        text.push_str(&format!("{table} {seq} {hash}\n"));
+    }
+    let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(anchor)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Checks the newest head the anchor file recorded for each table: that row must still be
+/// there with that hash (a row pruned since is covered by the checkpoint that pruned it).
+/// `Ok(None)` when there is no anchor file.
+pub fn verify_anchor(connection: &Connection, anchor: &Path) -> rusqlite::Result<Option<Result<usize, Broken>>> {
+    let Ok(text) = std::fs::read_to_string(anchor) else { return Ok(None) };
+    let mut newest: std::collections::HashMap<&str, (i64, &str)> = std::collections::HashMap::new();
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (Some(table), Some(Ok(seq)), Some(hash)) =
+            (parts.next(), parts.next().map(str::parse::<i64>), parts.next())
+        else {
+            continue;
+        };
+        if newest.get(table).is_none_or(|(known, _)| seq > *known) {
+            newest.insert(table, (seq, hash));
+        }
+    }
+    let mut checked = 0;
+    for (table, _) in TABLES {
+        let Some((seq, hash)) = newest.get(table) else { continue };
+        let stored: Option<String> = connection
+            .query_row(&format!("SELECT hash FROM {table} WHERE seq = ?1"), [seq], |row| row.get(0))
+            .optional()?;
+        let pruned_through: Option<i64> = connection
+            .query_row("SELECT max(through_seq) FROM checkpoints WHERE chain = ?1", [table], |row| {
+                row.get::<_, Option<i64>>(0)
+            })
+            .optional()?
+            .flatten();
+        match stored {
+            Some(stored) if stored == *hash => checked += 1,
+            Some(_) => {
+                return Ok(Some(Err(Broken {
+                    table,
+                    seq: *seq,
+                    problem: "its hash is not the one recorded in the anchor file (the chain was rewritten)",
+                })));
+            }
+            None if pruned_through.is_some_and(|through| *seq <= through) => {}
+            None => {
+                return Ok(Some(Err(Broken {
+                    table,
+                    seq: *seq,
+                    problem: "is recorded in the anchor file and missing from the store (newest rows were removed)",
+                })));
+            }
+        }
+    }
+    Ok(Some(Ok(checked)))
+}
+
 /// How much of the store `prune` keeps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Retention {
@@ -626,6 +717,9 @@ impl Health {
     }
 }
 
+/// How often the writer records the chain heads in the anchor file while rows come.
+const ANCHOR_EVERY: Duration = Duration::from_secs(1);
+
 /// The writer thread: rows in, batched transactions out. A batch that fails (disk full,
 /// locked, read-only) is retried until it commits, and `failure()` says why meanwhile: the
 /// rows wait, in order, nothing is skipped. Dropping the writer flushes what is queued.
@@ -682,7 +776,31 @@ impl Writer {
             .spawn(move || {
                 let mut written = 0u64;
                 let mut batch = Vec::with_capacity(4096);
-                while let Ok(row) = receiver.recv() {
+                let anchor = anchor_path(&path);
+                let mut anchored: Option<std::time::Instant> = None;
+                // A failure to record the heads is not a lost row: the rows are committed, and
+                // `audit verify` checks what the file has.
+                let anchor_now = |connection: &Connection| {
+                    if let Err(error) = record_heads(connection, &anchor) {
+                        crate::say!("governor: recording the audit chain heads in {}: {error}", anchor.display());
+                    }
+                };
+                // Rows committed since the heads were last recorded: recorded within a second,
+                // at the next commit or when the queue stays empty that long.
+                let mut unanchored = false;
+                loop {
+                    let row = match receiver.recv_timeout(ANCHOR_EVERY) {
+                        Ok(row) => row,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if unanchored {
+                                anchor_now(&connection);
+                                anchored = Some(std::time::Instant::now());
+                                unanchored = false;
+                            }
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     batch.push(row);
                     // Take what is already queued, up to a bounded batch.
                     while batch.len() < 8192 {
@@ -697,6 +815,12 @@ impl Writer {
                         source,
                     })?;
                     written += batch.len() as u64;
+                    unanchored = true;
+                    if anchored.is_none_or(|at| at.elapsed() >= ANCHOR_EVERY) {
+                        anchor_now(&connection);
+                        anchored = Some(std::time::Instant::now());
+                        unanchored = false;
+                    }
                     shared.committed.store(written, Ordering::Release);
                     if let Ok(hook) = shared.on_commit.lock()
                         && let Some(hook) = hook.as_ref()
@@ -704,6 +828,9 @@ impl Writer {
                         hook();
                     }
                     batch.clear();
+                }
+                if unanchored {
+                    anchor_now(&connection);
                 }
                 Ok(written)
             })

@@ -325,11 +325,26 @@ pub fn prune(path: &Path, prune: &Prune) -> Result<i32, Failure> {
 /// Exit 0 when every chain holds, 1 naming the first broken row.
 pub fn verify(path: &Path) -> Result<i32, Failure> {
     let connection = connect(path)?;
+    let anchor = audit::anchor_path(path);
     match audit::verify(&connection).map_err(sql_error)? {
-        Ok(rows) => {
-            println!("audit chain holds: {rows} rows in {}", path.display());
-            Ok(0)
-        }
+        Ok(rows) => match audit::verify_anchor(&connection, &anchor).map_err(sql_error)? {
+            None => {
+                println!("audit chain holds: {rows} rows in {} (no anchor file {})", path.display(), anchor.display());
+                Ok(0)
+            }
+            Some(Ok(heads)) => {
+                println!(
+                    "audit chain holds: {rows} rows in {}, and {heads} heads recorded in {}",
+                    path.display(),
+                    anchor.display()
+                );
+                Ok(0)
+            }
+            Some(Err(broken)) => {
+                say!("governor: audit chain broken at {} row {}: {}", broken.table, broken.seq, broken.problem);
+                Ok(1)
+            }
+        },
         Err(broken) if broken.seq == 0 => {
             say!("governor: audit store {} broken: {}", broken.table, broken.problem);
             Ok(1)

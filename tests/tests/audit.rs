@@ -460,3 +460,40 @@ fn a_store_of_the_previous_schema_is_migrated_and_still_verifies_and_catches_an_
     assert_eq!(verify.status.code(), Some(1));
     assert!(stderr(&verify).contains(&format!("events row {seq}")), "{}", stderr(&verify));
 }
+
+#[test]
+fn an_edit_that_keeps_the_chains_whole_is_caught_by_the_recorded_heads() {
+    require!("an_edit_that_keeps_the_chains_whole_is_caught_by_the_recorded_heads");
+    let tamper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("audit/tamper.py");
+    for (mode, problem) in [
+        ("truncate", "missing from the store (newest rows were removed)"),
+        ("rechain", "not the one recorded in the anchor file (the chain was rewritten)"),
+    ] {
+        let scene = scene!();
+        let store = scene.root.join("audit.db").to_string_lossy().into_owned();
+        for run in 0..2 {
+            let output = Command::new(governor_bin())
+                .args(["--audit-db", &store, "run", "--standalone", "--trust", "low", "--agent-id"])
+                .arg(format!("anchored-{mode}-{run}-{}", std::process::id()))
+                .arg("--workspace")
+                .arg(&scene.workspace)
+                .args(["--", "true"])
+                .env("HOME", &scene.home)
+                .output()
+                .unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        }
+        let before = audit(&store, &["verify"]);
+        assert_eq!(before.status.code(), Some(0), "{}", stderr(&before));
+        assert!(stdout(&before).contains("heads recorded in"), "{}", stdout(&before));
+        let edited = Command::new("python3").arg(&tamper).arg(mode).arg(&store).output();
+        let edited = edited.unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(stdout(&edited).trim(), "tampered", "{}", stderr(&edited));
+        let after = audit(&store, &["verify"]);
+        assert_eq!(after.status.code(), Some(1), "{mode} not caught: {}", stdout(&after));
+        assert!(stderr(&after).contains(problem), "{mode}: {}", stderr(&after));
+        // Without the recorded heads the edit passes: what the anchor file adds.
+        fs::remove_file(format!("{store}-anchor")).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(audit(&store, &["verify"]).status.code(), Some(0), "{mode}: the chains alone should hold");
+    }
+}
