@@ -133,7 +133,8 @@ pub fn start(request: &Request) -> Result<(Client, Hello), Error> {
     }
 }
 
-/// `governor [--rings DIR] --audit-db STORE daemon --probes CHOICE --idle-exit SECONDS`.
+/// `governor [--rings DIR] --audit-db STORE daemon --probes CHOICE --idle-exit SECONDS
+/// --on-supervisor-loss kill`.
 fn daemon_argv(request: &Request) -> Vec<CString> {
     use clap::ValueEnum as _;
     let text = |value: &str| CString::new(value).unwrap_or_default();
@@ -147,6 +148,9 @@ fn daemon_argv(request: &Request) -> Vec<CString> {
         argv.extend([text("--probes"), text(choice.get_name())]);
     }
     argv.extend([text("--idle-exit"), text(&IDLE_EXIT.as_secs().to_string())]);
+    // It stands in for a standalone run, whose agent dies with its supervisor: an agent of
+    // this daemon is killed when the daemon is gone past the grace period.
+    argv.extend([text("--on-supervisor-loss"), text("kill")]);
     argv
 }
 

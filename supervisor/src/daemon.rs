@@ -76,6 +76,11 @@ pub struct Options {
     /// that `governor run` starts on first use stops after 600) [default: never].
     #[arg(long, value_name = "SECONDS")]
     pub idle_exit: Option<u64>,
+    /// What becomes of an agent whose daemon is gone past the grace period; overrides the
+    /// settings file (the daemon `governor run` starts on first use says kill: a standalone
+    /// run's agent never outlives its supervisor either).
+    #[arg(long, value_enum, value_name = "keep|kill")]
+    pub on_supervisor_loss: Option<Loss>,
 }
 
 /// The settings file.
@@ -161,7 +166,7 @@ fn default_grace() -> engine::Window {
 }
 
 /// What becomes of an agent whose supervisor is gone longer than the grace period.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Loss {
     /// It runs on, still confined by Landlock and seccomp; a new daemon watches it again.
@@ -245,7 +250,10 @@ struct Daemon<'w> {
 /// Runs the daemon until SIGTERM or SIGINT. Agents keep running when it stops (their
 /// confinement is the kernel's); the next daemon watches them again.
 pub fn daemon(settings: Settings) -> Result<i32, Failure> {
-    let config = load_config(settings.options.config.as_deref())?;
+    let mut config = load_config(settings.options.config.as_deref())?;
+    if let Some(loss) = settings.options.on_supervisor_loss {
+        config.on_supervisor_loss = loss;
+    }
     let control_group = config.control_group.as_deref().map(group_id).transpose()?;
     if settings.options.probes == probes::Choice::Notify {
         return Err(usage("--probes notify: standalone runs only (governor run --probes notify)"));
@@ -1591,11 +1599,25 @@ async fn write_lines(mut write: tokio::net::unix::OwnedWriteHalf, mut lines: mps
     let _ = write.shutdown().await;
 }
 
-/// Tells systemd (`Type=notify`) about the daemon's state, when it started the daemon.
+/// Tells systemd (`Type=notify`) about the daemon's state, when it started the daemon, or
+/// the `governor run` that started it on first use. sd_notify(3) allows a socket in the
+/// abstract namespace (`@NAME`, what `governor run` gives): the sd-notify crate sends to
+/// pathnames only, so that one is sent to here, in the same format.
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(error) = sd_notify::notify(states) {
+    let result = match std::env::var("NOTIFY_SOCKET") {
+        Ok(name) if name.starts_with('@') => notify_abstract(&name[1..], states),
+        _ => sd_notify::notify(states),
+    };
+    if let Err(error) = result {
         tracing::warn!(error = %error, "sd_notify failed");
     }
+}
+
+fn notify_abstract(name: &str, states: &[sd_notify::NotifyState<'_>]) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let message: String = states.iter().map(|state| format!("{state}\n")).collect();
+    std::os::unix::net::UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &address).map(|_| ())
 }
 
 /// Half of systemd's `WATCHDOG_USEC`, when the watchdog is on for this process.
