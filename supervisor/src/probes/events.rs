@@ -304,6 +304,15 @@ pub fn errno_name(result: i32) -> String {
     if result >= 0 {
         return "ok".into();
     }
+    // The kernel's own restart codes (include/linux/errno.h): a syscall interrupted by a
+    // signal or by the cgroup freezer, seen at its exit before it is restarted.
+    match -result {
+        512 => return "ERESTARTSYS".into(),
+        513 => return "ERESTARTNOINTR".into(),
+        514 => return "ERESTARTNOHAND".into(),
+        516 => return "ERESTART_RESTARTBLOCK".into(),
+        _ => {}
+    }
     let errno = nix::errno::Errno::from_raw(-result);
     match errno {
         nix::errno::Errno::UnknownErrno => format!("errno{}", -result),
@@ -473,5 +482,8 @@ mod tests {
         assert_eq!(errno_name(0), "ok");
         assert_eq!(errno_name(-libc::EPERM), "EPERM");
         assert_eq!(errno_name(-libc::ENOENT), "ENOENT");
+        // A syscall the freezer interrupted, as a frozen agent's last events show it.
+        assert_eq!(errno_name(-512), "ERESTARTSYS");
+        assert_eq!(errno_name(-4095), "errno4095");
     }
 }
