@@ -465,6 +465,14 @@ fn a_store_of_the_previous_schema_is_migrated_and_still_verifies_and_catches_an_
 fn an_edit_that_keeps_the_chains_whole_is_caught_by_the_recorded_heads() {
     require!("an_edit_that_keeps_the_chains_whole_is_caught_by_the_recorded_heads");
     let tamper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("audit/tamper.py");
+    if !tamper.exists() || !governor_tests::on_path("python3") {
+        // The VMs' root has neither the source tree nor Python; the host runs this.
+        println!(
+            "skipping an_edit_that_keeps_the_chains_whole_is_caught_by_the_recorded_heads: no python3 or {} here",
+            tamper.display()
+        );
+        return;
+    }
     for (mode, problem) in [
         ("truncate", "missing from the store (newest rows were removed)"),
         ("rechain", "not the one recorded in the anchor file (the chain was rewritten)"),
