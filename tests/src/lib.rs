@@ -198,6 +198,27 @@ pub fn cgroup2_root() -> PathBuf {
         .unwrap_or_else(|| panic!("no cgroup2 mount"))
 }
 
+/// Polls `done` until it holds; fails the test naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// Whether agent `agent`'s cgroup says `frozen 1` now.
+pub fn frozen(agent: &str) -> bool {
+    let events =
+        fs::read_to_string(cgroup2_root().join("governor").join(agent).join("cgroup.events")).unwrap_or_default();
+    events.lines().any(|line| line == "frozen 1")
+}
+
+/// Kills every process of agent `agent`'s cgroup (cleanup; an error is ignored).
+pub fn kill_agent_cgroup(agent: &str) {
+    let _ = fs::write(cgroup2_root().join("governor").join(agent).join("cgroup.kill"), "1");
+}
+
 /// Waits until agent `id`'s cgroup says `frozen 1`; whether it did within `timeout`.
 pub fn wait_frozen(id: &str, timeout: std::time::Duration) -> bool {
     let events = cgroup2_root().join("governor").join(id).join("cgroup.events");

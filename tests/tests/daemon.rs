@@ -10,7 +10,8 @@ use std::{
 };
 
 use governor_tests::{
-    Daemon, Scene, cgroup2_root, prometheus, require, scene, stderr, stdout, syscall_tracepoint_links,
+    Daemon, Scene, cgroup2_root, frozen, kill_agent_cgroup, prometheus, require, scene, stderr, stdout,
+    syscall_tracepoint_links, wait_until,
 };
 
 fn output(command: &mut Command) -> Output {
@@ -64,24 +65,6 @@ fn wait_registered(daemon: &Daemon, agent: &str) {
     wait_until("the agent registered", Duration::from_secs(20), || {
         actions_of(daemon, agent).iter().any(|row| row["action"] == "start")
     });
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn frozen(agent: &str) -> bool {
-    let events =
-        fs::read_to_string(cgroup2_root().join("governor").join(agent).join("cgroup.events")).unwrap_or_default();
-    events.lines().any(|line| line == "frozen 1")
-}
-
-fn kill_agent_cgroup(agent: &str) {
-    let _ = fs::write(cgroup2_root().join("governor").join(agent).join("cgroup.kill"), "1");
 }
 
 #[test]

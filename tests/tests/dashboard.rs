@@ -10,10 +10,10 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use governor_tests::{Daemon, Scene, cgroup2_root, require, scene, stderr, stdout};
+use governor_tests::{Daemon, Scene, frozen, require, scene, stderr, stdout, wait_until};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("{error}: {text}"))
@@ -30,20 +30,6 @@ fn rows_once_known(daemon: &Daemon, args: &[&str]) -> Vec<serde_json::Value> {
     }
     assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
     stdout(&out).lines().map(json).collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn frozen(agent: &str) -> bool {
-    let events =
-        fs::read_to_string(cgroup2_root().join("governor").join(agent).join("cgroup.events")).unwrap_or_default();
-    events.lines().any(|line| line == "frozen 1")
 }
 
 /// An agent refused `/etc/shadow` once, then waiting on a FIFO (no events).

@@ -11,10 +11,10 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use governor_tests::{Daemon, Scene, cgroup2_root, require, scene, stderr, stdout};
+use governor_tests::{Daemon, Scene, frozen, kill_agent_cgroup, require, scene, stderr, stdout, wait_until};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -85,24 +85,6 @@ fn spawn_run(daemon: &Daemon, scene: &Scene, extra: &[&str], agent: &str, script
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn frozen(agent: &str) -> bool {
-    let events =
-        fs::read_to_string(cgroup2_root().join("governor").join(agent).join("cgroup.events")).unwrap_or_default();
-    events.lines().any(|line| line == "frozen 1")
-}
-
-fn kill_agent_cgroup(agent: &str) {
-    let _ = fs::write(cgroup2_root().join("governor").join(agent).join("cgroup.kill"), "1");
 }
 
 fn supervised(addr: &str, agent: &str) -> bool {

@@ -7,10 +7,10 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use governor_tests::{Daemon, Scene, cgroup2_root, governor_bin, require, scene, stderr, stdout};
+use governor_tests::{Daemon, Scene, frozen, governor_bin, require, scene, stderr, stdout, wait_until};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("{error}: {text}"))
@@ -119,14 +119,6 @@ fn rows_once_known(daemon: &Daemon, args: &[&str]) -> Vec<serde_json::Value> {
     stdout(&out).lines().map(json).collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// The shipped rings and rules, in a directory of the test's (create_policy adds to it).
 fn ring_dir(scene: &Scene) -> PathBuf {
     let rings = scene.root.join("rings");
@@ -146,12 +138,6 @@ fn shadow_id(entries: &[serde_json::Value]) -> i64 {
         .find(|row| row["path"] == "/etc/shadow")
         .and_then(|row| row["id"].as_i64())
         .unwrap_or_else(|| panic!("no /etc/shadow in {entries:?}"))
-}
-
-fn frozen(agent: &str) -> bool {
-    let events =
-        fs::read_to_string(cgroup2_root().join("governor").join(agent).join("cgroup.events")).unwrap_or_default();
-    events.lines().any(|line| line == "frozen 1")
 }
 
 /// An agent in `trust` that is refused `/etc/shadow` once, then waits on a FIFO (no events)
