@@ -88,6 +88,12 @@ pub const ARGS: usize = 3;
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
     pub header: EventHeader,
+    /// The file the kernel runs, from `linux_binprm.file` (`kind::EXECED`; 0 elsewhere):
+    /// its device (the kernel's encoding) and inode, and its size. A memfd or a deleted file
+    /// has no path left once the process ends; its size still says what it may have been.
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
     pub filename: [u8; PATH_LEN],
     pub argv: [[u8; ARG_LEN]; ARGS],
 }

@@ -19,6 +19,8 @@ static INODE_I_INO: u32 = 0;
 static INODE_I_SB: u32 = 0;
 #[unsafe(no_mangle)]
 static SUPER_BLOCK_S_DEV: u32 = 0;
+#[unsafe(no_mangle)]
+static INODE_I_SIZE: u32 = 0;
 
 #[unsafe(no_mangle)]
 static TASK_STRUCT_FS: u32 = 0;
@@ -82,6 +84,10 @@ pub fn inode_sb() -> usize {
 #[inline(always)]
 pub fn sb_dev() -> usize {
     global!(SUPER_BLOCK_S_DEV)
+}
+#[inline(always)]
+pub fn inode_size() -> usize {
+    global!(INODE_I_SIZE)
 }
 
 #[inline(always)]

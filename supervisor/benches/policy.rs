@@ -137,6 +137,7 @@ fn exec(filename: &str) -> Event {
         header: header(kind::EXECED, 0),
         filename: filename.to_owned(),
         argv: vec![name, "--help".into()],
+        file: None,
         aka: Vec::new(),
     }
 }

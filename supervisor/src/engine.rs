@@ -1066,14 +1066,14 @@ mod tests {
     pub(super) fn exec(path: &str) -> Event {
         let Event::Open { mut header, .. } = open(path, 0) else { unreachable!() };
         header.kind = governor_common::kind::EXECED;
-        Event::Exec { header, filename: path.into(), argv: vec![], aka: vec![] }
+        Event::Exec { header, filename: path.into(), argv: vec![], file: None, aka: vec![] }
     }
 
     /// The execve syscall's own event, with its result.
     fn exec_syscall(path: &str, result: i32) -> Event {
         let Event::Open { mut header, .. } = open(path, result) else { unreachable!() };
         header.kind = governor_common::kind::EXEC;
-        Event::Exec { header, filename: path.into(), argv: vec![], aka: vec![] }
+        Event::Exec { header, filename: path.into(), argv: vec![], file: None, aka: vec![] }
     }
 
     const SECOND: u64 = 1_000_000_000;
@@ -1238,7 +1238,13 @@ mod tests {
         assert_eq!(engine.decide(&mut agent, &refused, 0).action, Action::Kill);
         // A program known by another name (a symlink, a copy) matches by that name.
         let Event::Exec { header, argv, .. } = exec("/tmp/x/renamed") else { unreachable!() };
-        let copy = Event::Exec { header, filename: "/tmp/x/renamed".into(), argv, aka: vec!["/usr/bin/curl".into()] };
+        let copy = Event::Exec {
+            header,
+            filename: "/tmp/x/renamed".into(),
+            argv,
+            file: None,
+            aka: vec!["/usr/bin/curl".into()],
+        };
         assert_eq!(engine.decide(&mut agent, &copy, 0).action, Action::Kill);
         assert_eq!(engine.decide(&mut agent, &exec("/usr/bin/true"), 0).action, Action::Allow);
     }

@@ -23,7 +23,10 @@ use std::{
 
 use sha2::{Digest as _, Sha256};
 
-use crate::{engine::Engine, probes::events::Event};
+use crate::{
+    engine::Engine,
+    probes::events::{Event, ExecFile},
+};
 
 /// `AT_FDCWD` of openat(2).
 const AT_FDCWD: i32 = -100;
@@ -151,13 +154,13 @@ impl Resolver {
                     aka.push(resolved.to_string_lossy().into_owned());
                 }
             }
-            Event::Exec { header, filename, argv, aka } if header.kind == governor_common::kind::EXECED => {
-                self.program((header.tgid, header.pid), filename, argv, aka);
+            Event::Exec { header, filename, argv, file, aka } if header.kind == governor_common::kind::EXECED => {
+                self.program((header.tgid, header.pid), filename, argv, *file, aka);
             }
             // A dynamic loader run as a program: sched_process_exec carries no arguments, and
             // procfs is gone once a short program has ended, so the program it was asked to
             // run is found from the syscall's own event, which captured them at entry.
-            Event::Exec { header, filename, argv, aka } if header.result == 0 && is_loader(Path::new(filename)) => {
+            Event::Exec { header, filename, argv, aka, .. } if header.result == 0 && is_loader(Path::new(filename)) => {
                 if let Some(program) = loaded_program(argv).map(str::to_owned) {
                     let resolved = self.open_path((header.tgid, header.pid), AT_FDCWD, &program);
                     aka.push(program);
@@ -224,11 +227,15 @@ impl Resolver {
             base.join(path)
         };
         // `/proc/self` is whoever reads it: here governor, for the agent it is the agent
-        // (busybox's shell runs its applets as `/proc/self/exe`).
+        // (busybox's shell runs its applets as `/proc/self/exe`). So is `/dev/fd`, which an
+        // exec by descriptor (fexecve) names.
         let absolute = match absolute.strip_prefix("/proc/self").or_else(|_| absolute.strip_prefix("/proc/thread-self"))
         {
             Ok(rest) => Path::new(&format!("/proc/{tgid}")).join(rest),
-            Err(_) => absolute,
+            Err(_) => match absolute.strip_prefix("/dev/fd") {
+                Ok(rest) => Path::new(&format!("/proc/{tgid}/fd")).join(rest),
+                Err(_) => absolute,
+            },
         };
         Some(self.canonical(&normalize(&absolute)))
     }
@@ -266,7 +273,19 @@ impl Resolver {
     /// when the program was found on `PATH` or named so), resolved on this machine, and the
     /// arguments captured at the syscall's entry. procfs adds the kernel's resolution of the
     /// executable while the process lives (a relative or symlinked name).
-    fn program(&mut self, (tgid, tid): (u32, u32), filename: &str, argv: &[String], aka: &mut Vec<String>) {
+    ///
+    /// `file` is the file the kernel ran: what is read to identify it must be that file,
+    /// and when it cannot be read (a memfd or a deleted file, gone with a short-lived
+    /// process; a path now naming another file) it may be any named program of its size,
+    /// which fails closed.
+    fn program(
+        &mut self,
+        (tgid, tid): (u32, u32),
+        filename: &str,
+        argv: &[String],
+        file: Option<ExecFile>,
+        aka: &mut Vec<String>,
+    ) {
         let push = |name: String, aka: &mut Vec<String>| {
             if name != filename && !aka.contains(&name) {
                 aka.push(name);
@@ -280,6 +299,8 @@ impl Resolver {
             push(exe.to_string_lossy().into_owned(), aka);
             run = Some(exe);
         }
+        // Set when the program is one a dynamic loader runs: not the file the kernel ran.
+        let mut loaded = false;
         if run.as_deref().is_some_and(is_loader) || is_loader(Path::new(filename)) {
             let live = fs::read(format!("/proc/{tgid}/cmdline")).ok().map(|bytes| {
                 bytes
@@ -300,19 +321,34 @@ impl Resolver {
                     push(resolved.to_string_lossy().into_owned(), aka);
                 }
                 run = resolved;
+                loaded = true;
             }
         }
+        let ran = file.filter(|_| !loaded);
         // The content is read from the file the process runs where it still can: a memfd or
         // a deleted file has no path to open, only its `/proc/PID/exe`.
-        let Some(path) = run else { return };
-        let exe = PathBuf::from(format!("/proc/{tgid}/exe"));
-        let source = if fs::read_link(&exe).is_ok_and(|running| running == path) { exe } else { path.clone() };
-        let Some(file) = open_program(&source) else { return };
-        for known in self.identify(&source, file) {
-            if known != path {
-                push(known.to_string_lossy().into_owned(), aka);
+        let known = match run {
+            Some(path) => {
+                let exe = PathBuf::from(format!("/proc/{tgid}/exe"));
+                let source = if fs::read_link(&exe).is_ok_and(|running| running == path) { exe } else { path.clone() };
+                let known = match (open_program(&source), ran) {
+                    (Some(Program::Open(opened)), Some(ran)) if !is_file(&opened, ran) => self.of_size(ran.size),
+                    (Some(opened), _) => self.identify(&source, opened),
+                    (None, Some(ran)) => self.of_size(ran.size),
+                    (None, None) => Vec::new(),
+                };
+                known.into_iter().filter(|known| *known != path).collect()
             }
+            None => ran.map(|ran| self.of_size(ran.size)).unwrap_or_default(),
+        };
+        for known in known {
+            push(known.to_string_lossy().into_owned(), aka);
         }
+    }
+
+    /// Every named program of `size` bytes: what a file that cannot be read may have been.
+    fn of_size(&self, size: u64) -> Vec<PathBuf> {
+        self.programs.by_size.get(&size).cloned().unwrap_or_default()
     }
 
     /// The programs a rule names whose content `file` has: one, or none; every program of
@@ -365,6 +401,11 @@ impl Resolver {
         }
         None
     }
+}
+
+/// Whether `opened` is the file the kernel ran (the path was not pointed at another since).
+fn is_file(opened: &fs::File, ran: ExecFile) -> bool {
+    opened.metadata().is_ok_and(|meta| crate::probes::kernel_dev(meta.dev()) == ran.dev && meta.ino() == ran.ino)
 }
 
 /// A program file opened to read its content.
@@ -527,6 +568,38 @@ mod tests {
             resolver.open_path((u32::MAX, u32::MAX), AT_FDCWD, "/proc/self/exe"),
             Some(PathBuf::from(format!("/proc/{}/exe", u32::MAX)))
         );
+    }
+
+    #[test]
+    fn a_program_that_cannot_be_read_may_be_any_named_program_of_its_size() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let root = dir.path().canonicalize().unwrap_or_else(|error| panic!("{error}"));
+        let curl = root.join("curl");
+        fs::write(&curl, "a network tool").unwrap_or_else(|error| panic!("{error}"));
+        let mut programs = Programs::default();
+        programs.by_size.insert(14, vec![curl.clone()]);
+        let mut resolver = Resolver { programs: std::rc::Rc::new(programs), ..Resolver::default() };
+        let gone = (u32::MAX, u32::MAX);
+        let size = |size| Some(ExecFile { dev: 1, ino: 2, size });
+        // fexecve of a memfd whose process has ended: nothing left to read but its size.
+        let mut aka = Vec::new();
+        resolver.program(gone, "/dev/fd/4", &[], size(14), &mut aka);
+        assert_eq!(aka, [format!("/proc/{}/fd/4", u32::MAX), curl.to_string_lossy().into_owned()]);
+        let mut aka = Vec::new();
+        resolver.program(gone, "/dev/fd/4", &[], size(15), &mut aka);
+        assert_eq!(aka, [format!("/proc/{}/fd/4", u32::MAX)]);
+        // A path now naming another file than the one the kernel ran (device 1, inode 2).
+        let other = root.join("other");
+        fs::write(&other, "something else").unwrap_or_else(|error| panic!("{error}"));
+        let mut aka = Vec::new();
+        resolver.program(gone, &other.to_string_lossy(), &[], size(14), &mut aka);
+        assert_eq!(aka, [curl.to_string_lossy().into_owned()]);
+        // The same file, read: its content decides (it is not curl).
+        let meta = fs::metadata(&other).unwrap_or_else(|error| panic!("{error}"));
+        let same = Some(ExecFile { dev: crate::probes::kernel_dev(meta.dev()), ino: meta.ino(), size: 14 });
+        let mut aka = Vec::new();
+        resolver.program(gone, &other.to_string_lossy(), &[], same, &mut aka);
+        assert!(aka.is_empty(), "{aka:?}");
     }
 
     #[test]

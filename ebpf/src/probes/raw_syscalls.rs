@@ -124,6 +124,9 @@ pub fn exec_enter(regs: *const pt_regs, id: u64, src: u16) {
     // fault-tolerant helpers.
     unsafe {
         (*event).header = header(kind::EXEC, src, verdict::OBSERVED, 0, cgroup_id);
+        (*event).dev = 0;
+        (*event).ino = 0;
+        (*event).size = 0;
         (*event).filename[0] = 0;
         if bpf_probe_read_user_str_bytes(filename as *const u8, &mut (*event).filename).is_err() {
             count(counter::ERRORS);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use governor_common::{ExecEvent, counter, kind, source, verdict};
 
 use crate::{
-    maps::{EVENTS, agent, count, header, produced},
+    maps::{EVENTS, agent, count, file_inode_key, header, produced},
     offsets,
     probes::raw_syscalls::wakeup,
 };
@@ -34,6 +34,22 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         for arg in 0..governor_common::ARGS {
             (*event).argv[arg][0] = 0;
         }
+        // The file itself: a memfd or a deleted file is gone with the process, and a path can
+        // name another file by the time governor reads it.
+        let file = bpf_probe_read_kernel(bprm.add(offsets::binprm_file()) as *const *const u8);
+        match file.map_err(i64::from).and_then(|file| program(file)) {
+            Ok((dev, ino, size)) => {
+                (*event).dev = dev;
+                (*event).ino = ino;
+                (*event).size = size;
+            }
+            Err(_) => {
+                (*event).dev = 0;
+                (*event).ino = 0;
+                (*event).size = 0;
+                count(counter::ERRORS);
+            }
+        }
         let filename = if offsets::binprm_filename() == 0 {
             Err(-1)
         } else {
@@ -51,4 +67,22 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     entry.submit(wakeup(true));
     produced(true);
     0
+}
+
+/// Device, inode and size of the file `file` (a `struct file *`).
+///
+/// # Safety
+/// `file` is a kernel pointer; it is read only with the fault-tolerant helper.
+#[inline(always)]
+unsafe fn program(file: *const u8) -> Result<(u64, u64, u64), i64> {
+    if offsets::file_inode() == 0 || offsets::inode_size() == 0 {
+        return Err(-1);
+    }
+    // SAFETY: kernel pointers read with the fault-tolerant helper.
+    unsafe {
+        let key = file_inode_key(file, 0)?;
+        let inode: *const u8 = bpf_probe_read_kernel(file.add(offsets::file_inode()) as *const *const u8)?;
+        let size: i64 = bpf_probe_read_kernel(inode.add(offsets::inode_size()) as *const i64)?;
+        Ok((key.dev, key.ino, size as u64))
+    }
 }

@@ -188,7 +188,7 @@ impl Btf {
 
 /// The offsets the LSM programs read, by global name.
 pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
-    const FIELDS: [(&str, &str, &str); 19] = [
+    const FIELDS: [(&str, &str, &str); 20] = [
         ("LINUX_BINPRM_FILE", "linux_binprm", "file"),
         ("LINUX_BINPRM_FILENAME", "linux_binprm", "filename"),
         ("FILE_F_INODE", "file", "f_inode"),
@@ -197,6 +197,8 @@ pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
         ("INODE_I_INO", "inode", "i_ino"),
         ("INODE_I_SB", "inode", "i_sb"),
         ("SUPER_BLOCK_S_DEV", "super_block", "s_dev"),
+        // The size of the file an exec runs (sched_process_exec).
+        ("INODE_I_SIZE", "inode", "i_size"),
         // The working directory of a task, walked up to the root for a relative open.
         ("TASK_STRUCT_FS", "task_struct", "fs"),
         ("FS_STRUCT_PWD", "fs_struct", "pwd"),

@@ -16,6 +16,17 @@ pub enum DecodeError {
     Kind(u32),
 }
 
+/// The file a completed exec runs, from the kernel: what governor reads later (by path or
+/// `/proc/PID/exe`) is checked to be this file, and when it cannot be read (a memfd or a
+/// deleted file whose process has ended) its size still narrows what it may have been.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecFile {
+    /// The kernel's encoding (`MAJOR << 20 | MINOR`).
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+}
+
 /// One decoded event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -24,6 +35,8 @@ pub enum Event {
         header: EventHeader,
         filename: String,
         argv: Vec<String>,
+        /// The file the kernel ran, as it saw it (a completed exec).
+        file: Option<ExecFile>,
         /// Other names of the program, found by governor (`resolve`): the executable the
         /// kernel resolved, the program a dynamic loader was asked to run, a known program
         /// this file is a copy of. Rules about programs match any of them.
@@ -92,7 +105,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXEC | kind::EXECED => {
             let event: ExecEvent = exact(bytes, header.kind)?;
             let argv = event.argv.iter().map(|arg| text(arg)).take_while(|arg| !arg.is_empty()).collect();
-            Ok(Event::Exec { header, filename: text(&event.filename), argv, aka: Vec::new() })
+            let file = (header.kind == kind::EXECED && event.ino != 0).then_some(ExecFile {
+                dev: event.dev,
+                ino: event.ino,
+                size: event.size,
+            });
+            Ok(Event::Exec { header, filename: text(&event.filename), argv, file, aka: Vec::new() })
         }
         kind::OPEN => {
             let event: OpenEvent = exact(bytes, header.kind)?;
@@ -440,13 +458,21 @@ mod tests {
         let mut argv = [[0u8; ARG_LEN]; ARGS];
         argv[0] = fixed::<ARG_LEN>("sh");
         argv[1] = fixed::<ARG_LEN>("-c");
-        let event = ExecEvent { header: header(kind::EXEC, 0), filename: fixed::<PATH_LEN>("/bin/sh"), argv };
+        let event = ExecEvent {
+            header: header(kind::EXEC, 0),
+            dev: 0,
+            ino: 0,
+            size: 0,
+            filename: fixed::<PATH_LEN>("/bin/sh"),
+            argv,
+        };
         assert_eq!(
             decode(&bytes(&event)).ok(),
             Some(Event::Exec {
                 header: header(kind::EXEC, 0),
                 filename: "/bin/sh".into(),
                 argv: vec!["sh".into(), "-c".into()],
+                file: None,
                 aka: Vec::new(),
             })
         );

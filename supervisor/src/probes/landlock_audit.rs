@@ -446,6 +446,7 @@ impl Denial {
                 header: header(kind::EXEC),
                 filename: self.path.clone(),
                 argv: Vec::new(),
+                file: None,
                 aka: Vec::new(),
             };
         }
