@@ -51,8 +51,9 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // read with the fault-tolerant helpers.
     unsafe {
         (*event).header = header(kind::EXEC, source::LSM, decision, result, cgroup_id);
-        (*event).dev = key.map_or(0, |key| key.dev);
-        (*event).ino = key.map_or(0, |key| key.ino);
+        // The file's identity is reported with the completed exec (sched_process_exec).
+        (*event).dev = 0;
+        (*event).ino = 0;
         (*event).size = 0;
         (*event).filename[0] = 0;
         for arg in 0..governor_common::ARGS {

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use governor_common::{ExecEvent, counter, kind, source, verdict};
 
 use crate::{
-    maps::{EVENTS, agent, count, file_inode_key, header, produced},
+    maps::{EVENTS, agent, count, header, produced},
     offsets,
     probes::raw_syscalls::wakeup,
 };
@@ -36,19 +36,12 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         }
         // The file itself: a memfd or a deleted file is gone with the process, and a path can
         // name another file by the time governor reads it.
+        (*event).dev = 0;
+        (*event).ino = 0;
+        (*event).size = 0;
         let file = bpf_probe_read_kernel(bprm.add(offsets::binprm_file()) as *const *const u8);
-        match file.map_err(i64::from).and_then(|file| program(file)) {
-            Ok((dev, ino, size)) => {
-                (*event).dev = dev;
-                (*event).ino = ino;
-                (*event).size = size;
-            }
-            Err(_) => {
-                (*event).dev = 0;
-                (*event).ino = 0;
-                (*event).size = 0;
-                count(counter::ERRORS);
-            }
+        if file.map_err(i64::from).and_then(|file| program(file, event)).is_err() {
+            count(counter::ERRORS);
         }
         let filename = if offsets::binprm_filename() == 0 {
             Err(-1)
@@ -69,20 +62,26 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Device, inode and size of the file `file` (a `struct file *`).
+/// Writes the device, inode and size of `file` (a `struct file *`) into `event`, field by
+/// field as each is read (no value is read before it was written: older verifiers refuse
+/// reads of stack they cannot prove initialized).
 ///
 /// # Safety
-/// `file` is a kernel pointer; it is read only with the fault-tolerant helper.
+/// `file` is a kernel pointer, read only with the fault-tolerant helper; `event` is the
+/// caller's reserved ring-buffer slot.
 #[inline(always)]
-unsafe fn program(file: *const u8) -> Result<(u64, u64, u64), i64> {
+unsafe fn program(file: *const u8, event: *mut ExecEvent) -> Result<(), i64> {
     if offsets::file_inode() == 0 || offsets::inode_size() == 0 {
         return Err(-1);
     }
-    // SAFETY: kernel pointers read with the fault-tolerant helper.
+    // SAFETY: kernel pointers read with the fault-tolerant helper; `event` is exclusively
+    // owned by the caller.
     unsafe {
-        let key = file_inode_key(file, 0)?;
         let inode: *const u8 = bpf_probe_read_kernel(file.add(offsets::file_inode()) as *const *const u8)?;
-        let size: i64 = bpf_probe_read_kernel(inode.add(offsets::inode_size()) as *const i64)?;
-        Ok((key.dev, key.ino, size as u64))
+        (*event).ino = bpf_probe_read_kernel(inode.add(offsets::inode_ino()) as *const u64)?;
+        let sb: *const u8 = bpf_probe_read_kernel(inode.add(offsets::inode_sb()) as *const *const u8)?;
+        (*event).dev = u64::from(bpf_probe_read_kernel(sb.add(offsets::sb_dev()) as *const u32)?);
+        (*event).size = bpf_probe_read_kernel(inode.add(offsets::inode_size()) as *const u64)?;
     }
+    Ok(())
 }
