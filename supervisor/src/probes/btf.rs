@@ -270,12 +270,16 @@ mod tests {
             return;
         };
         let offsets = lsm_offsets(&btf).unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(offsets.len(), 19);
+        assert_eq!(offsets.len(), 20);
         let get = |name: &str| offsets.iter().find(|(global, _)| *global == name).map(|(_, off)| *off);
         // Three different fields of struct file, inside a struct file (a few hundred bytes).
         let file = [get("FILE_F_INODE"), get("FILE_F_PATH"), get("FILE_F_FLAGS")];
         assert!(file.iter().all(|off| off.is_some_and(|off| off < 512)), "{offsets:?}");
         assert!(file[0] != file[1] && file[1] != file[2] && file[0] != file[2], "{offsets:?}");
+        // The inode's size is not its number or its superblock.
+        let inode = [get("INODE_I_INO"), get("INODE_I_SB"), get("INODE_I_SIZE")];
+        assert!(inode.iter().all(|off| off.is_some_and(|off| off < 1024)), "{offsets:?}");
+        assert!(inode[2] != inode[0] && inode[2] != inode[1], "{offsets:?}");
         println!("offsets on this kernel: {offsets:?}");
     }
 }
