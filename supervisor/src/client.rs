@@ -6,10 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    control,
+    control, exit,
     output::escape,
     policy::Trust,
-    run::exit,
     service::{self, ApiError, Call, ErrorKind},
 };
 
@@ -34,7 +33,7 @@ fn connect(socket: Option<&Path>) -> Result<control::Client, Failure> {
 
 fn ask(socket: Option<&Path>, call: Call) -> Result<serde_json::Value, Failure> {
     let mut client = connect(socket)?;
-    service::ask(&mut client, call).map_err(failed)
+    client.ask(call).map_err(failed)
 }
 
 fn print_json(value: &serde_json::Value) {

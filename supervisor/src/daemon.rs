@@ -35,16 +35,15 @@ use crate::{
     agent::{EventOutput, monotonic_ns},
     audit, audit_cli,
     cgroup::{self, Cgroup},
-    control::{self, Act, Peer, Registration, Request},
+    control::{self, Act, Loss, Peer, Registration, Request},
     engine::{self, Engine, Rules},
-    http,
+    exit, http,
     metrics::Metrics,
     policy::{self, RingSource},
     probes::{
         self, Probes,
         events::{DecodeError, Event, Sink},
     },
-    run::exit,
     service::{self, ApiError, Call, Caller},
 };
 
@@ -163,17 +162,6 @@ fn start_pruning(path: PathBuf, retention: audit::Retention) {
 
 fn default_grace() -> engine::Window {
     engine::Window(Duration::from_secs(30))
-}
-
-/// What becomes of an agent whose supervisor is gone longer than the grace period.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Loss {
-    /// It runs on, still confined by Landlock and seccomp; a new daemon watches it again.
-    #[default]
-    Keep,
-    /// It is killed.
-    Kill,
 }
 
 /// Everything `governor daemon` needs, checked before anything starts.
@@ -602,7 +590,7 @@ impl<'w> Daemon<'w> {
                             }
                         };
                         if let Request::Api(call) = request {
-                            let caller = Caller::peer(peer);
+                            let caller = peer.caller();
                             let reply = Reply::Socket(reply.clone());
                             if let Some(stream) = self.dispatch(call, &caller, reply, ring.get_mut(), &commits_seen) {
                                 streams.entry(id).or_default().push(stream);
@@ -892,14 +880,14 @@ impl<'w> Daemon<'w> {
         caller: &Caller,
         reason: Option<String>,
     ) -> service::Answer {
-        crate::run::validate_agent_id(agent).map_err(|error| ApiError::bad("agent", error.to_string()))?;
+        crate::validate_agent_id(agent).map_err(|error| ApiError::bad("agent", error))?;
         if !self.names.contains_key(agent) {
             return Err(ApiError::not_found(
                 "agent",
                 format!("unknown agent '{agent}': not supervised by this daemon"),
             ));
         }
-        let what = action.act();
+        let what = Act::from(action);
         self.act(agent, what, &caller.describe(), reason.as_deref().unwrap_or("")).map_err(ApiError::conflict)?;
         let state = match action {
             service::Action::Suspend => "suspended",
@@ -911,7 +899,7 @@ impl<'w> Daemon<'w> {
 
     fn register_call(&mut self, spec: &service::AgentSpec, caller: &Caller) -> service::Answer {
         self.configure(caller)?;
-        crate::run::validate_agent_id(&spec.agent_id).map_err(|error| ApiError::bad("agent_id", error.to_string()))?;
+        crate::validate_agent_id(&spec.agent_id).map_err(|error| ApiError::bad("agent_id", error))?;
         if self.names.contains_key(&spec.agent_id) {
             return Err(ApiError::conflict(format!(
                 "agent '{}' is running: register it before its run",
@@ -935,7 +923,7 @@ impl<'w> Daemon<'w> {
     }
 
     fn report_call(&mut self, report: &service::IncidentReport, caller: &Caller) -> service::Answer {
-        crate::run::validate_agent_id(&report.agent).map_err(|error| ApiError::bad("agent", error.to_string()))?;
+        crate::validate_agent_id(&report.agent).map_err(|error| ApiError::bad("agent", error))?;
         if report.kind.trim().is_empty() {
             return Err(ApiError::bad("type", "type is empty"));
         }
@@ -1017,7 +1005,7 @@ impl<'w> Daemon<'w> {
     fn validate_plan(&self, request: &service::Validate) -> Result<(crate::policy::Trust, Vec<PathBuf>), ApiError> {
         let fallback = request.trust.unwrap_or(crate::policy::Trust::Low);
         let Some(agent) = &request.agent_id else { return Ok((fallback, Vec::new())) };
-        crate::run::validate_agent_id(agent).map_err(|error| ApiError::bad("agent_id", error.to_string()))?;
+        crate::validate_agent_id(agent).map_err(|error| ApiError::bad("agent_id", error))?;
         if let Some(supervised) = self.names.get(agent).and_then(|id| self.agents.get(id)) {
             return Ok((supervised.registration.trust, supervised.registration.overlays.clone()));
         }
@@ -1055,7 +1043,7 @@ impl<'w> Daemon<'w> {
     /// Starts supervising an agent whose cgroup `governor run` has made (the agent has not
     /// started yet): watch its cgroup, put its deny rules into the kernel, record it.
     fn register(&mut self, connection: u64, registration: Registration) -> Result<serde_json::Value, String> {
-        let agent = crate::run::validate_agent_id(&registration.agent).map_err(|error| error.to_string())?;
+        let agent = crate::validate_agent_id(&registration.agent)?;
         // Fail closed, and never wait on a failing store here: the loop would stop deciding
         // (and freezing) for every other agent.
         if let Some(failure) = self.writer.failure() {

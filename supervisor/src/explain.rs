@@ -296,7 +296,7 @@ fn lookup(name: &str) -> Option<PathBuf> {
 pub fn main(request: run::Request, target: &str, op: Option<Op>, agent: Option<&str>) -> Result<i32, (i32, String)> {
     let mut request = request;
     if let Some(agent) = agent {
-        request.trust = agent_trust(&request.audit_db, agent).map_err(|message| (run::exit::USAGE, message))?;
+        request.trust = agent_trust(&request.audit_db, agent).map_err(|message| (crate::exit::USAGE, message))?;
     }
     let trust = request.trust;
     let target = Target::parse(target);
@@ -322,7 +322,7 @@ pub fn answer(request: run::Request, target: &Target, op: Option<Op>) -> Result<
 
 /// What is asked (`exec /usr/bin/curl (curl)`), and the answer.
 fn decide(request: run::Request, target: &Target, op: Option<Op>) -> Result<(String, Answer), (i32, String)> {
-    let usage = |message: String| (run::exit::USAGE, message);
+    let usage = |message: String| (crate::exit::USAGE, message);
     let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
     // The agent's own temp dir is made at launch, for it alone: a stand-in that does not
     // exist, so that nothing else under /tmp looks granted.

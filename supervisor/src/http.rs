@@ -594,7 +594,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
                     uid: credentials.uid(),
                     gid: credentials.gid(),
                 };
-                crate::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| Caller::peer(&peer))
+                crate::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| peer.caller())
             }
             Err(error) => Err(format!("no peer credentials: {error}")),
         };

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
-use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, say, show};
+use governor::{audit, audit_cli, cgroup, control, daemon, exit, parse_trust, policy, policy::Trust, run, say, show};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -241,9 +241,8 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
         }
         Command::Policy { command: PolicyCommand::Reload } => {
             let mut client = control::Client::connect(&control::socket_path(cli.socket.as_deref()))
-                .map_err(|error| (run::exit::USAGE, error.to_string()))?;
-            let answer =
-                client.call(&control::Request::Reload).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+                .map_err(|error| (exit::USAGE, error.to_string()))?;
+            let answer = client.call(&control::Request::Reload).map_err(|error| (exit::FAILURE, error.to_string()))?;
             println!("policy reloaded: {} rules", answer["rules"]);
             Ok(0)
         }
@@ -257,7 +256,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             governor::client::policy_add(cli.socket.as_deref(), &file, name)
         }
         Command::Explain { trust, agent, policies, workspace, op, target } => {
-            let mut request = show::request(cli.rings.as_deref(), trust, &policies, workspace);
+            let mut request = run::Request::dry(cli.rings.as_deref(), trust, &policies, workspace);
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
             governor::explain::main(request, &target, op, agent.as_deref())
         }
@@ -275,7 +274,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
                     }
                 }
             }
-            Ok(if failed { run::exit::USAGE } else { 0 })
+            Ok(if failed { exit::USAGE } else { 0 })
         }
         Command::Check => Ok(show::check(cli.rings.as_deref())),
         Command::Audit { command } => {
@@ -331,7 +330,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
 /// The daemon at `--socket` (or the default socket), if one answers; one that cannot be
 /// asked is bad input.
 fn discover(socket: Option<&std::path::Path>) -> Result<Option<(control::Client, control::Hello)>, (i32, String)> {
-    control::discover(socket).map_err(|error| (run::exit::USAGE, error.to_string()))
+    control::discover(socket).map_err(|error| (exit::USAGE, error.to_string()))
 }
 
 /// Reads an audit store: `--audit-db` (or `GOVERNOR_AUDIT_DB`) directly; else the running
@@ -349,9 +348,9 @@ fn read_store(
         (None, None) => return read.run(&mut std::io::stdout().lock(), &audit::default_path(), rings),
         (None, Some(client)) => client,
     };
-    let answer = client.call(&control::Request::Read(read)).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+    let answer = client.call(&control::Request::Read(read)).map_err(|error| (exit::FAILURE, error.to_string()))?;
     let _ = std::io::stdout().lock().write_all(answer["output"].as_str().unwrap_or("").as_bytes());
-    let code = answer["code"].as_i64().and_then(|code| i32::try_from(code).ok()).unwrap_or(run::exit::FAILURE);
+    let code = answer["code"].as_i64().and_then(|code| i32::try_from(code).ok()).unwrap_or(exit::FAILURE);
     match answer["error"].as_str().filter(|error| !error.is_empty()) {
         Some(error) => Err((code, error.to_owned())),
         None => Ok(code),
@@ -376,7 +375,7 @@ fn act(
         }
         // Not one of the daemon's (a standalone run): act on the cgroup directly.
         Err(control::Error::Refused(message)) if message.starts_with("unknown agent") => control(store, request, what),
-        Err(error) => Err((run::exit::FAILURE, error.to_string())),
+        Err(error) => Err((exit::FAILURE, error.to_string())),
     }
 }
 
@@ -386,8 +385,8 @@ fn act(
 /// gives it back and is refused unless it is recorded.
 fn control(store: Option<PathBuf>, request: &Control, what: control::Act) -> Result<i32, (i32, String)> {
     let agent = request.agent.as_str();
-    let usage = |error: cgroup::Error| (run::exit::USAGE, error.to_string());
-    run::validate_agent_id(agent).map_err(|error| (error.exit_code(), error.to_string()))?;
+    let usage = |error: cgroup::Error| (exit::USAGE, error.to_string());
+    governor::validate_agent_id(agent).map_err(|error| (exit::USAGE, error))?;
     let root = cgroup::mount_point().map_err(usage)?;
     let group = cgroup::Cgroup::open(&root, agent).map_err(usage)?;
     let store = store.unwrap_or_else(audit::default_path);
@@ -396,15 +395,15 @@ fn control(store: Option<PathBuf>, request: &Control, what: control::Act) -> Res
     let why = what.why(&request.reason);
     let recorded = connection.and_then(|mut connection| {
         audit::insert(&mut connection, &[audit::action(agent, name, &actor(), &why)])
-            .map_err(|error| (run::exit::FAILURE, format!("audit store {}: {error}", store.display())))
+            .map_err(|error| (exit::FAILURE, format!("audit store {}: {error}", store.display())))
     });
     if let Err((_, error)) = &recorded {
         if what == control::Act::Resume {
-            return Err((run::exit::FAILURE, format!("{error}; not resuming an agent without a record of it")));
+            return Err((exit::FAILURE, format!("{error}; not resuming an agent without a record of it")));
         }
         say!("governor: {error}; {name} goes ahead unrecorded");
     }
-    what.apply(&group).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+    what.apply(&group).map_err(|error| (exit::FAILURE, error.to_string()))?;
     println!("agent {agent} {}", what.done());
     Ok(0)
 }

@@ -97,7 +97,7 @@ async fn ask_socket(socket: &std::path::Path, call: Call, renames: &'static [(&'
     let joined = tokio::task::spawn_blocking(move || {
         let mut client =
             control::Client::connect(&socket).map_err(|error| service::ApiError::internal(error.to_string()))?;
-        service::ask(&mut client, call)
+        client.ask(call)
     })
     .await;
     match joined {
@@ -863,10 +863,10 @@ pub fn http_service(
 /// `governor mcp`: serves until the client closes stdin. Logs go to stderr (stdout is the
 /// protocol's).
 pub fn main(socket: PathBuf) -> Result<i32, (i32, String)> {
-    let failed = |error: String| (crate::run::exit::FAILURE, format!("mcp: {error}"));
+    let failed = |error: String| (crate::exit::FAILURE, format!("mcp: {error}"));
     // The daemon must answer before the client is told there are tools to call.
-    let mut client = control::Client::connect(&socket).map_err(|error| (crate::run::exit::USAGE, error.to_string()))?;
-    client.hello().map_err(|error| (crate::run::exit::USAGE, error.to_string()))?;
+    let mut client = control::Client::connect(&socket).map_err(|error| (crate::exit::USAGE, error.to_string()))?;
+    client.hello().map_err(|error| (crate::exit::USAGE, error.to_string()))?;
     drop(client);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

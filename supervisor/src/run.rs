@@ -34,26 +34,14 @@ use crate::{
     audit,
     cgroup::{self, Cgroup},
     control::{Client, Hello},
-    engine,
+    engine, exit,
     policy::{self, Overlay, PathVars, RingSource, Trust},
     probes::{self, Probes},
     sandbox::{
         Confinement, Inputs, Kernel, Unenforceable, carve::RealFs, landlock, privileges, privileges::Identity, seccomp,
     },
-    supervise,
+    supervise, validate_agent_id,
 };
-
-/// Exit codes of governor itself (the agent's own are passed through).
-pub mod exit {
-    /// Bad input, or a ring this kernel cannot enforce: nothing was started.
-    pub const USAGE: i32 = 2;
-    /// governor failed to set up or confine the agent; the agent did not run.
-    pub const FAILURE: i32 = 125;
-    /// The ring forbids executing the command (or it is not executable).
-    pub const CANNOT_EXECUTE: i32 = 126;
-    /// The command was not found.
-    pub const NOT_FOUND: i32 = 127;
-}
 
 /// Signals passed on to the agent.
 const FORWARDED: [Signal; 6] =
@@ -170,6 +158,31 @@ pub struct Request {
     pub command: Vec<OsString>,
 }
 
+impl Request {
+    /// The request `policy show` and `explain` plan a ring with: as `governor run` would, without
+    /// a command to run.
+    pub fn dry(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], workspace: Option<PathBuf>) -> Request {
+        Request {
+            trust,
+            workspace,
+            policies: policies.to_vec(),
+            agent_id: Some("policy-show".into()),
+            user: None,
+            rings: rings.map(Path::to_path_buf),
+            audit_db: PathBuf::new(),
+            best_effort: true,
+            verbose: false,
+            probes: crate::probes::Choice::Off,
+            trace: false,
+            observe: false,
+            standalone: true,
+            socket: None,
+            cache: CacheMode::Ephemeral,
+            command: vec!["true".into()],
+        }
+    }
+}
+
 /// Where an agent's caches live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum CacheMode {
@@ -205,7 +218,7 @@ pub fn prepare(request: Request) -> Result<Prepared, Error> {
         return Err(Error::Usage("no command given: governor run [OPTIONS] -- CMD [ARGS...]".into()));
     }
     let agent_id = match &request.agent_id {
-        Some(id) => validate_agent_id(id)?,
+        Some(id) => validate_agent_id(id).map_err(Error::Usage)?,
         None => generate_agent_id(&request.command[0]),
     };
     let workspace = match &request.workspace {
@@ -240,18 +253,6 @@ pub fn prepare(request: Request) -> Result<Prepared, Error> {
         cgroup_root,
         request,
     })
-}
-
-pub fn validate_agent_id(id: &str) -> Result<String, Error> {
-    let valid = !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('.')
-        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-    if valid {
-        Ok(id.to_owned())
-    } else {
-        Err(Error::Usage(format!("agent id '{id}' must be 1 to 64 of [A-Za-z0-9._-], not starting with '.'")))
-    }
 }
 
 /// `<command>-<pid>-<nanoseconds>`: unique on this machine, and says what the agent is.
@@ -893,7 +894,7 @@ impl DaemonLink {
             path: client.path.clone(),
             client: Some(client),
             agent: agent.to_owned(),
-            kill_after: (hello.on_supervisor_loss == crate::daemon::Loss::Kill)
+            kill_after: (hello.on_supervisor_loss == crate::control::Loss::Kill)
                 .then(|| Duration::from_millis(hello.grace_ms)),
             control,
             lost_since: None,

@@ -82,15 +82,6 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// A peer of a Unix socket, named as the audit store's actor column names it.
-    pub fn peer(peer: &crate::control::Peer) -> Caller {
-        let name = nix::unistd::User::from_uid(peer.uid.into())
-            .ok()
-            .flatten()
-            .map_or_else(|| peer.uid.to_string(), |user| user.name);
-        Caller::Peer { uid: peer.uid, pid: peer.pid, name }
-    }
-
     pub fn describe(&self) -> String {
         match self {
             Caller::Peer { uid, pid, name } => format!("{name} (uid {uid}, pid {pid})"),
@@ -107,16 +98,6 @@ pub enum Action {
     Suspend,
     Resume,
     Kill,
-}
-
-impl Action {
-    pub fn act(self) -> crate::control::Act {
-        match self {
-            Action::Suspend => crate::control::Act::Suspend,
-            Action::Resume => crate::control::Act::Resume,
-            Action::Kill => crate::control::Act::Kill,
-        }
-    }
 }
 
 /// An agent registered ahead of its run. What it lists is added on top of its ring as a
@@ -519,7 +500,7 @@ impl ApiError {
 
     /// An audit CLI failure: exit 2 is the caller's input, anything else governor's.
     fn from_cli(field: &str, (code, message): audit_cli::Failure) -> ApiError {
-        if code == crate::run::exit::USAGE {
+        if code == crate::exit::USAGE {
             if message.starts_with("unknown agent") {
                 ApiError::not_found("agent", message)
             } else {
@@ -566,7 +547,7 @@ fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
 }
 
 fn agent_field(field: &str, agent: &str) -> Result<String, ApiError> {
-    crate::run::validate_agent_id(agent).map_err(|error| ApiError::bad(field, error.to_string()))
+    crate::validate_agent_id(agent).map_err(|error| ApiError::bad(field, error))
 }
 
 impl AuditFilter {
@@ -1171,9 +1152,9 @@ pub fn validate(
             empty
         }
     };
-    let run = crate::show::request(rings, trust, overlays, Some(workspace));
+    let run = crate::run::Request::dry(rings, trust, overlays, Some(workspace));
     let answer = explain::answer(run, &parsed, Some(op)).map_err(|(code, message)| {
-        if code == crate::run::exit::USAGE { ApiError::bad("target", message) } else { ApiError::internal(message) }
+        if code == crate::exit::USAGE { ApiError::bad("target", message) } else { ApiError::internal(message) }
     })?;
     Ok(validation_of(answer, trust, request))
 }
@@ -1216,15 +1197,6 @@ fn validation_of(answer: explain::Answer, trust: Trust, request: &Validate) -> V
         validation.rule = Some(id);
     }
     validation
-}
-
-/// The client side: asks the daemon one call over the control socket.
-pub fn ask(client: &mut crate::control::Client, call: Call) -> Result<serde_json::Value, ApiError> {
-    match client.call_api(&crate::control::Request::Api(call)) {
-        Ok(value) => Ok(value),
-        Err(crate::control::ApiFailure::Refused(error)) => Err(error),
-        Err(crate::control::ApiFailure::Other(error)) => Err(ApiError::internal(error.to_string())),
-    }
 }
 
 #[cfg(test)]

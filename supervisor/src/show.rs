@@ -19,32 +19,9 @@ pub fn policy_show(
     workspace: Option<PathBuf>,
     json: bool,
 ) -> Result<i32, (i32, String)> {
-    let request = request(rings, trust, policies, workspace);
+    let request = run::Request::dry(rings, trust, policies, workspace);
     let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
     policy_show_prepared(prepared, rings, trust, json)
-}
-
-/// The request `policy show` and `explain` plan a ring with: as `governor run` would, without
-/// a command to run.
-pub fn request(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], workspace: Option<PathBuf>) -> run::Request {
-    run::Request {
-        trust,
-        workspace,
-        policies: policies.to_vec(),
-        agent_id: Some("policy-show".into()),
-        user: None,
-        rings: rings.map(Path::to_path_buf),
-        audit_db: PathBuf::new(),
-        best_effort: true,
-        verbose: false,
-        probes: crate::probes::Choice::Off,
-        trace: false,
-        observe: false,
-        standalone: true,
-        socket: None,
-        cache: run::CacheMode::Ephemeral,
-        command: vec!["true".into()],
-    }
 }
 
 fn policy_show_prepared(
@@ -318,7 +295,7 @@ pub fn check(rings: Option<&Path>) -> i32 {
             Ok(ring) => ring,
             Err(error) => {
                 println!("ring {trust}: {error}");
-                code = run::exit::USAGE;
+                code = crate::exit::USAGE;
                 continue;
             }
         };

@@ -14,8 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::{
     audit_cli::{self, Failure, Format},
     cgroup::Cgroup,
-    engine, policy,
-    run::exit,
+    engine, exit, policy,
 };
 
 /// How far back "recent" reaches: ended agents listed without `--all`, violations counted.
