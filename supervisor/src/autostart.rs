@@ -28,8 +28,8 @@ use nix::{
 
 use crate::{
     control::{self, Client, Hello},
+    launch::Request,
     probes,
-    run::Request,
 };
 
 /// How long a daemon started on first use stays with nothing to supervise.

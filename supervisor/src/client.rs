@@ -387,7 +387,7 @@ fn relocate(message: &str, file: &Path) -> String {
 /// launch does not wait for a read of the whole store.
 pub fn apply_registration(
     hello: &control::Hello,
-    request: &mut crate::run::Request,
+    request: &mut crate::launch::Request,
     trust_given: bool,
 ) -> Result<(), Failure> {
     let Some(agent) = request.agent_id.clone() else { return Ok(()) };

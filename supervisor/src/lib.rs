@@ -19,6 +19,7 @@ pub mod dashboard;
 pub mod engine;
 pub mod explain;
 pub mod http;
+pub mod launch;
 pub mod mcp;
 pub mod metrics;
 pub mod policy;

@@ -4,7 +4,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
-use governor::{audit, audit_cli, cgroup, control, daemon, exit, parse_trust, policy, policy::Trust, run, say, show};
+use governor::{
+    audit, audit_cli, cgroup, control, daemon, exit, launch, parse_trust, policy, policy::Trust, run, say, show,
+};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -28,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run CMD confined by a trust ring, in its own cgroup (supervised by the governor daemon
     /// when one runs, else by this process).
-    Run(run::Request),
+    Run(launch::Request),
     /// Supervise the agents of every `governor run` on this machine: load the probes once,
     /// own the audit store and the policy engine, listen on the control socket.
     Daemon(daemon::Options),
@@ -226,7 +228,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             if let Some((_, hello)) = &daemon {
                 governor::client::apply_registration(hello, &mut request, trust_given)?;
             }
-            let prepared = run::prepare(request).map_err(failed)?;
+            let prepared = launch::prepare(request).map_err(|error| failed(error.into()))?;
             run::run(prepared, daemon).map_err(failed)
         }
         Command::Daemon(options) => {
@@ -256,7 +258,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             governor::client::policy_add(cli.socket.as_deref(), &file, name)
         }
         Command::Explain { trust, agent, policies, workspace, op, target } => {
-            let mut request = run::Request::dry(cli.rings.as_deref(), trust, &policies, workspace);
+            let mut request = launch::Request::dry(cli.rings.as_deref(), trust, &policies, workspace);
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
             governor::explain::main(request, &target, op, agent.as_deref())
         }

@@ -1152,7 +1152,7 @@ pub fn validate(
             empty
         }
     };
-    let run = crate::run::Request::dry(rings, trust, overlays, Some(workspace));
+    let run = crate::launch::Request::dry(rings, trust, overlays, Some(workspace));
     let answer = explain::answer(run, &parsed, Some(op)).map_err(|(code, message)| {
         if code == crate::exit::USAGE { ApiError::bad("target", message) } else { ApiError::internal(message) }
     })?;
