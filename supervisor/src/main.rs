@@ -5,7 +5,13 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use governor::{
-    audit, audit_cli, cgroup, control, daemon, exit, launch, parse_trust, policy, policy::Trust, run, say, show,
+    audit, cgroup,
+    cli::{client, run, show},
+    daemon::{self, control, mcp},
+    exit, launch, parse_trust, policy,
+    policy::Trust,
+    say,
+    service::{explain, records},
 };
 
 #[derive(Parser)]
@@ -57,7 +63,7 @@ enum Command {
         /// What the agent would do [default: read for a path, exec for a program, connect for
         /// HOST:PORT].
         #[arg(long, value_enum)]
-        op: Option<governor::explain::Op>,
+        op: Option<explain::Op>,
         /// PATH, HOST:PORT or PROGRAM.
         target: String,
     },
@@ -74,7 +80,7 @@ enum Command {
         #[arg(long)]
         all: bool,
         #[arg(long, value_enum, default_value = "table")]
-        format: audit_cli::Format,
+        format: records::Format,
     },
     /// Serve the Model Context Protocol on stdio (for LLM orchestrators and MCP clients):
     /// tools that validate actions, read the audit store and control agents through the
@@ -88,14 +94,14 @@ enum Command {
     Kill(Control),
     /// Audit events from the daemon, as they are recorded with --follow (resumable with
     /// --after ID).
-    Events(governor::client::Events),
+    Events(client::Events),
     /// Ask the daemon whether an agent (or a ring) may open, read, write, exec or connect to
     /// TARGET now: which layer and rule decides, and why. Exit 0 when allowed, 1 when not.
-    Validate(governor::client::Validate),
+    Validate(client::Validate),
     /// The daemon's agents; register one ahead of its run.
     Agents {
         #[command(subcommand)]
-        command: governor::client::Agents,
+        command: client::Agents,
     },
     /// Incidents reported by hand.
     Incident {
@@ -120,7 +126,7 @@ struct Control {
 #[derive(Subcommand)]
 enum IncidentCommand {
     /// Record an incident for an agent (--auto-suspend freezes it).
-    Report(governor::client::Report),
+    Report(client::Report),
 }
 
 #[derive(Subcommand)]
@@ -158,17 +164,17 @@ enum PolicyCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Events, filtered.
-    Query(audit_cli::Query),
+    Query(records::Query),
     /// Check the hash chains: exit 0 when they hold, 1 naming the first broken row.
     Verify,
     /// Remove the oldest rows beyond an age or a size; each pruned table gets a checkpoint
     /// row, so `verify` still holds (the daemon prunes by itself with audit_max_age and
     /// audit_max_size in its settings).
-    Prune(audit_cli::Prune),
+    Prune(records::Prune),
     /// What was done to agents (start, exit, suspend, resume, kill): when, by whom, why.
-    Actions(audit_cli::Listing),
+    Actions(records::Listing),
     /// Incidents the policy engine raised.
-    Incidents(audit_cli::Listing),
+    Incidents(records::Listing),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -226,7 +232,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             let failed = |error: run::Error| (error.exit_code(), error.to_string());
             let daemon = run::find_daemon(&request).map_err(failed)?;
             if let Some((_, hello)) = &daemon {
-                governor::client::apply_registration(hello, &mut request, trust_given)?;
+                client::apply_registration(hello, &mut request, trust_given)?;
             }
             let prepared = launch::prepare(request).map_err(|error| failed(error.into()))?;
             run::run(prepared, daemon).map_err(failed)
@@ -248,19 +254,17 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             println!("policy reloaded: {} rules", answer["rules"]);
             Ok(0)
         }
-        Command::Events(events) => governor::client::events(cli.socket.as_deref(), &events),
-        Command::Validate(validate) => governor::client::validate(cli.socket.as_deref(), &validate),
-        Command::Agents { command } => governor::client::agents(cli.socket.as_deref(), command),
-        Command::Incident { command: IncidentCommand::Report(report) } => {
-            governor::client::report(cli.socket.as_deref(), report)
-        }
+        Command::Events(events) => client::events(cli.socket.as_deref(), &events),
+        Command::Validate(validate) => client::validate(cli.socket.as_deref(), &validate),
+        Command::Agents { command } => client::agents(cli.socket.as_deref(), command),
+        Command::Incident { command: IncidentCommand::Report(report) } => client::report(cli.socket.as_deref(), report),
         Command::Policy { command: PolicyCommand::Add { file, name } } => {
-            governor::client::policy_add(cli.socket.as_deref(), &file, name)
+            client::policy_add(cli.socket.as_deref(), &file, name)
         }
         Command::Explain { trust, agent, policies, workspace, op, target } => {
             let mut request = launch::Request::dry(cli.rings.as_deref(), trust, &policies, workspace);
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
-            governor::explain::main(request, &target, op, agent.as_deref())
+            explain::main(request, &target, op, agent.as_deref())
         }
         Command::Policy { command: PolicyCommand::Show { trust, policies, workspace, format } } => {
             show::policy_show(cli.rings.as_deref(), trust, &policies, workspace, matches!(format, Format::Json))
@@ -283,11 +287,11 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             let read = match command {
                 AuditCommand::Verify => {
                     let store = cli.audit_db.unwrap_or_else(audit::default_path);
-                    return audit_cli::verify(&store);
+                    return records::verify(&store);
                 }
                 AuditCommand::Prune(prune) => {
                     let store = cli.audit_db.unwrap_or_else(audit::default_path);
-                    return audit_cli::prune(&store, &prune);
+                    return records::prune(&store, &prune);
                 }
                 AuditCommand::Query(query) => control::Read::Query(query),
                 AuditCommand::Incidents(listing) => control::Read::Incidents(listing),
@@ -307,7 +311,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             };
             let read = control::Read::Status { all, format };
             let code = read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)?;
-            if matches!(format, audit_cli::Format::Table)
+            if matches!(format, records::Format::Table)
                 && let Some((client, hello)) = daemon.as_mut()
             {
                 let supervised = client.call(&control::Request::Agents).ok();
@@ -322,7 +326,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             }
             Ok(code)
         }
-        Command::Mcp => governor::mcp::main(control::socket_path(cli.socket.as_deref())),
+        Command::Mcp => mcp::main(control::socket_path(cli.socket.as_deref())),
         Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Suspend),
         Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Resume),
         Command::Kill(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Kill),
@@ -392,7 +396,7 @@ fn control(store: Option<PathBuf>, request: &Control, what: control::Act) -> Res
     let root = cgroup::mount_point().map_err(usage)?;
     let group = cgroup::Cgroup::open(&root, agent).map_err(usage)?;
     let store = store.unwrap_or_else(audit::default_path);
-    let connection = audit_cli::connect(&store);
+    let connection = records::connect(&store);
     let name = what.name();
     let why = what.why(&request.reason);
     let recorded = connection.and_then(|mut connection| {

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    control, exit,
+    daemon::control,
+    exit,
     output::escape,
     policy::Trust,
     service::{self, ApiError, Call, ErrorKind},

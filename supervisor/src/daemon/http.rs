@@ -26,10 +26,8 @@ use axum::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt as _;
 
-use crate::{
-    dashboard,
-    service::{self, ApiError, Call, Caller, ErrorKind},
-};
+use super::dashboard;
+use crate::service::{self, ApiError, Call, Caller, ErrorKind};
 
 /// What a handler hands to the daemon's loop.
 pub enum Asked {
@@ -538,7 +536,7 @@ async fn admit_mcp(
 /// The door's routes.
 pub fn router(door: Door) -> Router {
     let mcp = Router::new()
-        .route_service("/mcp", crate::mcp::http_service(door.clone()))
+        .route_service("/mcp", crate::daemon::mcp::http_service(door.clone()))
         .layer(axum::middleware::from_fn_with_state(door.clone(), admit_mcp));
     Router::new()
         .merge(mcp)
@@ -589,12 +587,12 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Peer {
         let admitted = match stream.io().peer_cred() {
             Ok(credentials) => {
-                let peer = crate::control::Peer {
+                let peer = crate::daemon::control::Peer {
                     pid: credentials.pid().unwrap_or(0),
                     uid: credentials.uid(),
                     gid: credentials.gid(),
                 };
-                crate::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| peer.caller())
+                crate::daemon::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| peer.caller())
             }
             Err(error) => Err(format!("no peer credentials: {error}")),
         };

@@ -6,6 +6,10 @@
 //! Errors are typed (`ApiError`: a message, the request field at fault, and a status that
 //! maps onto HTTP's 400/401/403/404/409), so every door reports bad input the same way.
 
+pub mod explain;
+pub mod records;
+pub mod status;
+
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
@@ -14,10 +18,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    audit_cli::{self, When},
-    engine, explain,
+    engine,
     policy::{self, RingSource, Trust},
 };
+
+use self::records::When;
 
 /// Rows an audit read returns unless told otherwise, and at most.
 pub const DEFAULT_LIMIT: u32 = 1000;
@@ -499,7 +504,7 @@ impl ApiError {
     }
 
     /// An audit CLI failure: exit 2 is the caller's input, anything else governor's.
-    fn from_cli(field: &str, (code, message): audit_cli::Failure) -> ApiError {
+    fn from_cli(field: &str, (code, message): records::Failure) -> ApiError {
         if code == crate::exit::USAGE {
             if message.starts_with("unknown agent") {
                 ApiError::not_found("agent", message)
@@ -535,7 +540,7 @@ fn parse_value<T: clap::ValueEnum>(field: &str, text: &str) -> Result<T, ApiErro
 }
 
 fn parse_time(field: &str, text: &Option<String>) -> Result<Option<When>, ApiError> {
-    text.as_deref().map(|text| audit_cli::parse_when(text).map_err(|error| ApiError::bad(field, error))).transpose()
+    text.as_deref().map(|text| records::parse_when(text).map_err(|error| ApiError::bad(field, error))).transpose()
 }
 
 fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
@@ -552,14 +557,14 @@ fn agent_field(field: &str, agent: &str) -> Result<String, ApiError> {
 
 impl AuditFilter {
     /// The `governor audit query` this filter is, checked.
-    pub fn query(&self) -> Result<audit_cli::Query, ApiError> {
+    pub fn query(&self) -> Result<records::Query, ApiError> {
         if let Some(agent) = &self.agent {
             agent_field("agent", agent)?;
         }
         if self.after.is_some_and(|after| after < 0) {
             return Err(ApiError::bad("after", "after must be an event id (0 or more)"));
         }
-        Ok(audit_cli::Query {
+        Ok(records::Query {
             agent: self.agent.clone(),
             kind: self.kind.as_deref().map(|kind| parse_value("kind", kind)).transpose()?,
             decision: self.decision.as_deref().map(|decision| parse_value("decision", decision)).transpose()?,
@@ -568,7 +573,7 @@ impl AuditFilter {
             path: self.path.clone(),
             limit: limit(self.limit)?,
             after: self.after,
-            format: audit_cli::Format::Json,
+            format: records::Format::Json,
         })
     }
 }
@@ -610,17 +615,17 @@ pub fn audit(store: &Path, filter: &AuditFilter) -> Result<Events, ApiError> {
 
 fn select(store: &Path, filter: &AuditFilter, known: bool) -> Result<Events, ApiError> {
     let query = filter.query()?;
-    let connection = audit_cli::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
+    let connection = records::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
     if let Some(agent) = query.agent.as_ref().filter(|_| known) {
-        audit_cli::known_agent(&connection, agent).map_err(|failure| ApiError::from_cli("agent", failure))?;
+        records::known_agent(&connection, agent).map_err(|failure| ApiError::from_cli("agent", failure))?;
     }
-    let rows = audit_cli::select(&connection, &query).map_err(|failure| ApiError::from_cli("path", failure))?;
+    let rows = records::select(&connection, &query).map_err(|failure| ApiError::from_cli("path", failure))?;
     Ok(Events { events: rows.iter().map(event_of).collect() })
 }
 
 /// The newest event id in the store (where a stream without `after` starts).
 pub fn last_event(store: &Path) -> Result<i64, ApiError> {
-    let connection = audit_cli::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
+    let connection = records::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
     connection
         .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| row.get(0))
         .map_err(|error| ApiError::internal(format!("audit store: {error}")))
@@ -693,10 +698,10 @@ pub async fn stream(
 pub fn incidents(store: &Path, filter: &IncidentFilter) -> Result<Incidents, ApiError> {
     let since = parse_time("since", &filter.since)?.map_or(0, |When(since)| since);
     let limit = limit(filter.limit)?;
-    let connection = audit_cli::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
+    let connection = records::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
     if let Some(agent) = &filter.agent {
         agent_field("agent", agent)?;
-        audit_cli::known_agent(&connection, agent).map_err(|failure| ApiError::from_cli("agent", failure))?;
+        records::known_agent(&connection, agent).map_err(|failure| ApiError::from_cli("agent", failure))?;
     }
     let sql = "SELECT seq, agent, time, rule, severity, action, reason FROM incidents
                WHERE (?1 IS NULL OR agent = ?1) AND time >= ?2 ORDER BY seq LIMIT ?3";
@@ -727,7 +732,7 @@ pub struct Live {
     pub registered: Vec<AgentSpec>,
 }
 
-fn agent_of(agent: &crate::status::Agent, live: &Live) -> Agent {
+fn agent_of(agent: &crate::service::status::Agent, live: &Live) -> Agent {
     let cgroup_id = live.supervised.iter().find(|(id, _)| *id == agent.agent).map(|(_, cgroup)| *cgroup);
     Agent {
         agent: agent.agent.clone(),
@@ -764,17 +769,17 @@ fn registered_only(spec: &AgentSpec) -> Agent {
     }
 }
 
-fn store_agents(store: &Path) -> Result<Vec<crate::status::Agent>, ApiError> {
-    let connection = audit_cli::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
+fn store_agents(store: &Path) -> Result<Vec<crate::service::status::Agent>, ApiError> {
+    let connection = records::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
     let root = crate::cgroup::mount_point().ok();
-    crate::status::agents(&connection, root.as_deref(), crate::audit::now_ns())
+    crate::service::status::agents(&connection, root.as_deref(), crate::audit::now_ns())
         .map_err(|failure| ApiError::from_cli("audit_db", failure))
 }
 
 /// Every agent: the store's (the latest run of each id), then those registered that have
 /// not run yet.
 pub fn agents(store: &Path, live: &Live) -> Result<Agents, ApiError> {
-    let mut latest: Vec<crate::status::Agent> = Vec::new();
+    let mut latest: Vec<crate::service::status::Agent> = Vec::new();
     for agent in store_agents(store)? {
         match latest.iter_mut().find(|known| known.agent == agent.agent) {
             Some(known) => *known = agent,
@@ -826,7 +831,7 @@ pub fn status(store: &Path, rings: Option<&Path>, live: &Live, daemon: DaemonInf
     let agents = store_agents(store)?;
     let (rules, _) = load_rules(rings).map_err(|error| ApiError::internal(error.to_string()))?;
     let now = crate::audit::now_ns();
-    let summary = crate::status::summarize(&agents, Trust::ALL.len(), rules.rules.len(), now);
+    let summary = crate::service::status::summarize(&agents, Trust::ALL.len(), rules.rules.len(), now);
     Ok(Status {
         total_agents: summary.agents_total,
         active_agents: summary.active,

@@ -60,20 +60,20 @@ pub enum Request {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "what", rename_all = "kebab-case")]
 pub enum Read {
-    Query(crate::audit_cli::Query),
-    Incidents(crate::audit_cli::Listing),
-    Actions(crate::audit_cli::Listing),
-    Status { all: bool, format: crate::audit_cli::Format },
+    Query(crate::service::records::Query),
+    Incidents(crate::service::records::Listing),
+    Actions(crate::service::records::Listing),
+    Status { all: bool, format: crate::service::records::Format },
 }
 
 impl Read {
     /// Runs the read against `store`, writing what it prints into `out`.
     pub fn run(&self, out: &mut dyn std::io::Write, store: &Path, rings: Option<&Path>) -> Result<i32, (i32, String)> {
         match self {
-            Read::Query(query) => crate::audit_cli::query(out, store, query),
-            Read::Incidents(listing) => crate::audit_cli::incidents(out, store, listing),
-            Read::Actions(listing) => crate::audit_cli::actions(out, store, listing),
-            Read::Status { all, format } => crate::status::status(out, store, rings, *all, *format),
+            Read::Query(query) => crate::service::records::query(out, store, query),
+            Read::Incidents(listing) => crate::service::records::incidents(out, store, listing),
+            Read::Actions(listing) => crate::service::records::actions(out, store, listing),
+            Read::Status { all, format } => crate::service::status::status(out, store, rings, *all, *format),
         }
     }
 }

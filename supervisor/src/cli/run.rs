@@ -29,7 +29,7 @@ use crate::{
     agent::EventOutput,
     audit,
     cgroup::{self, Cgroup},
-    control::{Client, Hello},
+    daemon::control::{Client, Hello},
     launch::{
         self, Prepared, Request, TempDir, cache_dir,
         child::{CONTROL_DIR, ChildFailure, Command, child_main, fork_into, secret_masks},
@@ -48,7 +48,7 @@ pub enum Error {
     #[error(transparent)]
     Launch(#[from] launch::Error),
     #[error(transparent)]
-    Daemon(#[from] crate::control::Error),
+    Daemon(#[from] crate::daemon::control::Error),
     #[error(transparent)]
     Warden(#[from] crate::warden::Error),
 }
@@ -79,7 +79,7 @@ impl Error {
         match self {
             Error::Launch(error) => error.exit_code(),
             // --socket names no daemon: nothing was started.
-            Error::Daemon(crate::control::Error::Connect { .. }) => crate::exit::USAGE,
+            Error::Daemon(crate::daemon::control::Error::Connect { .. }) => crate::exit::USAGE,
             _ => crate::exit::FAILURE,
         }
     }
@@ -99,10 +99,12 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
     {
         return Ok(None);
     }
-    let found = match crate::control::discover(request.socket.as_deref()) {
-        Ok(None) if crate::autostart::allowed(request) => start_daemon(request),
+    let found = match crate::daemon::control::discover(request.socket.as_deref()) {
+        Ok(None) if crate::cli::autostart::allowed(request) => start_daemon(request),
         // A daemon that stopped (idle) as this run connected: one is started again.
-        Err(crate::control::Error::Io(_) | crate::control::Error::Refused(_)) if crate::autostart::allowed(request) => {
+        Err(crate::daemon::control::Error::Io(_) | crate::daemon::control::Error::Refused(_))
+            if crate::cli::autostart::allowed(request) =>
+        {
             start_daemon(request)
         }
         found => found?,
@@ -123,21 +125,21 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
     Ok(Some((client, hello)))
 }
 
-/// The daemon started on first use ([`crate::autostart`]); when it cannot be started, this
+/// The daemon started on first use ([`crate::cli::autostart`]); when it cannot be started, this
 /// run supervises its agent itself, as before there was a daemon.
 fn start_daemon(request: &Request) -> Option<(Client, Hello)> {
-    match crate::autostart::start(request) {
+    match crate::cli::autostart::start(request) {
         Ok((client, hello)) => {
             say!(
                 "governor: started the governor daemon (pid {}) for this and later runs; it stops after {} minutes without agents (log: {})",
                 hello.pid,
-                crate::autostart::IDLE_EXIT.as_secs() / 60,
-                crate::autostart::log_path(request).display()
+                crate::cli::autostart::IDLE_EXIT.as_secs() / 60,
+                crate::cli::autostart::log_path(request).display()
             );
             Some((client, hello))
         }
         // Another run's daemon may have won the race for the socket.
-        Err(error) => crate::control::discover(None).ok().flatten().or_else(|| {
+        Err(error) => crate::daemon::control::discover(None).ok().flatten().or_else(|| {
             say!("governor: {error}; supervising the agent in this process");
             None
         }),
@@ -194,7 +196,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // The daemon attaches the agent's hooks and records it while this process builds the
     // Landlock ruleset and the seccomp filters: the answer is read just before the fork.
     if let Some((client, hello)) = daemon.as_mut() {
-        let registration = crate::control::Registration {
+        let registration = crate::daemon::control::Registration {
             agent: prepared.agent_id.clone(),
             trust: prepared.ring.trust,
             command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
@@ -208,7 +210,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 .collect(),
             plan: probes::ProbePlan::of(&confinement, hello.backend),
         };
-        client.send(&crate::control::Request::Register(registration))?;
+        client.send(&crate::daemon::control::Request::Register(registration))?;
     }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi, backend == Some(probes::Backend::Notify))?;
     let filters = confinement.seccomp.compile()?;
@@ -472,11 +474,11 @@ fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr, trus
 /// meanwhile. A daemon that cannot be told records the end itself when it finds the
 /// cgroup gone, without the status.
 fn report_exit(link: DaemonLink, hello: &Hello, agent: &str, code: i32) {
-    let request = crate::control::Request::Exited { agent: agent.to_owned(), code };
+    let request = crate::daemon::control::Request::Exited { agent: agent.to_owned(), code };
     let path = link.path.clone();
     let mut result = match link.client {
         Some(mut client) => client.call(&request),
-        None => Err(crate::control::Error::Refused("gone".into())),
+        None => Err(crate::daemon::control::Error::Refused("gone".into())),
     };
     if result.is_err() {
         // A daemon restarting (re-adopting its agents) gets a moment.
@@ -522,7 +524,7 @@ impl DaemonLink {
             path: client.path.clone(),
             client: Some(client),
             agent: agent.to_owned(),
-            kill_after: (hello.on_supervisor_loss == crate::control::Loss::Kill)
+            kill_after: (hello.on_supervisor_loss == crate::daemon::control::Loss::Kill)
                 .then(|| Duration::from_millis(hello.grace_ms)),
             control,
             lost_since: None,
@@ -562,7 +564,7 @@ impl supervise::Link for DaemonLink {
         if self.last_try.elapsed() >= RECONNECT {
             self.last_try = std::time::Instant::now();
             if let Ok(mut client) = Client::connect(&self.path)
-                && client.call(&crate::control::Request::Attach { agent: self.agent.clone() }).is_ok()
+                && client.call(&crate::daemon::control::Request::Attach { agent: self.agent.clone() }).is_ok()
             {
                 say!(
                     "governor: a governor daemon is back after {:.1} s and watches agent {} again",

@@ -11,6 +11,11 @@
 //! `<state>/agents/<agent>.json` (`<state>` is the audit store's directory), so that a
 //! daemon started after one was killed watches the agents that still run again.
 
+pub mod control;
+pub mod dashboard;
+pub mod http;
+pub mod mcp;
+
 use std::{
     collections::HashMap,
     io::Write as _,
@@ -33,19 +38,20 @@ use tokio::{
 
 use crate::{
     agent::{EventOutput, monotonic_ns},
-    audit, audit_cli,
+    audit,
     cgroup::{self, Cgroup},
-    control::{self, Act, Loss, Peer, Registration, Request},
     engine::{self, Engine, Rules},
-    exit, http,
+    exit,
     metrics::Metrics,
     policy::{self, RingSource},
     probes::{
         self, Probes,
         events::{DecodeError, Event, Sink},
     },
-    service::{self, ApiError, Call, Caller},
+    service::{self, ApiError, Call, Caller, records},
 };
+
+use self::control::{Act, Loss, Peer, Registration, Request};
 
 /// `governor daemon`'s own options (the socket and the store are global options).
 #[derive(Debug, clap::Args)]
@@ -114,7 +120,7 @@ fn age<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Durat
 fn size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     use serde::Deserialize as _;
     let text = String::deserialize(deserializer)?;
-    crate::audit_cli::parse_size(&text).map(Some).map_err(serde::de::Error::custom)
+    crate::service::records::parse_size(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl Default for Config {
@@ -945,8 +951,8 @@ impl<'w> Daemon<'w> {
                 ));
             }
             None => {
-                let known = audit_cli::connect(&self.hello.audit_db)
-                    .and_then(|connection| audit_cli::known_agent(&connection, &report.agent));
+                let known = records::connect(&self.hello.audit_db)
+                    .and_then(|connection| records::known_agent(&connection, &report.agent));
                 if known.is_err() {
                     return Err(ApiError::not_found("agent", format!("unknown agent '{}'", report.agent)));
                 }

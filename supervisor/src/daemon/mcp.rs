@@ -25,10 +25,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use crate::{
-    control,
-    service::{self, Call},
-};
+use super::control;
+use crate::service::{self, Call};
 
 /// A tool's failure as the caller sees it: what went wrong and, when an argument is to
 /// blame, which one.
@@ -406,7 +404,7 @@ pub enum Backend {
     /// `governor mcp`: the daemon's control socket, which names the caller by its peer.
     Socket(PathBuf),
     /// MCP on the HTTP door, inside the daemon: its loop, with the caller the door admitted.
-    Door(crate::http::Door),
+    Door(crate::daemon::http::Door),
 }
 
 /// The MCP server: stateless but for where its calls go (and, for one call on the HTTP
@@ -423,7 +421,7 @@ impl Governor {
     }
 
     /// The tools on the HTTP door; each request's caller comes from the door's admission.
-    pub fn on_door(door: crate::http::Door) -> Governor {
+    pub fn on_door(door: crate::daemon::http::Door) -> Governor {
         Governor { backend: Backend::Door(door), caller: None }
     }
 
@@ -436,7 +434,7 @@ impl Governor {
             return Err(ToolError::new("the HTTP door did not name the caller"));
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let asked = crate::http::Asked::Call { caller, call: Box::new(call), reply };
+        let asked = crate::daemon::http::Asked::Call { caller, call: Box::new(call), reply };
         if door.asked.send(asked).is_err() {
             return Err(ToolError::new("the daemon is stopping"));
         }
@@ -724,7 +722,7 @@ impl Governor {
 type Read = Result<(Vec<Value>, Option<i64>), service::ApiError>;
 
 /// `get_events` on the HTTP door: the service's stream, read here.
-async fn door_events(door: &crate::http::Door, filter: service::EventFilter, limit: u32, wait: f64) -> Read {
+async fn door_events(door: &crate::daemon::http::Door, filter: service::EventFilter, limit: u32, wait: f64) -> Read {
     let (sender, mut received) = tokio::sync::mpsc::channel(256);
     tokio::spawn(service::stream(door.store.clone(), filter, door.commits.clone(), sender));
     let mut events = Vec::new();
@@ -847,7 +845,7 @@ impl ServerHandler for Governor {
 /// MCP's streamable HTTP transport for the HTTP door (mounted at `/mcp` behind the door's
 /// admission, which puts the caller in each request's extensions).
 pub fn http_service(
-    door: crate::http::Door,
+    door: crate::daemon::http::Door,
 ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
     Governor,
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,

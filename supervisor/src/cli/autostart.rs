@@ -27,7 +27,7 @@ use nix::{
 };
 
 use crate::{
-    control::{self, Client, Hello},
+    daemon::control::{self, Client, Hello},
     launch::Request,
     probes,
 };
