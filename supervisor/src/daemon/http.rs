@@ -12,7 +12,6 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use axum::{
@@ -23,22 +22,12 @@ use axum::{
     response::{IntoResponse, Response, sse},
     routing::{get, post},
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt as _;
 
 use super::dashboard;
+use super::door::{Asked, Door};
 use crate::service::{self, ApiError, Call, Caller, ErrorKind};
-
-/// What a handler hands to the daemon's loop.
-pub enum Asked {
-    Call {
-        caller: Caller,
-        call: Box<Call>,
-        reply: oneshot::Sender<service::Answer>,
-    },
-    /// The metrics text (the loop owns the counters).
-    Metrics(oneshot::Sender<String>),
-}
 
 /// How a connection was admitted.
 #[derive(Clone, Debug)]
@@ -47,16 +36,6 @@ pub enum Peer {
     Tcp,
     /// The Unix socket: the peer's credentials, or why it is refused.
     Unix(Result<Caller, String>),
-}
-
-/// What every handler sees.
-#[derive(Clone)]
-pub struct Door {
-    pub asked: mpsc::UnboundedSender<Asked>,
-    pub commits: watch::Receiver<u64>,
-    pub store: PathBuf,
-    /// The bearer token of the TCP listener.
-    pub token: Option<Arc<str>>,
 }
 
 /// `--http-token-file`: the token, from a file only its owner may read.

@@ -404,7 +404,7 @@ pub enum Backend {
     /// `governor mcp`: the daemon's control socket, which names the caller by its peer.
     Socket(PathBuf),
     /// MCP on the HTTP door, inside the daemon: its loop, with the caller the door admitted.
-    Door(crate::daemon::http::Door),
+    Door(super::door::Door),
 }
 
 /// The MCP server: stateless but for where its calls go (and, for one call on the HTTP
@@ -421,7 +421,7 @@ impl Governor {
     }
 
     /// The tools on the HTTP door; each request's caller comes from the door's admission.
-    pub fn on_door(door: crate::daemon::http::Door) -> Governor {
+    pub fn on_door(door: super::door::Door) -> Governor {
         Governor { backend: Backend::Door(door), caller: None }
     }
 
@@ -434,7 +434,7 @@ impl Governor {
             return Err(ToolError::new("the HTTP door did not name the caller"));
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let asked = crate::daemon::http::Asked::Call { caller, call: Box::new(call), reply };
+        let asked = super::door::Asked::Call { caller, call: Box::new(call), reply };
         if door.asked.send(asked).is_err() {
             return Err(ToolError::new("the daemon is stopping"));
         }
@@ -722,7 +722,7 @@ impl Governor {
 type Read = Result<(Vec<Value>, Option<i64>), service::ApiError>;
 
 /// `get_events` on the HTTP door: the service's stream, read here.
-async fn door_events(door: &crate::daemon::http::Door, filter: service::EventFilter, limit: u32, wait: f64) -> Read {
+async fn door_events(door: &super::door::Door, filter: service::EventFilter, limit: u32, wait: f64) -> Read {
     let (sender, mut received) = tokio::sync::mpsc::channel(256);
     tokio::spawn(service::stream(door.store.clone(), filter, door.commits.clone(), sender));
     let mut events = Vec::new();
@@ -845,7 +845,7 @@ impl ServerHandler for Governor {
 /// MCP's streamable HTTP transport for the HTTP door (mounted at `/mcp` behind the door's
 /// admission, which puts the caller in each request's extensions).
 pub fn http_service(
-    door: crate::daemon::http::Door,
+    door: super::door::Door,
 ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
     Governor,
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,

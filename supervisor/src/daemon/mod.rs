@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod dashboard;
+pub mod door;
 pub mod http;
 pub mod mcp;
 
@@ -489,15 +490,15 @@ impl<'w> Daemon<'w> {
             let _ = committed.send(Message::Committed);
         }));
         let (commits, commits_seen) = tokio::sync::watch::channel(0u64);
-        let (asked, mut asks) = mpsc::unbounded_channel::<http::Asked>();
-        let door = http::Door { asked, commits: commits_seen.clone(), store: self.hello.audit_db.clone(), token: None };
+        let (asked, mut asks) = mpsc::unbounded_channel::<door::Asked>();
+        let door = door::Door { asked, commits: commits_seen.clone(), store: self.hello.audit_db.clone(), token: None };
         if let Some(listener) = doors.metrics {
             let listener = TcpListener::from_std(listener).map_err(failure)?;
             tokio::spawn(http::serve_tcp(listener, http::metrics_router(door.clone())));
         }
         if let Some((listener, token)) = doors.http {
             let listener = TcpListener::from_std(listener).map_err(failure)?;
-            let door = http::Door { token: Some(token.into()), ..door.clone() };
+            let door = door::Door { token: Some(token.into()), ..door.clone() };
             tokio::spawn(http::serve_tcp(listener, http::router(door)));
         }
         let unix = UnixListener::from_std(doors.unix).map_err(failure)?;
@@ -578,10 +579,10 @@ impl<'w> Daemon<'w> {
                     tokio::spawn(read_lines(id, read, sender.clone()));
                 }
                 Some(asked) = asks.recv() => match asked {
-                    http::Asked::Call { caller, call, reply } => {
+                    door::Asked::Call { caller, call, reply } => {
                         self.dispatch(*call, &caller, Reply::Http(reply), ring.get_mut(), &commits_seen);
                     }
-                    http::Asked::Metrics(reply) => {
+                    door::Asked::Metrics(reply) => {
                         let _ = reply.send(self.metrics.render(&self.agent_states()));
                     }
                 },
