@@ -500,7 +500,7 @@ pub struct Overlay {
     pub deny_exec: Vec<Secret>,
     /// Policy engine rules added to the shipped ones.
     #[serde(default)]
-    pub rule: Vec<crate::engine::Rule>,
+    pub rule: Vec<super::rules::Rule>,
     /// Environment variables to pass through (or withhold too).
     #[serde(default)]
     pub env: EnvPolicy,
