@@ -11,6 +11,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 pub use crate::policy::rules::{
     Action, After, EventBudget, Globs, Kind, OpenAccess, Rule, RulesFile, Severity, Unless, Window,
 };
+use crate::probes::KernelDenies;
 use crate::{
     policy::{self, Trust},
     probes::events::Event,
@@ -548,19 +549,6 @@ impl<'a> Facts<'a> {
         self.destination.as_ref().map(Destination::as_str).hash(&mut hasher);
         hasher.finish()
     }
-}
-
-/// What of the `deny` rules the kernel can enforce for one agent, before the syscall
-/// returns: files to refuse opening and programs to refuse running (by inode, BPF LSM), and
-/// destinations to refuse (cgroup socket hooks). The engine still decides every event; this
-/// only moves the refusal into the kernel.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KernelDenies {
-    pub open: Vec<std::path::PathBuf>,
-    pub exec: Vec<std::path::PathBuf>,
-    pub net: Vec<crate::probes::NetRule>,
-    /// Rules (or patterns) left to the engine alone, and why.
-    pub userspace_only: Vec<String>,
 }
 
 /// Files a path pattern may expand to before it is left to the engine.

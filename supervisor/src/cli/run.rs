@@ -208,7 +208,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 .iter()
                 .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
                 .collect(),
-            plan: probes::ProbePlan::of(&confinement, hello.backend),
+            plan: confinement.probe_plan(hello.backend),
         };
         client.send(&crate::daemon::control::Request::Register(registration))?;
     }
@@ -283,13 +283,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let mode =
             if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
-        probes.watch(
-            cgroup_id,
-            &prepared.agent_id,
-            &cgroup_dir,
-            slot,
-            &probes::ProbePlan::of(&confinement, probes.backend),
-        )?;
+        probes.watch(cgroup_id, &prepared.agent_id, &cgroup_dir, slot, &confinement.probe_plan(probes.backend))?;
         let denies = prepared.rules.kernel_denies(prepared.ring.trust, probes.backend == probes::Backend::Lsm);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {
