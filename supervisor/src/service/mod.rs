@@ -3,6 +3,10 @@
 //! door, the CLI through the socket) parses into a `Call`, names its `Caller`, and renders
 //! what `daemon::Daemon::call` answers; none decides anything by itself.
 //!
+//! Its parts that the CLI also calls directly, where it may read the store itself: [`records`]
+//! (the audit store's reads), [`status`] (agents and the compliance summary) and
+//! [`explain`] (the dry run of one action against a ring).
+//!
 //! Errors are typed (`ApiError`: a message, the request field at fault, and a status that
 //! maps onto HTTP's 400/401/403/404/409), so every door reports bad input the same way.
 
