@@ -4,6 +4,7 @@
 
 pub mod rules;
 mod schema;
+pub mod syscalls;
 
 use std::{
     fmt, fs,

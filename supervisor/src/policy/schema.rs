@@ -8,8 +8,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::Trust;
-use crate::sandbox::syscalls;
+use super::{Trust, syscalls};
 
 /// One ring: what an agent at this trust level may do.
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,6 @@ pub mod env;
 pub mod landlock;
 pub mod privileges;
 pub mod seccomp;
-pub mod syscalls;
 pub mod unix;
 
 use std::path::PathBuf;
