@@ -3,7 +3,6 @@
 //! commands that read the audit store or plan a ring are the service layer's
 //! ([`crate::service`]), which the daemon answers with too.
 
-pub mod autostart;
 pub mod client;
 pub mod run;
 pub mod show;
