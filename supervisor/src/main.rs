@@ -5,8 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use governor::{
-    audit, cgroup,
-    cli::{client, run, show},
+    audit,
+    cli::{act, client, read, run, show},
     daemon::{self, control, mcp},
     exit, launch, parse_trust, policy,
     policy::Trust,
@@ -87,11 +87,11 @@ enum Command {
     /// governor daemon at --socket.
     Mcp,
     /// Freeze a running agent (its whole cgroup).
-    Suspend(Control),
+    Suspend(act::Control),
     /// Thaw a suspended agent.
-    Resume(Control),
+    Resume(act::Control),
     /// Kill every process of a running agent.
-    Kill(Control),
+    Kill(act::Control),
     /// Audit events from the daemon, as they are recorded with --follow (resumable with
     /// --after ID).
     Events(client::Events),
@@ -112,15 +112,6 @@ enum Command {
     /// ends without cleaning up (not for people).
     #[command(hide = true)]
     Warden(governor::warden::Args),
-}
-
-#[derive(clap::Args)]
-struct Control {
-    #[arg(value_name = "AGENT")]
-    agent: String,
-    /// Why, for the audit store.
-    #[arg(long, default_value = "")]
-    reason: String,
 }
 
 #[derive(Subcommand)]
@@ -299,18 +290,19 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             };
             let mut daemon = match cli.audit_db {
                 Some(_) => None,
-                None => discover(cli.socket.as_deref())?,
+                None => read::discover(cli.socket.as_deref())?,
             };
-            read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)
+            read::read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)
         }
         Command::Status { all, format } => {
             // The daemon is named under the table even when --audit-db reads another store.
             let mut daemon = match cli.audit_db {
                 Some(_) => control::discover(cli.socket.as_deref()).ok().flatten(),
-                None => discover(cli.socket.as_deref())?,
+                None => read::discover(cli.socket.as_deref())?,
             };
             let read = control::Read::Status { all, format };
-            let code = read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)?;
+            let code =
+                read::read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)?;
             if matches!(format, records::Format::Table)
                 && let Some((client, hello)) = daemon.as_mut()
             {
@@ -327,100 +319,8 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             Ok(code)
         }
         Command::Mcp => mcp::main(control::socket_path(cli.socket.as_deref())),
-        Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Suspend),
-        Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Resume),
-        Command::Kill(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Kill),
-    }
-}
-
-/// The daemon at `--socket` (or the default socket), if one answers; one that cannot be
-/// asked is bad input.
-fn discover(socket: Option<&std::path::Path>) -> Result<Option<(control::Client, control::Hello)>, (i32, String)> {
-    control::discover(socket).map_err(|error| (exit::USAGE, error.to_string()))
-}
-
-/// Reads an audit store: `--audit-db` (or `GOVERNOR_AUDIT_DB`) directly; else the running
-/// daemon's, through `daemon` (its store is root's; a control-group member reads it this
-/// way); else the default store directly.
-fn read_store(
-    explicit: Option<PathBuf>,
-    daemon: Option<&mut control::Client>,
-    rings: Option<&std::path::Path>,
-    read: control::Read,
-) -> Result<i32, (i32, String)> {
-    use std::io::Write as _;
-    let client = match (explicit, daemon) {
-        (Some(store), _) => return read.run(&mut std::io::stdout().lock(), &store, rings),
-        (None, None) => return read.run(&mut std::io::stdout().lock(), &audit::default_path(), rings),
-        (None, Some(client)) => client,
-    };
-    let answer = client.call(&control::Request::Read(read)).map_err(|error| (exit::FAILURE, error.to_string()))?;
-    let _ = std::io::stdout().lock().write_all(answer["output"].as_str().unwrap_or("").as_bytes());
-    let code = answer["code"].as_i64().and_then(|code| i32::try_from(code).ok()).unwrap_or(exit::FAILURE);
-    match answer["error"].as_str().filter(|error| !error.is_empty()) {
-        Some(error) => Err((code, error.to_owned())),
-        None => Ok(code),
-    }
-}
-
-/// `governor suspend|resume|kill AGENT`: through the daemon when it supervises the agent
-/// (it records the caller it sees on the socket), else directly on the cgroup.
-fn act(
-    store: Option<PathBuf>,
-    socket: Option<&std::path::Path>,
-    request: &Control,
-    what: control::Act,
-) -> Result<i32, (i32, String)> {
-    let Some((mut client, _)) = discover(socket)? else {
-        return control(store, request, what);
-    };
-    match client.call(&what.request(request.agent.clone(), request.reason.clone())) {
-        Ok(_) => {
-            println!("agent {} {}", request.agent, what.done());
-            Ok(0)
-        }
-        // Not one of the daemon's (a standalone run): act on the cgroup directly.
-        Err(control::Error::Refused(message)) if message.starts_with("unknown agent") => control(store, request, what),
-        Err(error) => Err((exit::FAILURE, error.to_string())),
-    }
-}
-
-/// `governor suspend|resume|kill AGENT`: finds the running agent by its cgroup, acts on all
-/// of it, and records in the audit store who did it and why. Suspend and kill act
-/// even when the store cannot record them (they only take power away, and say so); resume
-/// gives it back and is refused unless it is recorded.
-fn control(store: Option<PathBuf>, request: &Control, what: control::Act) -> Result<i32, (i32, String)> {
-    let agent = request.agent.as_str();
-    let usage = |error: cgroup::Error| (exit::USAGE, error.to_string());
-    governor::validate_agent_id(agent).map_err(|error| (exit::USAGE, error))?;
-    let root = cgroup::mount_point().map_err(usage)?;
-    let group = cgroup::Cgroup::open(&root, agent).map_err(usage)?;
-    let store = store.unwrap_or_else(audit::default_path);
-    let connection = records::connect(&store);
-    let name = what.name();
-    let why = what.why(&request.reason);
-    let recorded = connection.and_then(|mut connection| {
-        audit::insert(&mut connection, &[audit::action(agent, name, &actor(), &why)])
-            .map_err(|error| (exit::FAILURE, format!("audit store {}: {error}", store.display())))
-    });
-    if let Err((_, error)) = &recorded {
-        if what == control::Act::Resume {
-            return Err((exit::FAILURE, format!("{error}; not resuming an agent without a record of it")));
-        }
-        say!("governor: {error}; {name} goes ahead unrecorded");
-    }
-    what.apply(&group).map_err(|error| (exit::FAILURE, error.to_string()))?;
-    println!("agent {agent} {}", what.done());
-    Ok(0)
-}
-
-/// Who is acting: the user name (and uid) of the caller, and sudo's original user.
-fn actor() -> String {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    let name = nix::unistd::User::from_uid(uid.into()).ok().flatten().map_or_else(|| uid.to_string(), |user| user.name);
-    match std::env::var("SUDO_USER") {
-        Ok(sudo) if !sudo.is_empty() => format!("{name} (uid {uid}, via sudo from {sudo})"),
-        _ => format!("{name} (uid {uid})"),
+        Command::Suspend(request) => act::act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Suspend),
+        Command::Resume(request) => act::act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Resume),
+        Command::Kill(request) => act::act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Kill),
     }
 }
