@@ -17,7 +17,7 @@ pub struct Live {
     pub registered: Vec<AgentSpec>,
 }
 
-fn agent_of(agent: &crate::service::status::Agent, live: &Live) -> Agent {
+fn agent_of(agent: &super::status::Agent, live: &Live) -> Agent {
     let cgroup_id = live.supervised.iter().find(|(id, _)| *id == agent.agent).map(|(_, cgroup)| *cgroup);
     Agent {
         agent: agent.agent.clone(),
@@ -54,17 +54,17 @@ fn registered_only(spec: &AgentSpec) -> Agent {
     }
 }
 
-fn store_agents(store: &Path) -> Result<Vec<crate::service::status::Agent>, ApiError> {
+fn store_agents(store: &Path) -> Result<Vec<super::status::Agent>, ApiError> {
     let connection = records::connect(store).map_err(|failure| ApiError::from_cli("audit_db", failure))?;
     let root = crate::cgroup::mount_point().ok();
-    crate::service::status::agents(&connection, root.as_deref(), crate::audit::now_ns())
+    super::status::agents(&connection, root.as_deref(), crate::audit::now_ns())
         .map_err(|failure| ApiError::from_cli("audit_db", failure))
 }
 
 /// Every agent: the store's (the latest run of each id), then those registered that have
 /// not run yet.
 pub fn agents(store: &Path, live: &Live) -> Result<Agents, ApiError> {
-    let mut latest: Vec<crate::service::status::Agent> = Vec::new();
+    let mut latest: Vec<super::status::Agent> = Vec::new();
     for agent in store_agents(store)? {
         match latest.iter_mut().find(|known| known.agent == agent.agent) {
             Some(known) => *known = agent,
@@ -116,7 +116,7 @@ pub fn status(store: &Path, rings: Option<&Path>, live: &Live, daemon: DaemonInf
     let agents = store_agents(store)?;
     let (rules, _) = load_rules(rings).map_err(|error| ApiError::internal(error.to_string()))?;
     let now = crate::audit::now_ns();
-    let summary = crate::service::status::summarize(&agents, Trust::ALL.len(), rules.rules.len(), now);
+    let summary = super::status::summarize(&agents, Trust::ALL.len(), rules.rules.len(), now);
     Ok(Status {
         total_agents: summary.agents_total,
         active_agents: summary.active,

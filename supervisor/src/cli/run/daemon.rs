@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     cgroup::Cgroup,
-    daemon::control::{Client, Hello},
+    daemon::control::{self, Client, Hello},
     launch::{self, Request},
     probes, supervise,
 };
@@ -23,14 +23,10 @@ pub fn find_daemon(request: &Request) -> Result<Option<(Client, Hello)>, Error> 
     {
         return Ok(None);
     }
-    let found = match crate::daemon::control::discover(request.socket.as_deref()) {
+    let found = match control::discover(request.socket.as_deref()) {
         Ok(None) if autostart::allowed(request) => start_daemon(request),
         // A daemon that stopped (idle) as this run connected: one is started again.
-        Err(crate::daemon::control::Error::Io(_) | crate::daemon::control::Error::Refused(_))
-            if autostart::allowed(request) =>
-        {
-            start_daemon(request)
-        }
+        Err(control::Error::Io(_) | control::Error::Refused(_)) if autostart::allowed(request) => start_daemon(request),
         found => found?,
     };
     let Some((client, hello)) = found else {
@@ -63,7 +59,7 @@ pub(super) fn start_daemon(request: &Request) -> Option<(Client, Hello)> {
             Some((client, hello))
         }
         // Another run's daemon may have won the race for the socket.
-        Err(error) => crate::daemon::control::discover(None).ok().flatten().or_else(|| {
+        Err(error) => control::discover(None).ok().flatten().or_else(|| {
             say!("governor: {error}; supervising the agent in this process");
             None
         }),
@@ -74,11 +70,11 @@ pub(super) fn start_daemon(request: &Request) -> Option<(Client, Hello)> {
 /// meanwhile. A daemon that cannot be told records the end itself when it finds the
 /// cgroup gone, without the status.
 pub(super) fn report_exit(link: DaemonLink, hello: &Hello, agent: &str, code: i32) {
-    let request = crate::daemon::control::Request::Exited { agent: agent.to_owned(), code };
+    let request = control::Request::Exited { agent: agent.to_owned(), code };
     let path = link.path.clone();
     let mut result = match link.client {
         Some(mut client) => client.call(&request),
-        None => Err(crate::daemon::control::Error::Refused("gone".into())),
+        None => Err(control::Error::Refused("gone".into())),
     };
     if result.is_err() {
         // A daemon restarting (re-adopting its agents) gets a moment.
@@ -124,7 +120,7 @@ impl DaemonLink {
             path: client.path.clone(),
             client: Some(client),
             agent: agent.to_owned(),
-            kill_after: (hello.on_supervisor_loss == crate::daemon::control::Loss::Kill)
+            kill_after: (hello.on_supervisor_loss == control::Loss::Kill)
                 .then(|| Duration::from_millis(hello.grace_ms)),
             control,
             lost_since: None,
@@ -164,7 +160,7 @@ impl supervise::Link for DaemonLink {
         if self.last_try.elapsed() >= RECONNECT {
             self.last_try = std::time::Instant::now();
             if let Ok(mut client) = Client::connect(&self.path)
-                && client.call(&crate::daemon::control::Request::Attach { agent: self.agent.clone() }).is_ok()
+                && client.call(&control::Request::Attach { agent: self.agent.clone() }).is_ok()
             {
                 say!(
                     "governor: a governor daemon is back after {:.1} s and watches agent {} again",

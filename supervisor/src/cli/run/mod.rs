@@ -37,7 +37,7 @@ use crate::{
     agent::EventOutput,
     audit,
     cgroup::{self, Cgroup},
-    daemon::control::{Client, Hello},
+    daemon::control::{self, Client, Hello},
     launch::{
         self, Prepared, TempDir, cache_dir,
         child::{CONTROL_DIR, ChildFailure, Command, child_main, fork_into, secret_masks},
@@ -56,7 +56,7 @@ pub enum Error {
     #[error(transparent)]
     Launch(#[from] launch::Error),
     #[error(transparent)]
-    Daemon(#[from] crate::daemon::control::Error),
+    Daemon(#[from] control::Error),
     #[error(transparent)]
     Warden(#[from] crate::warden::Error),
 }
@@ -87,7 +87,7 @@ impl Error {
         match self {
             Error::Launch(error) => error.exit_code(),
             // --socket names no daemon: nothing was started.
-            Error::Daemon(crate::daemon::control::Error::Connect { .. }) => crate::exit::USAGE,
+            Error::Daemon(control::Error::Connect { .. }) => crate::exit::USAGE,
             _ => crate::exit::FAILURE,
         }
     }
@@ -147,7 +147,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // The daemon attaches the agent's hooks and records it while this process builds the
     // Landlock ruleset and the seccomp filters: the answer is read just before the fork.
     if let Some((client, hello)) = daemon.as_mut() {
-        let registration = crate::daemon::control::Registration {
+        let registration = control::Registration {
             agent: prepared.agent_id.clone(),
             trust: prepared.ring.trust,
             command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
@@ -161,7 +161,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 .collect(),
             plan: confinement.probe_plan(hello.backend),
         };
-        client.send(&crate::daemon::control::Request::Register(registration))?;
+        client.send(&control::Request::Register(registration))?;
     }
     let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi, backend == Some(probes::Backend::Notify))?;
     let filters = confinement.seccomp.compile()?;
