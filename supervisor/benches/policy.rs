@@ -8,7 +8,7 @@
 //! 3. a store of 13,000,000 events rows and 700 agents over two weeks (with incidents and
 //!    actions), built once at `target/bench/audit-13m.db` and reused: `governor status` and
 //!    `governor audit query --since 1h` timed through the real binary, and
-//!    `audit_cli::select` in process.
+//!    `records::select` in process.
 //!
 //! A filter (`cargo bench -p governor --bench policy -- decide`) applies to the passes
 //! outside criterion too: `decide`, `audit insert`, `audit store`.
@@ -25,10 +25,10 @@ use std::{
 use criterion::{Criterion, SamplingMode, Throughput};
 use governor::{
     audit::{self, Row},
-    audit_cli::{self, Format, Query, When},
     engine::{Action, Engine, RulesFile},
     policy::Trust,
     probes::events::Event,
+    service::records::{self, Format, Query, When},
 };
 use governor_common::{EventHeader, kind, source, verdict};
 
@@ -692,7 +692,7 @@ fn time_command(command: &mut std::process::Command) -> (Duration, Duration) {
 }
 
 /// `governor status` and `governor audit query` through the real binary on the 13M store,
-/// interleaved round by round, medians; then `audit_cli::select` in process (criterion).
+/// interleaved round by round, medians; then `records::select` in process (criterion).
 fn store_queries(criterion: &mut Criterion, filter: &Filter) {
     if !filter.wants("audit store") {
         return;
@@ -785,7 +785,7 @@ fn store_queries(criterion: &mut Criterion, filter: &Filter) {
     };
     let one = query(Some(agent.clone()));
     let all = query(None);
-    let count = |query: &Query| audit_cli::select(&connection, query).expect("querying").len();
+    let count = |query: &Query| records::select(&connection, query).expect("querying").len();
     println!(
         "audit query: agent {agent}, last hour: {} rows; all agents, last hour: {} rows (limit 1000)",
         count(&one),
@@ -794,10 +794,10 @@ fn store_queries(criterion: &mut Criterion, filter: &Filter) {
     let mut group = criterion.benchmark_group("audit store, select");
     group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(5));
     group.bench_function("one agent, --since 1h", |b| {
-        b.iter(|| audit_cli::select(&connection, black_box(&one)).expect("querying"))
+        b.iter(|| records::select(&connection, black_box(&one)).expect("querying"))
     });
     group.bench_function("all agents, --since 1h", |b| {
-        b.iter(|| audit_cli::select(&connection, black_box(&all)).expect("querying"))
+        b.iter(|| records::select(&connection, black_box(&all)).expect("querying"))
     });
     group.finish();
 }

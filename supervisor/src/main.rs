@@ -4,7 +4,15 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
-use governor::{audit, audit_cli, cgroup, control, daemon, parse_trust, policy, policy::Trust, run, say, show};
+use governor::{
+    audit,
+    cli::{act, client, read, run, show},
+    daemon::{self, control, mcp},
+    exit, launch, parse_trust, policy,
+    policy::Trust,
+    say,
+    service::{explain, records},
+};
 
 #[derive(Parser)]
 #[command(name = "governor", version, about = "Runs AI agents inside kernel-enforced sandboxes")]
@@ -28,7 +36,7 @@ struct Cli {
 enum Command {
     /// Run CMD confined by a trust ring, in its own cgroup (supervised by the governor daemon
     /// when one runs, else by this process).
-    Run(run::Request),
+    Run(launch::Request),
     /// Supervise the agents of every `governor run` on this machine: load the probes once,
     /// own the audit store and the policy engine, listen on the control socket.
     Daemon(daemon::Options),
@@ -55,7 +63,7 @@ enum Command {
         /// What the agent would do [default: read for a path, exec for a program, connect for
         /// HOST:PORT].
         #[arg(long, value_enum)]
-        op: Option<governor::explain::Op>,
+        op: Option<explain::Op>,
         /// PATH, HOST:PORT or PROGRAM.
         target: String,
     },
@@ -72,28 +80,28 @@ enum Command {
         #[arg(long)]
         all: bool,
         #[arg(long, value_enum, default_value = "table")]
-        format: audit_cli::Format,
+        format: records::Format,
     },
     /// Serve the Model Context Protocol on stdio (for LLM orchestrators and MCP clients):
     /// tools that validate actions, read the audit store and control agents through the
     /// governor daemon at --socket.
     Mcp,
     /// Freeze a running agent (its whole cgroup).
-    Suspend(Control),
+    Suspend(act::Control),
     /// Thaw a suspended agent.
-    Resume(Control),
+    Resume(act::Control),
     /// Kill every process of a running agent.
-    Kill(Control),
+    Kill(act::Control),
     /// Audit events from the daemon, as they are recorded with --follow (resumable with
     /// --after ID).
-    Events(governor::client::Events),
+    Events(client::Events),
     /// Ask the daemon whether an agent (or a ring) may open, read, write, exec or connect to
     /// TARGET now: which layer and rule decides, and why. Exit 0 when allowed, 1 when not.
-    Validate(governor::client::Validate),
+    Validate(client::Validate),
     /// The daemon's agents; register one ahead of its run.
     Agents {
         #[command(subcommand)]
-        command: governor::client::Agents,
+        command: client::Agents,
     },
     /// Incidents reported by hand.
     Incident {
@@ -106,19 +114,10 @@ enum Command {
     Warden(governor::warden::Args),
 }
 
-#[derive(clap::Args)]
-struct Control {
-    #[arg(value_name = "AGENT")]
-    agent: String,
-    /// Why, for the audit store.
-    #[arg(long, default_value = "")]
-    reason: String,
-}
-
 #[derive(Subcommand)]
 enum IncidentCommand {
     /// Record an incident for an agent (--auto-suspend freezes it).
-    Report(governor::client::Report),
+    Report(client::Report),
 }
 
 #[derive(Subcommand)]
@@ -156,17 +155,17 @@ enum PolicyCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Events, filtered.
-    Query(audit_cli::Query),
+    Query(records::Query),
     /// Check the hash chains: exit 0 when they hold, 1 naming the first broken row.
     Verify,
     /// Remove the oldest rows beyond an age or a size; each pruned table gets a checkpoint
     /// row, so `verify` still holds (the daemon prunes by itself with audit_max_age and
     /// audit_max_size in its settings).
-    Prune(audit_cli::Prune),
+    Prune(records::Prune),
     /// What was done to agents (start, exit, suspend, resume, kill): when, by whom, why.
-    Actions(audit_cli::Listing),
+    Actions(records::Listing),
     /// Incidents the policy engine raised.
-    Incidents(audit_cli::Listing),
+    Incidents(records::Listing),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -224,9 +223,9 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             let failed = |error: run::Error| (error.exit_code(), error.to_string());
             let daemon = run::find_daemon(&request).map_err(failed)?;
             if let Some((_, hello)) = &daemon {
-                governor::client::apply_registration(hello, &mut request, trust_given)?;
+                client::apply_registration(hello, &mut request, trust_given)?;
             }
-            let prepared = run::prepare(request).map_err(failed)?;
+            let prepared = launch::prepare(request).map_err(|error| failed(error.into()))?;
             run::run(prepared, daemon).map_err(failed)
         }
         Command::Daemon(options) => {
@@ -241,25 +240,22 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
         }
         Command::Policy { command: PolicyCommand::Reload } => {
             let mut client = control::Client::connect(&control::socket_path(cli.socket.as_deref()))
-                .map_err(|error| (run::exit::USAGE, error.to_string()))?;
-            let answer =
-                client.call(&control::Request::Reload).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
+                .map_err(|error| (exit::USAGE, error.to_string()))?;
+            let answer = client.call(&control::Request::Reload).map_err(|error| (exit::FAILURE, error.to_string()))?;
             println!("policy reloaded: {} rules", answer["rules"]);
             Ok(0)
         }
-        Command::Events(events) => governor::client::events(cli.socket.as_deref(), &events),
-        Command::Validate(validate) => governor::client::validate(cli.socket.as_deref(), &validate),
-        Command::Agents { command } => governor::client::agents(cli.socket.as_deref(), command),
-        Command::Incident { command: IncidentCommand::Report(report) } => {
-            governor::client::report(cli.socket.as_deref(), report)
-        }
+        Command::Events(events) => client::events(cli.socket.as_deref(), &events),
+        Command::Validate(validate) => client::validate(cli.socket.as_deref(), &validate),
+        Command::Agents { command } => client::agents(cli.socket.as_deref(), command),
+        Command::Incident { command: IncidentCommand::Report(report) } => client::report(cli.socket.as_deref(), report),
         Command::Policy { command: PolicyCommand::Add { file, name } } => {
-            governor::client::policy_add(cli.socket.as_deref(), &file, name)
+            client::policy_add(cli.socket.as_deref(), &file, name)
         }
         Command::Explain { trust, agent, policies, workspace, op, target } => {
-            let mut request = show::request(cli.rings.as_deref(), trust, &policies, workspace);
+            let mut request = launch::Request::dry(cli.rings.as_deref(), trust, &policies, workspace);
             request.audit_db = cli.audit_db.unwrap_or_else(audit::default_path);
-            governor::explain::main(request, &target, op, agent.as_deref())
+            explain::main(request, &target, op, agent.as_deref())
         }
         Command::Policy { command: PolicyCommand::Show { trust, policies, workspace, format } } => {
             show::policy_show(cli.rings.as_deref(), trust, &policies, workspace, matches!(format, Format::Json))
@@ -275,18 +271,18 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
                     }
                 }
             }
-            Ok(if failed { run::exit::USAGE } else { 0 })
+            Ok(if failed { exit::USAGE } else { 0 })
         }
         Command::Check => Ok(show::check(cli.rings.as_deref())),
         Command::Audit { command } => {
             let read = match command {
                 AuditCommand::Verify => {
                     let store = cli.audit_db.unwrap_or_else(audit::default_path);
-                    return audit_cli::verify(&store);
+                    return records::verify(&store);
                 }
                 AuditCommand::Prune(prune) => {
                     let store = cli.audit_db.unwrap_or_else(audit::default_path);
-                    return audit_cli::prune(&store, &prune);
+                    return records::prune(&store, &prune);
                 }
                 AuditCommand::Query(query) => control::Read::Query(query),
                 AuditCommand::Incidents(listing) => control::Read::Incidents(listing),
@@ -294,19 +290,20 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             };
             let mut daemon = match cli.audit_db {
                 Some(_) => None,
-                None => discover(cli.socket.as_deref())?,
+                None => read::discover(cli.socket.as_deref())?,
             };
-            read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)
+            read::read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)
         }
         Command::Status { all, format } => {
             // The daemon is named under the table even when --audit-db reads another store.
             let mut daemon = match cli.audit_db {
                 Some(_) => control::discover(cli.socket.as_deref()).ok().flatten(),
-                None => discover(cli.socket.as_deref())?,
+                None => read::discover(cli.socket.as_deref())?,
             };
             let read = control::Read::Status { all, format };
-            let code = read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)?;
-            if matches!(format, audit_cli::Format::Table)
+            let code =
+                read::read_store(cli.audit_db, daemon.as_mut().map(|(client, _)| client), cli.rings.as_deref(), read)?;
+            if matches!(format, records::Format::Table)
                 && let Some((client, hello)) = daemon.as_mut()
             {
                 let supervised = client.call(&control::Request::Agents).ok();
@@ -321,101 +318,9 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             }
             Ok(code)
         }
-        Command::Mcp => governor::mcp::main(control::socket_path(cli.socket.as_deref())),
-        Command::Suspend(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Suspend),
-        Command::Resume(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Resume),
-        Command::Kill(request) => act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Kill),
-    }
-}
-
-/// The daemon at `--socket` (or the default socket), if one answers; one that cannot be
-/// asked is bad input.
-fn discover(socket: Option<&std::path::Path>) -> Result<Option<(control::Client, control::Hello)>, (i32, String)> {
-    control::discover(socket).map_err(|error| (run::exit::USAGE, error.to_string()))
-}
-
-/// Reads an audit store: `--audit-db` (or `GOVERNOR_AUDIT_DB`) directly; else the running
-/// daemon's, through `daemon` (its store is root's; a control-group member reads it this
-/// way); else the default store directly.
-fn read_store(
-    explicit: Option<PathBuf>,
-    daemon: Option<&mut control::Client>,
-    rings: Option<&std::path::Path>,
-    read: control::Read,
-) -> Result<i32, (i32, String)> {
-    use std::io::Write as _;
-    let client = match (explicit, daemon) {
-        (Some(store), _) => return read.run(&mut std::io::stdout().lock(), &store, rings),
-        (None, None) => return read.run(&mut std::io::stdout().lock(), &audit::default_path(), rings),
-        (None, Some(client)) => client,
-    };
-    let answer = client.call(&control::Request::Read(read)).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
-    let _ = std::io::stdout().lock().write_all(answer["output"].as_str().unwrap_or("").as_bytes());
-    let code = answer["code"].as_i64().and_then(|code| i32::try_from(code).ok()).unwrap_or(run::exit::FAILURE);
-    match answer["error"].as_str().filter(|error| !error.is_empty()) {
-        Some(error) => Err((code, error.to_owned())),
-        None => Ok(code),
-    }
-}
-
-/// `governor suspend|resume|kill AGENT`: through the daemon when it supervises the agent
-/// (it records the caller it sees on the socket), else directly on the cgroup.
-fn act(
-    store: Option<PathBuf>,
-    socket: Option<&std::path::Path>,
-    request: &Control,
-    what: control::Act,
-) -> Result<i32, (i32, String)> {
-    let Some((mut client, _)) = discover(socket)? else {
-        return control(store, request, what);
-    };
-    match client.call(&what.request(request.agent.clone(), request.reason.clone())) {
-        Ok(_) => {
-            println!("agent {} {}", request.agent, what.done());
-            Ok(0)
-        }
-        // Not one of the daemon's (a standalone run): act on the cgroup directly.
-        Err(control::Error::Refused(message)) if message.starts_with("unknown agent") => control(store, request, what),
-        Err(error) => Err((run::exit::FAILURE, error.to_string())),
-    }
-}
-
-/// `governor suspend|resume|kill AGENT`: finds the running agent by its cgroup, acts on all
-/// of it, and records in the audit store who did it and why. Suspend and kill act
-/// even when the store cannot record them (they only take power away, and say so); resume
-/// gives it back and is refused unless it is recorded.
-fn control(store: Option<PathBuf>, request: &Control, what: control::Act) -> Result<i32, (i32, String)> {
-    let agent = request.agent.as_str();
-    let usage = |error: cgroup::Error| (run::exit::USAGE, error.to_string());
-    run::validate_agent_id(agent).map_err(|error| (error.exit_code(), error.to_string()))?;
-    let root = cgroup::mount_point().map_err(usage)?;
-    let group = cgroup::Cgroup::open(&root, agent).map_err(usage)?;
-    let store = store.unwrap_or_else(audit::default_path);
-    let connection = audit_cli::connect(&store);
-    let name = what.name();
-    let why = what.why(&request.reason);
-    let recorded = connection.and_then(|mut connection| {
-        audit::insert(&mut connection, &[audit::action(agent, name, &actor(), &why)])
-            .map_err(|error| (run::exit::FAILURE, format!("audit store {}: {error}", store.display())))
-    });
-    if let Err((_, error)) = &recorded {
-        if what == control::Act::Resume {
-            return Err((run::exit::FAILURE, format!("{error}; not resuming an agent without a record of it")));
-        }
-        say!("governor: {error}; {name} goes ahead unrecorded");
-    }
-    what.apply(&group).map_err(|error| (run::exit::FAILURE, error.to_string()))?;
-    println!("agent {agent} {}", what.done());
-    Ok(0)
-}
-
-/// Who is acting: the user name (and uid) of the caller, and sudo's original user.
-fn actor() -> String {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    let name = nix::unistd::User::from_uid(uid.into()).ok().flatten().map_or_else(|| uid.to_string(), |user| user.name);
-    match std::env::var("SUDO_USER") {
-        Ok(sudo) if !sudo.is_empty() => format!("{name} (uid {uid}, via sudo from {sudo})"),
-        _ => format!("{name} (uid {uid})"),
+        Command::Mcp => mcp::main(control::socket_path(cli.socket.as_deref())),
+        Command::Suspend(request) => act::act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Suspend),
+        Command::Resume(request) => act::act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Resume),
+        Command::Kill(request) => act::act(cli.audit_db, cli.socket.as_deref(), &request, control::Act::Kill),
     }
 }

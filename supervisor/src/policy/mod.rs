@@ -2,7 +2,9 @@
 //! user's `--policy` overlays. Parsing only; turning a ring into kernel rules is `sandbox`'s job.
 //! Every check is done while deserializing, so each error carries `file:line:col`.
 
+pub mod rules;
 mod schema;
+pub mod syscalls;
 
 use std::{
     fmt, fs,
@@ -151,7 +153,7 @@ impl RingSource {
 pub fn load_overlay(path: &Path) -> Result<Overlay, Error> {
     let text = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
     let overlay: Overlay = parse(path, &text)?;
-    let rules = crate::engine::RulesFile { rule: overlay.rule.clone(), suspend_on_severity: None, event_budget: None };
+    let rules = rules::RulesFile { rule: overlay.rule.clone(), suspend_on_severity: None, event_budget: None };
     rules.validate().map_err(|message| Error::Invalid { path: path.to_path_buf(), message })?;
     Ok(overlay)
 }

@@ -8,8 +8,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::Trust;
-use crate::sandbox::syscalls;
+use super::{Trust, syscalls};
 
 /// One ring: what an agent at this trust level may do.
 #[derive(Debug, Deserialize)]
@@ -500,7 +499,7 @@ pub struct Overlay {
     pub deny_exec: Vec<Secret>,
     /// Policy engine rules added to the shipped ones.
     #[serde(default)]
-    pub rule: Vec<crate::engine::Rule>,
+    pub rule: Vec<super::rules::Rule>,
     /// Environment variables to pass through (or withhold too).
     #[serde(default)]
     pub env: EnvPolicy,

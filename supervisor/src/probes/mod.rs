@@ -27,8 +27,6 @@ use aya::{
 };
 use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, UdpPolicy, counter};
 
-use crate::sandbox::Confinement;
-
 /// The object file, aligned for aya's ELF parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/governor"));
 
@@ -263,17 +261,17 @@ pub struct ProbePlan {
     pub deny_exec: Vec<PathBuf>,
 }
 
-impl ProbePlan {
-    /// The plan for `backend`: the secrets' files are walked only where BPF LSM can refuse
-    /// them by inode (a walk of up to 16,384 entries on every launch otherwise).
-    pub fn of(plan: &Confinement, backend: Backend) -> ProbePlan {
-        ProbePlan {
-            udp: plan.udp.clone(),
-            net_deny: plan.net_deny.clone(),
-            deny_open: if backend.lsm() { plan.secret_paths(&crate::sandbox::carve::RealFs) } else { Vec::new() },
-            deny_exec: plan.deny_exec.clone(),
-        }
-    }
+/// What of the `deny` rules the kernel can enforce for one agent, before the syscall
+/// returns: files to refuse opening and programs to refuse running (by inode, BPF LSM), and
+/// destinations to refuse (cgroup socket hooks). The engine still decides every event; this
+/// only moves the refusal into the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelDenies {
+    pub open: Vec<PathBuf>,
+    pub exec: Vec<PathBuf>,
+    pub net: Vec<NetRule>,
+    /// Rules (or patterns) left to the engine alone, and why.
+    pub userspace_only: Vec<String>,
 }
 
 impl Drop for Probes {
@@ -774,7 +772,7 @@ impl Probes {
     /// cgroup, in place of those put there before: destinations on every backend (cgroup
     /// socket hooks), files and programs by inode with BPF LSM. Returns what it put there,
     /// to report.
-    pub fn deny(&mut self, cgroup_id: u64, denies: &crate::engine::KernelDenies) -> Result<String, Error> {
+    pub fn deny(&mut self, cgroup_id: u64, denies: &KernelDenies) -> Result<String, Error> {
         let mut entries = Entries::default();
         let previous = self.watched.get_mut(&cgroup_id).map(|watched| std::mem::take(&mut watched.denies));
         if let Some(previous) = previous {

@@ -6,7 +6,6 @@ pub mod env;
 pub mod landlock;
 pub mod privileges;
 pub mod seccomp;
-pub mod syscalls;
 pub mod unix;
 
 use std::path::PathBuf;
@@ -275,6 +274,18 @@ impl Enforcement {
 }
 
 impl Confinement {
+    /// The part the probes enforce, for `backend`: the secrets' files are walked only where
+    /// BPF LSM can refuse them by inode (a walk of up to 16,384 entries on every launch
+    /// otherwise).
+    pub fn probe_plan(&self, backend: crate::probes::Backend) -> crate::probes::ProbePlan {
+        crate::probes::ProbePlan {
+            udp: self.udp.clone(),
+            net_deny: self.net_deny.clone(),
+            deny_open: if backend.lsm() { self.secret_paths(&carve::RealFs) } else { Vec::new() },
+            deny_exec: self.deny_exec.clone(),
+        }
+    }
+
     /// The secrets that exist now, and what is inside them (up to a bound), for the inode
     /// deny list: exact paths, where their symlinks lead, and glob matches. Only the LSM
     /// backend uses it, so it is walked only then.

@@ -11,12 +11,9 @@ use std::{path::Path, time::Duration};
 
 use serde_json::{Map, Value, json};
 
-use crate::{
-    audit_cli::{self, Failure, Format},
-    cgroup::Cgroup,
-    engine, policy,
-    run::exit,
-};
+use crate::{cgroup::Cgroup, engine, exit, policy};
+
+use super::records::{self, Failure, Format};
 
 /// How far back "recent" reaches: ended agents listed without `--all`, violations counted.
 const HOUR: Duration = Duration::from_secs(3600);
@@ -169,7 +166,7 @@ pub fn status(
     all: bool,
     format: Format,
 ) -> Result<i32, Failure> {
-    let connection = audit_cli::connect(store)?;
+    let connection = records::connect(store)?;
     let source = policy::RingSource::locate(rings);
     let (rules, _) = engine::load(&source, &[]).map_err(|error| (exit::USAGE, error.to_string()))?;
     let ring_count = policy::Trust::ALL.len();
@@ -210,10 +207,10 @@ pub fn status(
             if let Value::Object(object) = compliance {
                 rows.push(object);
             }
-            audit_cli::print(out, &rows, &[], Format::Jsonl);
+            records::print(out, &rows, &[], Format::Jsonl);
         }
         Format::Table => {
-            audit_cli::print(
+            records::print(
                 out,
                 &shown,
                 &["agent", "trust", "state", "events", "denials", "incidents", "command"],

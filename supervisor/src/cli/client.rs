@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    control,
+    daemon::control,
+    exit,
     output::escape,
     policy::Trust,
-    run::exit,
     service::{self, ApiError, Call, ErrorKind},
 };
 
@@ -34,7 +34,7 @@ fn connect(socket: Option<&Path>) -> Result<control::Client, Failure> {
 
 fn ask(socket: Option<&Path>, call: Call) -> Result<serde_json::Value, Failure> {
     let mut client = connect(socket)?;
-    service::ask(&mut client, call).map_err(failed)
+    client.ask(call).map_err(failed)
 }
 
 fn print_json(value: &serde_json::Value) {
@@ -388,7 +388,7 @@ fn relocate(message: &str, file: &Path) -> String {
 /// launch does not wait for a read of the whole store.
 pub fn apply_registration(
     hello: &control::Hello,
-    request: &mut crate::run::Request,
+    request: &mut crate::launch::Request,
     trust_given: bool,
 ) -> Result<(), Failure> {
     let Some(agent) = request.agent_id.clone() else { return Ok(()) };

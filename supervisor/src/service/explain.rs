@@ -10,8 +10,8 @@ use std::{
 
 use crate::{
     engine::{self, Kind},
+    launch,
     policy::{Access, Trust},
-    run,
     sandbox::{Confinement, carve},
 };
 
@@ -293,10 +293,10 @@ fn lookup(name: &str) -> Option<PathBuf> {
 }
 
 /// `governor explain`: prints the answer; exit 0 when allowed, 1 when refused.
-pub fn main(request: run::Request, target: &str, op: Option<Op>, agent: Option<&str>) -> Result<i32, (i32, String)> {
+pub fn main(request: launch::Request, target: &str, op: Option<Op>, agent: Option<&str>) -> Result<i32, (i32, String)> {
     let mut request = request;
     if let Some(agent) = agent {
-        request.trust = agent_trust(&request.audit_db, agent).map_err(|message| (run::exit::USAGE, message))?;
+        request.trust = agent_trust(&request.audit_db, agent).map_err(|message| (crate::exit::USAGE, message))?;
     }
     let trust = request.trust;
     let target = Target::parse(target);
@@ -316,18 +316,18 @@ pub fn main(request: run::Request, target: &str, op: Option<Op>, agent: Option<&
 }
 
 /// The answer for `target` in the ring (and `--policy` files) of `request`, as data.
-pub fn answer(request: run::Request, target: &Target, op: Option<Op>) -> Result<Answer, (i32, String)> {
+pub fn answer(request: launch::Request, target: &Target, op: Option<Op>) -> Result<Answer, (i32, String)> {
     decide(request, target, op).map(|(_, answer)| answer)
 }
 
 /// What is asked (`exec /usr/bin/curl (curl)`), and the answer.
-fn decide(request: run::Request, target: &Target, op: Option<Op>) -> Result<(String, Answer), (i32, String)> {
-    let usage = |message: String| (run::exit::USAGE, message);
-    let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
+fn decide(request: launch::Request, target: &Target, op: Option<Op>) -> Result<(String, Answer), (i32, String)> {
+    let usage = |message: String| (crate::exit::USAGE, message);
+    let prepared = launch::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
     // The agent's own temp dir is made at launch, for it alone: a stand-in that does not
     // exist, so that nothing else under /tmp looks granted.
     let tmpdir = std::env::temp_dir().join("governor-explain-no-such-tmpdir");
-    let confinement = run::confinement(&prepared, &tmpdir);
+    let confinement = launch::confinement(&prepared, &tmpdir);
     let trust = prepared.ring.trust;
     Ok(match target {
         Target::Path(path) => {

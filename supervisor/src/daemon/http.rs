@@ -12,7 +12,6 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use axum::{
@@ -23,24 +22,12 @@ use axum::{
     response::{IntoResponse, Response, sse},
     routing::{get, post},
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt as _;
 
-use crate::{
-    dashboard,
-    service::{self, ApiError, Call, Caller, ErrorKind},
-};
-
-/// What a handler hands to the daemon's loop.
-pub enum Asked {
-    Call {
-        caller: Caller,
-        call: Box<Call>,
-        reply: oneshot::Sender<service::Answer>,
-    },
-    /// The metrics text (the loop owns the counters).
-    Metrics(oneshot::Sender<String>),
-}
+use super::dashboard;
+use super::door::{Asked, Door};
+use crate::service::{self, ApiError, Call, Caller, ErrorKind};
 
 /// How a connection was admitted.
 #[derive(Clone, Debug)]
@@ -49,16 +36,6 @@ pub enum Peer {
     Tcp,
     /// The Unix socket: the peer's credentials, or why it is refused.
     Unix(Result<Caller, String>),
-}
-
-/// What every handler sees.
-#[derive(Clone)]
-pub struct Door {
-    pub asked: mpsc::UnboundedSender<Asked>,
-    pub commits: watch::Receiver<u64>,
-    pub store: PathBuf,
-    /// The bearer token of the TCP listener.
-    pub token: Option<Arc<str>>,
 }
 
 /// `--http-token-file`: the token, from a file only its owner may read.
@@ -538,7 +515,7 @@ async fn admit_mcp(
 /// The door's routes.
 pub fn router(door: Door) -> Router {
     let mcp = Router::new()
-        .route_service("/mcp", crate::mcp::http_service(door.clone()))
+        .route_service("/mcp", crate::daemon::mcp::http_service(door.clone()))
         .layer(axum::middleware::from_fn_with_state(door.clone(), admit_mcp));
     Router::new()
         .merge(mcp)
@@ -589,12 +566,12 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, toki
     fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Peer {
         let admitted = match stream.io().peer_cred() {
             Ok(credentials) => {
-                let peer = crate::control::Peer {
+                let peer = crate::daemon::control::Peer {
                     pid: credentials.pid().unwrap_or(0),
                     uid: credentials.uid(),
                     gid: credentials.gid(),
                 };
-                crate::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| Caller::peer(&peer))
+                crate::daemon::control::admit(&peer, CONTROL_GROUP.get().copied().flatten()).map(|()| peer.caller())
             }
             Err(error) => Err(format!("no peer credentials: {error}")),
         };

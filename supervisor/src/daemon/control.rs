@@ -60,20 +60,20 @@ pub enum Request {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "what", rename_all = "kebab-case")]
 pub enum Read {
-    Query(crate::audit_cli::Query),
-    Incidents(crate::audit_cli::Listing),
-    Actions(crate::audit_cli::Listing),
-    Status { all: bool, format: crate::audit_cli::Format },
+    Query(crate::service::records::Query),
+    Incidents(crate::service::records::Listing),
+    Actions(crate::service::records::Listing),
+    Status { all: bool, format: crate::service::records::Format },
 }
 
 impl Read {
     /// Runs the read against `store`, writing what it prints into `out`.
     pub fn run(&self, out: &mut dyn std::io::Write, store: &Path, rings: Option<&Path>) -> Result<i32, (i32, String)> {
         match self {
-            Read::Query(query) => crate::audit_cli::query(out, store, query),
-            Read::Incidents(listing) => crate::audit_cli::incidents(out, store, listing),
-            Read::Actions(listing) => crate::audit_cli::actions(out, store, listing),
-            Read::Status { all, format } => crate::status::status(out, store, rings, *all, *format),
+            Read::Query(query) => crate::service::records::query(out, store, query),
+            Read::Incidents(listing) => crate::service::records::incidents(out, store, listing),
+            Read::Actions(listing) => crate::service::records::actions(out, store, listing),
+            Read::Status { all, format } => crate::service::status::status(out, store, rings, *all, *format),
         }
     }
 }
@@ -130,6 +130,16 @@ impl Act {
     }
 }
 
+impl From<crate::service::Action> for Act {
+    fn from(action: crate::service::Action) -> Act {
+        match action {
+            crate::service::Action::Suspend => Act::Suspend,
+            crate::service::Action::Resume => Act::Resume,
+            crate::service::Action::Kill => Act::Kill,
+        }
+    }
+}
+
 /// An agent as `governor run` hands it to the daemon (and as the daemon keeps it in its
 /// state directory, to watch it again after a restart).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -145,13 +155,24 @@ pub struct Registration {
     pub plan: ProbePlan,
 }
 
+/// What becomes of an agent whose supervisor is gone longer than the grace period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// It runs on, still confined by Landlock and seccomp; a new daemon watches it again.
+    #[default]
+    Keep,
+    /// It is killed.
+    Kill,
+}
+
 /// The daemon's answer to `Hello`.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Hello {
     pub pid: u32,
     pub backend: crate::probes::Backend,
     pub audit_db: PathBuf,
-    pub on_supervisor_loss: crate::daemon::Loss,
+    pub on_supervisor_loss: Loss,
     /// How long an agent may be without a supervisor before `kill` applies.
     pub grace_ms: u64,
     /// The metrics address, when served.
@@ -231,6 +252,16 @@ impl Client {
             Ok(value)
         } else {
             Err(Error::Refused(value["error"].as_str().unwrap_or("refused").to_owned()))
+        }
+    }
+
+    /// Asks the daemon one service call: its answer, or its refusal (a failure to reach it
+    /// is an internal error).
+    pub fn ask(&mut self, call: crate::service::Call) -> Result<serde_json::Value, crate::service::ApiError> {
+        match self.call_api(&Request::Api(call)) {
+            Ok(value) => Ok(value),
+            Err(ApiFailure::Refused(error)) => Err(error),
+            Err(ApiFailure::Other(error)) => Err(crate::service::ApiError::internal(error.to_string())),
         }
     }
 
@@ -329,6 +360,15 @@ impl Peer {
             .flatten()
             .map_or_else(|| self.uid.to_string(), |user| user.name);
         format!("{name} (uid {}, pid {})", self.uid, self.pid)
+    }
+    /// The peer as the service layer records who asks, named as the audit store's actor
+    /// column names it.
+    pub fn caller(&self) -> crate::service::Caller {
+        let name = nix::unistd::User::from_uid(self.uid.into())
+            .ok()
+            .flatten()
+            .map_or_else(|| self.uid.to_string(), |user| user.name);
+        crate::service::Caller::Peer { uid: self.uid, pid: self.pid, name }
     }
 }
 

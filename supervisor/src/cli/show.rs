@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::{
+    launch::{self, Prepared},
     policy::{RingSource, Trust},
-    run::{self, Prepared},
     sandbox::{Confinement, Kernel},
 };
 
@@ -19,32 +19,9 @@ pub fn policy_show(
     workspace: Option<PathBuf>,
     json: bool,
 ) -> Result<i32, (i32, String)> {
-    let request = request(rings, trust, policies, workspace);
-    let prepared = run::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
+    let request = launch::Request::dry(rings, trust, policies, workspace);
+    let prepared = launch::prepare(request).map_err(|error| (error.exit_code(), error.to_string()))?;
     policy_show_prepared(prepared, rings, trust, json)
-}
-
-/// The request `policy show` and `explain` plan a ring with: as `governor run` would, without
-/// a command to run.
-pub fn request(rings: Option<&Path>, trust: Trust, policies: &[PathBuf], workspace: Option<PathBuf>) -> run::Request {
-    run::Request {
-        trust,
-        workspace,
-        policies: policies.to_vec(),
-        agent_id: Some("policy-show".into()),
-        user: None,
-        rings: rings.map(Path::to_path_buf),
-        audit_db: PathBuf::new(),
-        best_effort: true,
-        verbose: false,
-        probes: crate::probes::Choice::Off,
-        trace: false,
-        observe: false,
-        standalone: true,
-        socket: None,
-        cache: run::CacheMode::Ephemeral,
-        command: vec!["true".into()],
-    }
 }
 
 fn policy_show_prepared(
@@ -54,7 +31,7 @@ fn policy_show_prepared(
     json: bool,
 ) -> Result<i32, (i32, String)> {
     let tmpdir = tempdir_stand_in();
-    let confinement = run::confinement(&prepared, &tmpdir);
+    let confinement = launch::confinement(&prepared, &tmpdir);
     let source = RingSource::locate(rings);
     // What `run --probes auto` would get here (loading the probes needs root).
     let probes = crate::probes::Probes::load(crate::probes::Choice::Auto).ok().flatten();
@@ -96,7 +73,7 @@ fn policy_show_prepared(
                 "path": secret.path.to_string(),
                 "reason": secret.reason.to_string(),
             })).collect::<Vec<_>>(),
-            "env_withheld": run::env_withheld(&prepared),
+            "env_withheld": launch::env_withheld(&prepared),
             "unix_connect": confinement.unix_allow,
             "capabilities": if confinement.drop_capabilities { "none" } else { "kept" },
             "notes": confinement.notes,
@@ -127,8 +104,8 @@ fn print_text(
         }
         println!(
             "\nnetwork: TCP connect {}, TCP bind {}",
-            run::ports(confinement.landlock.connect_ports.as_deref()),
-            run::ports(confinement.landlock.bind_ports.as_deref())
+            launch::ports(confinement.landlock.connect_ports.as_deref()),
+            launch::ports(confinement.landlock.bind_ports.as_deref())
         );
         let network = &prepared.ring.network;
         let overlay_network = prepared.overlays.iter().flat_map(|overlay| overlay.network.iter());
@@ -191,7 +168,7 @@ fn print_text(
         println!("  {:<24} {}", secret.path.to_string(), secret.reason);
     }
     // Of this shell's environment: the names a `governor run` from here would withhold.
-    let withheld = run::env_withheld(prepared);
+    let withheld = launch::env_withheld(prepared);
     if withheld.is_empty() {
         println!("\nenvironment withheld (names of this environment, never values): none");
     } else {
@@ -318,7 +295,7 @@ pub fn check(rings: Option<&Path>) -> i32 {
             Ok(ring) => ring,
             Err(error) => {
                 println!("ring {trust}: {error}");
-                code = run::exit::USAGE;
+                code = crate::exit::USAGE;
                 continue;
             }
         };

@@ -8,7 +8,7 @@ use std::{
 use rusqlite::types::ValueRef;
 use serde_json::{Map, Value, json};
 
-use crate::{audit, run::exit};
+use crate::{audit, exit};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Format {

@@ -25,10 +25,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-use crate::{
-    control,
-    service::{self, Call},
-};
+use super::control;
+use crate::service::{self, Call};
 
 /// A tool's failure as the caller sees it: what went wrong and, when an argument is to
 /// blame, which one.
@@ -97,7 +95,7 @@ async fn ask_socket(socket: &std::path::Path, call: Call, renames: &'static [(&'
     let joined = tokio::task::spawn_blocking(move || {
         let mut client =
             control::Client::connect(&socket).map_err(|error| service::ApiError::internal(error.to_string()))?;
-        service::ask(&mut client, call)
+        client.ask(call)
     })
     .await;
     match joined {
@@ -406,7 +404,7 @@ pub enum Backend {
     /// `governor mcp`: the daemon's control socket, which names the caller by its peer.
     Socket(PathBuf),
     /// MCP on the HTTP door, inside the daemon: its loop, with the caller the door admitted.
-    Door(crate::http::Door),
+    Door(super::door::Door),
 }
 
 /// The MCP server: stateless but for where its calls go (and, for one call on the HTTP
@@ -423,7 +421,7 @@ impl Governor {
     }
 
     /// The tools on the HTTP door; each request's caller comes from the door's admission.
-    pub fn on_door(door: crate::http::Door) -> Governor {
+    pub fn on_door(door: super::door::Door) -> Governor {
         Governor { backend: Backend::Door(door), caller: None }
     }
 
@@ -436,7 +434,7 @@ impl Governor {
             return Err(ToolError::new("the HTTP door did not name the caller"));
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let asked = crate::http::Asked::Call { caller, call: Box::new(call), reply };
+        let asked = super::door::Asked::Call { caller, call: Box::new(call), reply };
         if door.asked.send(asked).is_err() {
             return Err(ToolError::new("the daemon is stopping"));
         }
@@ -724,7 +722,7 @@ impl Governor {
 type Read = Result<(Vec<Value>, Option<i64>), service::ApiError>;
 
 /// `get_events` on the HTTP door: the service's stream, read here.
-async fn door_events(door: &crate::http::Door, filter: service::EventFilter, limit: u32, wait: f64) -> Read {
+async fn door_events(door: &super::door::Door, filter: service::EventFilter, limit: u32, wait: f64) -> Read {
     let (sender, mut received) = tokio::sync::mpsc::channel(256);
     tokio::spawn(service::stream(door.store.clone(), filter, door.commits.clone(), sender));
     let mut events = Vec::new();
@@ -847,7 +845,7 @@ impl ServerHandler for Governor {
 /// MCP's streamable HTTP transport for the HTTP door (mounted at `/mcp` behind the door's
 /// admission, which puts the caller in each request's extensions).
 pub fn http_service(
-    door: crate::http::Door,
+    door: super::door::Door,
 ) -> rmcp::transport::streamable_http_server::StreamableHttpService<
     Governor,
     rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
@@ -863,10 +861,10 @@ pub fn http_service(
 /// `governor mcp`: serves until the client closes stdin. Logs go to stderr (stdout is the
 /// protocol's).
 pub fn main(socket: PathBuf) -> Result<i32, (i32, String)> {
-    let failed = |error: String| (crate::run::exit::FAILURE, format!("mcp: {error}"));
+    let failed = |error: String| (crate::exit::FAILURE, format!("mcp: {error}"));
     // The daemon must answer before the client is told there are tools to call.
-    let mut client = control::Client::connect(&socket).map_err(|error| (crate::run::exit::USAGE, error.to_string()))?;
-    client.hello().map_err(|error| (crate::run::exit::USAGE, error.to_string()))?;
+    let mut client = control::Client::connect(&socket).map_err(|error| (crate::exit::USAGE, error.to_string()))?;
+    client.hello().map_err(|error| (crate::exit::USAGE, error.to_string()))?;
     drop(client);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -27,9 +27,9 @@ use nix::{
 };
 
 use crate::{
-    control::{self, Client, Hello},
+    daemon::control::{self, Client, Hello},
+    launch::Request,
     probes,
-    run::Request,
 };
 
 /// How long a daemon started on first use stays with nothing to supervise.

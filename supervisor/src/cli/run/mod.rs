@@ -1,0 +1,474 @@
+//! `governor run`: confine one agent and supervise it until it and its descendants are gone.
+//!
+//! The request is checked first ([`crate::launch`]), so bad input leaves nothing behind.
+//! Then, in order: private temp dir, Landlock ruleset and seccomp BPF (built in the parent),
+//! cgroup, registration with the daemon (or the probes loaded here), fork
+//! ([`crate::launch::child`]); then this process waits for the agent, forwards signals, and
+//! reports its exit.
+//!
+//! The daemon's side of it (finding one, starting one on first use, the link while the agent
+//! runs, the exit reported) is `daemon` and `autostart`.
+
+mod autostart;
+mod daemon;
+
+use std::{
+    ffi::{CString, OsStr},
+    fs::File,
+    io::{Read as _, Write as _},
+    os::unix::ffi::OsStrExt as _,
+    path::Path,
+    time::Duration,
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{SigSet, SigmaskHow, Signal, sigprocmask},
+        signalfd::{SfdFlags, SignalFd},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::ForkResult,
+};
+
+pub use self::daemon::find_daemon;
+use self::daemon::{DaemonLink, report_exit};
+use crate::{
+    agent::EventOutput,
+    audit,
+    cgroup::{self, Cgroup},
+    daemon::control::{self, Client, Hello},
+    launch::{
+        self, Prepared, TempDir, cache_dir,
+        child::{CONTROL_DIR, ChildFailure, Command, child_main, fork_into, secret_masks},
+        confinement, link_cargo_config, make_cache, ports, sys,
+    },
+    policy::Trust,
+    probes::{self, Probes},
+    sandbox::{Confinement, Unenforceable, landlock, seccomp},
+    supervise,
+};
+
+/// Why a run failed: before the agent started (see [`launch::Error`]), or with the daemon
+/// or the warden.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Launch(#[from] launch::Error),
+    #[error(transparent)]
+    Daemon(#[from] control::Error),
+    #[error(transparent)]
+    Warden(#[from] crate::warden::Error),
+}
+
+/// The launch's own failures, met again while the agent runs.
+macro_rules! launch_errors {
+    ($($error:ty),*) => {
+        $(impl From<$error> for Error {
+            fn from(error: $error) -> Error {
+                Error::Launch(error.into())
+            }
+        })*
+    };
+}
+
+launch_errors!(
+    audit::Error,
+    cgroup::Error,
+    landlock::Error,
+    probes::Error,
+    seccomp::Error,
+    supervise::Error,
+    Unenforceable
+);
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Launch(error) => error.exit_code(),
+            // --socket names no daemon: nothing was started.
+            Error::Daemon(control::Error::Connect { .. }) => crate::exit::USAGE,
+            _ => crate::exit::FAILURE,
+        }
+    }
+}
+
+/// Signals passed on to the agent.
+const FORWARDED: [Signal; 6] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// Runs the agent; returns governor's exit code. With a daemon, the daemon watches the
+/// agent, decides on its events and records them; this process still starts, waits for and
+/// cleans up after the agent, as standalone.
+pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i32, Error> {
+    let verbose = prepared.request.verbose;
+    // Fail closed: no store, no agent (the daemon has its own, opened when it started).
+    let store = match daemon {
+        Some(_) => None,
+        None => Some(audit::Writer::open(&prepared.request.audit_db)?),
+    };
+    let mut probes = match daemon {
+        Some(_) => None,
+        None => Probes::load(prepared.request.probes)?,
+    };
+    let backend = match &daemon {
+        Some((_, hello)) => Some(hello.backend),
+        None => probes.as_ref().map(|p| p.backend),
+    };
+    // The temp dir must exist to be planned; it is removed again (drop) if the kernel cannot
+    // enforce the ring, so a refusal leaves nothing behind.
+    let tmpdir = TempDir::create(&prepared.agent_id, &prepared.identity)?;
+    let cache = cache_dir(&prepared, &tmpdir.0);
+    let cached = prepared.ring.trust != Trust::Admin;
+    let fresh_cache = cached && make_cache(&prepared, &cache)?;
+    let confinement = confinement(&prepared, &tmpdir.0);
+    let enforcement = match confinement.check(&prepared.kernel, backend, prepared.request.best_effort) {
+        Ok(enforcement) => enforcement,
+        Err(error) => {
+            // A refused ring leaves nothing behind: not a persistent cache made for it.
+            if fresh_cache {
+                let _ = std::fs::remove_dir_all(&cache);
+            }
+            return Err(error.into());
+        }
+    };
+    for line in &enforcement.missing {
+        say!("governor: not enforced: {line}");
+    }
+    if verbose {
+        for line in &enforcement.partial {
+            say!("governor: not enforced here: {line}");
+        }
+    }
+    if cached {
+        link_cargo_config(&prepared, &cache, &confinement.landlock)?;
+    }
+    let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
+    // The daemon attaches the agent's hooks and records it while this process builds the
+    // Landlock ruleset and the seccomp filters: the answer is read just before the fork.
+    if let Some((client, hello)) = daemon.as_mut() {
+        let registration = control::Registration {
+            agent: prepared.agent_id.clone(),
+            trust: prepared.ring.trust,
+            command: prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect(),
+            user: prepared.identity.name.clone(),
+            observe: prepared.request.observe,
+            overlays: prepared
+                .request
+                .policies
+                .iter()
+                .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
+                .collect(),
+            plan: confinement.probe_plan(hello.backend),
+        };
+        client.send(&control::Request::Register(registration))?;
+    }
+    let ruleset = confinement.landlock.build(prepared.kernel.landlock_abi, backend == Some(probes::Backend::Notify))?;
+    let filters = confinement.seccomp.compile()?;
+    if verbose {
+        report(&prepared, &confinement, &tmpdir.0);
+        match &probes {
+            None if let Some((client, hello)) = &daemon => say!(
+                "governor: probes: {} backend of the governor daemon (pid {}, {})",
+                hello.backend,
+                hello.pid,
+                client.path.display()
+            ),
+            Some(probes) => {
+                say!("governor: probes: {} backend", probes.backend);
+                if let Some(reason) = &probes.fallback {
+                    say!("governor: probes: BPF LSM not used: {reason}");
+                }
+                if let Some(reason) = &probes.no_fentry {
+                    say!("governor: probes: events from the raw syscall tracepoints, fentry does not load: {reason}");
+                }
+                if let Some(reason) = &probes.cwd_walk {
+                    say!("governor: probes: {reason}");
+                }
+            }
+            None => say!("governor: probes: off"),
+        }
+    }
+
+    let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
+    if confinement.drop_capabilities && confinement.landlock.enforce {
+        command.masks = secret_masks(&confinement);
+        if verbose {
+            say!("governor: {} secrets masked in the agent's mount namespace", command.masks.len());
+        }
+    }
+    if let Some(allow) = &confinement.unix_allow {
+        use crate::sandbox::unix;
+        let bound = unix::bound_sockets(&std::fs::read_to_string("/proc/net/unix").unwrap_or_default());
+        let masks = unix::masks(&bound, &unix::allowed(allow), &[&prepared.workspace, &tmpdir.0]);
+        if verbose {
+            say!(
+                "governor: UNIX sockets: {} of the {} bound now are masked (the ring's [[unix.connect]] and --policy list the rest)",
+                masks.len(),
+                bound.len()
+            );
+        }
+        command.unix_masks = masks.iter().filter_map(|path| CString::new(path.as_os_str().as_bytes()).ok()).collect();
+    }
+    if confinement.drop_capabilities {
+        // Made now if missing, so that the agent's mask covers a control socket created
+        // while it runs too.
+        use std::os::unix::fs::DirBuilderExt as _;
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(OsStr::from_bytes(CONTROL_DIR.to_bytes()));
+    }
+    let cgroup_dir = cgroup.dir()?;
+    let mut procs = cgroup.procs_for_join()?;
+    let cgroup_id = cgroup.id()?;
+    if verbose {
+        say!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
+    }
+    if let Some((client, _)) = daemon.as_mut() {
+        let answer = client.answer()?;
+        if verbose {
+            say!("governor: deny rules enforced in the kernel: {}", answer["enforced"].as_str().unwrap_or(""));
+            for line in answer["userspace_only"].as_array().into_iter().flatten() {
+                say!("governor: decided in userspace only: {}", line.as_str().unwrap_or(""));
+            }
+        }
+    } else if let Some(probes) = probes.as_mut() {
+        let mode =
+            if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
+        let slot = governor_common::AgentSlot { slot: 0, mode };
+        probes.watch(cgroup_id, &prepared.agent_id, &cgroup_dir, slot, &confinement.probe_plan(probes.backend))?;
+        let denies = prepared.rules.kernel_denies(prepared.ring.trust, probes.backend == probes::Backend::Lsm);
+        let enforced = probes.deny(cgroup_id, &denies)?;
+        if verbose {
+            say!("governor: deny rules enforced in the kernel: {enforced}");
+            for line in &denies.userspace_only {
+                say!("governor: decided in userspace only: {line}");
+            }
+        }
+    }
+
+    // Standalone, governor is the agent's only supervisor: the warden kills the agent if
+    // governor ends without cleaning up, and keeps the socket hooks attached until then.
+    let mut warden = match daemon {
+        Some(_) => None,
+        None => Some(crate::warden::Warden::spawn(cgroup.path(), &prepared.agent_id, &prepared.request.audit_db)?),
+    };
+
+    // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
+    // fork and the read loop; the child restores the mask before exec.
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED {
+        mask.add(signal);
+    }
+    mask.add(Signal::SIGCHLD);
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask)).map_err(sys("blocking signals"))?;
+    let signals =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(sys("signalfd"))?;
+    // Orphaned descendants are reparented to us (and not to init), so every one is reaped.
+    // SAFETY: prctl with integer arguments on the calling process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(launch::Error::Sys { what: "PR_SET_CHILD_SUBREAPER".into(), errno: Errno::last() }.into());
+    }
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+
+    let (forked, in_cgroup) = fork_into(&cgroup_dir)?;
+    let child = match forked {
+        ForkResult::Child => {
+            drop(report_read);
+            let join = if in_cgroup { None } else { Some(&mut procs) };
+            let failure = child_main(&prepared, &confinement, ruleset, &filters, &command, join, &old_mask);
+            let mut report = File::from(report_write);
+            let _ = report.write_all(&failure.encode());
+            // SAFETY: leave the child without running the parent's destructors (they would
+            // remove the cgroup and the temp dir).
+            unsafe { libc::_exit(failure.exit_code()) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    // The child creates its Landlock domain: its records are the agent's.
+    if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
+        audit.watch(child.as_raw() as u32, cgroup_id);
+    }
+    drop(report_write);
+    drop(procs);
+    drop(cgroup_dir);
+    if let Some(warden) = warden.as_mut() {
+        warden.started();
+    }
+
+    if let Some((client, hello)) = daemon {
+        let control = Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?;
+        let mut link = DaemonLink::new(client, &hello, &prepared.agent_id, control);
+        let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
+        let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
+        report_exit(link, &hello, &prepared.agent_id, code);
+        drop(tmpdir);
+        return Ok(code);
+    }
+    let store = store.ok_or_else(|| launch::Error::Usage("no audit store".into()))?;
+    // The supervisor decides and freezes ahead of the agent it watches: a higher scheduling
+    // priority (root only; the agent, already forked, keeps its own).
+    // SAFETY: setpriority on the calling process.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
+    let writer = store.start()?;
+    let command_line: Vec<String> =
+        prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
+    writer.write(audit::Row {
+        table: "agents",
+        values: vec![
+            audit::text(&prepared.agent_id),
+            audit::text(prepared.ring.trust.as_str()),
+            audit::text(command_line.join(" ")),
+            audit::text(&prepared.identity.name),
+            audit::text(cgroup.path().display().to_string()),
+            audit::text(probes.as_ref().map_or("off".to_owned(), |probes| probes.backend.to_string())),
+            audit::int(audit::now_ns()),
+        ],
+    })?;
+    writer.write(audit::action(
+        &prepared.agent_id,
+        "start",
+        &prepared.identity.name,
+        &format!("governor run --trust {}", prepared.ring.trust),
+    ))?;
+
+    let engine = std::rc::Rc::new(std::mem::take(&mut prepared.engine));
+    let mut output = EventOutput::new(
+        &writer,
+        engine,
+        prepared.ring.trust,
+        &prepared.agent_id,
+        Cgroup::open(&prepared.cgroup_root, &prepared.agent_id)?,
+        prepared.request.trace,
+        None,
+    );
+    let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
+    let status = supervise::run(child, signals, &FORWARDED, events, None, || cleanup(cgroup, verbose))?;
+    let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
+    output.finish();
+    let exit_why = match code {
+        0..=127 => format!("exit status {code}"),
+        _ => format!("exit status {code} (signal {})", code - 128),
+    };
+    writer.write(audit::action(&prepared.agent_id, "exit", "kernel", &exit_why))?;
+    if output.tally.lost > 0 {
+        writer.write(audit::action(
+            &prepared.agent_id,
+            "events-lost",
+            "probes",
+            &format!("{} events dropped (ring buffer full)", output.tally.lost),
+        ))?;
+    }
+    let unwritten = crate::output::dropped();
+    if unwritten > 0 {
+        // The reader went away or the terminal refused: the lines are gone, the count is not.
+        writer.write(audit::action(
+            &prepared.agent_id,
+            "output-dropped",
+            "governor",
+            &format!("{unwritten} lines of governor's own stderr could not be written (EPIPE or EAGAIN)"),
+        ))?;
+    }
+    let tally = std::mem::take(&mut output.tally);
+    drop(output);
+    // The writer thread ends before the probes are released (that forks).
+    writer.finish()?;
+    if let Some(probes) = probes.as_mut() {
+        let counters = probes.counters()?;
+        if verbose || prepared.request.trace || counters.dropped > 0 || tally.undecodable > 0 {
+            say!(
+                "governor: probes ({}): {} events produced, {} delivered, {} dropped (ring buffer full), {} undecodable, {} probe read errors",
+                probes.backend,
+                counters.produced,
+                tally.events,
+                counters.dropped,
+                tally.undecodable,
+                counters.errors
+            );
+        }
+    }
+    drop(tmpdir);
+    if let Some(warden) = warden {
+        warden.done();
+    }
+    Ok(code)
+}
+
+/// The agent's exit code, or governor's when the child failed before or at exec (it said
+/// why through the report pipe, which exec closed otherwise).
+fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr, trust: Trust) -> i32 {
+    let mut bytes = Vec::new();
+    let _ = File::from(report).read_to_end(&mut bytes);
+    match ChildFailure::decode(&bytes) {
+        Some(failure) => {
+            say!("governor: {}", failure.describe(command));
+            if let ChildFailure::Exec(code) = failure
+                && (code == libc::EACCES || code == libc::EPERM)
+            {
+                say!(
+                    "governor: `governor explain --trust {trust} {}` says which rule refuses it and what would allow it",
+                    command.to_string_lossy()
+                );
+            }
+            failure.exit_code()
+        }
+        None => status,
+    }
+}
+
+/// After the agent exits: kill what it left behind in its cgroup, reap it, remove the cgroup.
+fn cleanup(cgroup: Cgroup, verbose: bool) {
+    // If the state cannot be read (the agent may have lowered our descriptor limit), assume
+    // something is left and kill.
+    if cgroup.populated().unwrap_or(true) {
+        if verbose {
+            say!("governor: killing what the agent left running: {:?}", cgroup.pids().unwrap_or_default());
+        }
+        if let Err(error) = cgroup.kill() {
+            say!("governor: {error}");
+        }
+    }
+    // Leftovers were reparented to us (subreaper): reap them as they die.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cgroup.populated().unwrap_or(true) && std::time::Instant::now() < deadline {
+        let _ = cgroup.wait_empty(Duration::from_millis(50));
+        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+    let path = cgroup.path().to_path_buf();
+    if let Err(error) = cgroup.remove() {
+        say!("governor: cannot remove {}: {error}", path.display());
+    }
+}
+
+fn report(prepared: &Prepared, confinement: &Confinement, tmpdir: &Path) {
+    let identity = &prepared.identity;
+    say!(
+        "governor: agent {} ring {} as {} (uid {}) workspace {} tmpdir {}",
+        prepared.agent_id,
+        confinement.trust,
+        identity.name,
+        identity.uid,
+        prepared.workspace.display(),
+        tmpdir.display()
+    );
+    say!(
+        "governor: Landlock ABI {} ({} path rules, connect {}, bind {}), seccomp {} refusals, capabilities {}",
+        prepared.kernel.landlock_abi,
+        confinement.landlock.paths.len(),
+        ports(confinement.landlock.connect_ports.as_deref()),
+        ports(confinement.landlock.bind_ports.as_deref()),
+        confinement.seccomp.refusals.len(),
+        if confinement.drop_capabilities { "dropped" } else { "kept" }
+    );
+    for note in &confinement.notes {
+        say!("governor: note: {note}");
+    }
+}
