@@ -128,12 +128,15 @@ fn every_endpoint_answers_from_the_store_and_acts_on_the_real_cgroup() {
     let trace = get(&addr, &format!("/api/v1/agents/{agent}/trace?limit=5"));
     assert!(trace["events"].as_array().is_some_and(|events| !events.is_empty() && events.len() <= 5), "{trace}");
 
+    // The shell forks `sleep` after `cat` has ended: the process tree shows it from then on.
+    wait_until("sleep in the agent's process tree", Duration::from_secs(20), || {
+        let shown = get(&addr, &format!("/api/v1/agents/{agent}"));
+        shown["processes"].as_array().is_some_and(|processes| processes.iter().any(|p| p["command"] == "sleep"))
+    });
     let shown = get(&addr, &format!("/api/v1/agents/{agent}"));
     assert_eq!(shown["state"], "running", "{shown}");
     assert_eq!(shown["trust"], "medium", "{shown}");
     assert!(shown["denials"].as_i64().is_some_and(|denials| denials >= 1), "{shown}");
-    let processes = shown["processes"].as_array().cloned().unwrap_or_default();
-    assert!(processes.iter().any(|process| process["command"] == "sleep"), "{shown}");
     let listed = get(&addr, "/api/v1/agents");
     assert!(listed["agents"].as_array().is_some_and(|agents| agents.iter().any(|a| a["agent"] == agent.as_str())));
     let status = get(&addr, "/api/v1/status");
