@@ -162,7 +162,7 @@ pub struct Validate {
     pub trust: Option<Trust>,
     /// open, read, write, exec or connect.
     #[arg(value_enum)]
-    pub action_type: ActionType,
+    pub action_type: service::ActionType,
     /// A path, a program or HOST:PORT.
     pub target: String,
     /// The agent's workspace [default: none].
@@ -173,15 +173,6 @@ pub struct Validate {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ActionType {
-    Open,
-    Read,
-    Write,
-    Exec,
-    Connect,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TextOrJson {
     Text,
     Json,
@@ -189,17 +180,10 @@ pub enum TextOrJson {
 
 /// `governor validate`: exit 0 when allowed, 1 when refused.
 pub fn validate(socket: Option<&Path>, args: &Validate) -> Result<i32, Failure> {
-    let action_type = match args.action_type {
-        ActionType::Open => service::ActionType::Open,
-        ActionType::Read => service::ActionType::Read,
-        ActionType::Write => service::ActionType::Write,
-        ActionType::Exec => service::ActionType::Exec,
-        ActionType::Connect => service::ActionType::Connect,
-    };
     let call = Call::Validate(service::Validate {
         agent_id: args.agent_id.clone(),
         trust: args.trust,
-        action_type,
+        action_type: args.action_type,
         target: args.target.clone(),
         workspace: args.workspace.as_ref().map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
         context: None,
@@ -212,7 +196,7 @@ pub fn validate(socket: Option<&Path>, args: &Validate) -> Result<i32, Failure> 
         TextOrJson::Text => {
             println!(
                 "{} {} in ring {}: {}",
-                value_name(args.action_type),
+                service::ActionType::name(args.action_type),
                 escape(&args.target),
                 answer.trust,
                 if answer.allowed { "allow" } else { "deny" }
@@ -229,16 +213,6 @@ pub fn validate(socket: Option<&Path>, args: &Validate) -> Result<i32, Failure> 
         }
     }
     Ok(if answer.allowed { 0 } else { 1 })
-}
-
-fn value_name(action: ActionType) -> &'static str {
-    match action {
-        ActionType::Open => "open",
-        ActionType::Read => "read",
-        ActionType::Write => "write",
-        ActionType::Exec => "exec",
-        ActionType::Connect => "connect",
-    }
 }
 
 #[derive(Debug, clap::Subcommand)]

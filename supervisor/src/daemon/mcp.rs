@@ -169,20 +169,6 @@ impl From<Severity> for crate::engine::Severity {
     }
 }
 
-/// What `validate_action` asks about.
-#[derive(Clone, Copy, Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionType {
-    /// Open a file for reading (as read).
-    Open,
-    Read,
-    Write,
-    /// Run a program (a path, or a name looked up along PATH).
-    Exec,
-    /// A TCP connection to HOST:PORT.
-    Connect,
-}
-
 /// `validate_action`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -190,7 +176,7 @@ pub struct ValidateAction {
     /// The agent that asks: its ring and registration decide. An agent governor does not
     /// know is decided at `trust` (default low).
     pub agent_id: String,
-    pub action_type: ActionType,
+    pub action_type: service::ActionType,
     /// A path (open, read, write, exec), a program (exec) or HOST:PORT (connect).
     pub target: String,
     /// The ring to decide in for an agent governor does not know [default: low].
@@ -559,17 +545,10 @@ impl Governor {
     }
 
     async fn validate(&self, args: ValidateAction) -> Answer {
-        let action_type = match args.action_type {
-            ActionType::Open => service::ActionType::Open,
-            ActionType::Read => service::ActionType::Read,
-            ActionType::Write => service::ActionType::Write,
-            ActionType::Exec => service::ActionType::Exec,
-            ActionType::Connect => service::ActionType::Connect,
-        };
         let call = Call::Validate(service::Validate {
             agent_id: Some(args.agent_id),
             trust: args.trust.map(Into::into),
-            action_type,
+            action_type: args.action_type,
             target: args.target,
             workspace: args.workspace,
             context: args.context,

@@ -220,16 +220,32 @@ pub struct IncidentReport {
     pub auto_suspend: bool,
 }
 
-/// What `validate` is asked about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What `validate` is asked about: one type for every door (the CLI's value, the MCP
+/// tool's argument schema, the JSON of HTTP and the socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionType {
-    /// Open for reading (as `read`).
+    /// Open a file for reading (as read).
     Open,
     Read,
     Write,
+    /// Run a program (a path, or a name looked up along PATH).
     Exec,
+    /// A TCP connection to HOST:PORT.
     Connect,
+}
+
+impl ActionType {
+    /// The name the doors use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionType::Open => "open",
+            ActionType::Read => "read",
+            ActionType::Write => "write",
+            ActionType::Exec => "exec",
+            ActionType::Connect => "connect",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
