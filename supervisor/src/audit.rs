@@ -63,7 +63,7 @@ pub fn default_path() -> PathBuf {
 }
 
 /// The tables, their content columns (hashed in this order), and how to create them.
-pub const TABLES: [(&str, &[&str]); 5] = [
+pub const TABLES: [(&str, &[&str]); 6] = [
     // First: the other tables' chains start from their latest checkpoint.
     ("checkpoints", &["chain", "through_seq", "last_hash", "rows", "time", "why"]),
     ("agents", &["agent", "trust", "command", "user", "cgroup", "backend", "time"]),
@@ -96,6 +96,9 @@ pub const TABLES: [(&str, &[&str]); 5] = [
     ),
     ("incidents", &["agent", "time", "rule", "severity", "action", "reason", "event"]),
     ("actions", &["agent", "time", "action", "actor", "why"]),
+    // The `--policy` files (a registration's overlay among them) a run applied, as their
+    // text was when it started: what `governor explain --agent` explains with.
+    ("policies", &["agent", "time", "path", "text"]),
 ];
 
 const SCHEMA: &str = "
@@ -124,6 +127,9 @@ CREATE INDEX IF NOT EXISTS incidents_agent_time ON incidents (agent, time);
 CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent, seq);
 CREATE TABLE IF NOT EXISTS agent_counts (agent TEXT PRIMARY KEY, events INTEGER NOT NULL, denials INTEGER NOT NULL)
   WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS policies (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
+  path TEXT NOT NULL, text TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS policies_agent_time ON policies (agent, time);
 ";
 
 /// From schema 3 to 4: the per-agent counts (then filled from the events rows), and kind and
@@ -140,10 +146,19 @@ CREATE INDEX events_decision_time ON events (decision, time) WHERE decision != '
 PRAGMA user_version = 4;
 ";
 
-/// The layout this governor writes (`PRAGMA user_version`). A store of schema 3 is migrated
-/// (`MIGRATE_3_TO_4`: a table and indexes added, no row rewritten); one of another version
-/// is refused: rewriting rows would break their chains.
-pub const SCHEMA_VERSION: i64 = 4;
+/// From schema 4 to 5: the table of the policy files each run applied (a new chain; earlier
+/// runs have no rows in it). No row changes.
+const MIGRATE_4_TO_5: &str = "
+CREATE TABLE IF NOT EXISTS policies (seq INTEGER PRIMARY KEY, agent TEXT NOT NULL, time INTEGER NOT NULL,
+  path TEXT NOT NULL, text TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS policies_agent_time ON policies (agent, time);
+PRAGMA user_version = 5;
+";
+
+/// The layout this governor writes (`PRAGMA user_version`). A store of schema 3 or 4 is
+/// migrated (`MIGRATE_3_TO_4`, `MIGRATE_4_TO_5`: tables and indexes added, no row
+/// rewritten); one of another version is refused: rewriting rows would break their chains.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `agent_counts` holds, per agent, the events rows and the denials among them (`decision =
 /// 'deny'`), kept by `insert` and `prune` in the same transaction as the rows: what `governor
@@ -269,7 +284,7 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     let tables: i64 = connection
         .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))
         .map_err(sqlite)?;
-    if tables > 0 && version == 3 {
+    if tables > 0 && (version == 3 || version == 4) {
         migrate(&connection).map_err(sqlite)?;
     } else if tables > 0 && version != SCHEMA_VERSION {
         return Err(Error::Version { path: path.to_path_buf(), found: version });
@@ -282,8 +297,8 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
     Ok(connection)
 }
 
-/// Migrates a schema-3 store, once: another governor opening it at the same time waits for
-/// the transaction and finds it done.
+/// Migrates a schema-3 or schema-4 store, once: another governor opening it at the same time
+/// waits for the transaction and finds it done.
 fn migrate(connection: &Connection) -> rusqlite::Result<()> {
     connection.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
@@ -310,6 +325,10 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
             for (agent, (events, denials)) in &counts {
                 insert.execute(rusqlite::params![agent, events, denials])?;
             }
+        }
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version == 4 {
+            connection.execute_batch(MIGRATE_4_TO_5)?;
         }
         connection.execute_batch("COMMIT")
     })();
@@ -940,6 +959,49 @@ pub fn action(agent: &str, action: &str, actor: &str, why: &str) -> Row {
     Row { table: "actions", values: vec![text(agent), int(now_ns()), text(action), text(actor), text(why)] }
 }
 
+/// The `policies` rows of a run of `agent` that applied the policy files `files`: each
+/// file's absolute path and its text as it is now, at launch (a file that cannot be read
+/// any more is recorded with an empty text; the run loaded it a moment before).
+pub fn policy_rows(agent: &str, files: &[PathBuf]) -> Vec<Row> {
+    files
+        .iter()
+        .map(|file| {
+            let path = file.canonicalize().unwrap_or_else(|_| file.clone());
+            let content = std::fs::read_to_string(&path).unwrap_or_default();
+            Row {
+                table: "policies",
+                values: vec![text(agent), int(now_ns()), text(path.display().to_string()), text(content)],
+            }
+        })
+        .collect()
+}
+
+/// What the latest run of an agent applied, from the store.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordedRun {
+    pub trust: String,
+    /// The policy files, in the order the run applied them: path and text at launch.
+    pub policies: Vec<(PathBuf, String)>,
+}
+
+/// The ring and policy files of `agent`'s latest run (`None` for an agent the store never
+/// saw). The policies rows of a run follow its agents row, so those at or after its time
+/// are that run's.
+pub fn recorded_run(connection: &Connection, agent: &str) -> rusqlite::Result<Option<RecordedRun>> {
+    let latest: Option<(String, i64)> = connection
+        .query_row("SELECT trust, time FROM agents WHERE agent = ?1 ORDER BY seq DESC LIMIT 1", [agent], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let Some((trust, time)) = latest else { return Ok(None) };
+    let mut statement =
+        connection.prepare("SELECT path, text FROM policies WHERE agent = ?1 AND time >= ?2 ORDER BY seq")?;
+    let policies = statement
+        .query_map(rusqlite::params![agent, time], |row| Ok((PathBuf::from(row.get::<_, String>(0)?), row.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(RecordedRun { trust, policies }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1054,6 +1116,7 @@ mod tests {
     /// What a store of schema 3 looked like: no `agent_counts`, kind and decision indexes
     /// without time. Its chained rows are those of schema 4.
     pub(crate) const DOWNGRADE_TO_3: &str = "
+        DROP TABLE policies;
         DROP TABLE agent_counts;
         DROP INDEX events_kind_time;
         DROP INDEX events_decision_time;
@@ -1124,6 +1187,43 @@ mod tests {
         connection.pragma_update(None, "user_version", 2).unwrap_or_else(|error| panic!("{error}"));
         drop(connection);
         assert!(matches!(open(&path), Err(Error::Version { found: 2, .. })));
+    }
+
+    #[test]
+    fn a_schema_4_store_gains_the_policies_chain_and_runs_find_their_files() {
+        let (dir, path) = store();
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let agent_row = |time: i64| Row {
+            table: "agents",
+            values: vec![text("a"), text("medium"), text("sh"), text("root"), text("/cg"), text("off"), int(time)],
+        };
+        insert(&mut connection, &[agent_row(now_ns())]).unwrap_or_else(|error| panic!("{error}"));
+        connection
+            .execute_batch("DROP TABLE policies; PRAGMA user_version = 4;")
+            .unwrap_or_else(|error| panic!("{error}"));
+        drop(connection);
+        let mut connection = open(&path).unwrap_or_else(|error| panic!("{error}"));
+        let version: i64 =
+            connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(version, SCHEMA_VERSION);
+        // A run from before records no policy files.
+        let run = recorded_run(&connection, "a").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(run, Some(RecordedRun { trust: "medium".into(), policies: Vec::new() }));
+        // A later run's rows are its own: the earlier run's files are not.
+        let old = dir.path().join("old.toml");
+        let new = dir.path().join("new.toml");
+        std::fs::write(&old, "# old\n").unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(&new, "# new\n").unwrap_or_else(|error| panic!("{error}"));
+        insert(&mut connection, &policy_rows("a", &[old])).unwrap_or_else(|error| panic!("{error}"));
+        std::thread::sleep(Duration::from_millis(2));
+        let mut rows = vec![agent_row(now_ns())];
+        rows.extend(policy_rows("a", std::slice::from_ref(&new)));
+        insert(&mut connection, &rows).unwrap_or_else(|error| panic!("{error}"));
+        let run = recorded_run(&connection, "a").unwrap_or_else(|error| panic!("{error}"));
+        let new = new.canonicalize().unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(run.map(|run| run.policies), Some(vec![(new, "# new\n".to_owned())]));
+        assert_eq!(recorded_run(&connection, "b").ok(), Some(None));
+        assert_eq!(verify(&connection).ok(), Some(Ok(4)));
     }
 
     #[test]

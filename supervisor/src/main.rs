@@ -53,7 +53,8 @@ enum Command {
     Explain {
         #[arg(long, default_value = "low", value_parser = parse_trust, conflicts_with = "agent")]
         trust: Trust,
-        /// The ring of this agent (from the audit store).
+        /// Explain with this agent's ring and policy files: its latest run's (audit store)
+        /// and its registration with the daemon.
         #[arg(long, value_name = "ID")]
         agent: Option<String>,
         #[arg(long = "policy", value_name = "FILE")]

@@ -439,7 +439,7 @@ fn a_store_of_the_previous_schema_is_migrated_and_still_verifies_and_catches_an_
     let downgrade = Command::new("sqlite3")
         .arg(&store)
         .arg(
-            "DROP TABLE agent_counts; DROP INDEX events_kind_time; DROP INDEX events_decision_time; \
+            "DROP TABLE agent_counts; DROP TABLE policies; DROP INDEX events_kind_time; DROP INDEX events_decision_time; \
              CREATE INDEX events_kind ON events (kind); CREATE INDEX events_decision ON events (decision); \
              PRAGMA user_version = 3;",
         )
@@ -448,7 +448,7 @@ fn a_store_of_the_previous_schema_is_migrated_and_still_verifies_and_catches_an_
     let verify = audit(&store, &["verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
     let version = Command::new("sqlite3").arg(&store).arg("PRAGMA user_version").output();
-    assert_eq!(version.map(|output| stdout(&output).trim().to_owned()).ok().as_deref(), Some("4"));
+    assert_eq!(version.map(|output| stdout(&output).trim().to_owned()).ok().as_deref(), Some("5"));
     assert_eq!(status(), before, "the migrated store counts what the old one held");
 
     // An edit of a migrated store is still found.

@@ -10,6 +10,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 
+mod workloads;
+
 #[derive(Subcommand)]
 pub enum Which {
     /// `governor run --trust medium -- /bin/true` against bare `/bin/true`.
@@ -83,6 +85,18 @@ pub enum Which {
         #[arg(long)]
         governor: Option<std::path::PathBuf>,
     },
+    /// The workload suite's steps (venv + pip install, pytest, npm install + require, cargo
+    /// build with a registry dependency, git, gcc + make, ls /etc and ~), each in a fresh
+    /// workspace: bare, `governor run --trust medium --standalone`, through a private
+    /// `governor daemon`, and under Sandlock with the same access, interleaved round by round.
+    /// A first, untimed round fills each variant's caches from the registries; the timed
+    /// rounds install from them offline.
+    Workloads {
+        /// Timed rounds, each running every step in every variant once (a round takes about a
+        /// minute on the reference machine).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
 }
 
 pub fn run(root: &Path, which: Which) -> Result<()> {
@@ -95,6 +109,7 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
         Which::Freeze { runs } => freeze(root, runs),
         Which::Daemon { runs } => daemon(root, runs),
         Which::Peers { runs, first_runs } => peers(root, runs, first_runs),
+        Which::Workloads { runs } => workloads::run(root, runs),
         Which::Decode => criterion(root, "decode", &[]),
         Which::Policy => criterion(root, "policy", &[]),
         Which::Store => criterion(root, "policy", &["audit store"]),
@@ -494,27 +509,34 @@ const PEERS: [(&str, &str); 2] = [("sandlock-cli", "sandlock"), ("nono-cli", "no
 
 /// Installs the peers into `target/bench-tools` (skipped when there).
 fn bench_tools(root: &Path) -> Result<std::path::PathBuf> {
-    let tools = root.join("target/bench-tools");
     for (krate, program) in PEERS {
-        if tools.join("bin").join(program).is_file() {
-            continue;
-        }
-        println!("installing {krate} into {}", tools.display());
-        let install = |locked: bool| {
-            let mut command = Command::new("cargo");
-            command.arg("install").args(locked.then_some("--locked")).arg("--root").arg(&tools).arg(krate);
-            command.status().with_context(|| format!("running cargo install {krate}"))
-        };
-        // A lock file can name a version the registry no longer serves (nono-cli 0.81's
-        // names webpki-roots 1.0.11): then the newest compatible versions are used.
-        if !install(true)?.success() {
-            println!("cargo install --locked {krate} failed; trying without its lock file");
-            if !install(false)?.success() {
-                bail!("cargo install {krate} failed");
-            }
+        bench_tool(root, krate, program)?;
+    }
+    Ok(root.join("target/bench-tools/bin"))
+}
+
+/// Installs one peer into `target/bench-tools` (skipped when there); its program.
+fn bench_tool(root: &Path, krate: &str, program: &str) -> Result<std::path::PathBuf> {
+    let tools = root.join("target/bench-tools");
+    let installed = tools.join("bin").join(program);
+    if installed.is_file() {
+        return Ok(installed);
+    }
+    println!("installing {krate} into {}", tools.display());
+    let install = |locked: bool| {
+        let mut command = Command::new("cargo");
+        command.arg("install").args(locked.then_some("--locked")).arg("--root").arg(&tools).arg(krate);
+        command.status().with_context(|| format!("running cargo install {krate}"))
+    };
+    // A lock file can name a version the registry no longer serves (nono-cli 0.81's
+    // names webpki-roots 1.0.11): then the newest compatible versions are used.
+    if !install(true)?.success() {
+        println!("cargo install --locked {krate} failed; trying without its lock file");
+        if !install(false)?.success() {
+            bail!("cargo install {krate} failed");
         }
     }
-    Ok(tools.join("bin"))
+    Ok(installed)
 }
 
 /// The default socket and store are root's and the machine's: the benchmark runs in a mount

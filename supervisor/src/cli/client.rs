@@ -378,13 +378,8 @@ pub fn apply_registration(
         ));
     }
     request.trust = trust;
-    request.policies.push(registered_overlay(&hello.audit_db, &agent));
+    request.policies.push(service::registered_overlay(&hello.audit_db, &agent));
     Ok(())
-}
-
-/// Where the daemon keeps a registration's overlay.
-pub fn registered_overlay(audit_db: &Path, agent: &str) -> PathBuf {
-    service::registered_dir(audit_db).join(format!("{agent}.toml"))
 }
 
 #[cfg(test)]

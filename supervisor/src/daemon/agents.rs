@@ -81,7 +81,7 @@ impl<'w> Daemon<'w> {
             &registration.user,
             &format!("governor run --trust {} (via governor daemon)", registration.trust),
         );
-        for row in [row, start] {
+        for row in [row, start].into_iter().chain(audit::policy_rows(&agent, &registration.overlays)) {
             if let Err(busy) = self.writer.try_write(row) {
                 self.probes.unwatch(cgroup_id);
                 return Err(format!(

@@ -13,6 +13,7 @@ use crate::{
     launch,
     policy::{Access, Trust},
     sandbox::{Confinement, carve},
+    service,
 };
 
 /// What is asked about.
@@ -295,13 +296,28 @@ fn lookup(name: &str) -> Option<PathBuf> {
 /// `governor explain`: prints the answer; exit 0 when allowed, 1 when refused.
 pub fn main(request: launch::Request, target: &str, op: Option<Op>, agent: Option<&str>) -> Result<i32, (i32, String)> {
     let mut request = request;
+    // Held while the answer is computed: policy files whose recorded text is written out.
+    let mut plan = None;
     if let Some(agent) = agent {
-        request.trust = agent_trust(&request.audit_db, agent).map_err(|message| (crate::exit::USAGE, message))?;
+        let applied = agent_plan(&request.audit_db, agent).map_err(|message| (crate::exit::USAGE, message))?;
+        request.trust = applied.trust;
+        // What the agent ran with first, then what the user adds.
+        let added = std::mem::take(&mut request.policies);
+        request.policies = applied.files.iter().map(|(_, file)| file.clone()).chain(added).collect();
+        plan = Some(applied);
     }
     let trust = request.trust;
     let target = Target::parse(target);
     let (what, answer) = decide(request, &target, op)?;
     println!("{what} in ring {trust}: {}", if answer.allowed { "allow" } else { "deny" });
+    if let Some(plan) = &plan {
+        let files: Vec<String> = plan.files.iter().map(|(label, _)| label.clone()).collect();
+        let files = if files.is_empty() { "no policy files".to_owned() } else { files.join(", ") };
+        println!("  agent {}: ring {trust}, {files}", crate::output::escape(&plan.agent));
+        for note in &plan.notes {
+            println!("  note: {}", crate::output::escape(note));
+        }
+    }
     println!("  decided by: {}: {}", answer.layer, answer.reason);
     for note in &answer.notes {
         println!("  note: {note}");
@@ -365,13 +381,80 @@ fn decide(request: launch::Request, target: &Target, op: Option<Op>) -> Result<(
     })
 }
 
-/// The ring an agent ran in, from the audit store.
-fn agent_trust(store: &Path, agent: &str) -> Result<Trust, String> {
-    let connection = crate::audit::open(store).map_err(|error| error.to_string())?;
-    let trust: String = connection
-        .query_row("SELECT trust FROM agents WHERE agent = ?1 ORDER BY seq DESC LIMIT 1", [agent], |row| row.get(0))
-        .map_err(|_| format!("unknown agent '{agent}' in {}", store.display()))?;
-    trust.parse()
+/// What an agent runs with, for `explain --agent`.
+struct AgentPlan {
+    agent: String,
+    trust: Trust,
+    /// How each policy file is named to the user, and the file that is loaded.
+    files: Vec<(String, PathBuf)>,
+    notes: Vec<String>,
+    /// Where recorded policy text that no longer matches its file is written out.
+    _recorded: Option<tempfile::TempDir>,
+}
+
+/// The ring and policy files of `agent`: those of its latest run in the audit store (the
+/// text each file had when the run started), and the overlay of its registration with the
+/// daemon when it has one, which its next run applies; for an agent registered but never
+/// run, the registration's ring.
+fn agent_plan(store: &Path, agent: &str) -> Result<AgentPlan, String> {
+    let agent = crate::validate_agent_id(agent).map_err(|error| error.to_string())?;
+    // Opening creates a store: a store that is not there has no agents.
+    let recorded = if store.exists() {
+        let connection = crate::audit::open(store).map_err(|error| error.to_string())?;
+        crate::audit::recorded_run(&connection, &agent).map_err(|error| format!("{}: {error}", store.display()))?
+    } else {
+        None
+    };
+    let registration = service::registrations(&service::registered_dir(store))
+        .into_iter()
+        .find(|spec| spec.agent_id == agent)
+        .map(|spec| {
+            let overlay = service::registered_overlay(store, &agent);
+            (spec, overlay.canonicalize().unwrap_or(overlay))
+        })
+        .filter(|(_, overlay)| overlay.is_file());
+    let trust = match (&recorded, &registration) {
+        (Some(run), _) => run.trust.parse()?,
+        (None, Some((spec, _))) => spec.trust.unwrap_or(Trust::Low),
+        (None, None) => {
+            return Err(format!(
+                "unknown agent '{agent}': no run of it in {} and no registration with the daemon",
+                store.display()
+            ));
+        }
+    };
+    let mut plan = AgentPlan { agent: agent.clone(), trust, files: Vec::new(), notes: Vec::new(), _recorded: None };
+    for (index, (path, text)) in recorded.iter().flat_map(|run| &run.policies).enumerate() {
+        let label = format!("--policy {}", path.display());
+        if std::fs::read_to_string(path).is_ok_and(|now| now == *text) {
+            plan.files.push((label, path.clone()));
+            continue;
+        }
+        // The file changed or is gone since the run: the text the agent ran with decides.
+        if plan._recorded.is_none() {
+            plan._recorded = Some(tempfile::tempdir().map_err(|error| format!("a temporary directory: {error}"))?);
+        }
+        let dir = plan._recorded.as_ref().map(|dir| dir.path().to_path_buf()).unwrap_or_default();
+        let copy = dir.join(format!("{index}.toml"));
+        std::fs::write(&copy, text).map_err(|error| format!("{}: {error}", copy.display()))?;
+        plan.notes.push(format!(
+            "{} changed or is gone since the agent's run: explained with the text it ran with",
+            path.display()
+        ));
+        plan.files.push((format!("{label} (as recorded)"), copy));
+    }
+    if let Some((_, overlay)) = registration {
+        let known = recorded.iter().flat_map(|run| &run.policies).any(|(path, _)| *path == overlay);
+        if !known {
+            plan.files.push((format!("registration overlay {}", overlay.display()), overlay));
+            if recorded.is_some() {
+                plan.notes.push(
+                    "registered with the daemon since its last run: its next run applies the registration".into(),
+                );
+            }
+        }
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]

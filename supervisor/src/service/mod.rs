@@ -34,7 +34,7 @@ pub use self::{
     agents::{Live, agent, agents, status},
     events::{audit, incidents, last_event, stream},
     policies::{check_draft, drop_in_dir, load_rules, policies, write_draft},
-    register::{overlay_of, register, registered_dir, registrations},
+    register::{overlay_of, register, registered_dir, registered_overlay, registrations},
     validate::validate,
 };
 

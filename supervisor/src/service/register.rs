@@ -149,6 +149,11 @@ pub fn registered_dir(audit_db: &Path) -> PathBuf {
     audit_db.parent().unwrap_or(Path::new(".")).join("registered")
 }
 
+/// Where the daemon keeps a registration's overlay.
+pub fn registered_overlay(audit_db: &Path, agent: &str) -> PathBuf {
+    registered_dir(audit_db).join(format!("{agent}.toml"))
+}
+
 /// The registrations kept in `dir`.
 pub fn registrations(dir: &Path) -> Vec<AgentSpec> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };

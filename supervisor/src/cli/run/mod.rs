@@ -324,6 +324,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             audit::int(audit::now_ns()),
         ],
     })?;
+    for row in audit::policy_rows(&prepared.agent_id, &prepared.request.policies) {
+        writer.write(row)?;
+    }
     writer.write(audit::action(
         &prepared.agent_id,
         "start",
