@@ -170,16 +170,15 @@ pub fn path(confinement: &Confinement, trust: Trust, path: &Path, op: Op, rules:
             _ => None,
         };
         if globs.is_some_and(|globs| globs.is_match(&real.to_string_lossy())) {
-            answer.notes.push(format!(
-                "engine rule {} ({:?}{}): {}",
-                rule.id,
-                rule.action,
-                condition(rule),
-                rule.reason
-            ));
+            answer.notes.push(rule_note(rule));
         }
     }
     answer
+}
+
+/// What an engine rule that matches says, as a note of the answer.
+fn rule_note(rule: &engine::Rule) -> String {
+    format!("engine rule {} ({:?}{}): {}", rule.id, rule.action, condition(rule), rule.reason)
 }
 
 /// `, counted` or `, in a sequence` for a rule that does not act on one event alone.
@@ -260,13 +259,7 @@ pub fn destination(
         if addrs.iter().any(|addr| {
             rule.destination.as_ref().is_some_and(|globs| globs.is_match(&format!("{}:{port}", addr.to_canonical())))
         }) {
-            answer.notes.push(format!(
-                "engine rule {} ({:?}{}): {}",
-                rule.id,
-                rule.action,
-                condition(rule),
-                rule.reason
-            ));
+            answer.notes.push(rule_note(rule));
         }
     }
     answer
