@@ -139,3 +139,44 @@ fn explain_an_unknown_agent_is_a_usage_error() {
     assert!(err.contains("unknown agent 'no-such-agent'"), "{err}");
     assert!(!store.exists(), "explaining created an audit store");
 }
+
+#[test]
+fn validate_through_the_daemon_decides_with_a_finished_agent_s_recorded_policy() {
+    require!("validate_through_the_daemon_decides_with_a_finished_agent_s_recorded_policy");
+    let scene = scene!();
+    let daemon = Daemon::start(&scene.root, "validate-recorded", &[]);
+    let policy = scene.root.join("grant.toml");
+    grant(&policy, &scene.outside, r#"["read", "write", "create"]"#, "the build writes its output here");
+    let id = format!("validate-recorded-{}", std::process::id());
+    let target = scene.outside.join("new.txt");
+    let run = daemon
+        .governor()
+        .args(["run", "--trust", "medium", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .arg("--policy")
+        .arg(&policy)
+        .args(["--", "sh", "-c", &format!("echo made > '{}'", target.display())])
+        .env("HOME", &scene.home)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    assert_eq!(fs::read_to_string(&target).ok().as_deref(), Some("made\n"));
+    // The agent has ended: the daemon answers from what the store recorded of its run.
+    let validate = |agent: &str| {
+        daemon
+            .governor()
+            .args(["validate", "--agent-id", agent, "--workspace"])
+            .arg(&scene.workspace)
+            .args(["--format", "json", "write"])
+            .arg(&target)
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    let known = validate(&id);
+    assert_eq!(known.status.code(), Some(0), "{}{}", stdout(&known), stderr(&known));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&known)).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!((answer["allowed"].as_bool(), answer["trust"].as_str()), (Some(true), Some("medium")), "{answer}");
+    // An id the daemon never saw is decided at low, which refuses it.
+    let unknown = validate("never-seen-here");
+    assert_eq!(unknown.status.code(), Some(1), "{}{}", stdout(&unknown), stderr(&unknown));
+}

@@ -139,9 +139,24 @@ impl<'w> Daemon<'w> {
                 })
             }
             Call::Validate(request) => match self.validate_plan(&request) {
-                Ok((trust, overlays)) => Step::Blocking(Box::new(move || {
+                Ok(Some((trust, overlays))) => Step::Blocking(Box::new(move || {
                     service::validate(rings.as_deref(), trust, &overlays, &request).and_then(|v| service::to_value(&v))
                 })),
+                // Neither supervised nor registered: what its last run applied, read from
+                // the store off the loop (as `governor explain --agent` does).
+                Ok(None) => {
+                    let store = self.hello.audit_db.clone();
+                    Step::Blocking(Box::new(move || {
+                        let agent = request.agent_id.as_deref().unwrap_or_default();
+                        let recorded = service::recorded_plan(&store, agent).ok();
+                        let (trust, overlays) = match &recorded {
+                            Some(plan) => (plan.trust, plan.files()),
+                            None => (request.trust.unwrap_or(crate::policy::Trust::Low), Vec::new()),
+                        };
+                        service::validate(rings.as_deref(), trust, &overlays, &request)
+                            .and_then(|v| service::to_value(&v))
+                    }))
+                }
                 Err(error) => Step::Done(Err(error)),
             },
             Call::Act { agent, action, reason } => Step::Done(self.act_call(&agent, action, caller, reason)),
@@ -291,30 +306,24 @@ impl<'w> Daemon<'w> {
     }
 
     /// The ring and `--policy` files that decide for `validate`: a supervised agent's, a
-    /// registered one's, the store's record of it, else the request's `trust` (low).
+    /// registered one's, the request's `trust` (low) without an agent; `None` for an agent
+    /// to look up in the store (its last run's, else the request's `trust`).
     pub(super) fn validate_plan(
         &self,
         request: &service::Validate,
-    ) -> Result<(crate::policy::Trust, Vec<PathBuf>), ApiError> {
+    ) -> Result<Option<(crate::policy::Trust, Vec<PathBuf>)>, ApiError> {
         let fallback = request.trust.unwrap_or(crate::policy::Trust::Low);
-        let Some(agent) = &request.agent_id else { return Ok((fallback, Vec::new())) };
+        let Some(agent) = &request.agent_id else { return Ok(Some((fallback, Vec::new()))) };
         crate::validate_agent_id(agent).map_err(|error| ApiError::bad("agent_id", error))?;
         if let Some(supervised) = self.names.get(agent).and_then(|id| self.agents.get(id)) {
-            return Ok((supervised.registration.trust, supervised.registration.overlays.clone()));
+            return Ok(Some((supervised.registration.trust, supervised.registration.overlays.clone())));
         }
         if let Some(spec) =
             service::registrations(&self.registered_dir).into_iter().find(|spec| spec.agent_id == *agent)
         {
             let overlay = self.registered_dir.join(format!("{agent}.toml"));
-            return Ok((spec.trust.unwrap_or(crate::policy::Trust::Low), vec![overlay]));
+            return Ok(Some((spec.trust.unwrap_or(crate::policy::Trust::Low), vec![overlay])));
         }
-        let stored = audit::open(&self.hello.audit_db).ok().and_then(|connection| {
-            connection
-                .query_row("SELECT trust FROM agents WHERE agent = ?1 ORDER BY seq DESC LIMIT 1", [agent], |row| {
-                    row.get::<_, String>(0)
-                })
-                .ok()
-        });
-        Ok((stored.and_then(|trust| trust.parse().ok()).unwrap_or(fallback), Vec::new()))
+        Ok(None)
     }
 }

@@ -375,9 +375,9 @@ fn decide(request: launch::Request, target: &Target, op: Option<Op>) -> Result<(
 }
 
 /// What an agent runs with, for `explain --agent`.
-struct AgentPlan {
+pub struct AgentPlan {
     agent: String,
-    trust: Trust,
+    pub trust: Trust,
     /// How each policy file is named to the user, and the file that is loaded.
     files: Vec<(String, PathBuf)>,
     notes: Vec<String>,
@@ -385,11 +385,18 @@ struct AgentPlan {
     _recorded: Option<tempfile::TempDir>,
 }
 
+impl AgentPlan {
+    /// The policy files to load, in order (valid while the plan is held).
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|(_, file)| file.clone()).collect()
+    }
+}
+
 /// The ring and policy files of `agent`: those of its latest run in the audit store (the
 /// text each file had when the run started), and the overlay of its registration with the
 /// daemon when it has one, which its next run applies; for an agent registered but never
 /// run, the registration's ring.
-fn agent_plan(store: &Path, agent: &str) -> Result<AgentPlan, String> {
+pub fn agent_plan(store: &Path, agent: &str) -> Result<AgentPlan, String> {
     let agent = crate::validate_agent_id(agent).map_err(|error| error.to_string())?;
     // Opening creates a store: a store that is not there has no agents.
     let recorded = if store.exists() {

@@ -33,6 +33,7 @@ use self::records::When;
 pub use self::{
     agents::{Live, agent, agents, status},
     events::{audit, incidents, last_event, stream},
+    explain::{AgentPlan, agent_plan as recorded_plan},
     policies::{check_draft, drop_in_dir, load_rules, policies, write_draft},
     register::{overlay_of, register, registered_dir, registered_overlay, registrations},
     validate::validate,
