@@ -21,6 +21,10 @@ pub mod kind {
     /// The working directory of a task, walked by the kernel before the first relative open
     /// (or filesystem change) it makes from there ([`super::CwdEvent`]).
     pub const CWD: u32 = 7;
+    /// listen(2) on an unbound inet socket, refused by the BPF LSM where the ring restricts
+    /// TCP binds (the kernel would pick a port no bind rule sees): a [`super::NetEvent`]
+    /// with no address.
+    pub const LISTEN: u32 = 8;
 }
 
 /// Where an event was observed.
@@ -174,14 +178,15 @@ pub struct AgentSlot {
     pub mode: u32,
 }
 
-/// Per-agent UDP policy (key: cgroup id): whether UDP destinations are restricted to
-/// `UDP_ALLOW` entries.
+/// Per-agent socket policy (key: cgroup id).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UdpPolicy {
-    /// 1: only listed destinations; 0: any.
-    pub restricted: u32,
-    pub _pad: u32,
+pub struct NetPolicy {
+    /// 1: UDP destinations are restricted to `UDP_ALLOW` entries; 0: any.
+    pub udp_restricted: u32,
+    /// 1: the ring lets TCP bind only the ports Landlock allows, so a listen(2) on an
+    /// unbound inet socket (which takes a port of the kernel's choosing) is refused.
+    pub bind_restricted: u32,
 }
 
 /// Key of the address rules (UDP allow list, connect deny list), LPM tries: the prefix
@@ -234,7 +239,7 @@ mod user {
     unsafe impl aya::Pod for super::CwdEvent {}
     unsafe impl aya::Pod for super::NetEvent {}
     unsafe impl aya::Pod for super::AgentSlot {}
-    unsafe impl aya::Pod for super::UdpPolicy {}
+    unsafe impl aya::Pod for super::NetPolicy {}
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::InodeKey {}
 }

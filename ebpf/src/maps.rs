@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, UdpPolicy, counter};
+use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, NetPolicy, counter};
 
 /// cgroup v2 id of each agent's cgroup -> its slot and mode. A process whose cgroup is not a
 /// key here is not an agent: every probe returns after this one lookup and emits nothing.
@@ -39,9 +39,9 @@ pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(
 #[map]
 pub static LAST_CWD: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
-/// Per-agent UDP policy (key: cgroup id).
+/// Per-agent socket policy (key: cgroup id).
 #[map]
-pub static UDP_POLICY: HashMap<u64, UdpPolicy> = HashMap::with_max_entries(4096, 0);
+pub static NET_POLICY: HashMap<u64, NetPolicy> = HashMap::with_max_entries(4096, 0);
 
 /// UDP destinations an agent may send to, when its policy is restricted.
 #[map]

@@ -23,6 +23,15 @@ static SUPER_BLOCK_S_DEV: u32 = 0;
 static INODE_I_SIZE: u32 = 0;
 
 #[unsafe(no_mangle)]
+static SOCKET_SK: u32 = 0;
+#[unsafe(no_mangle)]
+static SOCK_SK_COMMON: u32 = 0;
+#[unsafe(no_mangle)]
+static SOCK_COMMON_SKC_FAMILY: u32 = 0;
+#[unsafe(no_mangle)]
+static SOCK_COMMON_SKC_NUM: u32 = 0;
+
+#[unsafe(no_mangle)]
 static TASK_STRUCT_FS: u32 = 0;
 #[unsafe(no_mangle)]
 static FS_STRUCT_PWD: u32 = 0;
@@ -88,6 +97,23 @@ pub fn sb_dev() -> usize {
 #[inline(always)]
 pub fn inode_size() -> usize {
     global!(INODE_I_SIZE)
+}
+
+#[inline(always)]
+pub fn socket_sk() -> usize {
+    global!(SOCKET_SK)
+}
+#[inline(always)]
+pub fn sock_common() -> usize {
+    global!(SOCK_SK_COMMON)
+}
+#[inline(always)]
+pub fn skc_family() -> usize {
+    global!(SOCK_COMMON_SKC_FAMILY)
+}
+#[inline(always)]
+pub fn skc_num() -> usize {
+    global!(SOCK_COMMON_SKC_NUM)
 }
 
 #[inline(always)]

@@ -523,7 +523,12 @@ impl<'a> Facts<'a> {
                 destination: None,
             },
             Event::Net { header, addr, port, .. } => Facts {
-                kind: if header.kind == kind::SENDMSG { Kind::Sendmsg } else { Kind::Connect },
+                // A refused listen has no destination: only rules on refusals see it.
+                kind: match header.kind {
+                    kind::SENDMSG => Kind::Sendmsg,
+                    kind::LISTEN => Kind::Denied,
+                    _ => Kind::Connect,
+                },
                 access: None,
                 denied,
                 path: None,

@@ -303,3 +303,28 @@ fn a_daemon_with_bpf_lsm_denies_by_inode_and_replaces_its_deny_rules_on_reload()
     let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(stdout(&out), "EPERM\nok\n", "{}\n{}", stderr(&out), daemon.log_text());
 }
+
+#[test]
+fn listen_on_an_unbound_socket_is_refused_where_the_ring_binds_no_port() {
+    require_lsm!("listen_on_an_unbound_socket_is_refused_where_the_ring_binds_no_port");
+    let scene = scene!();
+    let attempt = scene.attempt.to_string_lossy().into_owned();
+    // medium and high bind no TCP port: a listen before any bind would take one the kernel
+    // picks, which Landlock's bind rules never see.
+    for ring in ["medium", "high"] {
+        let output = scene.governor(ring, &["--probes", "lsm", "--best-effort", "--trace"], [&*attempt, "tcp-listen"]);
+        let err = stderr(&output);
+        assert_eq!(stdout(&output).trim(), "EPERM", "{ring}: {err}");
+        let decisions: Vec<Value> =
+            events(&err).into_iter().filter(|e| e["source"] == "lsm" && e["kind"] == "listen").collect();
+        assert_eq!(decisions.len(), 1, "{ring}: one LSM decision: {err}");
+        assert_eq!(decisions[0]["verdict"], "denied", "{ring}: {err}");
+        // A UNIX server in the workspace is no inet socket: it listens.
+        let socket = scene.workspace.join(format!("{ring}.sock")).to_string_lossy().into_owned();
+        let output = scene.governor(ring, &["--probes", "lsm", "--best-effort"], [&*attempt, "unix-listen", &socket]);
+        assert_eq!(stdout(&output).trim(), "ok", "{ring}: {}", stderr(&output));
+    }
+    // admin binds any port: the same listen goes through.
+    let output = scene.governor("admin", &["--probes", "lsm", "--best-effort"], [&*attempt, "tcp-listen"]);
+    assert_eq!(stdout(&output).trim(), "ok", "{}", stderr(&output));
+}

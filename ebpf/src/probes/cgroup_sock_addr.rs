@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use governor_common::{NetEvent, kind, mode, source, verdict};
 
-use crate::maps::{AGENTS, EVENTS, NET_DENY, UDP_ALLOW, UDP_POLICY, header, net_match, produced, unmap};
+use crate::maps::{AGENTS, EVENTS, NET_DENY, NET_POLICY, UDP_ALLOW, header, net_match, produced, unmap};
 use crate::probes::raw_syscalls::wakeup;
 
 const ALLOW: i32 = 1;
@@ -43,8 +43,8 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn udp_allowed(cgroup_id: u64, family: u16, port_be: u16, addr: [u8; 16]) -> bool {
     // SAFETY: read-only lookup, value copied out.
-    match unsafe { UDP_POLICY.get(&cgroup_id) }.copied() {
-        Some(policy) if policy.restricted != 0 => net_match(&UDP_ALLOW, cgroup_id, family, port_be, addr),
+    match unsafe { NET_POLICY.get(&cgroup_id) }.copied() {
+        Some(policy) if policy.udp_restricted != 0 => net_match(&UDP_ALLOW, cgroup_id, family, port_be, addr),
         _ => true,
     }
 }

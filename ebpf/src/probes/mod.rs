@@ -8,4 +8,5 @@ pub mod raw_syscalls;
 pub mod sched_process_exec;
 pub mod secure_computing;
 pub mod socket_connect;
+pub mod socket_listen;
 pub mod x64_sys;

@@ -188,7 +188,7 @@ impl Btf {
 
 /// The offsets the LSM programs read, by global name.
 pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
-    const FIELDS: [(&str, &str, &str); 20] = [
+    const FIELDS: [(&str, &str, &str); 24] = [
         ("LINUX_BINPRM_FILE", "linux_binprm", "file"),
         ("LINUX_BINPRM_FILENAME", "linux_binprm", "filename"),
         ("FILE_F_INODE", "file", "f_inode"),
@@ -199,6 +199,11 @@ pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
         ("SUPER_BLOCK_S_DEV", "super_block", "s_dev"),
         // The size of the file an exec runs (sched_process_exec).
         ("INODE_I_SIZE", "inode", "i_size"),
+        // A socket's family and local port (socket_listen: is it bound yet?).
+        ("SOCKET_SK", "socket", "sk"),
+        ("SOCK_SK_COMMON", "sock", "__sk_common"),
+        ("SOCK_COMMON_SKC_FAMILY", "sock_common", "skc_family"),
+        ("SOCK_COMMON_SKC_NUM", "sock_common", "skc_num"),
         // The working directory of a task, walked up to the root for a relative open.
         ("TASK_STRUCT_FS", "task_struct", "fs"),
         ("FS_STRUCT_PWD", "fs_struct", "pwd"),
@@ -270,7 +275,7 @@ mod tests {
             return;
         };
         let offsets = lsm_offsets(&btf).unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(offsets.len(), 20);
+        assert_eq!(offsets.len(), 24);
         let get = |name: &str| offsets.iter().find(|(global, _)| *global == name).map(|(_, off)| *off);
         // Three different fields of struct file, inside a struct file (a few hundred bytes).
         let file = [get("FILE_F_INODE"), get("FILE_F_PATH"), get("FILE_F_FLAGS")];

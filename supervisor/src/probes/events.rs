@@ -152,7 +152,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             }
             Ok(Event::Cwd { header, path })
         }
-        kind::CONNECT | kind::SENDMSG => {
+        kind::CONNECT | kind::SENDMSG | kind::LISTEN => {
             let event: NetEvent = exact(bytes, header.kind)?;
             let addr = match i32::from(event.family) {
                 libc::AF_INET => {
@@ -260,6 +260,7 @@ pub fn kind_name(kind: u32) -> &'static str {
         kind::OPEN => "open",
         kind::CONNECT => "connect",
         kind::SENDMSG => "sendmsg",
+        kind::LISTEN => "listen",
         _ => "unknown",
     }
 }

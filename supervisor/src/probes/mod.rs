@@ -25,7 +25,7 @@ use aya::{
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSockAddr, FEntry, FExit, Lsm, ProgramError, RawTracePoint},
 };
-use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, UdpPolicy, counter};
+use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, NetPolicy, counter};
 
 /// The object file, aligned for aya's ELF parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/governor"));
@@ -193,7 +193,7 @@ enum Want {
 }
 
 /// The BPF LSM programs, named after their hooks.
-const LSM_HOOKS: [&str; 3] = ["bprm_check_security", "file_open", "socket_connect"];
+const LSM_HOOKS: [&str; 4] = ["bprm_check_security", "file_open", "socket_connect", "socket_listen"];
 
 /// The cgroup socket hooks, attached per agent.
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
@@ -259,6 +259,10 @@ pub struct ProbePlan {
     pub deny_open: Vec<PathBuf>,
     /// Programs refused by inode (BPF LSM).
     pub deny_exec: Vec<PathBuf>,
+    /// TCP binds are limited to the ports Landlock allows: a listen on an unbound inet
+    /// socket is refused too (BPF LSM).
+    #[serde(default)]
+    pub bind_restricted: bool,
 }
 
 /// What of the `deny` rules the kernel can enforce for one agent, before the syscall
@@ -717,9 +721,12 @@ impl Probes {
         }
         watched.pin_dir = pin_dir;
         {
-            let mut policy: HashMap<_, u64, UdpPolicy> = self.map("UDP_POLICY")?;
-            let value = UdpPolicy { restricted: u32::from(plan.udp.is_some()), _pad: 0 };
-            policy.insert(cgroup_id, value, 0).map_err(|source| Error::Map { name: "UDP_POLICY", source })?;
+            let mut policy: HashMap<_, u64, NetPolicy> = self.map("NET_POLICY")?;
+            let value = NetPolicy {
+                udp_restricted: u32::from(plan.udp.is_some()),
+                bind_restricted: u32::from(plan.bind_restricted),
+            };
+            policy.insert(cgroup_id, value, 0).map_err(|source| Error::Map { name: "NET_POLICY", source })?;
         }
         let udp = destinations::allow_entries(plan.udp.as_deref().unwrap_or_default());
         self.insert_net("UDP_ALLOW", cgroup_id, &udp, &mut watched.plan)?;
@@ -744,7 +751,7 @@ impl Probes {
         if let Ok(mut agents) = self.map::<HashMap<_, u64, AgentSlot>>("AGENTS") {
             let _ = agents.remove(&cgroup_id);
         }
-        if let Ok(mut policy) = self.map::<HashMap<_, u64, UdpPolicy>>("UDP_POLICY") {
+        if let Ok(mut policy) = self.map::<HashMap<_, u64, NetPolicy>>("NET_POLICY") {
             let _ = policy.remove(&cgroup_id);
         }
         if let Ok(mut lost) = self.map::<aya::maps::PerCpuHashMap<_, u64, u64>>("LOST") {

@@ -283,6 +283,7 @@ impl Confinement {
             net_deny: self.net_deny.clone(),
             deny_open: if backend.lsm() { self.secret_paths(&carve::RealFs) } else { Vec::new() },
             deny_exec: self.deny_exec.clone(),
+            bind_restricted: self.landlock.enforce && self.landlock.bind_ports.is_some(),
         }
     }
 

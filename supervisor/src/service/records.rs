@@ -24,6 +24,7 @@ pub enum Kind {
     Open,
     Connect,
     Sendmsg,
+    Listen,
     // Refused changes of the filesystem, by operation (`probes::events::FS_OPS`).
     Mkdir,
     Rmdir,

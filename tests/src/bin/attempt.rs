@@ -332,6 +332,36 @@ fn attempt(args: &[String]) -> Option<Outcome> {
         "tcp-bind" => on_socket(libc::AF_INET, libc::SOCK_STREAM, port(args, 2), |fd, addr, len| unsafe {
             libc::bind(fd, addr, len) as isize
         }),
+        // listen(2) on a TCP socket never bound: the kernel picks its port.
+        "tcp-listen" => unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let result = check(libc::listen(fd, 1) as i64);
+            libc::close(fd);
+            result
+        },
+        // A UNIX stream socket bound at PATH, then listened on.
+        "unix-listen" => unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (to, from) in addr.sun_path.iter_mut().zip(arg(args, 2).bytes()) {
+                *to = from as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            let result = if libc::bind(fd, std::ptr::addr_of!(addr).cast(), len) < 0 {
+                Err(errno())
+            } else {
+                check(libc::listen(fd, 1) as i64)
+            };
+            libc::close(fd);
+            result
+        },
         "udp-send" => {
             on_socket(libc::AF_INET, libc::SOCK_DGRAM, port(args, 2), |fd, addr, len| send_byte(fd, 0, addr, len))
         }
