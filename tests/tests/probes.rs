@@ -227,16 +227,23 @@ fn a_stalled_consumer_counts_and_reports_every_dropped_event() {
     let pid = i32::try_from(child.id()).unwrap_or(0);
     // Once the agent runs, stop governor (not the agent) long enough for the agent to fill
     // the ring buffer.
+    // Loading the probes can take seconds on a loaded machine: a stop before the flood
+    // starts would stall nothing, so the wait is long and must succeed.
     let procs = governor_tests::cgroup2_root().join("governor").join(&id).join("cgroup.procs");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        let running = fs::read_to_string(&procs).unwrap_or_default().lines().any(|agent| {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut running = false;
+    while !running && std::time::Instant::now() < deadline {
+        running = fs::read_to_string(&procs).unwrap_or_default().lines().any(|agent| {
             fs::read_to_string(format!("/proc/{}/comm", agent.trim())).is_ok_and(|comm| comm.trim() == "attempt")
         });
-        if running {
-            break;
+        if !running {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if !running {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("the agent did not start within 120 s");
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
