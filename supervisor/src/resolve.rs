@@ -171,6 +171,20 @@ impl Resolver {
                     }
                 }
             }
+            // A multi-call binary run as `busybox wget`: the applet is the program (the
+            // syscall's event has the arguments; sched_process_exec has none).
+            Event::Exec { header, filename, argv, aka, .. }
+                if header.result == 0 && header.kind == governor_common::kind::EXEC =>
+            {
+                // Run under its own name (`/bin/wget -> busybox`), the applet was matched by
+                // that name already, on the kernel's event.
+                if let Some(binary) = self.open_path((header.tgid, header.pid), AT_FDCWD, filename)
+                    && let Some(applet) = applet(&binary, argv)
+                    && Path::new(filename).file_name().is_none_or(|name| name != applet)
+                {
+                    aka.push(binary.join(applet).to_string_lossy().into_owned());
+                }
+            }
             Event::Exec { header, filename, aka, .. } if header.result != 0 => {
                 // A refused exec: its path as the process named it, resolved.
                 if let Some(resolved) = self.open_path((header.tgid, header.pid), AT_FDCWD, filename)
@@ -403,6 +417,25 @@ impl Resolver {
     }
 }
 
+/// Multi-call binaries, by file name: one file, many programs, chosen by the name it runs
+/// under or by its first argument.
+const MULTI_CALL_BINARIES: [&str; 2] = ["busybox", "toybox"];
+
+/// The applet a multi-call binary at `binary` (symlinks resolved) runs with `argv`: the
+/// name it was run under (a symlink, or busybox's shell re-running `/proc/self/exe`), else
+/// its first argument (`busybox wget`). Named `<binary>/<applet>` (`/usr/bin/busybox/wget`),
+/// which a rule on `**/wget` matches and no real file has.
+fn applet<'a>(binary: &Path, argv: &'a [String]) -> Option<&'a str> {
+    let name = binary.file_name()?.to_str()?;
+    if !MULTI_CALL_BINARIES.contains(&name) {
+        return None;
+    }
+    let base = |arg: &'a String| arg.rsplit('/').next().unwrap_or(arg);
+    let first = base(argv.first()?);
+    let applet = if MULTI_CALL_BINARIES.contains(&first) { argv.get(1).map(base)? } else { first };
+    (!applet.is_empty() && !applet.starts_with('-') && !MULTI_CALL_BINARIES.contains(&applet)).then_some(applet)
+}
+
 /// Whether `opened` is the file the kernel ran (the path was not pointed at another since).
 fn is_file(opened: &fs::File, ran: ExecFile) -> bool {
     opened.metadata().is_ok_and(|meta| crate::probes::kernel_dev(meta.dev()) == ran.dev && meta.ino() == ran.ino)
@@ -600,6 +633,18 @@ mod tests {
         let mut aka = Vec::new();
         resolver.program(gone, &other.to_string_lossy(), &[], same, &mut aka);
         assert!(aka.is_empty(), "{aka:?}");
+    }
+
+    #[test]
+    fn a_multi_call_binary_s_applet_is_its_program() {
+        let busybox = Path::new("/usr/bin/busybox");
+        assert_eq!(applet(busybox, &strings(&["busybox", "wget", "-q", "http://x"])), Some("wget"));
+        assert_eq!(applet(busybox, &strings(&["/bin/busybox", "nc"])), Some("nc"));
+        // Run under the applet's own name: a symlink, or `/proc/self/exe` from busybox's shell.
+        assert_eq!(applet(busybox, &strings(&["wget", "http://x"])), Some("wget"));
+        assert_eq!(applet(busybox, &strings(&["busybox", "--list"])), None);
+        assert_eq!(applet(busybox, &strings(&["busybox"])), None);
+        assert_eq!(applet(Path::new("/usr/bin/curl"), &strings(&["curl", "x"])), None);
     }
 
     #[test]

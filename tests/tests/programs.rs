@@ -290,3 +290,14 @@ int main(int argc, char **argv) {
         "no exfiltration incident: {err}"
     );
 }
+
+#[test]
+fn a_network_applet_of_busybox_after_a_secret_is_caught() {
+    require!("a_network_applet_of_busybox_after_a_secret_is_caught");
+    let scene = scene!();
+    // One file that is wget, nc and cat alike: the applet named by its first argument is
+    // the program.
+    let busybox = ["/usr/bin/busybox", "/bin/busybox"].into_iter().find(|path| std::path::Path::new(path).exists());
+    let busybox = busybox.unwrap_or_else(|| panic!("no busybox: `cargo xtask setup` installs busybox-static"));
+    assert_exfiltration_caught(&scene, &format!("busybox-{}", std::process::id()), &format!("{busybox} wget --help"));
+}

@@ -9,8 +9,9 @@ const BPF_LINKER: &str = "0.10.1";
 
 /// Commands the end-to-end tests run, and the Debian package of each. The workload suite
 /// (tests/tests/workloads.rs) runs real tools: a missing one is installed, never skipped.
-const TOOLS: [(&str, &str); 11] = [
+const TOOLS: [(&str, &str); 12] = [
     ("cc", "gcc"),
+    ("busybox", "busybox-static"),
     ("git", "git"),
     ("python3", "python3"),
     ("unshare", "util-linux"),
