@@ -321,7 +321,7 @@ impl<'w> Daemon<'w> {
         if let Some(spec) =
             service::registrations(&self.registered_dir).into_iter().find(|spec| spec.agent_id == *agent)
         {
-            let overlay = self.registered_dir.join(format!("{agent}.toml"));
+            let overlay = service::overlay_in(&self.registered_dir, agent);
             return Ok(Some((spec.trust.unwrap_or(crate::policy::Trust::Low), vec![overlay])));
         }
         Ok(None)

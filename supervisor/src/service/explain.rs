@@ -296,7 +296,7 @@ pub fn main(request: launch::Request, target: &str, op: Option<Op>, agent: Optio
         request.trust = applied.trust;
         // What the agent ran with first, then what the user adds.
         let added = std::mem::take(&mut request.policies);
-        request.policies = applied.files.iter().map(|(_, file)| file.clone()).chain(added).collect();
+        request.policies = applied.files().into_iter().chain(added).collect();
         plan = Some(applied);
     }
     let trust = request.trust;

@@ -35,7 +35,7 @@ pub use self::{
     events::{audit, incidents, last_event, stream},
     explain::{AgentPlan, agent_plan as recorded_plan},
     policies::{check_draft, drop_in_dir, load_rules, policies, write_draft},
-    register::{overlay_of, register, registered_dir, registered_overlay, registrations},
+    register::{overlay_in, overlay_of, register, registered_dir, registered_overlay, registrations},
     validate::validate,
 };
 

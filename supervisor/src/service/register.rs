@@ -120,7 +120,7 @@ pub fn register(spec: &AgentSpec, dir: &Path) -> Result<Registered, ApiError> {
     let text = overlay_of(spec)?;
     let failed = |path: &Path, error: std::io::Error| ApiError::internal(format!("{}: {error}", path.display()));
     std::fs::create_dir_all(dir).map_err(|error| failed(dir, error))?;
-    let file = dir.join(format!("{agent_id}.toml"));
+    let file = overlay_in(dir, &agent_id);
     let temporary = dir.join(format!("{agent_id}.toml.new"));
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -149,9 +149,14 @@ pub fn registered_dir(audit_db: &Path) -> PathBuf {
     audit_db.parent().unwrap_or(Path::new(".")).join("registered")
 }
 
-/// Where the daemon keeps a registration's overlay.
+/// A registration's overlay in the registrations directory `dir`.
+pub fn overlay_in(dir: &Path, agent: &str) -> PathBuf {
+    dir.join(format!("{agent}.toml"))
+}
+
+/// Where the daemon of the store `audit_db` keeps a registration's overlay.
 pub fn registered_overlay(audit_db: &Path, agent: &str) -> PathBuf {
-    registered_dir(audit_db).join(format!("{agent}.toml"))
+    overlay_in(&registered_dir(audit_db), agent)
 }
 
 /// The registrations kept in `dir`.
