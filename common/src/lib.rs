@@ -37,6 +37,8 @@ pub mod source {
     pub const FENTRY: u16 = 4;
     /// Landlock's audit records, read in userspace (the `notify` backend).
     pub const LANDLOCK_AUDIT: u16 = 5;
+    /// fanotify marks on the agent's own mounts, read in userspace (the `notify` backend).
+    pub const FANOTIFY: u16 = 6;
 }
 
 /// What the probe did about the operation.
@@ -187,6 +189,9 @@ pub struct NetPolicy {
     /// 1: the ring lets TCP bind only the ports Landlock allows, so a listen(2) on an
     /// unbound inet socket (which takes a port of the kernel's choosing) is refused.
     pub bind_restricted: u32,
+    /// 1: the socket hooks report allowed connects and datagrams too (the notify backend,
+    /// which has no syscall tracepoint to see them).
+    pub report_allowed: u32,
 }
 
 /// Key of the address rules (UDP allow list, connect deny list), LPM tries: the prefix

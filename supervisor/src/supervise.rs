@@ -54,12 +54,26 @@ impl<'a> Events<'a> {
     /// Hands the Landlock audit records that arrived (the notify backend) to the sink, and
     /// reports those the kernel dropped.
     fn drain_audit(&mut self) {
+        for opens in &mut self.probes.opens {
+            let lost = opens.take_lost();
+            if lost > 0 {
+                self.sink.lost(lost);
+                self.sink.lost_in(opens.cgroup_id(), lost);
+            }
+            let batch = opens.drain();
+            self.probes.read_in_userspace += batch.len() as u64;
+            if !batch.is_empty() {
+                self.sink.events(batch);
+                while self.sink.write_pending(usize::MAX) {}
+            }
+        }
         if let Some(audit) = self.probes.audit.as_mut() {
             let lost = audit.lost();
             if lost > 0 {
                 self.sink.lost(lost);
             }
             let batch = audit.drain();
+            self.probes.read_in_userspace += batch.len() as u64;
             if !batch.is_empty() {
                 self.sink.events(batch);
                 while self.sink.write_pending(usize::MAX) {}
@@ -240,8 +254,11 @@ async fn supervise(
                     link.tick();
                 }
                 if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
-                    drain(ring.get_mut(), events.sink);
+                    // The opens and refusals read in userspace (notify) first: an exec in
+                    // the ring buffer may have come after them within the tick, and a
+                    // sequence rule (a network tool after a secret) errs towards matching.
                     events.drain_audit();
+                    drain(ring.get_mut(), events.sink);
                     events.report_drops()?;
                     events.sink.tick();
                 }
@@ -250,6 +267,7 @@ async fn supervise(
     };
     after_exit();
     if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
+        events.drain_audit();
         drain(ring.get_mut(), events.sink);
         // kauditd hands records on from its own thread: what the agent did last may still
         // be on its way.

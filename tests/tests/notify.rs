@@ -99,6 +99,86 @@ fn landlock_refusals_are_reported_without_a_syscall_tracepoint() {
 }
 
 #[test]
+fn allowed_opens_and_connects_are_reported_by_the_process_that_made_them() {
+    require!("allowed_opens_and_connects_are_reported_by_the_process_that_made_them");
+    if landlock_abi() < 7 {
+        println!(
+            "skipping allowed_opens_and_connects_are_reported_by_the_process_that_made_them: Landlock ABI 7 needed"
+        );
+        return;
+    }
+    let scene = scene!();
+    let id = format!("notify-opens-{}", std::process::id());
+    fs::write(scene.workspace.join("input"), "data").unwrap_or_else(|error| panic!("{error}"));
+    let attempt = scene.attempt.display().to_string();
+    // The agent reads one file and writes another, from a child process of its shell, and
+    // connects to port 443 (allowed; nothing listens there).
+    let script = format!(
+        "echo > ready; while [ ! -e go ]; do sleep 0.05; done; cat input > /dev/null; \
+         sh -c 'echo $$ > pid; echo out > output'; {attempt} tcp-connect 443; \
+         echo > done"
+    );
+    let child = Command::new(governor_bin())
+        .arg("--audit-db")
+        .arg(scene.root.join("audit.db"))
+        .args(["run", "--trust", "medium", "--probes", "notify", "--trace", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", &scene.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scene.workspace.join("ready").exists() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(syscall_tracepoint_links(child.id() as i32), 0);
+    // A process that is not the agent opens a file in the same directory meanwhile: the
+    // marks are on the agent's own mounts, so it is not the agent's event.
+    let outsider = scene.workspace.join("outsider");
+    fs::write(&outsider, "not the agent").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let _ = fs::read(&outsider).unwrap_or_else(|error| panic!("{error}"));
+    let text = stderr(&out);
+    let events: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let path = |name: &str| scene.workspace.join(name).display().to_string();
+    let opens = |name: &str| -> Vec<&Value> {
+        events.iter().filter(|event| event["kind"] == "open" && event["path"] == path(name)).collect()
+    };
+    let input = opens("input");
+    assert!(!input.is_empty(), "the allowed read was not reported: {text}");
+    assert_eq!((input[0]["result"].as_str(), input[0]["source"].as_str()), (Some("ok"), Some("fanotify")));
+    // The write is reported as one (O_WRONLY), by the process that wrote it.
+    let writer: u64 = fs::read_to_string(scene.workspace.join("pid"))
+        .unwrap_or_else(|error| panic!("{error}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let output = opens("output");
+    assert!(
+        output
+            .iter()
+            .any(|event| event["flags"].as_u64().is_some_and(|flags| flags & 3 != 0) && event["pid"] == writer),
+        "no write open of output by pid {writer}: {text}"
+    );
+    assert!(opens("outsider").is_empty(), "another process's open was reported as the agent's: {text}");
+    let connect = events
+        .iter()
+        .find(|event| event["kind"] == "connect" && event["port"] == 443)
+        .unwrap_or_else(|| panic!("the allowed connect was not reported: {text}"));
+    assert_eq!((connect["source"].as_str(), connect["verdict"].as_str()), (Some("cgroup-sock-addr"), Some("observed")));
+    // What was read in userspace counts as produced: produced = delivered + dropped.
+    let summary = text.lines().find(|line| line.contains("events produced")).unwrap_or_else(|| panic!("{text}"));
+    let numbers: Vec<u64> = summary.split(' ').filter_map(|word| word.trim_end_matches(',').parse().ok()).collect();
+    assert_eq!(numbers[0], numbers[1] + numbers[2], "{summary}");
+}
+
+#[test]
 fn a_daemon_does_not_run_the_notify_backend_yet() {
     require!("a_daemon_does_not_run_the_notify_backend_yet");
     let out = Command::new(governor_bin())

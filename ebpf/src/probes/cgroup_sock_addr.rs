@@ -3,7 +3,8 @@
 //! narrow UDP, which Landlock does not cover: where an agent's UDP policy is restricted, a
 //! datagram may only go to an allowed address and port. Returning 0 makes connect/sendmsg
 //! fail with EPERM. Every refusal is reported (observe mode: reported as would-deny, and
-//! allowed).
+//! allowed); with the notify backend, which has no syscall tracepoint, so is every allowed
+//! connect and datagram (before the kernel tries it: its result is not known here).
 use aya_ebpf::{
     bindings::bpf_sock_addr, helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
@@ -39,16 +40,6 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, AF_INET6, kind::SENDMSG)
 }
 
-/// Whether the agent's UDP policy lets a datagram go to this destination.
-#[inline(always)]
-fn udp_allowed(cgroup_id: u64, family: u16, port_be: u16, addr: [u8; 16]) -> bool {
-    // SAFETY: read-only lookup, value copied out.
-    match unsafe { NET_POLICY.get(&cgroup_id) }.copied() {
-        Some(policy) if policy.udp_restricted != 0 => net_match(&UDP_ALLOW, cgroup_id, family, port_be, addr),
-        _ => true,
-    }
-}
-
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, family: u16, event_kind: u32) -> i32 {
     let sa: *const bpf_sock_addr = ctx.sock_addr;
@@ -68,16 +59,25 @@ fn decide(ctx: &SockAddrContext, family: u16, event_kind: u32) -> i32 {
     let (family, addr) = unmap(family, addr);
     // SAFETY: helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: read-only lookup, value copied out.
+    let policy = unsafe { NET_POLICY.get(&cgroup_id) }.copied().unwrap_or_default();
     // Denied destinations, TCP or UDP; then, for UDP, the allow list (TCP ports are
     // Landlock's rules).
     let denied = net_match(&NET_DENY, cgroup_id, family, port_be, addr)
-        || (sock_type == SOCK_DGRAM && !udp_allowed(cgroup_id, family, port_be, addr));
-    if !denied {
+        || (sock_type == SOCK_DGRAM
+            && policy.udp_restricted != 0
+            && !net_match(&UDP_ALLOW, cgroup_id, family, port_be, addr));
+    if !denied && policy.report_allowed == 0 {
         return ALLOW;
     }
     // SAFETY: as above.
     let enforce = unsafe { AGENTS.get(&cgroup_id) }.is_none_or(|slot| slot.mode == mode::ENFORCE);
-    let (decision, result) = if enforce { (verdict::DENIED, -EPERM) } else { (verdict::WOULD_DENY, 0) };
+    let (decision, result) = match (denied, enforce) {
+        (false, _) => (verdict::OBSERVED, 0),
+        (true, true) => (verdict::DENIED, -EPERM),
+        (true, false) => (verdict::WOULD_DENY, 0),
+    };
+    let refuse = denied && enforce;
     let event = NetEvent {
         header: header(event_kind, source::CGROUP_SOCK_ADDR, decision, result, cgroup_id),
         family,
@@ -86,6 +86,6 @@ fn decide(ctx: &SockAddrContext, family: u16, event_kind: u32) -> i32 {
         _pad: 0,
         addr,
     };
-    produced(EVENTS.output::<NetEvent>(&event, wakeup(true)).is_ok());
-    if enforce { REFUSE } else { ALLOW }
+    produced(EVENTS.output::<NetEvent>(&event, wakeup(denied)).is_ok());
+    if refuse { REFUSE } else { ALLOW }
 }

@@ -153,6 +153,10 @@ pub struct Registration {
     /// `--policy` files, whose `[[rule]]`s the daemon adds for this agent.
     pub overlays: Vec<PathBuf>,
     pub plan: ProbePlan,
+    /// The notify backend: the descriptor, in the registering process, of the fanotify
+    /// group the agent's mounts are marked in (the daemon takes a duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanotify: Option<i32>,
 }
 
 /// What becomes of an agent whose supervisor is gone longer than the grace period.

@@ -45,14 +45,14 @@ pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 /// Each socket of `unix_masks` (see `sandbox::unix`) gets a mode-000 FIFO, made in that
 /// tmpfs before it is made read-only, bind-mounted over it, so a connect is EACCES. A socket
 /// gone meanwhile is skipped.
-fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) {
+fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) -> bool {
     const FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let options = c"mode=000,size=4k";
     // SAFETY: unshare(2), mount(2), open(2) and mkfifo(3) on the calling single-threaded
     // process, with valid NUL-terminated strings.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return;
+            return false;
         }
         if libc::mount(
             std::ptr::null(),
@@ -62,11 +62,12 @@ fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) {
             std::ptr::null(),
         ) != 0
         {
-            return;
+            // A namespace of its own still, whose mounts may propagate back: not private.
+            return false;
         }
         let tmpfs = c"tmpfs".as_ptr();
         if libc::mount(tmpfs, CONTROL_DIR.as_ptr(), tmpfs, FLAGS, options.as_ptr().cast()) != 0 {
-            return;
+            return true;
         }
         // The empty file bound over secret files lives in the masked directory itself.
         let empty = c"/run/governor/.empty";
@@ -110,6 +111,7 @@ fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) {
             options.as_ptr().cast(),
         );
     }
+    true
 }
 
 /// The secrets that exist now, to mask in the agent's mount namespace: each secret's own
@@ -232,6 +234,9 @@ pub struct Command {
     pub masks: Vec<(CString, bool)>,
     /// Pathname UNIX sockets masked in the agent's mount namespace.
     pub unix_masks: Vec<CString>,
+    /// The notify backend: the fanotify group to mark the agent's mounts in, and the mount
+    /// points to mark (the host's, read before the fork; the masks are added).
+    pub marks: Option<(std::os::fd::RawFd, Vec<CString>)>,
 }
 
 impl Command {
@@ -333,6 +338,7 @@ impl Command {
             workspace: cstring(prepared.workspace.as_os_str().as_bytes())?,
             masks: Vec::new(),
             unix_masks: Vec::new(),
+            marks: None,
         })
     }
 }
@@ -380,6 +386,9 @@ pub enum ChildFailure {
     Seccomp(i32),
     Chdir(i32),
     Exec(i32),
+    /// The notify backend could not mark the agent's mounts (or it has no mount namespace
+    /// of its own, where marks would see other processes' opens).
+    Marks(i32),
 }
 
 impl ChildFailure {
@@ -392,6 +401,7 @@ impl ChildFailure {
             ChildFailure::Seccomp(errno) => (5, 0, errno),
             ChildFailure::Chdir(errno) => (6, 0, errno),
             ChildFailure::Exec(errno) => (7, 0, errno),
+            ChildFailure::Marks(errno) => (8, 0, errno),
         };
         let errno = errno.to_le_bytes();
         [stage, detail, errno[0], errno[1], errno[2], errno[3]]
@@ -420,6 +430,7 @@ impl ChildFailure {
             5 => ChildFailure::Seccomp(errno),
             6 => ChildFailure::Chdir(errno),
             7 => ChildFailure::Exec(errno),
+            8 => ChildFailure::Marks(errno),
             _ => return None,
         })
     }
@@ -459,6 +470,10 @@ impl ChildFailure {
             ChildFailure::Chdir(code) => {
                 format!("entering the workspace failed: {}; the agent did not run", errno(code))
             }
+            ChildFailure::Marks(code) => format!(
+                "marking the agent's mounts for fanotify (--probes notify) failed: {}; the agent did not run",
+                errno(code)
+            ),
         }
     }
 }
@@ -503,7 +518,17 @@ pub fn child_main(
     if confinement.drop_capabilities {
         // SAFETY: unshare(2) on the calling single-threaded process.
         let _ = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
-        private_mounts(&command.masks, &command.unix_masks);
+        let private = private_mounts(&command.masks, &command.unix_masks);
+        if let Some((group, points)) = &command.marks {
+            if !private {
+                return ChildFailure::Marks(libc::EPERM);
+            }
+            if let Err(errno) = crate::probes::fanotify::mark_mounts(*group, points) {
+                return ChildFailure::Marks(errno);
+            }
+        }
+    } else if command.marks.is_some() {
+        return ChildFailure::Marks(libc::EPERM);
     }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);

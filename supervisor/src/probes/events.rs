@@ -304,6 +304,7 @@ pub fn source_name(source: u16) -> &'static str {
         source::FENTRY => "fentry",
         source::CGROUP_SOCK_ADDR => "cgroup-sock-addr",
         source::LANDLOCK_AUDIT => "landlock-audit",
+        source::FANOTIFY => "fanotify",
         _ => "unknown",
     }
 }

@@ -476,7 +476,7 @@ impl Denial {
 }
 
 /// CLOCK_MONOTONIC, the clock of the programs' `bpf_ktime_get_ns`.
-fn ktime_ns() -> u64 {
+pub(crate) fn ktime_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map_or(0, |now| now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }

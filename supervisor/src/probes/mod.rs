@@ -9,6 +9,7 @@
 mod btf;
 pub mod destinations;
 pub mod events;
+pub mod fanotify;
 pub mod landlock_audit;
 
 use std::{
@@ -226,6 +227,11 @@ pub struct Probes {
     pins: Option<PathBuf>,
     /// The notify backend's reader of Landlock's audit records.
     pub audit: Option<landlock_audit::AuditLog>,
+    /// The notify backend's opens: each watched agent's fanotify group.
+    pub opens: Vec<fanotify::Opens>,
+    /// Events read in userspace (fanotify, Landlock's audit records): produced, though not
+    /// by the programs' counters.
+    pub read_in_userspace: u64,
 }
 
 /// What `watch` and `deny` put into the kernel for one agent.
@@ -607,6 +613,8 @@ impl Probes {
             watched: Table::new(),
             pins: pins.map(Path::to_path_buf),
             audit: None,
+            opens: Vec::new(),
+            read_in_userspace: 0,
         })
     }
 
@@ -721,10 +729,12 @@ impl Probes {
         }
         watched.pin_dir = pin_dir;
         {
+            let report_allowed = self.backend == Backend::Notify;
             let mut policy: HashMap<_, u64, NetPolicy> = self.map("NET_POLICY")?;
             let value = NetPolicy {
                 udp_restricted: u32::from(plan.udp.is_some()),
                 bind_restricted: u32::from(plan.bind_restricted),
+                report_allowed: u32::from(report_allowed),
             };
             policy.insert(cgroup_id, value, 0).map_err(|source| Error::Map { name: "NET_POLICY", source })?;
         }

@@ -16,7 +16,7 @@ use std::{
     ffi::{CString, OsStr},
     fs::File,
     io::{Read as _, Write as _},
-    os::unix::ffi::OsStrExt as _,
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
     path::Path,
     time::Duration,
 };
@@ -144,6 +144,20 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         link_cargo_config(&prepared, &cache, &confinement.landlock)?;
     }
     let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
+    // The notify backend's opens: a fanotify group whose marks the child puts on the mounts
+    // of its own namespace (below admin, as root: the only case where it has one).
+    let opens = match backend {
+        Some(probes::Backend::Notify) if confinement.drop_capabilities => Some(
+            probes::fanotify::group().map_err(|source| launch::Error::Io { path: "fanotify_init".into(), source })?,
+        ),
+        Some(probes::Backend::Notify) => {
+            say!(
+                "governor: probes: allowed opens are not reported: the agent has no mount namespace of its own (ring admin, or governor not root)"
+            );
+            None
+        }
+        _ => None,
+    };
     // The daemon attaches the agent's hooks and records it while this process builds the
     // Landlock ruleset and the seccomp filters: the answer is read just before the fork.
     if let Some((client, hello)) = daemon.as_mut() {
@@ -160,6 +174,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
                 .collect(),
             plan: confinement.probe_plan(hello.backend),
+            fanotify: opens.as_ref().map(|group| group.as_raw_fd()),
         };
         client.send(&control::Request::Register(registration))?;
     }
@@ -209,6 +224,13 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             );
         }
         command.unix_masks = masks.iter().filter_map(|path| CString::new(path.as_os_str().as_bytes()).ok()).collect();
+    }
+    if let Some(group) = &opens {
+        let mut points = probes::fanotify::mount_points()
+            .map_err(|source| launch::Error::Io { path: "/proc/self/mountinfo".into(), source })?;
+        points.push(CONTROL_DIR.to_owned());
+        points.extend(command.masks.iter().map(|(path, _)| path.clone()));
+        command.marks = Some((group.as_raw_fd(), points));
     }
     if confinement.drop_capabilities {
         // Made now if missing, so that the agent's mask covers a control socket created
@@ -287,6 +309,10 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // The child creates its Landlock domain: its records are the agent's.
     if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
         audit.watch(child.as_raw() as u32, cgroup_id);
+    }
+    let opens = opens.map(|group| probes::fanotify::Opens::new(group, cgroup_id));
+    if let (Some(probes), Some(opens)) = (probes.as_mut(), opens) {
+        probes.opens.push(opens);
     }
     drop(report_write);
     drop(procs);
@@ -381,7 +407,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             say!(
                 "governor: probes ({}): {} events produced, {} delivered, {} dropped (ring buffer full), {} undecodable, {} probe read errors",
                 probes.backend,
-                counters.produced,
+                counters.produced + probes.read_in_userspace,
                 tally.events,
                 counters.dropped,
                 tally.undecodable,
