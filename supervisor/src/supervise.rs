@@ -51,34 +51,10 @@ impl<'a> Events<'a> {
         Events { probes, sink, reported_drops: 0, reported_by_agent: std::collections::HashMap::new() }
     }
 
-    /// Hands the Landlock audit records that arrived (the notify backend) to the sink, and
-    /// reports those the kernel dropped.
+    /// Hands what the notify backend read in userspace (fanotify, Landlock's audit records)
+    /// to the sink, and reports what was lost.
     fn drain_audit(&mut self) {
-        for opens in &mut self.probes.opens {
-            let lost = opens.take_lost();
-            if lost > 0 {
-                self.sink.lost(lost);
-                self.sink.lost_in(opens.cgroup_id(), lost);
-            }
-            let batch = opens.drain();
-            self.probes.read_in_userspace += batch.len() as u64;
-            if !batch.is_empty() {
-                self.sink.events(batch);
-                while self.sink.write_pending(usize::MAX) {}
-            }
-        }
-        if let Some(audit) = self.probes.audit.as_mut() {
-            let lost = audit.lost();
-            if lost > 0 {
-                self.sink.lost(lost);
-            }
-            let batch = audit.drain();
-            self.probes.read_in_userspace += batch.len() as u64;
-            if !batch.is_empty() {
-                self.sink.events(batch);
-                while self.sink.write_pending(usize::MAX) {}
-            }
-        }
+        deliver(self.probes.read_userspace(), self.sink);
     }
 
     /// Drains the audit records until none has come for a while (at most 100 ms).
@@ -107,6 +83,20 @@ impl<'a> Events<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Hands events read in userspace to `sink`, after their losses.
+pub fn deliver(read: crate::probes::Userspace, sink: &mut dyn Sink) {
+    if read.lost > 0 {
+        sink.lost(read.lost);
+    }
+    for (cgroup_id, count) in read.lost_in {
+        sink.lost_in(cgroup_id, count);
+    }
+    if !read.events.is_empty() {
+        sink.events(read.events);
+        while sink.write_pending(usize::MAX) {}
     }
 }
 

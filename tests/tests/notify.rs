@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor_tests::{governor_bin, landlock_abi, require, scene, stderr, syscall_tracepoint_links};
+use governor_tests::{Daemon, governor_bin, landlock_abi, require, scene, stderr, syscall_tracepoint_links};
 use serde_json::Value;
 
 #[test]
@@ -179,14 +179,65 @@ fn allowed_opens_and_connects_are_reported_by_the_process_that_made_them() {
 }
 
 #[test]
-fn a_daemon_does_not_run_the_notify_backend_yet() {
-    require!("a_daemon_does_not_run_the_notify_backend_yet");
-    let out = Command::new(governor_bin())
-        .args(["--socket", "/run/governor/notify-test.sock", "daemon", "--probes", "notify"])
+fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_syscall_tracepoint() {
+    let name = "a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_syscall_tracepoint";
+    require!(name);
+    if landlock_abi() < 7 {
+        println!("skipping {name}: Landlock ABI 7 needed");
+        return;
+    }
+    let scene = scene!();
+    let daemon = Daemon::start(&scene.root, "notify", &["--probes", "notify"]);
+    let id = format!("notify-daemon-{}", std::process::id());
+    fs::write(scene.workspace.join("input"), "data").unwrap_or_else(|error| panic!("{error}"));
+    // /etc/shadow is masked in the agent's mount namespace: the mask is refused by Landlock,
+    // whose record reports it (a mode-000 mask was refused by the file mode, unseen).
+    let script = format!(
+        "echo > ready; while [ ! -e go ]; do sleep 0.05; done; cat input > /dev/null; cat /etc/shadow; \
+         {attempt} tcp-connect 443; echo out > output",
+        attempt = scene.attempt.display()
+    );
+    let child = daemon
+        .governor()
+        .args(["run", "--trust", "medium", "--agent-id", &id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", &scene.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scene.workspace.join("ready").exists() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // An agent is watched, and neither the daemon nor its governor run holds a syscall
+    // tracepoint: the rest of the host stays on the fast syscall path.
+    assert_eq!(syscall_tracepoint_links(daemon.pid()), 0, "{}", daemon.log_text());
+    assert_eq!(syscall_tracepoint_links(child.id() as i32), 0);
+    let outsider = scene.workspace.join("outsider");
+    fs::write(&outsider, "not the agent").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let _ = fs::read(&outsider).unwrap_or_else(|error| panic!("{error}"));
+    let query = daemon
+        .governor()
+        .args(["audit", "query", "--agent", &id, "--format", "jsonl"])
         .output()
         .unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--probes notify: standalone runs only"), "{}", stderr(&out));
+    assert_eq!(query.status.code(), Some(0), "{}", stderr(&query));
+    let text = String::from_utf8_lossy(&query.stdout).into_owned();
+    let rows: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let path = |name: &str| scene.workspace.join(name).display().to_string();
+    let has = |what: &dyn Fn(&Value) -> bool| rows.iter().any(what);
+    assert!(has(&|row| row["kind"] == "open" && row["path"] == path("input") && row["result"] == "ok"), "{text}");
+    assert!(has(&|row| row["kind"] == "open" && row["path"] == path("output") && row["result"] == "ok"), "{text}");
+    assert!(has(&|row| row["kind"] == "open" && row["path"] == "/etc/shadow" && row["result"] == "EACCES"), "{text}");
+    assert!(has(&|row| row["kind"] == "connect" && row["destination"] == "127.0.0.1:443"), "{text}");
+    assert!(!has(&|row| row["path"] == path("outsider")), "another process's open was recorded as the agent's: {text}");
 }
 
 #[test]

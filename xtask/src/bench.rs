@@ -283,12 +283,17 @@ fn daemon(root: &Path, runs: usize) -> Result<()> {
 
 /// Starts `governor daemon` on its own socket and store and waits until it listens.
 fn start_daemon(governor: &Path, socket: &Path, store: &Path) -> Result<Child> {
+    start_daemon_with(governor, socket, store, &[])
+}
+
+fn start_daemon_with(governor: &Path, socket: &Path, store: &Path, args: &[&str]) -> Result<Child> {
     let mut daemon = Command::new(governor)
         .arg("--socket")
         .arg(socket)
         .arg("--audit-db")
         .arg(store)
         .arg("daemon")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -434,12 +439,12 @@ fn host_tax(root: &Path, governor: &Path, iterations: u64, runs: usize) -> Resul
         Ok(child)
     };
     let notify = probe_landlock_abi() >= 7;
-    let result = (|| -> Result<[Vec<(Duration, Duration)>; 7]> {
-        let mut times: [Vec<(Duration, Duration)>; 7] = Default::default();
+    let result = (|| -> Result<[Vec<(Duration, Duration)>; 9]> {
+        let mut times: [Vec<(Duration, Duration)>; 9] = Default::default();
         let mut round = 0;
         while round < runs {
             wait_for_clean_baseline()?;
-            let mut sample = [(Duration::ZERO, Duration::ZERO); 7];
+            let mut sample = [(Duration::ZERO, Duration::ZERO); 9];
             sample[0] = time_cpu(&mut host())?;
             sample[3] = time_cpu(&mut agent(false))?;
             if notify {
@@ -463,6 +468,20 @@ fn host_tax(root: &Path, governor: &Path, iterations: u64, runs: usize) -> Resul
             clean &= syscall_tracers(&[daemon.id()]).is_empty();
             stop(daemon);
             measured?;
+            if notify {
+                // The same through a daemon on the notify backend.
+                let daemon = start_daemon_with(governor, &socket, &store, &["--probes", "notify"])?;
+                let measured = (|| -> Result<()> {
+                    sample[8] = time_cpu(&mut agent(true))?;
+                    let sleeper = sleeper(true)?;
+                    let host_time = time_cpu(&mut host());
+                    stop(sleeper);
+                    sample[7] = host_time?;
+                    Ok(())
+                })();
+                stop(daemon);
+                measured?;
+            }
             if !clean {
                 println!("  round {round} discarded: another process attached the syscall tracepoints meanwhile");
                 continue;
@@ -490,16 +509,18 @@ fn host_tax(root: &Path, governor: &Path, iterations: u64, runs: usize) -> Resul
         ("agent, through the daemon", Some((3, "vs probes off; target at most 1.050x"))),
         ("not an agent, one --probes notify agent running", Some((0, "target at most 1.010x"))),
         ("agent, --probes notify", Some((3, "vs probes off; target at most 1.050x"))),
+        ("not an agent, notify daemon supervising one agent", Some((0, "target at most 1.010x"))),
+        ("agent, through a notify daemon", Some((3, "vs probes off; target at most 1.050x"))),
     ];
     for (index, (name, against)) in rows.iter().enumerate() {
         if index >= 5 && !notify {
-            println!("  {name:<44} not measured: the notify backend needs Landlock ABI 7");
+            println!("  {name:<50} not measured: the notify backend needs Landlock ABI 7");
             continue;
         }
         let ratio = against.map_or(String::new(), |(base, target)| {
             format!("  {:.3}x ({:.3}x wall), {target}", cpu[index] / cpu[base], wall[index] / wall[base])
         });
-        println!("  {name:<44} {:>8.1} ms ({:.1} ms){ratio}", cpu[index], wall[index]);
+        println!("  {name:<50} {:>8.1} ms ({:.1} ms){ratio}", cpu[index], wall[index]);
     }
     Ok(())
 }

@@ -48,6 +48,7 @@ impl<'w> Daemon<'w> {
     pub(super) fn register(
         &mut self,
         connection: u64,
+        peer_pid: u32,
         registration: Registration,
     ) -> Result<serde_json::Value, String> {
         let agent = crate::validate_agent_id(&registration.agent)?;
@@ -62,6 +63,10 @@ impl<'w> Daemon<'w> {
         let cgroup = Cgroup::open(&self.cgroup_root, &agent).map_err(|error| error.to_string())?;
         let (own_rules, own_engine) = self.rules_for(&registration.overlays)?.unzip();
         let (cgroup_id, enforced, userspace_only) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
+        if let Err(error) = self.take_group(cgroup_id, peer_pid, &registration) {
+            self.probes.unwatch(cgroup_id);
+            return Err(error);
+        }
         let output = self.output_for(&agent, &registration, cgroup, own_engine);
         let row = audit::Row {
             table: "agents",
@@ -150,6 +155,45 @@ impl<'w> Daemon<'w> {
         Ok((cgroup_id, enforced, denies.userspace_only))
     }
 
+    /// The notify backend: takes the fanotify group the agent's `governor run` (process
+    /// `pid`) made and the agent's mounts are marked in, to read its opens.
+    fn take_group(&mut self, cgroup_id: u64, pid: u32, registration: &Registration) -> Result<(), String> {
+        let Some(fd) = registration.fanotify.filter(|_| self.probes.backend == probes::Backend::Notify) else {
+            return Ok(());
+        };
+        let group = probes::fanotify::take_from(pid, fd)
+            .map_err(|error| format!("taking the agent's fanotify group from governor run (pid {pid}): {error}"))?;
+        self.probes.opens.retain(|opens| opens.cgroup_id() != cgroup_id);
+        self.probes.opens.push(probes::fanotify::Opens::new(group, cgroup_id));
+        Ok(())
+    }
+
+    /// A `governor run` attached again after a restart: its agent's fanotify group is taken
+    /// again (the previous daemon's copy went with it).
+    pub(super) fn take_opens(&mut self, cgroup_id: u64, pid: u32) -> Result<serde_json::Value, String> {
+        let Some(registration) = self.agents.get(&cgroup_id).map(|supervised| supervised.registration.clone()) else {
+            return Ok(serde_json::json!({}));
+        };
+        self.take_group(cgroup_id, pid, &registration)?;
+        Ok(serde_json::json!({}))
+    }
+
+    /// `Request::Started`: the agent's Landlock audit records are known by its first pid.
+    pub(super) fn started(&mut self, agent: &str, pid: u32) -> Result<serde_json::Value, String> {
+        let Some(cgroup_id) = self.names.get(agent).copied() else {
+            return Err(format!("unknown agent '{agent}'"));
+        };
+        if let Some(audit) = self.probes.audit.as_mut() {
+            audit.watch(pid, cgroup_id);
+        }
+        if let Some(supervised) = self.agents.get_mut(&cgroup_id) {
+            supervised.registration.first_pid = Some(pid);
+            let registration = supervised.registration.clone();
+            self.save(&registration);
+        }
+        Ok(serde_json::json!({}))
+    }
+
     /// The agent's `governor run` says it exited (or, `code` None, the daemon found its cgroup
     /// empty with nobody to say so): its last events are decided and recorded, then the exit.
     pub(super) fn exited(
@@ -167,6 +211,8 @@ impl<'w> Daemon<'w> {
             return Err(format!("agent '{agent}' still has processes in its cgroup"));
         }
         // Events still in the ring buffer belong before the exit.
+        let read = self.probes.read_userspace();
+        crate::supervise::deliver(read, &mut Dispatch { daemon: self });
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         self.names.remove(agent);
         let Some(mut supervised) = self.agents.remove(&cgroup_id) else {
@@ -296,6 +342,9 @@ impl<'w> Daemon<'w> {
         let (own_rules, own_engine) = self.rules_for(&registration.overlays)?.unzip();
         let frozen = cgroup.frozen().unwrap_or(false);
         let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
+        if let (Some(audit), Some(pid)) = (self.probes.audit.as_mut(), registration.first_pid) {
+            audit.watch(pid, cgroup_id);
+        }
         let mut output = self.output_for(&agent, &registration, cgroup, own_engine);
         output.agent.suspended = frozen;
         let reason = format!(

@@ -25,6 +25,12 @@ pub enum Request {
     Attach {
         agent: String,
     },
+    /// The notify backend: the agent registered has started as process `pid`, the creator
+    /// of its Landlock domain, by which its audit records are known.
+    Started {
+        agent: String,
+        pid: u32,
+    },
     /// The agent has exited and its cgroup is gone.
     Exited {
         agent: String,
@@ -157,6 +163,9 @@ pub struct Registration {
     /// group the agent's mounts are marked in (the daemon takes a duplicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fanotify: Option<i32>,
+    /// The agent's first process, which creates its Landlock domain (`Request::Started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_pid: Option<u32>,
 }
 
 /// What becomes of an agent whose supervisor is gone longer than the grace period.

@@ -160,9 +160,6 @@ pub fn daemon(settings: Settings) -> Result<i32, Failure> {
         config.on_supervisor_loss = loss;
     }
     let control_group = config.control_group.as_deref().map(group_id).transpose()?;
-    if settings.options.probes == probes::Choice::Notify {
-        return Err(usage("--probes notify: standalone runs only (governor run --probes notify)"));
-    }
     if settings.options.probes == probes::Choice::Off {
         return Err(usage("--probes off: the daemon exists to watch agents; run agents standalone instead"));
     }

@@ -275,6 +275,9 @@ impl<'w> Daemon<'w> {
                 },
 
                 _ = tick.tick() => {
+                    // As a standalone run does: what was read in userspace first.
+                    let read = self.probes.read_userspace();
+                    crate::supervise::deliver(read, &mut Dispatch { daemon: self });
                     crate::supervise::drain(ring.get_mut(), &mut Dispatch { daemon: self });
                     self.report_drops();
                     for supervised in self.agents.values_mut() {
@@ -314,7 +317,7 @@ impl<'w> Daemon<'w> {
             // Launching is root's: the daemon reads the agent's --policy files as root, and a
             // group member must not get other files' lines back in a parse error.
             Request::Register(_) if peer.uid != 0 => Err("only root may launch agents through the daemon".into()),
-            Request::Register(registration) => self.register(connection, registration),
+            Request::Register(registration) => self.register(connection, peer.pid as u32, registration),
             Request::Attach { agent } => match self.names.get(&agent).copied() {
                 Some(id) => {
                     if let Some(supervised) = self.agents.get_mut(&id) {
@@ -322,10 +325,12 @@ impl<'w> Daemon<'w> {
                         supervised.orphaned_since = None;
                         tracing::info!(agent = %agent, "its governor run is attached again");
                     }
-                    Ok(serde_json::json!({}))
+                    self.take_opens(id, peer.pid as u32)
                 }
                 None => Err(format!("unknown agent '{agent}'")),
             },
+            Request::Started { .. } if peer.uid != 0 => Err("only root may launch agents through the daemon".into()),
+            Request::Started { agent, pid } => self.started(&agent, pid),
             Request::Exited { agent, code } => self.exited(&agent, Some(code), ring),
             Request::Suspend { agent, reason } => self.act(&agent, Act::Suspend, &peer.describe(), &reason),
             Request::Resume { agent, reason } => self.act(&agent, Act::Resume, &peer.describe(), &reason),
@@ -369,6 +374,8 @@ impl<'w> Daemon<'w> {
 
     /// On the way out: what was decided is recorded; agents stay as they are.
     pub(super) fn stop(&mut self, ring: &mut RingBuf<MapData>) {
+        let read = self.probes.read_userspace();
+        crate::supervise::deliver(read, &mut Dispatch { daemon: self });
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         for supervised in self.agents.values_mut() {
             while supervised.output.write_pending(usize::MAX) {}

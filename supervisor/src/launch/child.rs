@@ -35,10 +35,13 @@ pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 /// here; without it (governor not root) the directory's own mode 0700 keeps others out.
 ///
 /// The secrets that exist at launch are masked the same way: an empty read-only tmpfs of
-/// mode 000 over each secret directory, an empty mode-000 file bound read-only over each
-/// secret file. Landlock already refuses to read them (no rule grants them); the mask keeps
-/// the names inside a secret directory out of sight too, now that the trees they sit in may
-/// be listed (`ls ~`, `ls /etc`). Landlock stays the guarantee: a mask is lost when someone
+/// mode 000 over each secret directory, an empty file bound read-only over each secret
+/// file. Landlock already refuses to read them (no rule grants them); the mask keeps the
+/// names inside a secret directory out of sight too, now that the trees they sit in may be
+/// listed (`ls ~`, `ls /etc`). The file's mask is mode 0444 and empty: reading it is
+/// refused by Landlock (its path walk skips the hidden mount point and finds no rule), with
+/// EACCES as before, and Landlock's audit record reports it on the notify backend, where a
+/// refusal by the file mode would have gone unseen. Landlock stays the guarantee: a mask is lost when someone
 /// outside replaces the file (the kernel detaches mounts from an unlinked mountpoint), and a
 /// secret created later has nothing to mount on.
 ///
@@ -71,7 +74,7 @@ fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) -> bool {
         }
         // The empty file bound over secret files lives in the masked directory itself.
         let empty = c"/run/governor/.empty";
-        let fd = libc::open(empty.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0);
+        let fd = libc::open(empty.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o444);
         if fd >= 0 {
             libc::close(fd);
         }

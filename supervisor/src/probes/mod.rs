@@ -234,6 +234,15 @@ pub struct Probes {
     pub read_in_userspace: u64,
 }
 
+/// Events read in userspace, and losses: in all (`lost`), and those known to be one
+/// agent's (`lost_in`: cgroup id, count).
+#[derive(Default)]
+pub struct Userspace {
+    pub events: Vec<events::Event>,
+    pub lost: u64,
+    pub lost_in: Vec<(u64, u64)>,
+}
+
 /// What `watch` and `deny` put into the kernel for one agent.
 #[derive(Default)]
 struct Watched {
@@ -758,6 +767,7 @@ impl Probes {
         if let Some(audit) = self.audit.as_mut() {
             audit.unwatch(cgroup_id);
         }
+        self.opens.retain(|opens| opens.cgroup_id() != cgroup_id);
         if let Ok(mut agents) = self.map::<HashMap<_, u64, AgentSlot>>("AGENTS") {
             let _ = agents.remove(&cgroup_id);
         }
@@ -778,6 +788,26 @@ impl Probes {
             // The last agent is gone: the host leaves the slow syscall path.
             self.syscalls.clear();
         }
+    }
+
+    /// What the notify backend reads in userspace (fanotify, Landlock's audit records), in
+    /// that order, with what was lost on the way.
+    pub fn read_userspace(&mut self) -> Userspace {
+        let mut read = Userspace::default();
+        for opens in &mut self.opens {
+            let lost = opens.take_lost();
+            if lost > 0 {
+                read.lost += lost;
+                read.lost_in.push((opens.cgroup_id(), lost));
+            }
+            read.events.extend(opens.drain());
+        }
+        if let Some(audit) = self.audit.as_mut() {
+            read.lost += audit.lost();
+            read.events.extend(audit.drain());
+        }
+        self.read_in_userspace += read.events.len() as u64;
+        read
     }
 
     /// Whether the syscall tracepoints are attached now (an agent is watched).

@@ -175,6 +175,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 .collect(),
             plan: confinement.probe_plan(hello.backend),
             fanotify: opens.as_ref().map(|group| group.as_raw_fd()),
+            first_pid: None,
         };
         client.send(&control::Request::Register(registration))?;
     }
@@ -310,9 +311,19 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
         audit.watch(child.as_raw() as u32, cgroup_id);
     }
-    let opens = opens.map(|group| probes::fanotify::Opens::new(group, cgroup_id));
-    if let (Some(probes), Some(opens)) = (probes.as_mut(), opens) {
-        probes.opens.push(opens);
+    // Through the daemon this process keeps its copy of the group: a daemon started again
+    // takes it once more (`Request::Attach`).
+    let mut held = None;
+    match (probes.as_mut(), opens) {
+        (Some(probes), Some(group)) => probes.opens.push(probes::fanotify::Opens::new(group, cgroup_id)),
+        (None, group) => held = group,
+        (Some(_), None) => {}
+    }
+    if let Some((client, hello)) = daemon.as_mut()
+        && hello.backend == probes::Backend::Notify
+    {
+        client.send(&control::Request::Started { agent: prepared.agent_id.clone(), pid: child.as_raw() as u32 })?;
+        client.answer()?;
     }
     drop(report_write);
     drop(procs);
@@ -327,6 +338,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
         let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
         report_exit(link, &hello, &prepared.agent_id, code);
+        drop(held);
         drop(tmpdir);
         return Ok(code);
     }
