@@ -239,7 +239,13 @@ pub fn take_from(pid: u32, fd: RawFd) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: as above.
-    Ok(unsafe { OwnedFd::from_raw_fd(taken as RawFd) })
+    let taken = unsafe { OwnedFd::from_raw_fd(taken as RawFd) };
+    // What is read from it must be fanotify's (a pipe would block the daemon's loop).
+    let kind = std::fs::read_link(format!("/proc/self/fd/{}", taken.as_raw_fd()))?;
+    if kind.as_os_str() != "anon_inode:[fanotify]" {
+        return Err(std::io::Error::other(format!("descriptor {fd} is {}, not a fanotify group", kind.display())));
+    }
+    Ok(taken)
 }
 
 #[cfg(test)]
