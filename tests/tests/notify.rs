@@ -40,23 +40,7 @@ fn landlock_refusals_are_reported_without_a_syscall_tracepoint() {
         program = program.display(),
         dir = scene.outside.join("new").display(),
     );
-    let child = Command::new(governor_bin())
-        .arg("--audit-db")
-        .arg(&store)
-        .args(["run", "--trust", "medium", "--probes", "notify", "--trace", "--agent-id", &id, "--workspace"])
-        .arg(&scene.workspace)
-        .args(["--", "sh", "-c", &script])
-        .env("HOME", &scene.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !scene.workspace.join("ready").exists() {
-        assert!(Instant::now() < deadline, "the agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = start_ready(Command::new(governor_bin()).arg("--audit-db").arg(&store), &scene, &id, &script);
     // The agent runs: its supervisor holds no syscall tracepoint.
     assert_eq!(syscall_tracepoint_links(child.id() as i32), 0);
     fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
@@ -118,23 +102,9 @@ fn allowed_opens_and_connects_are_reported_by_the_process_that_made_them() {
          sh -c 'echo $$ > pid; echo out > output'; {attempt} tcp-connect 443; \
          echo > done"
     );
-    let child = Command::new(governor_bin())
-        .arg("--audit-db")
-        .arg(scene.root.join("audit.db"))
-        .args(["run", "--trust", "medium", "--probes", "notify", "--trace", "--agent-id", &id, "--workspace"])
-        .arg(&scene.workspace)
-        .args(["--", "sh", "-c", &script])
-        .env("HOME", &scene.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !scene.workspace.join("ready").exists() {
-        assert!(Instant::now() < deadline, "the agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut governor = Command::new(governor_bin());
+    governor.arg("--audit-db").arg(scene.root.join("audit.db"));
+    let child = start_ready(&mut governor, &scene, &id, &script);
     assert_eq!(syscall_tracepoint_links(child.id() as i32), 0);
     // A process that is not the agent opens a file in the same directory meanwhile: the
     // marks are on the agent's own mounts, so it is not the agent's event.
@@ -197,22 +167,8 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
          {attempt} tcp-connect 443; echo out > output",
         attempt = scene.attempt.display()
     );
-    let child = daemon
-        .governor()
-        .args(["run", "--trust", "medium", "--agent-id", &id, "--workspace"])
-        .arg(&scene.workspace)
-        .args(["--", "sh", "-c", &script])
-        .env("HOME", &scene.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !scene.workspace.join("ready").exists() {
-        assert!(Instant::now() < deadline, "the agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Through the daemon (no --probes, no --trace): the daemon's backend.
+    let child = start_ready(&mut daemon.governor(), &scene, &id, &script);
     // An agent is watched, and neither the daemon nor its governor run holds a syscall
     // tracepoint: the rest of the host stays on the fast syscall path.
     assert_eq!(syscall_tracepoint_links(daemon.pid()), 0, "{}", daemon.log_text());
@@ -284,4 +240,30 @@ fn landlock_records_of_another_process_are_not_the_agents() {
         assert!(paths.contains(&own.display().to_string()), "{text}");
         assert!(!paths.contains(&other.display().to_string()), "another agent's refusal: {text}");
     }
+}
+
+/// `governor run --trust medium` of `script` (`governor` holds the global options), back
+/// once the script has written `ready`: standalone with `--probes notify --trace`, else
+/// through the daemon `governor` names, on its backend.
+fn start_ready(governor: &mut Command, scene: &governor_tests::Scene, id: &str, script: &str) -> std::process::Child {
+    governor.args(["run", "--trust", "medium"]);
+    if !governor.get_args().any(|arg| arg == "--socket") {
+        governor.args(["--probes", "notify", "--trace"]);
+    }
+    let child = governor
+        .args(["--agent-id", id, "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "sh", "-c", script])
+        .env("HOME", &scene.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scene.workspace.join("ready").exists() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
