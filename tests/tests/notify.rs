@@ -161,10 +161,14 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
     let id = format!("notify-daemon-{}", std::process::id());
     fs::write(scene.workspace.join("input"), "data").unwrap_or_else(|error| panic!("{error}"));
     // /etc/shadow is masked in the agent's mount namespace: the mask is refused by Landlock,
-    // whose record reports it (a mode-000 mask was refused by the file mode, unseen).
+    // whose record reports it (a mode-000 mask was refused by the file mode, unseen). A
+    // secret directory is left to Landlock on this backend (a masked one refuses by its
+    // mode, unseen): the read of the key inside is refused and reported.
+    let key = scene.home.join(".ssh/id_ed25519");
     let script = format!(
         "echo > ready; while [ ! -e go ]; do sleep 0.05; done; cat input > /dev/null; cat /etc/shadow; \
-         {attempt} tcp-connect 443; echo out > output",
+         cat {key}; {attempt} tcp-connect 443; echo out > output",
+        key = key.display(),
         attempt = scene.attempt.display()
     );
     // Through the daemon (no --probes, no --trace): the daemon's backend.
@@ -192,6 +196,10 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
     assert!(has(&|row| row["kind"] == "open" && row["path"] == path("input") && row["result"] == "ok"), "{text}");
     assert!(has(&|row| row["kind"] == "open" && row["path"] == path("output") && row["result"] == "ok"), "{text}");
     assert!(has(&|row| row["kind"] == "open" && row["path"] == "/etc/shadow" && row["result"] == "EACCES"), "{text}");
+    let key = key.display().to_string();
+    assert!(has(&|row| row["kind"] == "open" && row["path"] == key && row["result"] == "EACCES"), "{text}");
+    // The key's content never reached the agent.
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("PRIVATE KEY"), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(has(&|row| row["kind"] == "connect" && row["destination"] == "127.0.0.1:443"), "{text}");
     assert!(!has(&|row| row["path"] == path("outsider")), "another process's open was recorded as the agent's: {text}");
 }

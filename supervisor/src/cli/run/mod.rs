@@ -209,8 +209,24 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
     if confinement.drop_capabilities && confinement.landlock.enforce {
         command.masks = secret_masks(&confinement);
+        // A masked directory refuses by its mode (or answers "not found") before Landlock
+        // sees the access, and no hook reports that: the notify backend, which learns of
+        // refusals from Landlock's records only, leaves secret directories to Landlock,
+        // which refuses and reports every read inside them (their names can be listed).
+        let unmasked = if backend == Some(probes::Backend::Notify) {
+            let before = command.masks.len();
+            command.masks.retain(|(_, is_dir)| !is_dir);
+            before - command.masks.len()
+        } else {
+            0
+        };
         if verbose {
             say!("governor: {} secrets masked in the agent's mount namespace", command.masks.len());
+            if unmasked > 0 {
+                say!(
+                    "governor: {unmasked} secret directories not masked (notify backend): Landlock refuses and reports each read inside them; their names can be listed"
+                );
+            }
         }
     }
     if let Some(allow) = &confinement.unix_allow {
