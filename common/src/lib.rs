@@ -39,6 +39,9 @@ pub mod source {
     pub const LANDLOCK_AUDIT: u16 = 5;
     /// fanotify marks on the agent's own mounts, read in userspace (the `notify` backend).
     pub const FANOTIFY: u16 = 6;
+    /// A refused syscall of an agent's audit session, read in userspace (the `notify`
+    /// backend): refusals Landlock does not make.
+    pub const SYSCALL_AUDIT: u16 = 7;
 }
 
 /// What the probe did about the operation.

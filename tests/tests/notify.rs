@@ -149,6 +149,68 @@ fn allowed_opens_and_connects_are_reported_by_the_process_that_made_them() {
 }
 
 #[test]
+fn refusals_by_file_mode_are_reported_with_the_process_that_met_them() {
+    let name = "refusals_by_file_mode_are_reported_with_the_process_that_met_them";
+    require!(name);
+    if landlock_abi() < 7 {
+        println!("skipping {name}: Landlock ABI 7 needed");
+        return;
+    }
+    let scene = scene!();
+    let id = format!("notify-mode-{}", std::process::id());
+    // In the workspace, which the ring may read, but the file's mode keeps the agent (uid
+    // 0 without capabilities) out: a refusal Landlock does not make.
+    let private = scene.workspace.join("private");
+    fs::write(&private, "not yours").unwrap_or_else(|error| panic!("{error}"));
+    std::os::unix::fs::chown(&private, Some(65534), None).unwrap_or_else(|error| panic!("{error}"));
+    fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let refused = tempfile::Builder::new()
+        .prefix("governor-notify-pid-")
+        .tempfile_in("/var/log")
+        .unwrap_or_else(|error| panic!("{error}"));
+    // Each refusal by a process of its own, which writes its pid first (exec keeps it).
+    let script = format!(
+        "echo > ready; sh -c 'echo $$ > mode-pid; exec cat private'; \\
+         sh -c 'echo $$ > landlock-pid; exec cat {}'; true",
+        refused.path().display()
+    );
+    let mut governor = Command::new(governor_bin());
+    governor.arg("--audit-db").arg(scene.root.join("audit.db"));
+    let child = start_ready(&mut governor, &scene, &id, &script);
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stderr(&out);
+    let events: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let pid = |file: &str| -> u64 {
+        fs::read_to_string(scene.workspace.join(file))
+            .unwrap_or_else(|error| panic!("{error}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    let open = |path: String| {
+        events
+            .iter()
+            .find(|event| event["kind"] == "open" && event["path"] == path && event["result"] == "EACCES")
+            .unwrap_or_else(|| panic!("no refused open of {path}: {text}"))
+            .clone()
+    };
+    let mode = open(private.display().to_string());
+    assert_eq!(
+        (mode["source"].as_str(), mode["pid"].as_u64()),
+        (Some("syscall-audit"), Some(pid("mode-pid"))),
+        "{mode}"
+    );
+    let landlock = open(refused.path().display().to_string());
+    assert_eq!(
+        (landlock["source"].as_str(), landlock["pid"].as_u64()),
+        (Some("landlock-audit"), Some(pid("landlock-pid"))),
+        "{landlock}"
+    );
+}
+
+#[test]
 fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_syscall_tracepoint() {
     let name = "a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_syscall_tracepoint";
     require!(name);
@@ -161,9 +223,8 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
     let id = format!("notify-daemon-{}", std::process::id());
     fs::write(scene.workspace.join("input"), "data").unwrap_or_else(|error| panic!("{error}"));
     // /etc/shadow is masked in the agent's mount namespace: the mask is refused by Landlock,
-    // whose record reports it (a mode-000 mask was refused by the file mode, unseen). A
-    // secret directory is left to Landlock on this backend (a masked one refuses by its
-    // mode, unseen): the read of the key inside is refused and reported.
+    // whose record reports it. ~/.ssh is masked by an empty mode-000 tmpfs, which refuses
+    // the path walk by its mode: the agent's audit session records that refusal.
     let key = scene.home.join(".ssh/id_ed25519");
     let script = format!(
         "echo > ready; while [ ! -e go ]; do sleep 0.05; done; cat input > /dev/null; cat /etc/shadow; \

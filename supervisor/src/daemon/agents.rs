@@ -179,15 +179,19 @@ impl<'w> Daemon<'w> {
     }
 
     /// `Request::Started`: the agent's Landlock audit records are known by its first pid.
-    pub(super) fn started(&mut self, agent: &str, pid: u32) -> Result<serde_json::Value, String> {
+    pub(super) fn started(&mut self, agent: &str, pid: u32, session: Option<u32>) -> Result<serde_json::Value, String> {
         let Some(cgroup_id) = self.names.get(agent).copied() else {
             return Err(format!("unknown agent '{agent}'"));
         };
         if let Some(audit) = self.probes.audit.as_mut() {
             audit.watch(pid, cgroup_id);
+            if let Some(session) = session {
+                audit.watch_session(session, cgroup_id);
+            }
         }
         if let Some(supervised) = self.agents.get_mut(&cgroup_id) {
             supervised.registration.first_pid = Some(pid);
+            supervised.registration.session = session;
             let registration = supervised.registration.clone();
             self.save(&registration);
         }
@@ -344,6 +348,9 @@ impl<'w> Daemon<'w> {
         let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
         if let (Some(audit), Some(pid)) = (self.probes.audit.as_mut(), registration.first_pid) {
             audit.watch(pid, cgroup_id);
+            if let Some(session) = registration.session {
+                audit.watch_session(session, cgroup_id);
+            }
         }
         let mut output = self.output_for(&agent, &registration, cgroup, own_engine);
         output.agent.suspended = frozen;

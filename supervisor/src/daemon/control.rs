@@ -30,6 +30,9 @@ pub enum Request {
     Started {
         agent: String,
         pid: u32,
+        /// Its audit session (`landlock_audit::Session`), when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<u32>,
     },
     /// The agent has exited and its cgroup is gone.
     Exited {
@@ -166,6 +169,9 @@ pub struct Registration {
     /// The agent's first process, which creates its Landlock domain (`Request::Started`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_pid: Option<u32>,
+    /// The agent's audit session (`Request::Started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
 }
 
 /// What becomes of an agent whose supervisor is gone longer than the grace period.

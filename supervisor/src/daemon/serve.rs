@@ -330,7 +330,7 @@ impl<'w> Daemon<'w> {
                 None => Err(format!("unknown agent '{agent}'")),
             },
             Request::Started { .. } if peer.uid != 0 => Err("only root may launch agents through the daemon".into()),
-            Request::Started { agent, pid } => self.started(&agent, pid),
+            Request::Started { agent, pid, session } => self.started(&agent, pid, session),
             Request::Exited { agent, code } => self.exited(&agent, Some(code), ring),
             Request::Suspend { agent, reason } => self.act(&agent, Act::Suspend, &peer.describe(), &reason),
             Request::Resume { agent, reason } => self.act(&agent, Act::Resume, &peer.describe(), &reason),

@@ -305,6 +305,7 @@ pub fn source_name(source: u16) -> &'static str {
         source::CGROUP_SOCK_ADDR => "cgroup-sock-addr",
         source::LANDLOCK_AUDIT => "landlock-audit",
         source::FANOTIFY => "fanotify",
+        source::SYSCALL_AUDIT => "syscall-audit",
         _ => "unknown",
     }
 }

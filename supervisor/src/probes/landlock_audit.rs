@@ -33,8 +33,31 @@ use super::events::Event;
 const AUDIT_GET: u16 = 1000;
 const AUDIT_SET: u16 = 1001;
 const AUDIT_ADD_RULE: u16 = 1011;
+const AUDIT_DEL_RULE: u16 = 1012;
+const AUDIT_SYSCALL: u16 = 1300;
+const AUDIT_PATH: u16 = 1302;
+const AUDIT_SOCKADDR: u16 = 1306;
+const AUDIT_CWD: u16 = 1307;
+const AUDIT_EOE: u16 = 1320;
 const AUDIT_LANDLOCK_ACCESS: u16 = 1423;
 const AUDIT_LANDLOCK_DOMAIN: u16 = 1424;
+const AUDIT_FILTER_EXIT: u32 = 0x04;
+const AUDIT_ALWAYS: u32 = 2;
+const AUDIT_ARCH: u32 = 11;
+const AUDIT_SESSIONID: u32 = 25;
+const AUDIT_EXIT: u32 = 103;
+const AUDIT_LOGINUID: u32 = 9;
+const AUDIT_EQUAL: u32 = 0x4000_0000;
+const AUDIT_NOT_EQUAL: u32 = 0x3000_0000;
+/// The login uid of agents' processes (`Session`): the `never` task rule spares them, so
+/// that they, and no other task, get syscall audit contexts. The operator is in governor's
+/// own records (`agents.user`).
+pub const AGENT_AUID: u32 = 0x7FFF_FFFE;
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+/// The x86-64 syscalls whose refusals (EACCES, EPERM) an agent's session records: those
+/// that open, execute, change the filesystem or connect.
+const REFUSED_SYSCALLS: [u32; 22] =
+    [2, 257, 437, 85, 59, 322, 83, 258, 84, 87, 263, 82, 264, 316, 86, 265, 88, 266, 76, 133, 259, 42];
 const AUDIT_STATUS_ENABLED: u32 = 1;
 const AUDIT_STATUS_BACKLOG_LIMIT: u32 = 0x10;
 /// The backlog auditd's own rules ask for (`-b 8192`); the kernel's default of 64 drops
@@ -74,7 +97,7 @@ struct AuditStatus {
 
 /// `struct audit_rule_data` without its trailing buffer.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct AuditRuleData {
     flags: u32,
     action: u32,
@@ -102,6 +125,101 @@ pub struct AuditLog {
     pending: Vec<(u64, Denial)>,
     /// Records read so far.
     received: u64,
+    /// Audit session id to cgroup id, for agents whose tasks have syscall audit contexts.
+    sessions: HashMap<u32, u64>,
+    /// Records of one event (one serial), until its end-of-event record.
+    groups: HashMap<u64, Group>,
+}
+
+/// The records of one audit event: a syscall of an agent's session, or a Landlock record
+/// logged outside a syscall context (a group of its own, never ended).
+#[derive(Default)]
+struct Group {
+    syscall: Option<String>,
+    paths: Vec<String>,
+    cwd: Option<String>,
+    sockaddr: Option<String>,
+    accesses: Vec<(u64, Denial)>,
+    ended: bool,
+    /// Drains it has waited through unended.
+    waited: u8,
+}
+
+/// An agent's audit session. `governor run` sets its own loginuid to `AGENT_AUID`, which
+/// gives it a new session id; the agent's processes, forked after, inherit both. The
+/// `never` task rule spares that login uid, so the agent's tasks get syscall audit contexts
+/// (a task rule can only refuse a context or record every syscall: a context that records
+/// only what the exit rules ask for is what a task gets when no task rule matches), and the
+/// session's exit rules record each open, exec, filesystem and connect syscall refused with
+/// EACCES or EPERM. So refusals that Landlock does not make (a file's mode) are recorded
+/// too, and every record names the process. Only the agent's tasks take the slow syscall
+/// path; the rules are deleted when the run ends.
+pub struct Session {
+    pub id: u32,
+    rules: Vec<AuditRuleData>,
+}
+
+impl Session {
+    /// In `governor run`, before the fork. Needs CAP_AUDIT_CONTROL, and fails where the
+    /// loginuid is immutable once set.
+    pub fn start() -> Result<Session, Error> {
+        let sys = |what: &'static str| {
+            move |error: std::io::Error| Error::Request {
+                what,
+                errno: nix::errno::Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        };
+        std::fs::write("/proc/self/loginuid", AGENT_AUID.to_string()).map_err(sys("setting the loginuid"))?;
+        let id = std::fs::read_to_string("/proc/self/sessionid").map_err(sys("reading the session id"))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .map_err(|_| Error::Request { what: "reading the session id", errno: nix::errno::Errno::EINVAL })?;
+        let mut session = Session { id, rules: Vec::new() };
+        for errno in [libc::EACCES, libc::EPERM] {
+            let fields = [(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id), (AUDIT_EXIT, (-errno) as u32)];
+            let mut exit = rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &fields);
+            for syscall in REFUSED_SYSCALLS {
+                exit.mask[syscall as usize / 32] |= 1 << (syscall % 32);
+            }
+            session.add(exit)?;
+        }
+        Ok(session)
+    }
+
+    fn add(&mut self, rule: AuditRuleData) -> Result<(), Error> {
+        request("adding a session rule", AUDIT_ADD_RULE, &rule)?;
+        self.rules.push(rule);
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for rule in self.rules.iter().rev() {
+            let _ = request("deleting a session rule", AUDIT_DEL_RULE, rule);
+        }
+    }
+}
+
+/// A rule of `list` with `fields` compared for equality, no syscall in its mask.
+fn rule(list: u32, action: u32, fields: &[(u32, u32)]) -> AuditRuleData {
+    let mut rule = AuditRuleData {
+        flags: list,
+        action,
+        field_count: fields.len() as u32,
+        mask: [0; AUDIT_BITMASK_SIZE],
+        fields: [0; AUDIT_MAX_FIELDS],
+        values: [0; AUDIT_MAX_FIELDS],
+        fieldflags: [0; AUDIT_MAX_FIELDS],
+        buflen: 0,
+    };
+    for (index, (field, value)) in fields.iter().enumerate() {
+        rule.fields[index] = *field;
+        rule.values[index] = *value;
+        rule.fieldflags[index] = AUDIT_EQUAL;
+    }
+    rule
 }
 
 fn netlink_socket() -> Result<OwnedFd, Error> {
@@ -213,20 +331,19 @@ impl AuditLog {
     /// Puts the `never,task` rule in (if it is not), enables audit (if it is not) and joins
     /// the read-only multicast group.
     pub fn open() -> Result<AuditLog, Error> {
-        let rule = AuditRuleData {
-            flags: AUDIT_FILTER_TASK,
-            action: AUDIT_NEVER,
-            field_count: 0,
-            mask: [u32::MAX; AUDIT_BITMASK_SIZE],
-            fields: [0; AUDIT_MAX_FIELDS],
-            values: [0; AUDIT_MAX_FIELDS],
-            fieldflags: [0; AUDIT_MAX_FIELDS],
-            buflen: 0,
-        };
-        match request("adding the never,task rule", AUDIT_ADD_RULE, &rule) {
+        // `never,task -F auid!=AGENT_AUID`: every task but an agent's. A plain `never,task`
+        // rule (put in by an earlier governor) would match agents too: it goes once the new
+        // one is in.
+        let mut never = rule(AUDIT_FILTER_TASK, AUDIT_NEVER, &[(AUDIT_LOGINUID, AGENT_AUID)]);
+        never.fieldflags[0] = AUDIT_NOT_EQUAL;
+        never.mask = [u32::MAX; AUDIT_BITMASK_SIZE];
+        match request("adding the never,task rule", AUDIT_ADD_RULE, &never) {
             Ok(_) | Err(Error::Request { errno: nix::errno::Errno::EEXIST, .. }) => {}
             Err(error) => return Err(error),
         }
+        let mut plain = rule(AUDIT_FILTER_TASK, AUDIT_NEVER, &[]);
+        plain.mask = [u32::MAX; AUDIT_BITMASK_SIZE];
+        let _ = request("deleting the plain never,task rule", AUDIT_DEL_RULE, &plain);
         let group = netlink_socket()?;
         // SAFETY: a zeroed sockaddr_nl, then the group set.
         let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -261,6 +378,8 @@ impl AuditLog {
             domains: HashMap::new(),
             pending: Vec::new(),
             received: 0,
+            sessions: HashMap::new(),
+            groups: HashMap::new(),
         })
     }
 
@@ -275,7 +394,13 @@ impl AuditLog {
         self.agents.insert(pid, cgroup_id);
     }
 
+    /// The agent in cgroup `cgroup_id` runs in audit session `session` (`Session`).
+    pub fn watch_session(&mut self, session: u32, cgroup_id: u64) {
+        self.sessions.insert(session, cgroup_id);
+    }
+
     pub fn unwatch(&mut self, cgroup_id: u64) {
+        self.sessions.retain(|_, id| *id != cgroup_id);
         self.agents.retain(|_, id| *id != cgroup_id);
         self.domains.retain(|_, (id, _)| *id != cgroup_id);
     }
@@ -294,21 +419,59 @@ impl AuditLog {
             for (kind, body) in messages(&buffer[..len as usize]) {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim_end_matches('\0');
-                match kind {
-                    AUDIT_LANDLOCK_DOMAIN => {
-                        if let Some((domain, pid)) = parse_domain(text)
-                            && let Some(cgroup_id) = self.agents.get(&pid)
-                        {
-                            self.domains.insert(domain, (*cgroup_id, pid));
-                        }
+                if kind == AUDIT_LANDLOCK_DOMAIN {
+                    if let Some((domain, pid)) = parse_domain(text)
+                        && let Some(cgroup_id) = self.agents.get(&pid)
+                    {
+                        self.domains.insert(domain, (*cgroup_id, pid));
                     }
+                    continue;
+                }
+                if !matches!(
+                    kind,
+                    AUDIT_LANDLOCK_ACCESS | AUDIT_SYSCALL | AUDIT_PATH | AUDIT_CWD | AUDIT_SOCKADDR | AUDIT_EOE
+                ) {
+                    continue;
+                }
+                let Some(serial) = serial(text) else { continue };
+                let group = self.groups.entry(serial).or_default();
+                match kind {
                     AUDIT_LANDLOCK_ACCESS => {
                         if let Some(access) = parse_access(text) {
-                            self.pending.push(access);
+                            group.accesses.push(access);
                         }
                     }
-                    _ => {}
+                    AUDIT_SYSCALL => group.syscall = Some(text.to_owned()),
+                    AUDIT_PATH => group.paths.push(text.to_owned()),
+                    AUDIT_CWD => group.cwd = field(text, "cwd").map(unquote),
+                    AUDIT_SOCKADDR => group.sockaddr = field(text, "saddr").map(str::to_owned),
+                    _ => group.ended = true,
                 }
+            }
+        }
+        // A group is done at its end-of-event record, or, with no syscall record, after one
+        // more drain (a Landlock record outside a syscall context has no end).
+        let serials: Vec<u64> = self.groups.keys().copied().collect();
+        for serial in serials {
+            let Some(group) = self.groups.get_mut(&serial) else { continue };
+            let done = group.ended || (group.syscall.is_none() && group.waited >= 1) || group.waited >= 3;
+            if !done {
+                group.waited += 1;
+                continue;
+            }
+            let Some(group) = self.groups.remove(&serial) else { continue };
+            let agent = group.syscall.as_deref().and_then(|syscall| {
+                let session: u32 = field(syscall, "ses")?.parse().ok()?;
+                let cgroup_id = *self.sessions.get(&session)?;
+                Some((cgroup_id, field(syscall, "pid")?.parse::<u32>().ok()?))
+            });
+            match agent {
+                // Landlock's records say what it refused; the syscall record, who.
+                Some((cgroup_id, pid)) if !group.accesses.is_empty() => {
+                    events.extend(group.accesses.iter().map(|(_, denial)| denial.event(cgroup_id, pid)));
+                }
+                Some((cgroup_id, pid)) => events.extend(group.refusal(cgroup_id, pid)),
+                None => self.pending.extend(group.accesses),
             }
         }
         // The access record that allocates a domain comes before the domain's record.
@@ -373,6 +536,94 @@ pub fn parse_access(text: &str) -> Option<(u64, Denial)> {
         _ => None,
     };
     Some((domain, Denial { blockers, path, ino, dest, seen_once: false }))
+}
+
+/// The serial of a record's event: `audit(1796199359.399:103316): …` → 103316.
+fn serial(text: &str) -> Option<u64> {
+    let stamp = text.strip_prefix("audit(")?;
+    let end = stamp.find(')')?;
+    stamp[..end].split(':').nth(1)?.parse().ok()
+}
+
+impl Group {
+    /// The event the tracepoint backend reports for the same refused syscall (`SYSCALL`,
+    /// `CWD`, `PATH` and `SOCKADDR` records). An inet connect is the socket hooks' or
+    /// Landlock's to report: none.
+    fn refusal(&self, cgroup_id: u64, pid: u32) -> Option<Event> {
+        let syscall = self.syscall.as_deref()?;
+        let number: u32 = field(syscall, "syscall")?.parse().ok()?;
+        let exit: i32 = field(syscall, "exit")?.parse().ok()?;
+        let arg = |name: &str| field(syscall, name).and_then(|value| u64::from_str_radix(value, 16).ok()).unwrap_or(0);
+        let uid = field(syscall, "uid").and_then(|value| value.parse().ok()).unwrap_or(0);
+        let header = |event_kind: u32| EventHeader {
+            kind: event_kind,
+            result: exit,
+            ktime_ns: ktime_ns(),
+            pid,
+            tgid: pid,
+            uid,
+            verdict: verdict::OBSERVED,
+            source: source::SYSCALL_AUDIT,
+            cgroup_id,
+        };
+        let items: Vec<(String, &str)> = self
+            .paths
+            .iter()
+            .filter_map(|path| Some((field(path, "name").map(unquote)?, field(path, "nametype").unwrap_or(""))))
+            .collect();
+        let at_cwd = |dirfd: i32| dirfd == libc::AT_FDCWD;
+        let absolute = |name: &str, dirfd: i32| match &self.cwd {
+            Some(cwd) if !name.starts_with('/') && at_cwd(dirfd) => format!("{}/{name}", cwd.trim_end_matches('/')),
+            _ => name.to_owned(),
+        };
+        let named = |nametype: &str| items.iter().find(|(_, kind)| *kind == nametype).map(|(name, _)| name.clone());
+        let target = named("DELETE")
+            .or_else(|| items.iter().find(|(_, kind)| *kind != "PARENT").map(|(name, _)| name.clone()))
+            .or_else(|| items.first().map(|(name, _)| name.clone()))
+            .unwrap_or_default();
+        match number {
+            2 | 257 | 437 | 85 => {
+                let (dirfd, flags) = match number {
+                    2 => (libc::AT_FDCWD, arg("a1") as u32),
+                    257 => (arg("a0") as u32 as i32, arg("a2") as u32),
+                    85 => (libc::AT_FDCWD, (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u32),
+                    _ => (arg("a0") as u32 as i32, 0),
+                };
+                let path = absolute(&target, dirfd);
+                let dirfd = if path.starts_with('/') { libc::AT_FDCWD } else { dirfd };
+                Some(Event::Open { header: header(kind::OPEN), flags, dirfd, dev: 0, ino: 0, path, aka: Vec::new() })
+            }
+            59 | 322 => Some(Event::Exec {
+                header: header(kind::EXEC),
+                filename: absolute(&target, libc::AT_FDCWD),
+                argv: Vec::new(),
+                file: None,
+                aka: Vec::new(),
+            }),
+            42 => {
+                let saddr = self.sockaddr.as_deref().unwrap_or("");
+                let family = u16::from_str_radix(saddr.get(..4)?, 16).ok().map(u16::swap_bytes)?;
+                (family == libc::AF_UNIX as u16).then(|| Event::Net {
+                    header: header(kind::CONNECT),
+                    family,
+                    port: 0,
+                    sock_type: 0,
+                    addr: None,
+                })
+            }
+            _ => Some(Event::Fs {
+                header: header(kind::FS),
+                syscall: number,
+                dirfd: libc::AT_FDCWD,
+                path: absolute(&target, libc::AT_FDCWD),
+                dirfd2: libc::AT_FDCWD,
+                path2: named("CREATE")
+                    .filter(|name| *name != target)
+                    .map_or_else(String::new, |name| absolute(&name, libc::AT_FDCWD)),
+                aka: Vec::new(),
+            }),
+        }
+    }
 }
 
 /// The value of ` name=` in an audit record (quoted values keep their quotes).
@@ -514,6 +765,43 @@ mod tests {
         let text = r#"audit(1796176890.586:969): domain=15fb0c426 status=allocated mode=enforcing pid=27881 uid=0 exe="/tmp/ll" comm="ll""#;
         assert_eq!(parse_domain(text), Some((0x15fb0c426, 27881)));
         assert_eq!(parse_domain("audit(1.6:980): domain=15fb0c426 status=deallocated denials=8"), None);
+    }
+
+    #[test]
+    fn a_refused_syscall_of_a_session_is_the_tracepoint_backends_event() {
+        let syscall = r#"audit(1796199593.031:105346): arch=c000003e syscall=257 success=no exit=-13 a0=ffffff9c a1=7ffef861c8cd a2=0 a3=0 items=1 ppid=30037 pid=30039 auid=2147483646 uid=0 gid=0 euid=0 ses=4 comm="cat" exe="/usr/bin/cat" key=(null)"#;
+        let path = r#"audit(1796199593.031:105346): item=0 name="dac" inode=10018828 dev=fe:00 mode=0100600 ouid=65534 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0"#;
+        assert_eq!(serial(syscall), Some(105346));
+        let group = Group {
+            syscall: Some(syscall.to_owned()),
+            paths: vec![path.to_owned()],
+            cwd: Some("/tmp/ws".to_owned()),
+            ended: true,
+            ..Group::default()
+        };
+        let Some(Event::Open { header, path, flags, .. }) = group.refusal(7, 30039) else { panic!("no open") };
+        assert_eq!(
+            (path.as_str(), flags, header.result, header.tgid, header.source),
+            ("/tmp/ws/dac", 0, -libc::EACCES, 30039, source::SYSCALL_AUDIT)
+        );
+        // A rename names the old file (DELETE) and the new one (CREATE).
+        let rename = r#"audit(1.2:3): arch=c000003e syscall=82 success=no exit=-1 a0=1 a1=2 items=4 pid=9 uid=0 ses=4"#;
+        let item = |name: &str, kind: &str| format!(r#"audit(1.2:3): item=0 name="{name}" nametype={kind}"#);
+        let group = Group {
+            syscall: Some(rename.to_owned()),
+            paths: vec![item("/a/", "PARENT"), item("/b/", "PARENT"), item("/a/x", "DELETE"), item("/b/y", "CREATE")],
+            ..Group::default()
+        };
+        let Some(Event::Fs { syscall, path, path2, .. }) = group.refusal(7, 9) else { panic!("no fs event") };
+        assert_eq!((syscall, path.as_str(), path2.as_str()), (82, "/a/x", "/b/y"));
+        // An inet connect is the socket hooks' to report; a UNIX one is reported here.
+        let connect = r#"audit(1.2:4): arch=c000003e syscall=42 success=no exit=-13 a0=3 items=1 pid=9 uid=0 ses=4"#;
+        let inet =
+            Group { syscall: Some(connect.to_owned()), sockaddr: Some("0200...".to_owned()), ..Group::default() };
+        assert!(inet.refusal(7, 9).is_none());
+        let unix =
+            Group { syscall: Some(connect.to_owned()), sockaddr: Some("01002F72756E".to_owned()), ..Group::default() };
+        assert!(matches!(unix.refusal(7, 9), Some(Event::Net { family: 1, .. })));
     }
 
     #[test]

@@ -176,6 +176,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             plan: confinement.probe_plan(hello.backend),
             fanotify: opens.as_ref().map(|group| group.as_raw_fd()),
             first_pid: None,
+            session: None,
         };
         client.send(&control::Request::Register(registration))?;
     }
@@ -209,25 +210,6 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     let mut command = Command::new(&prepared, &tmpdir.0, &confinement.landlock)?;
     if confinement.drop_capabilities && confinement.landlock.enforce {
         command.masks = secret_masks(&confinement);
-        // A masked directory refuses by its mode (or answers "not found") before Landlock
-        // sees the access, and no hook reports that: the notify backend, which learns of
-        // refusals from Landlock's records only, leaves secret directories to Landlock,
-        // which refuses and reports every read inside them (their names can be listed).
-        let unmasked = if backend == Some(probes::Backend::Notify) {
-            let before = command.masks.len();
-            command.masks.retain(|(_, is_dir)| !is_dir);
-            before - command.masks.len()
-        } else {
-            0
-        };
-        if verbose {
-            say!("governor: {} secrets masked in the agent's mount namespace", command.masks.len());
-            if unmasked > 0 {
-                say!(
-                    "governor: {unmasked} secret directories not masked (notify backend): Landlock refuses and reports each read inside them; their names can be listed"
-                );
-            }
-        }
     }
     if let Some(allow) = &confinement.unix_allow {
         use crate::sandbox::unix;
@@ -290,7 +272,42 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         Some(_) => None,
         None => Some(crate::warden::Warden::spawn(cgroup.path(), &prepared.agent_id, &prepared.request.audit_db)?),
     };
-
+    // The notify backend: an audit session of the agent's own (after the warden's fork, so
+    // that only the agent's processes are in it), whose refused syscalls are recorded.
+    let session = match backend {
+        Some(probes::Backend::Notify) if opens.is_some() => match probes::landlock_audit::Session::start() {
+            Ok(session) => Some(session),
+            Err(error) => {
+                say!(
+                    "governor: probes: no audit session for the agent ({error}): refusals by file permissions are not reported, and Landlock's name the agent's first process"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    if verbose && let Some(session) = &session {
+        say!("governor: probes: audit session {} (refused syscalls of the agent's processes recorded)", session.id);
+    }
+    // A masked directory refuses by its mode before Landlock sees the access. Without an
+    // audit session nothing reports that on the notify backend, which then leaves secret
+    // directories to Landlock: it refuses and reports every read inside them (their names
+    // can be listed).
+    let unmasked = if backend == Some(probes::Backend::Notify) && session.is_none() {
+        let before = command.masks.len();
+        command.masks.retain(|(_, is_dir)| !is_dir);
+        before - command.masks.len()
+    } else {
+        0
+    };
+    if verbose && confinement.drop_capabilities && confinement.landlock.enforce {
+        say!("governor: {} secrets masked in the agent's mount namespace", command.masks.len());
+    }
+    if verbose && unmasked > 0 {
+        say!(
+            "governor: {unmasked} secret directories not masked (notify backend without an audit session): Landlock refuses and reports each read inside them; their names can be listed"
+        );
+    }
     // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
     // fork and the read loop; the child restores the mask before exec.
     let mut mask = SigSet::empty();
@@ -326,6 +343,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // The child creates its Landlock domain: its records are the agent's.
     if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
         audit.watch(child.as_raw() as u32, cgroup_id);
+        if let Some(session) = &session {
+            audit.watch_session(session.id, cgroup_id);
+        }
     }
     // Through the daemon this process keeps its copy of the group: a daemon started again
     // takes it once more (`Request::Attach`).
@@ -338,7 +358,11 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if let Some((client, hello)) = daemon.as_mut()
         && hello.backend == probes::Backend::Notify
     {
-        client.send(&control::Request::Started { agent: prepared.agent_id.clone(), pid: child.as_raw() as u32 })?;
+        client.send(&control::Request::Started {
+            agent: prepared.agent_id.clone(),
+            pid: child.as_raw() as u32,
+            session: session.as_ref().map(|session| session.id),
+        })?;
         client.answer()?;
     }
     drop(report_write);
@@ -354,6 +378,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
         let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
         report_exit(link, &hello, &prepared.agent_id, code);
+        drop(session);
         drop(held);
         drop(tmpdir);
         return Ok(code);
