@@ -266,6 +266,50 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
 }
 
 #[test]
+fn a_restarted_notify_daemon_takes_the_agents_opens_and_session_again() {
+    let name = "a_restarted_notify_daemon_takes_the_agents_opens_and_session_again";
+    require!(name);
+    if landlock_abi() < 7 {
+        println!("skipping {name}: Landlock ABI 7 needed");
+        return;
+    }
+    let scene = scene!();
+    let mut daemon = Daemon::start(&scene.root, "notify-restart", &["--probes", "notify"]);
+    let id = format!("notify-restart-{}", std::process::id());
+    fs::write(scene.workspace.join("input"), "data").unwrap_or_else(|error| panic!("{error}"));
+    let private = scene.workspace.join("private");
+    fs::write(&private, "not yours").unwrap_or_else(|error| panic!("{error}"));
+    std::os::unix::fs::chown(&private, Some(65534), None).unwrap_or_else(|error| panic!("{error}"));
+    fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let script = "echo > ready; while [ ! -e go ]; do sleep 0.05; done; cat input > /dev/null; cat private; true";
+    let child = start_ready(&mut daemon.governor(), &scene, &id, script);
+    // The daemon that took the agent's fanotify group goes; a new one adopts the agent, and
+    // takes the group again from its governor run when that attaches.
+    daemon.kill_hard();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut daemon = Daemon::start(&scene.root, "notify-restart", &["--probes", "notify"]);
+    daemon.wait_for_log("its governor run is attached again", Duration::from_secs(20));
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let query = daemon
+        .governor()
+        .args(["audit", "query", "--agent", &id, "--format", "jsonl"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let text = String::from_utf8_lossy(&query.stdout).into_owned();
+    let rows: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let input = scene.workspace.join("input").display().to_string();
+    let private = private.display().to_string();
+    assert!(rows.iter().any(|row| row["kind"] == "open" && row["path"] == input && row["result"] == "ok"), "{text}");
+    assert!(
+        rows.iter().any(|row| row["kind"] == "open" && row["path"] == private && row["result"] == "EACCES"),
+        "{text}"
+    );
+}
+
+#[test]
 fn landlock_records_of_another_process_are_not_the_agents() {
     require!("landlock_records_of_another_process_are_not_the_agents");
     if landlock_abi() < 7 {
