@@ -170,10 +170,14 @@ fn refusals_by_file_mode_are_reported_with_the_process_that_met_them() {
         .tempfile_in("/var/log")
         .unwrap_or_else(|error| panic!("{error}"));
     // Each refusal by a process of its own, which writes its pid first (exec keeps it).
+    // And an exec and a UNIX connect, which have no other source on this backend: the
+    // session records them with their arguments and result.
     let script = format!(
         "echo > ready; sh -c 'echo $$ > mode-pid; exec cat private'; \\
-         sh -c 'echo $$ > landlock-pid; exec cat {}'; true",
-        refused.path().display()
+         sh -c 'echo $$ > landlock-pid; exec cat {}'; {} unix-connect {}/no-socket; true",
+        refused.path().display(),
+        scene.attempt.display(),
+        scene.workspace.display()
     );
     let mut governor = Command::new(governor_bin());
     governor.arg("--audit-db").arg(scene.root.join("audit.db"));
@@ -207,6 +211,17 @@ fn refusals_by_file_mode_are_reported_with_the_process_that_met_them() {
         (landlock["source"].as_str(), landlock["pid"].as_u64()),
         (Some("landlock-audit"), Some(pid("landlock-pid"))),
         "{landlock}"
+    );
+    let exec = events
+        .iter()
+        .find(|event| event["kind"] == "exec" && event["argv"][1] == "unix-connect")
+        .unwrap_or_else(|| panic!("no exec with its arguments: {text}"));
+    assert_eq!((exec["source"].as_str(), exec["result"].as_str()), (Some("syscall-audit"), Some("ok")), "{exec}");
+    assert!(
+        events
+            .iter()
+            .any(|event| event["kind"] == "connect" && event["family"] == "unix" && event["result"] == "ENOENT"),
+        "no UNIX connect: {text}"
     );
 }
 

@@ -37,6 +37,7 @@ const AUDIT_DEL_RULE: u16 = 1012;
 const AUDIT_SYSCALL: u16 = 1300;
 const AUDIT_PATH: u16 = 1302;
 const AUDIT_SOCKADDR: u16 = 1306;
+const AUDIT_EXECVE: u16 = 1309;
 const AUDIT_CWD: u16 = 1307;
 const AUDIT_EOE: u16 = 1320;
 const AUDIT_LANDLOCK_ACCESS: u16 = 1423;
@@ -58,6 +59,10 @@ const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 /// that open, execute, change the filesystem or connect.
 const REFUSED_SYSCALLS: [u32; 22] =
     [2, 257, 437, 85, 59, 322, 83, 258, 84, 87, 263, 82, 264, 316, 86, 265, 88, 266, 76, 133, 259, 42];
+/// The syscalls an agent's session records whatever their result: execs (with their
+/// arguments, which `sched_process_exec` does not have) and connects (a UNIX one has no
+/// socket hook).
+const EVERY_SYSCALL: [u32; 3] = [59, 322, 42];
 const AUDIT_STATUS_ENABLED: u32 = 1;
 const AUDIT_STATUS_BACKLOG_LIMIT: u32 = 0x10;
 /// The backlog auditd's own rules ask for (`-b 8192`); the kernel's default of 64 drops
@@ -139,6 +144,8 @@ struct Group {
     paths: Vec<String>,
     cwd: Option<String>,
     sockaddr: Option<String>,
+    /// The `EXECVE` record: an exec's arguments.
+    execve: Option<String>,
     accesses: Vec<(u64, Denial)>,
     ended: bool,
     /// Drains it has waited through unended.
@@ -176,6 +183,12 @@ impl Session {
             .parse()
             .map_err(|_| Error::Request { what: "reading the session id", errno: nix::errno::Errno::EINVAL })?;
         let mut session = Session { id, rules: Vec::new() };
+        let mut every =
+            rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &[(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id)]);
+        for syscall in EVERY_SYSCALL {
+            every.mask[syscall as usize / 32] |= 1 << (syscall % 32);
+        }
+        session.add(every)?;
         for errno in [libc::EACCES, libc::EPERM] {
             let fields = [(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id), (AUDIT_EXIT, (-errno) as u32)];
             let mut exit = rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &fields);
@@ -429,7 +442,13 @@ impl AuditLog {
                 }
                 if !matches!(
                     kind,
-                    AUDIT_LANDLOCK_ACCESS | AUDIT_SYSCALL | AUDIT_PATH | AUDIT_CWD | AUDIT_SOCKADDR | AUDIT_EOE
+                    AUDIT_LANDLOCK_ACCESS
+                        | AUDIT_SYSCALL
+                        | AUDIT_PATH
+                        | AUDIT_CWD
+                        | AUDIT_SOCKADDR
+                        | AUDIT_EXECVE
+                        | AUDIT_EOE
                 ) {
                     continue;
                 }
@@ -445,6 +464,7 @@ impl AuditLog {
                     AUDIT_PATH => group.paths.push(text.to_owned()),
                     AUDIT_CWD => group.cwd = field(text, "cwd").map(unquote),
                     AUDIT_SOCKADDR => group.sockaddr = field(text, "saddr").map(str::to_owned),
+                    AUDIT_EXECVE => group.execve = Some(text.to_owned()),
                     _ => group.ended = true,
                 }
             }
@@ -470,7 +490,7 @@ impl AuditLog {
                 Some((cgroup_id, pid)) if !group.accesses.is_empty() => {
                     events.extend(group.accesses.iter().map(|(_, denial)| denial.event(cgroup_id, pid)));
                 }
-                Some((cgroup_id, pid)) => events.extend(group.refusal(cgroup_id, pid)),
+                Some((cgroup_id, pid)) => events.extend(group.syscall_event(cgroup_id, pid)),
                 None => self.pending.extend(group.accesses),
             }
         }
@@ -546,10 +566,10 @@ fn serial(text: &str) -> Option<u64> {
 }
 
 impl Group {
-    /// The event the tracepoint backend reports for the same refused syscall (`SYSCALL`,
-    /// `CWD`, `PATH` and `SOCKADDR` records). An inet connect is the socket hooks' or
-    /// Landlock's to report: none.
-    fn refusal(&self, cgroup_id: u64, pid: u32) -> Option<Event> {
+    /// The event the tracepoint backend reports for the same syscall (`SYSCALL`, `CWD`,
+    /// `PATH`, `SOCKADDR` and `EXECVE` records): a refusal, an exec, a UNIX connect. An inet
+    /// connect is the socket hooks' or Landlock's to report: none.
+    fn syscall_event(&self, cgroup_id: u64, pid: u32) -> Option<Event> {
         let syscall = self.syscall.as_deref()?;
         let number: u32 = field(syscall, "syscall")?.parse().ok()?;
         let exit: i32 = field(syscall, "exit")?.parse().ok()?;
@@ -596,7 +616,7 @@ impl Group {
             59 | 322 => Some(Event::Exec {
                 header: header(kind::EXEC),
                 filename: absolute(&target, libc::AT_FDCWD),
-                argv: Vec::new(),
+                argv: self.execve.as_deref().map(arguments).unwrap_or_default(),
                 file: None,
                 aka: Vec::new(),
             }),
@@ -624,6 +644,16 @@ impl Group {
             }),
         }
     }
+}
+
+/// An `EXECVE` record's first arguments (`argc=3 a0="sh" a1="-c" a2=6563686F…`), as many
+/// and as long as the tracepoint backend's exec events carry.
+fn arguments(text: &str) -> Vec<String> {
+    let argc: usize = field(text, "argc").and_then(|argc| argc.parse().ok()).unwrap_or(0);
+    (0..argc.min(governor_common::ARGS))
+        .map_while(|index| field(text, &format!("a{index}")).map(unquote))
+        .map(|arg| arg.chars().take(governor_common::ARG_LEN - 1).collect())
+        .collect()
 }
 
 /// The value of ` name=` in an audit record (quoted values keep their quotes).
@@ -779,7 +809,7 @@ mod tests {
             ended: true,
             ..Group::default()
         };
-        let Some(Event::Open { header, path, flags, .. }) = group.refusal(7, 30039) else { panic!("no open") };
+        let Some(Event::Open { header, path, flags, .. }) = group.syscall_event(7, 30039) else { panic!("no open") };
         assert_eq!(
             (path.as_str(), flags, header.result, header.tgid, header.source),
             ("/tmp/ws/dac", 0, -libc::EACCES, 30039, source::SYSCALL_AUDIT)
@@ -792,16 +822,30 @@ mod tests {
             paths: vec![item("/a/", "PARENT"), item("/b/", "PARENT"), item("/a/x", "DELETE"), item("/b/y", "CREATE")],
             ..Group::default()
         };
-        let Some(Event::Fs { syscall, path, path2, .. }) = group.refusal(7, 9) else { panic!("no fs event") };
+        let Some(Event::Fs { syscall, path, path2, .. }) = group.syscall_event(7, 9) else { panic!("no fs event") };
         assert_eq!((syscall, path.as_str(), path2.as_str()), (82, "/a/x", "/b/y"));
         // An inet connect is the socket hooks' to report; a UNIX one is reported here.
         let connect = r#"audit(1.2:4): arch=c000003e syscall=42 success=no exit=-13 a0=3 items=1 pid=9 uid=0 ses=4"#;
         let inet =
             Group { syscall: Some(connect.to_owned()), sockaddr: Some("0200...".to_owned()), ..Group::default() };
-        assert!(inet.refusal(7, 9).is_none());
+        assert!(inet.syscall_event(7, 9).is_none());
         let unix =
             Group { syscall: Some(connect.to_owned()), sockaddr: Some("01002F72756E".to_owned()), ..Group::default() };
-        assert!(matches!(unix.refusal(7, 9), Some(Event::Net { family: 1, .. })));
+        assert!(matches!(unix.syscall_event(7, 9), Some(Event::Net { family: 1, .. })));
+        // An exec, with its arguments (hex where one has a space), as many as the
+        // tracepoint backend's events carry.
+        let exec = r#"audit(1.2:5): arch=c000003e syscall=59 success=yes exit=0 a0=1 items=2 pid=9 uid=0 ses=4"#;
+        let group = Group {
+            syscall: Some(exec.to_owned()),
+            paths: vec![item("/usr/bin/sh", "NORMAL")],
+            execve: Some(r#"audit(1.2:5): argc=4 a0="sh" a1="-c" a2=6563686F206869 a3="x""#.to_owned()),
+            ..Group::default()
+        };
+        let Some(Event::Exec { filename, argv, header, .. }) = group.syscall_event(7, 9) else { panic!("no exec") };
+        assert_eq!(
+            (filename.as_str(), argv, header.result),
+            ("/usr/bin/sh", vec!["sh".into(), "-c".into(), "echo hi".into()], 0)
+        );
     }
 
     #[test]
