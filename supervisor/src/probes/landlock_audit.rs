@@ -164,6 +164,9 @@ struct Group {
 pub struct Session {
     pub id: u32,
     rules: Vec<AuditRuleData>,
+    /// `governor run`'s own login uid before, put back once the agent is forked
+    /// (`restore`): the threads governor starts afterwards stay out of the session.
+    previous: String,
 }
 
 impl Session {
@@ -176,13 +179,14 @@ impl Session {
                 errno: nix::errno::Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)),
             }
         };
+        let previous = std::fs::read_to_string("/proc/self/loginuid").map_err(sys("reading the loginuid"))?;
         std::fs::write("/proc/self/loginuid", AGENT_AUID.to_string()).map_err(sys("setting the loginuid"))?;
         let id = std::fs::read_to_string("/proc/self/sessionid").map_err(sys("reading the session id"))?;
         let id: u32 = id
             .trim()
             .parse()
             .map_err(|_| Error::Request { what: "reading the session id", errno: nix::errno::Errno::EINVAL })?;
-        let mut session = Session { id, rules: Vec::new() };
+        let mut session = Session { id, rules: Vec::new(), previous: previous.trim().to_owned() };
         let mut every =
             rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &[(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id)]);
         for syscall in EVERY_SYSCALL {
@@ -198,6 +202,12 @@ impl Session {
             session.add(exit)?;
         }
         Ok(session)
+    }
+
+    /// In `governor run` once the agent is forked: its own login uid back as it was (a new
+    /// session of its own), so that the threads it starts get no syscall audit context.
+    pub fn restore(&self) {
+        let _ = std::fs::write("/proc/self/loginuid", &self.previous);
     }
 
     fn add(&mut self, rule: AuditRuleData) -> Result<(), Error> {

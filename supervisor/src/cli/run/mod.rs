@@ -340,6 +340,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
         ForkResult::Parent { child } => child,
     };
+    if let Some(session) = &session {
+        session.restore();
+    }
     // The child creates its Landlock domain: its records are the agent's.
     if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
         audit.watch(child.as_raw() as u32, cgroup_id);
