@@ -273,9 +273,12 @@ pub fn check(rings: Option<&Path>) -> i32 {
             None
         }
     };
-    // The backend without syscall tracepoints (--probes notify, not chosen by auto: it does
-    // not yet report allowed opens).
+    // The backend without syscall tracepoints: a daemon's auto choice where BPF LSM does not
+    // load (standalone runs keep the tracepoints unless --probes notify).
     match crate::sandbox::landlock::kernel_abi() {
+        abi if abi >= 7 && backend == Some(crate::probes::Backend::Tracepoint) => println!(
+            "probes: governor daemon (auto): notify backend (no syscall tracepoint: the host pays nothing while agents run); standalone runs: tracepoint, or --probes notify"
+        ),
         abi if abi >= 7 => println!("probes: notify backend (no syscall tracepoint) available with --probes notify"),
         abi => println!("probes: notify backend unavailable: Landlock ABI {abi}, its audit records need ABI 7"),
     }

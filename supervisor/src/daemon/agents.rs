@@ -67,6 +67,9 @@ impl<'w> Daemon<'w> {
             self.probes.unwatch(cgroup_id);
             return Err(error);
         }
+        if let (Some(audit), Some(session)) = (self.probes.audit.as_mut(), registration.session) {
+            audit.watch_session(session, cgroup_id);
+        }
         let output = self.output_for(&agent, &registration, cgroup, own_engine);
         let row = audit::Row {
             table: "agents",
@@ -164,7 +167,8 @@ impl<'w> Daemon<'w> {
         let group = probes::fanotify::take_from(pid, fd)
             .map_err(|error| format!("taking the agent's fanotify group from governor run (pid {pid}): {error}"))?;
         self.probes.opens.retain(|opens| opens.cgroup_id() != cgroup_id);
-        self.probes.opens.push(probes::fanotify::Opens::new(group, cgroup_id));
+        let dir = self.cgroup_root.join(cgroup::BASE).join(&registration.agent);
+        self.probes.opens.push(probes::fanotify::Opens::new(group, cgroup_id, &dir, &self.cgroup_root));
         Ok(())
     }
 
@@ -346,8 +350,10 @@ impl<'w> Daemon<'w> {
         let (own_rules, own_engine) = self.rules_for(&registration.overlays)?.unzip();
         let frozen = cgroup.frozen().unwrap_or(false);
         let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
-        if let (Some(audit), Some(pid)) = (self.probes.audit.as_mut(), registration.first_pid) {
-            audit.watch(pid, cgroup_id);
+        if let Some(audit) = self.probes.audit.as_mut() {
+            if let Some(pid) = registration.first_pid {
+                audit.watch(pid, cgroup_id);
+            }
             if let Some(session) = registration.session {
                 audit.watch_session(session, cgroup_id);
             }

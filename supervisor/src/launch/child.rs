@@ -48,26 +48,40 @@ pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 /// Each socket of `unix_masks` (see `sandbox::unix`) gets a mode-000 FIFO, made in that
 /// tmpfs before it is made read-only, bind-mounted over it, so a connect is EACCES. A socket
 /// gone meanwhile is skipped.
+/// Tells the parent that the mounts are marked (it takes a hold of the namespace).
+fn marked(command: &Command) {
+    if let Some(fd) = command.marked {
+        // SAFETY: write(2) of one byte from a static buffer.
+        unsafe { libc::write(fd, b"m".as_ptr().cast(), 1) };
+    }
+}
+
+/// A mount namespace of the caller's own, whose mounts receive the host's and send none
+/// back; false when it could not be made so.
+fn own_namespace() -> bool {
+    // SAFETY: unshare(2) and mount(2) on the calling single-threaded process, with valid
+    // NUL-terminated strings.
+    unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            ) == 0
+    }
+}
+
 fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) -> bool {
     const FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let options = c"mode=000,size=4k";
-    // SAFETY: unshare(2), mount(2), open(2) and mkfifo(3) on the calling single-threaded
-    // process, with valid NUL-terminated strings.
+    if !own_namespace() {
+        return false;
+    }
+    // SAFETY: mount(2), open(2) and mkfifo(3) on the calling single-threaded process, with
+    // valid NUL-terminated strings.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return false;
-        }
-        if libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        ) != 0
-        {
-            // A namespace of its own still, whose mounts may propagate back: not private.
-            return false;
-        }
         let tmpfs = c"tmpfs".as_ptr();
         if libc::mount(tmpfs, CONTROL_DIR.as_ptr(), tmpfs, FLAGS, options.as_ptr().cast()) != 0 {
             return true;
@@ -240,6 +254,9 @@ pub struct Command {
     /// The notify backend: the fanotify group to mark the agent's mounts in, and the mount
     /// points to mark (the host's, read before the fork; the masks are added).
     pub marks: Option<(std::os::fd::RawFd, Vec<CString>)>,
+    /// Written once the mounts are marked (close-on-exec): the parent then takes a hold
+    /// of the agent's mount namespace.
+    pub marked: Option<std::os::fd::RawFd>,
 }
 
 impl Command {
@@ -342,6 +359,7 @@ impl Command {
             masks: Vec::new(),
             unix_masks: Vec::new(),
             marks: None,
+            marked: None,
         })
     }
 }
@@ -529,9 +547,18 @@ pub fn child_main(
             if let Err(errno) = crate::probes::fanotify::mark_mounts(*group, points) {
                 return ChildFailure::Marks(errno);
             }
+            marked(command);
         }
-    } else if command.marks.is_some() {
-        return ChildFailure::Marks(libc::EPERM);
+    } else if let Some((group, points)) = &command.marks {
+        // An admin agent keeps its capabilities and the host's mounts; a namespace of its
+        // own, mounts propagating in, is what its marks need.
+        if !own_namespace() {
+            return ChildFailure::Marks(Errno::last_raw());
+        }
+        if let Err(errno) = crate::probes::fanotify::mark_mounts(*group, points) {
+            return ChildFailure::Marks(errno);
+        }
+        marked(command);
     }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);

@@ -61,6 +61,10 @@ struct Metadata {
 pub struct Opens {
     group: OwnedFd,
     cgroup_id: u64,
+    /// The agent's cgroup as `/proc/PID/cgroup` names it (`/governor/ID`).
+    cgroup: String,
+    /// Whether each pid seen is the agent's.
+    pids: std::collections::HashMap<u32, bool>,
     /// Queue overflows seen (each an unknown number of events lost).
     lost: u64,
 }
@@ -138,8 +142,29 @@ pub fn mark_mounts(group: RawFd, points: &[CString]) -> Result<(), i32> {
 }
 
 impl Opens {
-    pub fn new(group: OwnedFd, cgroup_id: u64) -> Opens {
-        Opens { group, cgroup_id, lost: 0 }
+    /// `cgroup`: the agent's cgroup directory, below the cgroup2 root `root`.
+    pub fn new(group: OwnedFd, cgroup_id: u64, cgroup: &std::path::Path, root: &std::path::Path) -> Opens {
+        let cgroup = cgroup
+            .strip_prefix(root)
+            .map_or_else(|_| cgroup.display().to_string(), |path| format!("/{}", path.display()));
+        Opens { group, cgroup_id, cgroup, pids: std::collections::HashMap::new(), lost: 0 }
+    }
+
+    /// Whether process `pid` is the agent's. A process outside the agent's namespace opens
+    /// through its marked mounts by way of `/proc/PID/root` (a scanner, `lsof`, an operator):
+    /// not the agent's. A process already gone cannot be asked and counts as the agent's
+    /// (the events of its short-lived processes would otherwise be lost).
+    fn is_agents(&mut self, pid: u32) -> bool {
+        if self.pids.len() > 4096 {
+            self.pids.clear();
+        }
+        let cgroup = &self.cgroup;
+        *self.pids.entry(pid).or_insert_with(|| match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            Ok(text) => text.lines().filter_map(|line| line.strip_prefix("0::")).any(|path| {
+                path == cgroup || path.strip_prefix(cgroup.as_str()).is_some_and(|rest| rest.starts_with('/'))
+            }),
+            Err(_) => true,
+        })
     }
 
     pub fn cgroup_id(&self) -> u64 {
@@ -182,6 +207,9 @@ impl Opens {
                 }
                 // SAFETY: the kernel opened this descriptor for us; we own and close it.
                 let file = unsafe { OwnedFd::from_raw_fd(meta.fd) };
+                if !self.is_agents(meta.pid.max(0) as u32) {
+                    continue;
+                }
                 if let Some(event) = self.event(&meta, &file) {
                     events.push(event);
                 }

@@ -134,6 +134,9 @@ pub struct AuditLog {
     sessions: HashMap<u32, u64>,
     /// Records of one event (one serial), until its end-of-event record.
     groups: HashMap<u64, Group>,
+    /// Serials whose Landlock records were reported without their syscall's records: those
+    /// arriving later are not reported again.
+    given_up: std::collections::HashSet<u64>,
 }
 
 /// The records of one audit event: a syscall of an agent's session, or a Landlock record
@@ -144,7 +147,7 @@ struct Group {
     paths: Vec<String>,
     cwd: Option<String>,
     sockaddr: Option<String>,
-    /// The `EXECVE` record: an exec's arguments.
+    /// The `EXECVE` records: an exec's arguments (long ones span several records).
     execve: Option<String>,
     accesses: Vec<(u64, Denial)>,
     ended: bool,
@@ -403,6 +406,7 @@ impl AuditLog {
             received: 0,
             sessions: HashMap::new(),
             groups: HashMap::new(),
+            given_up: std::collections::HashSet::new(),
         })
     }
 
@@ -474,17 +478,25 @@ impl AuditLog {
                     AUDIT_PATH => group.paths.push(text.to_owned()),
                     AUDIT_CWD => group.cwd = field(text, "cwd").map(unquote),
                     AUDIT_SOCKADDR => group.sockaddr = field(text, "saddr").map(str::to_owned),
-                    AUDIT_EXECVE => group.execve = Some(text.to_owned()),
+                    AUDIT_EXECVE => {
+                        let joined = group.execve.get_or_insert_default();
+                        joined.push(' ');
+                        joined.push_str(text);
+                    }
                     _ => group.ended = true,
                 }
             }
         }
         // A group is done at its end-of-event record, or, with no syscall record, after one
         // more drain (a Landlock record outside a syscall context has no end).
-        let serials: Vec<u64> = self.groups.keys().copied().collect();
+        // In the order the kernel numbered them: the order they happened.
+        let mut serials: Vec<u64> = self.groups.keys().copied().collect();
+        serials.sort_unstable();
         for serial in serials {
             let Some(group) = self.groups.get_mut(&serial) else { continue };
-            let done = group.ended || (group.syscall.is_none() && group.waited >= 1) || group.waited >= 3;
+            // A Landlock record outside a syscall context has no end; one inside it may come
+            // a drain or two before its syscall's records.
+            let done = group.ended || group.waited >= 3;
             if !done {
                 group.waited += 1;
                 continue;
@@ -498,17 +510,26 @@ impl AuditLog {
             match agent {
                 // Landlock's records say what it refused; the syscall record, who.
                 Some((cgroup_id, pid)) if !group.accesses.is_empty() => {
-                    events.extend(group.accesses.iter().map(|(_, denial)| denial.event(cgroup_id, pid)));
+                    events.extend(group.accesses.iter().filter_map(|(_, denial)| denial.event(cgroup_id, pid)));
                 }
+                Some(_) if self.given_up.remove(&serial) => {}
                 Some((cgroup_id, pid)) => events.extend(group.syscall_event(cgroup_id, pid)),
-                None => self.pending.extend(group.accesses),
+                None => {
+                    if !group.accesses.is_empty() {
+                        if self.given_up.len() >= 4096 {
+                            self.given_up.clear();
+                        }
+                        self.given_up.insert(serial);
+                    }
+                    self.pending.extend(group.accesses);
+                }
             }
         }
         // The access record that allocates a domain comes before the domain's record.
         let pending = std::mem::take(&mut self.pending);
         for (domain, denial) in pending {
             match self.domains.get(&domain) {
-                Some((cgroup_id, pid)) => events.push(denial.event(*cgroup_id, *pid)),
+                Some((cgroup_id, pid)) => events.extend(denial.event(*cgroup_id, *pid)),
                 // Another process's domain (not an agent of this governor), or one whose
                 // record is still to come: kept for one more drain at most.
                 None if !denial.seen_once => self.pending.push((domain, Denial { seen_once: true, ..denial })),
@@ -641,6 +662,7 @@ impl Group {
                     addr: None,
                 })
             }
+            _ if !REFUSED_SYSCALLS.contains(&number) => None,
             _ => Some(Event::Fs {
                 header: header(kind::FS),
                 syscall: number,
@@ -658,10 +680,18 @@ impl Group {
 
 /// An `EXECVE` record's first arguments (`argc=3 a0="sh" a1="-c" a2=6563686F…`), as many
 /// and as long as the tracepoint backend's exec events carry.
+/// An argument longer than a record holds comes in pieces (`a1_len=9000 a1[0]=… a1[1]=…`,
+/// each hex, across records): they are joined.
 fn arguments(text: &str) -> Vec<String> {
     let argc: usize = field(text, "argc").and_then(|argc| argc.parse().ok()).unwrap_or(0);
     (0..argc.min(governor_common::ARGS))
-        .map_while(|index| field(text, &format!("a{index}")).map(unquote))
+        .map_while(|index| {
+            field(text, &format!("a{index}")).map(unquote).or_else(|| {
+                field(text, &format!("a{index}_len"))?;
+                let pieces: String = (0..).map_while(|piece| field(text, &format!("a{index}[{piece}]"))).collect();
+                Some(unquote(&pieces))
+            })
+        })
         .map(|arg| arg.chars().take(governor_common::ARG_LEN - 1).collect())
         .collect()
 }
@@ -705,8 +735,13 @@ fn fs_syscall(blocker: &str) -> Option<u32> {
 impl Denial {
     /// The event the tracepoint backend reports for the same refusal: an open, an exec, a
     /// change of the filesystem or a connect, refused with `EACCES`.
-    pub fn event(&self, cgroup_id: u64, pid: u32) -> Event {
+    pub fn event(&self, cgroup_id: u64, pid: u32) -> Option<Event> {
         let is = |name: &str| self.blockers.iter().any(|blocker| blocker == name);
+        // Scopes (signals, abstract sockets) and the rest are no open, exec, change of the
+        // filesystem or connect: the tracepoint backend reports none of them.
+        if !self.blockers.iter().any(|blocker| blocker.starts_with("fs.") || blocker == "net.connect_tcp") {
+            return None;
+        }
         let header = |event_kind: u32| EventHeader {
             kind: event_kind,
             result: -libc::EACCES,
@@ -724,25 +759,25 @@ impl Denial {
                 Some(std::net::IpAddr::V6(_)) => libc::AF_INET6,
                 _ => libc::AF_INET,
             } as u16;
-            return Event::Net {
+            return Some(Event::Net {
                 header: header(kind::CONNECT),
                 family,
                 port,
                 sock_type: libc::SOCK_STREAM as u16,
                 addr,
-            };
+            });
         }
         if is("fs.execute") {
-            return Event::Exec {
+            return Some(Event::Exec {
                 header: header(kind::EXEC),
                 filename: self.path.clone(),
                 argv: Vec::new(),
                 file: None,
                 aka: Vec::new(),
-            };
+            });
         }
         if let Some(syscall) = self.blockers.iter().find_map(|blocker| fs_syscall(blocker)) {
-            return Event::Fs {
+            return Some(Event::Fs {
                 header: header(kind::FS),
                 syscall,
                 dirfd: libc::AT_FDCWD,
@@ -750,11 +785,11 @@ impl Denial {
                 dirfd2: libc::AT_FDCWD,
                 path2: String::new(),
                 aka: Vec::new(),
-            };
+            });
         }
         let write = is("fs.write_file") || is("fs.truncate") || is("fs.make_reg");
         let flags = if write { libc::O_WRONLY as u32 } else { libc::O_RDONLY as u32 };
-        Event::Open {
+        Some(Event::Open {
             header: header(kind::OPEN),
             flags,
             dirfd: libc::AT_FDCWD,
@@ -762,7 +797,7 @@ impl Denial {
             ino: self.ino,
             path: self.path.clone(),
             aka: Vec::new(),
-        }
+        })
     }
 }
 
@@ -783,21 +818,26 @@ mod tests {
     fn access_records_become_the_tracepoint_backends_events() {
         let (domain, denial) = parse_access(SHADOW).unwrap_or_else(|| panic!("no parse"));
         assert_eq!(domain, 0x15fb0c426);
-        let Event::Open { header, path, ino, flags, .. } = denial.event(7, 42) else { panic!("{denial:?}") };
+        let Some(Event::Open { header, path, ino, flags, .. }) = denial.event(7, 42) else { panic!("{denial:?}") };
         assert_eq!(
             (path.as_str(), ino, flags, header.result, header.cgroup_id, header.tgid),
             ("/etc/shadow", 1196049, 0, -libc::EACCES, 7, 42)
         );
         let exec = r#"audit(1.598:972): domain=15fb0c426 blockers=fs.execute,fs.read_file path="/tmp/x/flood" dev="vda" ino=1"#;
         let (_, denial) = parse_access(exec).unwrap_or_else(|| panic!("no parse"));
-        assert!(matches!(denial.event(7, 42), Event::Exec { filename, .. } if filename == "/tmp/x/flood"));
+        assert!(matches!(denial.event(7, 42), Some(Event::Exec { filename, .. }) if filename == "/tmp/x/flood"));
         let mkdir = r#"audit(1.602:976): domain=15fb0c426 blockers=fs.make_dir path="/tmp/x" dev="vda" ino=2"#;
         let (_, denial) = parse_access(mkdir).unwrap_or_else(|| panic!("no parse"));
-        assert!(matches!(denial.event(7, 42), Event::Fs { syscall: 83, .. }));
+        assert!(matches!(denial.event(7, 42), Some(Event::Fs { syscall: 83, .. })));
         let connect = r#"audit(1.7:980): domain=15fb0c426 blockers=net.connect_tcp daddr=127.0.0.1 dest=9"#;
         let (_, denial) = parse_access(connect).unwrap_or_else(|| panic!("no parse"));
-        let Event::Net { addr, port, .. } = denial.event(7, 42) else { panic!("{denial:?}") };
+        let Some(Event::Net { addr, port, .. }) = denial.event(7, 42) else { panic!("{denial:?}") };
         assert_eq!((addr.map(|addr| addr.to_string()), port), (Some("127.0.0.1".to_owned()), 9));
+        // A scope's refusal (a signal, an abstract socket) is no event: an abstract name is
+        // the agent's to choose and must not become a refused open.
+        let scope = r#"audit(1.8:981): domain=15fb0c426 blockers=scope.abstract_unix_socket path=00616263"#;
+        let (_, denial) = parse_access(scope).unwrap_or_else(|| panic!("no parse"));
+        assert_eq!(denial.event(7, 42), None);
     }
 
     #[test]
@@ -856,6 +896,18 @@ mod tests {
             (filename.as_str(), argv, header.result),
             ("/usr/bin/sh", vec!["sh".into(), "-c".into(), "echo hi".into()], 0)
         );
+        // A long argument comes in pieces, over several records.
+        let long = Group {
+            syscall: Some(exec.to_owned()),
+            paths: vec![item("/bin/echo", "NORMAL")],
+            execve: Some(
+                r#" audit(1.2:6): argc=3 a0="/bin/echo" a1="SECRET" a2_len=8 a2[0]=41414141 audit(1.2:6): a2[1]=41414141"#
+                    .to_owned(),
+            ),
+            ..Group::default()
+        };
+        let Some(Event::Exec { argv, .. }) = long.syscall_event(7, 9) else { panic!("no exec") };
+        assert_eq!(argv, vec!["/bin/echo".to_owned(), "SECRET".into(), "AAAAAAAA".into()]);
     }
 
     #[test]

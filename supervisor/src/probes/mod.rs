@@ -424,11 +424,28 @@ impl Probes {
     /// it is watched) are pinned under `dir` (bpffs; mounted when it is not): a daemon's.
     /// The ring buffer holds `ring_bytes` (a power of two; the daemon's is larger than a
     /// standalone run's 16 MiB: it takes the bursts of every agent at once).
+    ///
+    /// A daemon's `auto` takes the notify backend where BPF LSM does not run and Landlock's
+    /// audit records are there (ABI 7): a service that attached the syscall tracepoints
+    /// would put every process of the host on the slow syscall path while an agent runs.
     pub fn load_pinned(choice: Choice, dir: &Path, ring_bytes: u32) -> Result<Option<Probes>, Error> {
         mount_bpffs(dir)?;
         make_dir(&dir.join("lsm"))?;
         make_dir(&dir.join("agents"))?;
-        Probes::load_with(choice, Some(dir), Some(ring_bytes))
+        let probes = Probes::load_with(choice, Some(dir), Some(ring_bytes))?;
+        match probes {
+            Some(mut probes)
+                if choice == Choice::Auto
+                    && probes.backend == Backend::Tracepoint
+                    && crate::sandbox::landlock::kernel_abi() >= 7 =>
+            {
+                // The same programs: notify only never attaches the syscall tracepoints.
+                probes.backend = Backend::Notify;
+                probes.audit = Some(landlock_audit::AuditLog::open()?);
+                Ok(Some(probes))
+            }
+            other => Ok(other),
+        }
     }
 
     fn load_with(choice: Choice, pins: Option<&Path>, ring: Option<u32>) -> Result<Option<Probes>, Error> {

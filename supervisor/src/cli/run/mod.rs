@@ -146,18 +146,29 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     // The notify backend's opens: a fanotify group whose marks the child puts on the mounts
     // of its own namespace (below admin, as root: the only case where it has one).
+    // An admin agent gets a namespace of its own only for this (mounts propagate in from the
+    // host, not out).
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     let opens = match backend {
-        Some(probes::Backend::Notify) if confinement.drop_capabilities => Some(
+        Some(probes::Backend::Notify) if root => Some(
             probes::fanotify::group().map_err(|source| launch::Error::Io { path: "fanotify_init".into(), source })?,
         ),
         Some(probes::Backend::Notify) => {
             say!(
-                "governor: probes: allowed opens are not reported: the agent has no mount namespace of its own (ring admin, or governor not root)"
+                "governor: probes: allowed opens are not reported: governor is not root, so the agent has no mount namespace of its own to mark"
             );
             None
         }
         _ => None,
     };
+    // The notify backend: an audit session of the agent's own, whose refused syscalls are
+    // recorded. Through a daemon it is made now, for the registration to name it (a daemon
+    // that restarts knows the agent's records by it).
+    let mut session = None;
+    if daemon.is_some() && opens.is_some() {
+        session = audit_session();
+    }
     // The daemon attaches the agent's hooks and records it while this process builds the
     // Landlock ruleset and the seccomp filters: the answer is read just before the fork.
     if let Some((client, hello)) = daemon.as_mut() {
@@ -176,7 +187,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             plan: confinement.probe_plan(hello.backend),
             fanotify: opens.as_ref().map(|group| group.as_raw_fd()),
             first_pid: None,
-            session: None,
+            session: session.as_ref().map(|session| session.id),
         };
         client.send(&control::Request::Register(registration))?;
     }
@@ -231,6 +242,14 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         points.extend(command.masks.iter().map(|(path, _)| path.clone()));
         command.marks = Some((group.as_raw_fd(), points));
     }
+    // The agent's mount namespace is held while its events are read: when its last process
+    // ends the kernel detaches its mounts, and a path read from a descriptor on them would
+    // lose its mount point (`/proc/cpuinfo` read as `/cpuinfo`).
+    let marked = match &command.marks {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?),
+        None => None,
+    };
+    command.marked = marked.as_ref().map(|(_, write)| write.as_raw_fd());
     if confinement.drop_capabilities {
         // Made now if missing, so that the agent's mask covers a control socket created
         // while it runs too.
@@ -272,20 +291,10 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         Some(_) => None,
         None => Some(crate::warden::Warden::spawn(cgroup.path(), &prepared.agent_id, &prepared.request.audit_db)?),
     };
-    // The notify backend: an audit session of the agent's own (after the warden's fork, so
-    // that only the agent's processes are in it), whose refused syscalls are recorded.
-    let session = match backend {
-        Some(probes::Backend::Notify) if opens.is_some() => match probes::landlock_audit::Session::start() {
-            Ok(session) => Some(session),
-            Err(error) => {
-                say!(
-                    "governor: probes: no audit session for the agent ({error}): refusals by file permissions are not reported, and Landlock's name the agent's first process"
-                );
-                None
-            }
-        },
-        _ => None,
-    };
+    // Standalone, after the warden's fork: only the agent's processes are in the session.
+    if daemon.is_none() && opens.is_some() {
+        session = audit_session();
+    }
     if verbose && let Some(session) = &session {
         say!("governor: probes: audit session {} (refused syscalls of the agent's processes recorded)", session.id);
     }
@@ -343,6 +352,15 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if let Some(session) = &session {
         session.restore();
     }
+    let namespace = marked.and_then(|(read, write)| {
+        drop(write);
+        let mut byte = [0u8; 1];
+        // EOF (no byte): the child failed before marking, and says why on its report pipe.
+        match File::from(read).read(&mut byte) {
+            Ok(1) => File::open(format!("/proc/{child}/ns/mnt")).ok(),
+            _ => None,
+        }
+    });
     // The child creates its Landlock domain: its records are the agent's.
     if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
         audit.watch(child.as_raw() as u32, cgroup_id);
@@ -354,19 +372,30 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // takes it once more (`Request::Attach`).
     let mut held = None;
     match (probes.as_mut(), opens) {
-        (Some(probes), Some(group)) => probes.opens.push(probes::fanotify::Opens::new(group, cgroup_id)),
+        (Some(probes), Some(group)) => {
+            probes.opens.push(probes::fanotify::Opens::new(group, cgroup_id, cgroup.path(), &prepared.cgroup_root))
+        }
         (None, group) => held = group,
         (Some(_), None) => {}
     }
     if let Some((client, hello)) = daemon.as_mut()
         && hello.backend == probes::Backend::Notify
     {
-        client.send(&control::Request::Started {
-            agent: prepared.agent_id.clone(),
-            pid: child.as_raw() as u32,
-            session: session.as_ref().map(|session| session.id),
-        })?;
-        client.answer()?;
+        // A daemon gone meanwhile is the link's to notice and reach again (a new one adopts
+        // the agent with what the registration saved): the agent is running, and this
+        // process must go on supervising it.
+        let started = client
+            .send(&control::Request::Started {
+                agent: prepared.agent_id.clone(),
+                pid: child.as_raw() as u32,
+                session: session.as_ref().map(|session| session.id),
+            })
+            .and_then(|()| client.answer().map(drop));
+        if let Err(error) = started {
+            say!(
+                "governor: the daemon did not take the agent's start ({error}); its Landlock records name the agent's first process"
+            );
+        }
     }
     drop(report_write);
     drop(procs);
@@ -383,6 +412,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         report_exit(link, &hello, &prepared.agent_id, code);
         drop(session);
         drop(held);
+        drop(namespace);
         drop(tmpdir);
         return Ok(code);
     }
@@ -555,5 +585,18 @@ fn report(prepared: &Prepared, confinement: &Confinement, tmpdir: &Path) {
     );
     for note in &confinement.notes {
         say!("governor: note: {note}");
+    }
+}
+
+/// The agent's audit session (`landlock_audit::Session`), or why there is none.
+fn audit_session() -> Option<probes::landlock_audit::Session> {
+    match probes::landlock_audit::Session::start() {
+        Ok(session) => Some(session),
+        Err(error) => {
+            say!(
+                "governor: probes: no audit session for the agent ({error}): refusals by file permissions are not reported, and Landlock's name the agent's first process"
+            );
+            None
+        }
     }
 }
