@@ -218,9 +218,18 @@ impl<'w> Daemon<'w> {
         if running {
             return Err(format!("agent '{agent}' still has processes in its cgroup"));
         }
-        // Events still in the ring buffer belong before the exit.
-        let read = self.probes.read_userspace();
-        crate::supervise::deliver(read, &mut Dispatch { daemon: self });
+        // Events still in the ring buffer belong before the exit. kauditd hands audit
+        // records on from its own thread: the agent's last ones may still be on their way
+        // (a few milliseconds at most, waited for only on the notify backend).
+        for round in 0..5 {
+            let read = self.probes.read_userspace();
+            let quiet = read.events.is_empty();
+            crate::supervise::deliver(read, &mut Dispatch { daemon: self });
+            if self.probes.audit.is_none() || (quiet && round > 0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         self.names.remove(agent);
         let Some(mut supervised) = self.agents.remove(&cgroup_id) else {

@@ -183,11 +183,25 @@ impl Opens {
     /// Every event queued now, as open events of the agent.
     pub fn drain(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
-        let mut buffer = vec![0u8; 64 * 1024];
+        // Each event read comes with a new descriptor: a read of at most 128 events keeps
+        // them well below the descriptor limit (an event whose descriptor cannot be made is
+        // lost: the read fails with EMFILE).
+        let mut buffer = vec![0u8; 128 * size_of::<Metadata>()];
         loop {
             // SAFETY: read(2) into a buffer of the length given, non-blocking descriptor.
             let len = unsafe { libc::read(self.group.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
-            if len <= 0 {
+            if len < 0 {
+                let errno = nix::errno::Errno::last();
+                if errno != nix::errno::Errno::EAGAIN && errno != nix::errno::Errno::EINTR {
+                    // The event that could not be handed over is gone: counted.
+                    self.lost += 1;
+                }
+                if errno == nix::errno::Errno::EINTR {
+                    continue;
+                }
+                break;
+            }
+            if len == 0 {
                 break;
             }
             let mut offset = 0;
