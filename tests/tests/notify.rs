@@ -108,12 +108,7 @@ fn allowed_opens_and_connects_are_reported_by_the_process_that_made_them() {
     assert_eq!(syscall_tracepoint_links(child.id() as i32), 0);
     // A process that is not the agent opens a file in the same directory meanwhile: the
     // marks are on the agent's own mounts, so it is not the agent's event.
-    let outsider = scene.workspace.join("outsider");
-    fs::write(&outsider, "not the agent").unwrap_or_else(|error| panic!("{error}"));
-    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
-    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let _ = fs::read(&outsider).unwrap_or_else(|error| panic!("{error}"));
+    let out = go_beside_an_outsider(&scene, child);
     let text = stderr(&out);
     let events: Vec<Value> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
     let path = |name: &str| scene.workspace.join(name).display().to_string();
@@ -160,11 +155,7 @@ fn refusals_by_file_mode_are_reported_with_the_process_that_met_them() {
     let id = format!("notify-mode-{}", std::process::id());
     // In the workspace, which the ring may read, but the file's mode keeps the agent (uid
     // 0 without capabilities) out: a refusal Landlock does not make.
-    let private = scene.workspace.join("private");
-    fs::write(&private, "not yours").unwrap_or_else(|error| panic!("{error}"));
-    std::os::unix::fs::chown(&private, Some(65534), None).unwrap_or_else(|error| panic!("{error}"));
-    fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap_or_else(|error| panic!("{error}"));
+    let private = private_file(&scene);
     let refused = tempfile::Builder::new()
         .prefix("governor-notify-pid-")
         .tempfile_in("/var/log")
@@ -253,12 +244,7 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
     // tracepoint: the rest of the host stays on the fast syscall path.
     assert_eq!(syscall_tracepoint_links(daemon.pid()), 0, "{}", daemon.log_text());
     assert_eq!(syscall_tracepoint_links(child.id() as i32), 0);
-    let outsider = scene.workspace.join("outsider");
-    fs::write(&outsider, "not the agent").unwrap_or_else(|error| panic!("{error}"));
-    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
-    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let _ = fs::read(&outsider).unwrap_or_else(|error| panic!("{error}"));
+    let out = go_beside_an_outsider(&scene, child);
     let query = daemon
         .governor()
         .args(["audit", "query", "--agent", &id, "--format", "jsonl"])
@@ -292,11 +278,7 @@ fn a_restarted_notify_daemon_takes_the_agents_opens_and_session_again() {
     let mut daemon = Daemon::start(&scene.root, "notify-restart", &["--probes", "notify"]);
     let id = format!("notify-restart-{}", std::process::id());
     fs::write(scene.workspace.join("input"), "data").unwrap_or_else(|error| panic!("{error}"));
-    let private = scene.workspace.join("private");
-    fs::write(&private, "not yours").unwrap_or_else(|error| panic!("{error}"));
-    std::os::unix::fs::chown(&private, Some(65534), None).unwrap_or_else(|error| panic!("{error}"));
-    fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap_or_else(|error| panic!("{error}"));
+    let private = private_file(&scene);
     let script = "echo > ready; while [ ! -e go ]; do sleep 0.05; done; cat input > /dev/null; cat private; true";
     let child = start_ready(&mut daemon.governor(), &scene, &id, script);
     // The daemon that took the agent's fanotify group goes; a new one adopts the agent, and
@@ -394,4 +376,27 @@ fn start_ready(governor: &mut Command, scene: &governor_tests::Scene, id: &str, 
         std::thread::sleep(Duration::from_millis(20));
     }
     child
+}
+
+/// A file of the workspace that the ring may read but whose mode keeps the agent (uid 0
+/// without capabilities) out: owned by nobody, mode 0600.
+fn private_file(scene: &governor_tests::Scene) -> std::path::PathBuf {
+    let private = scene.workspace.join("private");
+    fs::write(&private, "not yours").unwrap_or_else(|error| panic!("{error}"));
+    std::os::unix::fs::chown(&private, Some(65534), None).unwrap_or_else(|error| panic!("{error}"));
+    fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap_or_else(|error| panic!("{error}"));
+    private
+}
+
+/// Lets the waiting agent go while a process that is not the agent writes and reads
+/// `outsider` in the same workspace; the agent's output, once it has exited with 0.
+fn go_beside_an_outsider(scene: &governor_tests::Scene, child: std::process::Child) -> std::process::Output {
+    let outsider = scene.workspace.join("outsider");
+    fs::write(&outsider, "not the agent").unwrap_or_else(|error| panic!("{error}"));
+    fs::write(scene.workspace.join("go"), "").unwrap_or_else(|error| panic!("{error}"));
+    let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let _ = fs::read(&outsider).unwrap_or_else(|error| panic!("{error}"));
+    out
 }
