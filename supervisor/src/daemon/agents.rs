@@ -67,8 +67,8 @@ impl<'w> Daemon<'w> {
             self.probes.unwatch(cgroup_id);
             return Err(error);
         }
-        if let (Some(audit), Some(session)) = (self.probes.audit.as_mut(), registration.session) {
-            audit.watch_session(session, cgroup_id);
+        if let Some(audit) = self.probes.audit.as_mut() {
+            audit.watch_agent(None, registration.session, cgroup_id);
         }
         let output = self.output_for(&agent, &registration, cgroup, own_engine);
         let row = audit::Row {
@@ -161,13 +161,18 @@ impl<'w> Daemon<'w> {
     /// The notify backend: takes the fanotify group the agent's `governor run` (process
     /// `pid`) made and the agent's mounts are marked in, to read its opens.
     fn take_group(&mut self, cgroup_id: u64, pid: u32, registration: &Registration) -> Result<(), String> {
-        let Some(fd) = registration.fanotify.filter(|_| self.probes.backend == probes::Backend::Notify) else {
+        let Some(fd) = registration.fanotify else { return Ok(()) };
+        self.take_group_fd(cgroup_id, pid, fd, &registration.agent)
+    }
+
+    fn take_group_fd(&mut self, cgroup_id: u64, pid: u32, fd: i32, agent: &str) -> Result<(), String> {
+        if self.probes.backend != probes::Backend::Notify {
             return Ok(());
-        };
+        }
         let group = probes::fanotify::take_from(pid, fd)
             .map_err(|error| format!("taking the agent's fanotify group from governor run (pid {pid}): {error}"))?;
         self.probes.opens.retain(|opens| opens.cgroup_id() != cgroup_id);
-        let dir = self.cgroup_root.join(cgroup::BASE).join(&registration.agent);
+        let dir = self.cgroup_root.join(cgroup::BASE).join(agent);
         self.probes.opens.push(probes::fanotify::Opens::new(group, cgroup_id, &dir, &self.cgroup_root));
         Ok(())
     }
@@ -175,10 +180,13 @@ impl<'w> Daemon<'w> {
     /// A `governor run` attached again after a restart: its agent's fanotify group is taken
     /// again (the previous daemon's copy went with it).
     pub(super) fn take_opens(&mut self, cgroup_id: u64, pid: u32) -> Result<serde_json::Value, String> {
-        let Some(registration) = self.agents.get(&cgroup_id).map(|supervised| supervised.registration.clone()) else {
-            return Ok(serde_json::json!({}));
-        };
-        self.take_group(cgroup_id, pid, &registration)?;
+        let taken = self.agents.get(&cgroup_id).and_then(|supervised| {
+            let registration = &supervised.registration;
+            registration.fanotify.map(|fd| (fd, registration.agent.clone()))
+        });
+        if let Some((fd, agent)) = taken {
+            self.take_group_fd(cgroup_id, pid, fd, &agent)?;
+        }
         Ok(serde_json::json!({}))
     }
 
@@ -188,10 +196,7 @@ impl<'w> Daemon<'w> {
             return Err(format!("unknown agent '{agent}'"));
         };
         if let Some(audit) = self.probes.audit.as_mut() {
-            audit.watch(pid, cgroup_id);
-            if let Some(session) = session {
-                audit.watch_session(session, cgroup_id);
-            }
+            audit.watch_agent(Some(pid), session, cgroup_id);
         }
         if let Some(supervised) = self.agents.get_mut(&cgroup_id) {
             supervised.registration.first_pid = Some(pid);
@@ -360,12 +365,7 @@ impl<'w> Daemon<'w> {
         let frozen = cgroup.frozen().unwrap_or(false);
         let (cgroup_id, _, _) = self.watch(&registration, &cgroup, own_rules.as_ref())?;
         if let Some(audit) = self.probes.audit.as_mut() {
-            if let Some(pid) = registration.first_pid {
-                audit.watch(pid, cgroup_id);
-            }
-            if let Some(session) = registration.session {
-                audit.watch_session(session, cgroup_id);
-            }
+            audit.watch_agent(registration.first_pid, registration.session, cgroup_id);
         }
         let mut output = self.output_for(&agent, &registration, cgroup, own_engine);
         output.agent.suspended = frozen;

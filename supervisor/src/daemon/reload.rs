@@ -7,7 +7,7 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::{engine, policy::RingSource, probes};
 
-use super::{Daemon, agents::Dispatch};
+use super::Daemon;
 
 impl<'w> Daemon<'w> {
     /// Loads the policy again and puts it in force for every agent, or keeps the old one.
@@ -44,7 +44,7 @@ impl<'w> Daemon<'w> {
         self.engine = Rc::new(engine);
         self.rules = rules;
         // Events decided until now were decided under the old rules.
-        crate::supervise::drain(ring, &mut Dispatch { daemon: self });
+        self.drain_events(ring);
         let ids: Vec<u64> = self.agents.keys().copied().collect();
         let by_inode = self.probes.backend == probes::Backend::Lsm;
         for id in ids.into_iter().filter(|id| !kept.contains(id)) {

@@ -275,10 +275,7 @@ impl<'w> Daemon<'w> {
                 },
 
                 _ = tick.tick() => {
-                    // As a standalone run does: what was read in userspace first.
-                    let read = self.probes.read_userspace();
-                    crate::supervise::deliver(read, &mut Dispatch { daemon: self });
-                    crate::supervise::drain(ring.get_mut(), &mut Dispatch { daemon: self });
+                    self.drain_events(ring.get_mut());
                     self.report_drops();
                     for supervised in self.agents.values_mut() {
                         supervised.output.tick();
@@ -372,11 +369,17 @@ impl<'w> Daemon<'w> {
         let _ = std::fs::write(&path, audit::now_ns().to_string());
     }
 
-    /// On the way out: what was decided is recorded; agents stay as they are.
-    pub(super) fn stop(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Every event there is, to the agents' outputs: as a standalone run does, what was read
+    /// in userspace (the notify backend) first, then the ring buffer.
+    pub(super) fn drain_events(&mut self, ring: &mut RingBuf<MapData>) {
         let read = self.probes.read_userspace();
         crate::supervise::deliver(read, &mut Dispatch { daemon: self });
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
+    }
+
+    /// On the way out: what was decided is recorded; agents stay as they are.
+    pub(super) fn stop(&mut self, ring: &mut RingBuf<MapData>) {
+        self.drain_events(ring);
         for supervised in self.agents.values_mut() {
             while supervised.output.write_pending(usize::MAX) {}
             supervised.output.finish();

@@ -48,14 +48,6 @@ pub const CONTROL_DIR: &std::ffi::CStr = c"/run/governor";
 /// Each socket of `unix_masks` (see `sandbox::unix`) gets a mode-000 FIFO, made in that
 /// tmpfs before it is made read-only, bind-mounted over it, so a connect is EACCES. A socket
 /// gone meanwhile is skipped.
-/// Tells the parent that the mounts are marked (it takes a hold of the namespace).
-fn marked(command: &Command) {
-    if let Some(fd) = command.marked {
-        // SAFETY: write(2) of one byte from a static buffer.
-        unsafe { libc::write(fd, b"m".as_ptr().cast(), 1) };
-    }
-}
-
 /// A mount namespace of the caller's own, whose mounts receive the host's and send none
 /// back; false when it could not be made so.
 fn own_namespace() -> bool {
@@ -536,29 +528,27 @@ pub fn child_main(
     // A System V IPC namespace of its own (shared memory, semaphores, message queues): those
     // are keyed by numbers, not paths, and Landlock does not see them. Needs CAP_SYS_ADMIN,
     // which is still held here; without it (governor not root) the host's stay visible.
-    if confinement.drop_capabilities {
+    // Whether the agent has a mount namespace of its own, or the errno saying why not.
+    let namespace = if confinement.drop_capabilities {
         // SAFETY: unshare(2) on the calling single-threaded process.
         let _ = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
-        let private = private_mounts(&command.masks, &command.unix_masks);
-        if let Some((group, points)) = &command.marks {
-            if !private {
-                return ChildFailure::Marks(libc::EPERM);
-            }
-            if let Err(errno) = crate::probes::fanotify::mark_mounts(*group, points) {
-                return ChildFailure::Marks(errno);
-            }
-            marked(command);
-        }
-    } else if let Some((group, points)) = &command.marks {
+        if private_mounts(&command.masks, &command.unix_masks) { Ok(()) } else { Err(libc::EPERM) }
+    } else if command.marks.is_some() {
         // An admin agent keeps its capabilities and the host's mounts; a namespace of its
         // own, mounts propagating in, is what its marks need.
-        if !own_namespace() {
-            return ChildFailure::Marks(Errno::last_raw());
-        }
-        if let Err(errno) = crate::probes::fanotify::mark_mounts(*group, points) {
+        if own_namespace() { Ok(()) } else { Err(Errno::last_raw()) }
+    } else {
+        Ok(())
+    };
+    if let Some((group, points)) = &command.marks {
+        // Marks on a namespace shared with the host would see other processes' opens.
+        if let Err(errno) = namespace.and_then(|()| crate::probes::fanotify::mark_mounts(*group, points)) {
             return ChildFailure::Marks(errno);
         }
-        marked(command);
+        if let Some(fd) = command.marked {
+            // SAFETY: write(2) of one byte from a static buffer.
+            unsafe { libc::write(fd, b"m".as_ptr().cast(), 1) };
+        }
     }
     if let Err((step, errno)) = privileges::drop_in_child(&prepared.identity, confinement.drop_capabilities) {
         return ChildFailure::Privileges(step, errno);

@@ -26,7 +26,7 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
 };
 
-use governor_common::{EventHeader, kind, source, verdict};
+use governor_common::{kind, source};
 
 use super::events::Event;
 
@@ -241,17 +241,7 @@ impl Opens {
         };
         let flags = if meta.mask & FAN_CLOSE_WRITE != 0 { libc::O_WRONLY as u32 } else { libc::O_RDONLY as u32 };
         let pid = meta.pid.max(0) as u32;
-        let header = EventHeader {
-            kind: kind::OPEN,
-            result: 0,
-            ktime_ns: super::landlock_audit::ktime_ns(),
-            pid,
-            tgid: pid,
-            uid: 0,
-            verdict: verdict::OBSERVED,
-            source: source::FANOTIFY,
-            cgroup_id: self.cgroup_id,
-        };
+        let header = super::landlock_audit::observed(kind::OPEN, 0, source::FANOTIFY, pid, 0, self.cgroup_id);
         Some(Event::Open {
             header,
             flags,

@@ -421,9 +421,15 @@ impl AuditLog {
         self.agents.insert(pid, cgroup_id);
     }
 
-    /// The agent in cgroup `cgroup_id` runs in audit session `session` (`Session`).
-    pub fn watch_session(&mut self, session: u32, cgroup_id: u64) {
-        self.sessions.insert(session, cgroup_id);
+    /// The agent in cgroup `cgroup_id`, by what is known of it: the process that created its
+    /// domain (`watch`), the audit session it runs in (`Session`).
+    pub fn watch_agent(&mut self, first_pid: Option<u32>, session: Option<u32>, cgroup_id: u64) {
+        if let Some(pid) = first_pid {
+            self.watch(pid, cgroup_id);
+        }
+        if let Some(session) = session {
+            self.sessions.insert(session, cgroup_id);
+        }
     }
 
     pub fn unwatch(&mut self, cgroup_id: u64) {
@@ -487,8 +493,6 @@ impl AuditLog {
                 }
             }
         }
-        // A group is done at its end-of-event record, or, with no syscall record, after one
-        // more drain (a Landlock record outside a syscall context has no end).
         // In the order the kernel numbered them: the order they happened.
         let mut serials: Vec<u64> = self.groups.keys().copied().collect();
         serials.sort_unstable();
@@ -606,25 +610,16 @@ impl Group {
         let exit: i32 = field(syscall, "exit")?.parse().ok()?;
         let arg = |name: &str| field(syscall, name).and_then(|value| u64::from_str_radix(value, 16).ok()).unwrap_or(0);
         let uid = field(syscall, "uid").and_then(|value| value.parse().ok()).unwrap_or(0);
-        let header = |event_kind: u32| EventHeader {
-            kind: event_kind,
-            result: exit,
-            ktime_ns: ktime_ns(),
-            pid,
-            tgid: pid,
-            uid,
-            verdict: verdict::OBSERVED,
-            source: source::SYSCALL_AUDIT,
-            cgroup_id,
-        };
+        let header = |event_kind| observed(event_kind, exit, source::SYSCALL_AUDIT, pid, uid, cgroup_id);
         let items: Vec<(String, &str)> = self
             .paths
             .iter()
             .filter_map(|path| Some((field(path, "name").map(unquote)?, field(path, "nametype").unwrap_or(""))))
             .collect();
-        let at_cwd = |dirfd: i32| dirfd == libc::AT_FDCWD;
         let absolute = |name: &str, dirfd: i32| match &self.cwd {
-            Some(cwd) if !name.starts_with('/') && at_cwd(dirfd) => format!("{}/{name}", cwd.trim_end_matches('/')),
+            Some(cwd) if !name.starts_with('/') && dirfd == libc::AT_FDCWD => {
+                format!("{}/{name}", cwd.trim_end_matches('/'))
+            }
             _ => name.to_owned(),
         };
         let named = |nametype: &str| items.iter().find(|(_, kind)| *kind == nametype).map(|(name, _)| name.clone());
@@ -742,17 +737,7 @@ impl Denial {
         if !self.blockers.iter().any(|blocker| blocker.starts_with("fs.") || blocker == "net.connect_tcp") {
             return None;
         }
-        let header = |event_kind: u32| EventHeader {
-            kind: event_kind,
-            result: -libc::EACCES,
-            ktime_ns: ktime_ns(),
-            pid,
-            tgid: pid,
-            uid: 0,
-            verdict: verdict::OBSERVED,
-            source: source::LANDLOCK_AUDIT,
-            cgroup_id,
-        };
+        let header = |event_kind| observed(event_kind, -libc::EACCES, source::LANDLOCK_AUDIT, pid, 0, cgroup_id);
         if is("net.connect_tcp") {
             let (addr, port) = self.dest.map_or((None, 0), |(addr, port)| (Some(addr), port));
             let family = match addr {
@@ -801,8 +786,24 @@ impl Denial {
     }
 }
 
+/// The header of an event read in userspace: observed now, by process `pid` (its threads
+/// are not told apart), from `source`.
+pub(crate) fn observed(kind: u32, result: i32, source: u16, pid: u32, uid: u32, cgroup_id: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        result,
+        ktime_ns: ktime_ns(),
+        pid,
+        tgid: pid,
+        uid,
+        verdict: verdict::OBSERVED,
+        source,
+        cgroup_id,
+    }
+}
+
 /// CLOCK_MONOTONIC, the clock of the programs' `bpf_ktime_get_ns`.
-pub(crate) fn ktime_ns() -> u64 {
+fn ktime_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map_or(0, |now| now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }

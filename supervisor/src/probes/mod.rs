@@ -434,18 +434,23 @@ impl Probes {
         make_dir(&dir.join("agents"))?;
         let probes = Probes::load_with(choice, Some(dir), Some(ring_bytes))?;
         match probes {
-            Some(mut probes)
+            Some(probes)
                 if choice == Choice::Auto
                     && probes.backend == Backend::Tracepoint
                     && crate::sandbox::landlock::kernel_abi() >= 7 =>
             {
-                // The same programs: notify only never attaches the syscall tracepoints.
-                probes.backend = Backend::Notify;
-                probes.audit = Some(landlock_audit::AuditLog::open()?);
-                Ok(Some(probes))
+                probes.into_notify().map(Some)
             }
             other => Ok(other),
         }
+    }
+
+    /// The tracepoint backend's programs as the notify backend: the same programs, whose
+    /// syscall tracepoints are never attached, and the reader of Landlock's audit records.
+    fn into_notify(mut self) -> Result<Probes, Error> {
+        self.backend = Backend::Notify;
+        self.audit = Some(landlock_audit::AuditLog::open()?);
+        Ok(self)
     }
 
     fn load_with(choice: Choice, pins: Option<&Path>, ring: Option<u32>) -> Result<Option<Probes>, Error> {
@@ -456,10 +461,7 @@ impl Probes {
                     "Landlock's audit records need Landlock ABI 7 (Linux 6.15); this kernel has ABI {abi}"
                 )));
             }
-            let mut probes = Probes::load_backend(Want::No, Want::No, pins, ring)?;
-            probes.backend = Backend::Notify;
-            probes.audit = Some(landlock_audit::AuditLog::open()?);
-            return Ok(Some(probes));
+            return Probes::load_backend(Want::No, Want::No, pins, ring)?.into_notify().map(Some);
         }
         let (lsm, fentry) = match choice {
             Choice::Off => return Ok(None),

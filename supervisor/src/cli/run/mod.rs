@@ -235,21 +235,6 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         }
         command.unix_masks = masks.iter().filter_map(|path| CString::new(path.as_os_str().as_bytes()).ok()).collect();
     }
-    if let Some(group) = &opens {
-        let mut points = probes::fanotify::mount_points()
-            .map_err(|source| launch::Error::Io { path: "/proc/self/mountinfo".into(), source })?;
-        points.push(CONTROL_DIR.to_owned());
-        points.extend(command.masks.iter().map(|(path, _)| path.clone()));
-        command.marks = Some((group.as_raw_fd(), points));
-    }
-    // The agent's mount namespace is held while its events are read: when its last process
-    // ends the kernel detaches its mounts, and a path read from a descriptor on them would
-    // lose its mount point (`/proc/cpuinfo` read as `/cpuinfo`).
-    let marked = match &command.marks {
-        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?),
-        None => None,
-    };
-    command.marked = marked.as_ref().map(|(_, write)| write.as_raw_fd());
     if confinement.drop_capabilities {
         // Made now if missing, so that the agent's mask covers a control socket created
         // while it runs too.
@@ -317,6 +302,22 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             "governor: {unmasked} secret directories not masked (notify backend without an audit session): Landlock refuses and reports each read inside them; their names can be listed"
         );
     }
+    // The marks go on the mounts the agent will have: the host's, and the masks it keeps.
+    if let Some(group) = &opens {
+        let mut points = probes::fanotify::mount_points()
+            .map_err(|source| launch::Error::Io { path: "/proc/self/mountinfo".into(), source })?;
+        points.push(CONTROL_DIR.to_owned());
+        points.extend(command.masks.iter().map(|(path, _)| path.clone()));
+        command.marks = Some((group.as_raw_fd(), points));
+    }
+    // The agent's mount namespace is held while its events are read: when its last process
+    // ends the kernel detaches its mounts, and a path read from a descriptor on them would
+    // lose its mount point (`/proc/cpuinfo` read as `/cpuinfo`).
+    let marked = match &command.marks {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?),
+        None => None,
+    };
+    command.marked = marked.as_ref().map(|(_, write)| write.as_raw_fd());
     // Block the forwarded signals and SIGCHLD before the fork, so none is lost between the
     // fork and the read loop; the child restores the mask before exec.
     let mut mask = SigSet::empty();
@@ -363,10 +364,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     });
     // The child creates its Landlock domain: its records are the agent's.
     if let Some(audit) = probes.as_mut().and_then(|probes| probes.audit.as_mut()) {
-        audit.watch(child.as_raw() as u32, cgroup_id);
-        if let Some(session) = &session {
-            audit.watch_session(session.id, cgroup_id);
-        }
+        audit.watch_agent(Some(child.as_raw() as u32), session.as_ref().map(|session| session.id), cgroup_id);
     }
     // Through the daemon this process keeps its copy of the group: a daemon started again
     // takes it once more (`Request::Attach`).
