@@ -161,6 +161,20 @@ impl Scene {
         must(command.output(), "running governor")
     }
 
+    /// Starts `governor ... run ...` (`governor` holds what comes before) on `sh -c script`
+    /// in the workspace as agent `agent`, in the background, its output piped.
+    pub fn spawn_script(&self, governor: &mut Command, agent: &str, script: &str) -> std::process::Child {
+        governor
+            .args(["--agent-id", agent, "--workspace"])
+            .arg(&self.workspace)
+            .args(["--", "sh", "-c", script])
+            .env("HOME", &self.home)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        must(governor.spawn(), "starting governor run")
+    }
+
     /// Runs `attempt OP ARGS...` in ring `trust`; returns the word it printed and the exit code.
     pub fn attempt(&self, trust: &str, op: &[&str]) -> (String, i32) {
         let mut args = vec![self.attempt.as_os_str().to_owned()];

@@ -5,7 +5,7 @@
 use std::{
     fs,
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Output},
     time::{Duration, Instant},
 };
 
@@ -24,17 +24,7 @@ fn json(text: &str) -> serde_json::Value {
 
 /// `governor run` through `daemon`, in the background.
 fn spawn_run(daemon: &Daemon, scene: &Scene, trust: &str, agent: &str, script: &str) -> Child {
-    daemon
-        .governor()
-        .args(["run", "--trust", trust, "--agent-id", agent, "--workspace"])
-        .arg(&scene.workspace)
-        .args(["--", "sh", "-c", script])
-        .env("HOME", &scene.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{error}"))
+    scene.spawn_script(daemon.governor().args(["run", "--trust", trust]), agent, script)
 }
 
 /// Rows of `governor audit query --agent AGENT` (as JSON objects).

@@ -73,18 +73,7 @@ fn post(addr: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Va
 }
 
 fn spawn_run(daemon: &Daemon, scene: &Scene, extra: &[&str], agent: &str, script: &str) -> Child {
-    daemon
-        .governor()
-        .args(["run", "--agent-id", agent, "--workspace"])
-        .arg(&scene.workspace)
-        .args(extra)
-        .args(["--", "sh", "-c", script])
-        .env("HOME", &scene.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{error}"))
+    scene.spawn_script(daemon.governor().arg("run").args(extra), agent, script)
 }
 
 fn supervised(addr: &str, agent: &str) -> bool {

@@ -9,14 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor_tests::{Daemon, governor_bin, landlock_abi, require, scene, stderr, syscall_tracepoint_links};
+use governor_tests::{Daemon, governor_bin, kernel_ready, scene, stderr, syscall_tracepoint_links};
 use serde_json::Value;
 
 #[test]
 fn landlock_refusals_are_reported_without_a_syscall_tracepoint() {
-    require!("landlock_refusals_are_reported_without_a_syscall_tracepoint");
-    if landlock_abi() < 7 {
-        println!("skipping landlock_refusals_are_reported_without_a_syscall_tracepoint: Landlock ABI 7 needed");
+    if !kernel_ready("landlock_refusals_are_reported_without_a_syscall_tracepoint", 7) {
         return;
     }
     let scene = scene!();
@@ -84,11 +82,7 @@ fn landlock_refusals_are_reported_without_a_syscall_tracepoint() {
 
 #[test]
 fn allowed_opens_and_connects_are_reported_by_the_process_that_made_them() {
-    require!("allowed_opens_and_connects_are_reported_by_the_process_that_made_them");
-    if landlock_abi() < 7 {
-        println!(
-            "skipping allowed_opens_and_connects_are_reported_by_the_process_that_made_them: Landlock ABI 7 needed"
-        );
+    if !kernel_ready("allowed_opens_and_connects_are_reported_by_the_process_that_made_them", 7) {
         return;
     }
     let scene = scene!();
@@ -145,10 +139,7 @@ fn allowed_opens_and_connects_are_reported_by_the_process_that_made_them() {
 
 #[test]
 fn refusals_by_file_mode_are_reported_with_the_process_that_met_them() {
-    let name = "refusals_by_file_mode_are_reported_with_the_process_that_met_them";
-    require!(name);
-    if landlock_abi() < 7 {
-        println!("skipping {name}: Landlock ABI 7 needed");
+    if !kernel_ready("refusals_by_file_mode_are_reported_with_the_process_that_met_them", 7) {
         return;
     }
     let scene = scene!();
@@ -218,10 +209,10 @@ fn refusals_by_file_mode_are_reported_with_the_process_that_met_them() {
 
 #[test]
 fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_syscall_tracepoint() {
-    let name = "a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_syscall_tracepoint";
-    require!(name);
-    if landlock_abi() < 7 {
-        println!("skipping {name}: Landlock ABI 7 needed");
+    if !kernel_ready(
+        "a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_syscall_tracepoint",
+        7,
+    ) {
         return;
     }
     let scene = scene!();
@@ -268,10 +259,7 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
 
 #[test]
 fn a_restarted_notify_daemon_takes_the_agents_opens_and_session_again() {
-    let name = "a_restarted_notify_daemon_takes_the_agents_opens_and_session_again";
-    require!(name);
-    if landlock_abi() < 7 {
-        println!("skipping {name}: Landlock ABI 7 needed");
+    if !kernel_ready("a_restarted_notify_daemon_takes_the_agents_opens_and_session_again", 7) {
         return;
     }
     let scene = scene!();
@@ -308,9 +296,7 @@ fn a_restarted_notify_daemon_takes_the_agents_opens_and_session_again() {
 
 #[test]
 fn landlock_records_of_another_process_are_not_the_agents() {
-    require!("landlock_records_of_another_process_are_not_the_agents");
-    if landlock_abi() < 7 {
-        println!("skipping landlock_records_of_another_process_are_not_the_agents: Landlock ABI 7 needed");
+    if !kernel_ready("landlock_records_of_another_process_are_not_the_agents", 7) {
         return;
     }
     let scene = scene!();
@@ -360,16 +346,7 @@ fn start_ready(governor: &mut Command, scene: &governor_tests::Scene, id: &str, 
     if !governor.get_args().any(|arg| arg == "--socket") {
         governor.args(["--probes", "notify", "--trace"]);
     }
-    let child = governor
-        .args(["--agent-id", id, "--workspace"])
-        .arg(&scene.workspace)
-        .args(["--", "sh", "-c", script])
-        .env("HOME", &scene.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{error}"));
+    let child = scene.spawn_script(governor, id, script);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !scene.workspace.join("ready").exists() {
         assert!(Instant::now() < deadline, "the agent did not start");

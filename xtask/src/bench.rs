@@ -454,34 +454,29 @@ fn host_tax(root: &Path, governor: &Path, iterations: u64, runs: usize) -> Resul
                 sample[5] = host_time?;
                 sample[6] = time_cpu(&mut agent_notify())?;
             }
-            let daemon = start_daemon(governor, &socket, &store)?;
-            let mut clean = syscall_tracers(&[daemon.id()]).is_empty();
-            let measured = (|| -> Result<()> {
-                sample[1] = time_cpu(&mut host())?;
-                sample[4] = time_cpu(&mut agent(true))?;
+            // Through the running daemon: an agent's own loop, then the loop of a process that
+            // is not an agent while one agent is supervised.
+            let supervised = || -> Result<[(Duration, Duration); 2]> {
+                let own = time_cpu(&mut agent(true))?;
                 let sleeper = sleeper(true)?;
                 let host_time = time_cpu(&mut host());
                 stop(sleeper);
-                sample[2] = host_time?;
-                Ok(())
-            })();
+                Ok([own, host_time?])
+            };
+            let daemon = start_daemon(governor, &socket, &store)?;
+            let mut clean = syscall_tracers(&[daemon.id()]).is_empty();
+            let measured = time_cpu(&mut host()).and_then(|idle| Ok((idle, supervised()?)));
             clean &= syscall_tracers(&[daemon.id()]).is_empty();
             stop(daemon);
-            measured?;
+            let (idle, [own, host_time]) = measured?;
+            (sample[1], sample[4], sample[2]) = (idle, own, host_time);
             if notify {
                 // The same through a daemon on the tracepoint backend (where the kernel has
                 // Landlock ABI 7 and no BPF LSM, auto's daemon is the notify backend's).
                 let daemon = start_daemon_with(governor, &socket, &store, &["--probes", "tracepoint"])?;
-                let measured = (|| -> Result<()> {
-                    sample[8] = time_cpu(&mut agent(true))?;
-                    let sleeper = sleeper(true)?;
-                    let host_time = time_cpu(&mut host());
-                    stop(sleeper);
-                    sample[7] = host_time?;
-                    Ok(())
-                })();
+                let measured = supervised();
                 stop(daemon);
-                measured?;
+                [sample[8], sample[7]] = measured?;
             }
             if !clean {
                 println!("  round {round} discarded: another process attached the syscall tracepoints meanwhile");
