@@ -732,9 +732,13 @@ impl Denial {
     /// change of the filesystem or a connect, refused with `EACCES`.
     pub fn event(&self, cgroup_id: u64, pid: u32) -> Option<Event> {
         let is = |name: &str| self.blockers.iter().any(|blocker| blocker == name);
-        // Scopes (signals, abstract sockets) and the rest are no open, exec, change of the
-        // filesystem or connect: the tracepoint backend reports none of them.
-        if !self.blockers.iter().any(|blocker| blocker.starts_with("fs.") || blocker == "net.connect_tcp") {
+        // Scopes (signals, abstract sockets), a device's ioctl (bash asks /dev/null whether
+        // it is a terminal) and the rest are no open, exec, change of the filesystem or
+        // connect: the tracepoint backend reports none of them.
+        let reported = |blocker: &String| {
+            (blocker.starts_with("fs.") && blocker != "fs.ioctl_dev") || blocker == "net.connect_tcp"
+        };
+        if !self.blockers.iter().any(reported) {
             return None;
         }
         let header = |event_kind| observed(event_kind, -libc::EACCES, source::LANDLOCK_AUDIT, pid, 0, cgroup_id);
@@ -838,6 +842,9 @@ mod tests {
         // the agent's to choose and must not become a refused open.
         let scope = r#"audit(1.8:981): domain=15fb0c426 blockers=scope.abstract_unix_socket path=00616263"#;
         let (_, denial) = parse_access(scope).unwrap_or_else(|| panic!("no parse"));
+        assert_eq!(denial.event(7, 42), None);
+        let ioctl = r#"audit(1.9:982): domain=15fb0c426 blockers=fs.ioctl_dev path="/dev/null" dev="devtmpfs" ino=4"#;
+        let (_, denial) = parse_access(ioctl).unwrap_or_else(|| panic!("no parse"));
         assert_eq!(denial.event(7, 42), None);
     }
 
