@@ -23,8 +23,14 @@ pub mod kind {
     pub const CWD: u32 = 7;
     /// listen(2) on an unbound inet socket, refused by the BPF LSM where the ring restricts
     /// TCP binds (the kernel would pick a port no bind rule sees): a [`super::NetEvent`]
-    /// with no address.
+    /// with no address. From the cgroup `skb` hook (every backend): a connection refused
+    /// to such a listener, with the local port and the peer's address (no pid: the packet
+    /// is not the agent's syscall).
     pub const LISTEN: u32 = 8;
+    /// A connect or datagram to a pathname UNIX socket refused by the BPF LSM: bound by
+    /// something outside the agent after it started, or otherwise not on its list
+    /// ([`super::UnixEvent`]; reported as a `connect` or `sendmsg`).
+    pub const UNIX: u32 = 9;
 }
 
 /// Where an event was observed.
@@ -42,6 +48,8 @@ pub mod source {
     /// A refused syscall of an agent's audit session, read in userspace (the `notify`
     /// backend): refusals Landlock does not make.
     pub const SYSCALL_AUDIT: u16 = 7;
+    /// The cgroup `skb` ingress hook on an agent's cgroup: packets to its sockets.
+    pub const CGROUP_SKB: u16 = 8;
 }
 
 /// What the probe did about the operation.
@@ -195,7 +203,28 @@ pub struct NetPolicy {
     /// 1: the socket hooks report allowed connects and datagrams too (the notify backend,
     /// which has no syscall tracepoint to see them).
     pub report_allowed: u32,
+    /// 1: connects and datagrams to pathname UNIX sockets are limited to the agent's own
+    /// and those in `UNIX_ALLOW` (BPF LSM).
+    pub unix_restricted: u32,
 }
+
+/// `kind::UNIX`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixEvent {
+    pub header: EventHeader,
+    /// The socket file's device (the kernel's encoding) and inode.
+    pub dev: u64,
+    pub ino: u64,
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET` (that of the agent's socket).
+    pub sock_type: u32,
+    pub _pad: u32,
+    /// The address the peer bound, as it gave it (`sun_path`, NUL-terminated).
+    pub path: [u8; UNIX_PATH_LEN],
+}
+
+/// `sun_path`'s size, and a terminating NUL.
+pub const UNIX_PATH_LEN: usize = 112;
 
 /// Key of the address rules (UDP allow list, connect deny list), LPM tries: the prefix
 /// covers `cgroup_id`, `family` and `port` fully (96 bits) and then as many address bits as
@@ -213,6 +242,16 @@ pub struct NetKey {
 
 /// Bits of [`NetKey`] before the address.
 pub const NET_KEY_FIXED_BITS: u32 = 96;
+
+/// Key of the TCP ports an agent may listen on (those its Landlock rules let it bind),
+/// when its ring restricts binds. Host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub cgroup_id: u64,
+    pub port: u32,
+    pub _pad: u32,
+}
 
 /// Key of the per-agent inode deny lists: a file by device and inode, which no path (hard
 /// link, bind mount) can get around.
@@ -250,4 +289,6 @@ mod user {
     unsafe impl aya::Pod for super::NetPolicy {}
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::PortKey {}
+    unsafe impl aya::Pod for super::UnixEvent {}
 }

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, NetPolicy, counter};
+use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, NetPolicy, PortKey, counter};
 
 /// cgroup v2 id of each agent's cgroup -> its slot and mode. A process whose cgroup is not a
 /// key here is not an agent: every probe returns after this one lookup and emits nothing.
@@ -51,10 +51,21 @@ pub static UDP_ALLOW: LpmTrie<NetKey, u8> = LpmTrie::with_max_entries(16384, 0);
 #[map]
 pub static NET_DENY: LpmTrie<NetKey, u8> = LpmTrie::with_max_entries(16384, 0);
 
+/// TCP ports an agent's sockets may accept connections on, when its ring restricts binds:
+/// the ports Landlock lets it bind. A listener on any other port got it from the kernel
+/// (listen(2) on an unbound socket), and the cgroup `skb` hook drops what comes to it.
+#[map]
+pub static LISTEN_ALLOW: HashMap<PortKey, u8> = HashMap::with_max_entries(16384, 0);
+
 /// Files an agent may not open, by inode (its secrets: no hard link or bind mount of them
 /// gets around this). LSM backend.
 #[map]
 pub static DENY_OPEN: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Pathname UNIX sockets an agent may connect or send to besides its own, by inode, when its
+/// ring restricts them. LSM backend.
+#[map]
+pub static UNIX_ALLOW: HashMap<InodeKey, u8> = HashMap::with_max_entries(16384, 0);
 
 /// Programs an agent may not execute, by inode. LSM backend.
 #[map]
@@ -99,13 +110,18 @@ pub fn count(index: u32) {
 /// Counts an event as produced, and as dropped when the ring buffer had no room.
 #[inline(always)]
 pub fn produced(delivered: bool) {
+    // Every probe but the `skb` hook runs in the task whose event it was (a tracepoint, an
+    // LSM hook or a cgroup socket hook of the agent's own syscall).
+    // SAFETY: helper without arguments.
+    produced_for(unsafe { bpf_get_current_cgroup_id() }, delivered);
+}
+
+/// [`produced`] for an event of agent `cgroup_id`, whatever task the probe runs in.
+#[inline(always)]
+pub fn produced_for(cgroup_id: u64, delivered: bool) {
     count(counter::PRODUCED);
     if !delivered {
         count(counter::DROPPED);
-        // Every probe runs in the task whose event it was (a tracepoint, an LSM hook or a
-        // cgroup socket hook of the agent's own syscall).
-        // SAFETY: helper without arguments.
-        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
         match LOST.get_ptr_mut(&cgroup_id) {
             // SAFETY: this CPU's value: no other program writes it concurrently.
             Some(lost) => unsafe { *lost += 1 },

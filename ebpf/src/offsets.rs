@@ -54,6 +54,21 @@ static MOUNT_MNT_PARENT: u32 = 0;
 #[unsafe(no_mangle)]
 static MOUNT_MNT_MOUNTPOINT: u32 = 0;
 
+#[unsafe(no_mangle)]
+static SOCK_SK_CGRP_DATA: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN: u32 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_NODE_ID: u32 = 0;
+#[unsafe(no_mangle)]
+static UNIX_SOCK_PATH: u32 = 0;
+#[unsafe(no_mangle)]
+static UNIX_SOCK_ADDR: u32 = 0;
+#[unsafe(no_mangle)]
+static UNIX_ADDRESS_NAME: u32 = 0;
+#[unsafe(no_mangle)]
+static DENTRY_D_INODE: u32 = 0;
+
 /// Reads a load-time global. `read_volatile`, or the compiler would fold in the zero above.
 macro_rules! global {
     ($name:ident) => {
@@ -159,4 +174,34 @@ pub fn mount_parent() -> usize {
 #[inline(always)]
 pub fn mount_mountpoint() -> usize {
     global!(MOUNT_MNT_MOUNTPOINT)
+}
+
+/// `sock.sk_cgrp_data`, whose first member is the cgroup pointer (the supervisor checks).
+#[inline(always)]
+pub fn sk_cgrp_data() -> usize {
+    global!(SOCK_SK_CGRP_DATA)
+}
+#[inline(always)]
+pub fn cgroup_kn() -> usize {
+    global!(CGROUP_KN)
+}
+#[inline(always)]
+pub fn kernfs_node_id() -> usize {
+    global!(KERNFS_NODE_ID)
+}
+#[inline(always)]
+pub fn unix_sock_path() -> usize {
+    global!(UNIX_SOCK_PATH)
+}
+#[inline(always)]
+pub fn unix_sock_addr() -> usize {
+    global!(UNIX_SOCK_ADDR)
+}
+#[inline(always)]
+pub fn unix_address_name() -> usize {
+    global!(UNIX_ADDRESS_NAME)
+}
+#[inline(always)]
+pub fn dentry_inode() -> usize {
+    global!(DENTRY_D_INODE)
 }

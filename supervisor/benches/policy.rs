@@ -149,6 +149,7 @@ fn connect(addr: Ipv4Addr) -> Event {
         port: 443,
         sock_type: libc::SOCK_STREAM as u16,
         addr: Some(IpAddr::V4(addr)),
+        path: String::new(),
     }
 }
 

@@ -233,8 +233,8 @@ impl<'w> EventOutput<'w> {
             // A rename's, link's or symlink's new name is where the operation goes.
             probes::events::Event::Fs { path, path2, .. } => (path.clone(), path2.clone()),
             probes::events::Event::Cwd { path, .. } => (path.clone(), String::new()),
-            probes::events::Event::Net { addr, port, .. } => {
-                (String::new(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
+            probes::events::Event::Net { addr, port, path, .. } => {
+                (path.clone(), addr.map(|addr| format!("{addr}:{port}")).unwrap_or_default())
             }
         };
         if let Some(metrics) = &self.metrics {

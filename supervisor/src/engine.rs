@@ -1114,7 +1114,7 @@ mod tests {
         header.kind = governor_common::kind::CONNECT;
         let addr: std::net::IpAddr = addr.parse().unwrap_or_else(|error| panic!("{addr}: {error}"));
         let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u16;
-        Event::Net { header, family, port, sock_type: libc::SOCK_STREAM as u16, addr: Some(addr) }
+        Event::Net { header, family, port, sock_type: libc::SOCK_STREAM as u16, addr: Some(addr), path: String::new() }
     }
 
     #[test]

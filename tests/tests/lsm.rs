@@ -328,3 +328,116 @@ fn listen_on_an_unbound_socket_is_refused_where_the_ring_binds_no_port() {
     let output = scene.governor("admin", &["--probes", "lsm", "--best-effort"], [&*attempt, "tcp-listen"]);
     assert_eq!(stdout(&output).trim(), "ok", "{}", stderr(&output));
 }
+
+/// Runs `sh -c SCRIPT` in ring `trust` under the LSM backend (traced), calling `bind` only
+/// once the agent runs, and the script only after that: what `bind` makes is bound after
+/// launch, when the mount namespace's masks are already made.
+fn run_then_bind(scene: &Scene, trust: &str, extra: &[&str], script: &str, bind: impl FnOnce()) -> Output {
+    let started = scene.workspace.join("started");
+    let go = scene.workspace.join("go");
+    let _ = fs::remove_file(&started);
+    let _ = fs::remove_file(&go);
+    let script = format!("touch started; while [ ! -e go ]; do sleep 0.05; done; {script}");
+    let child = Command::new(governor_bin())
+        .args(["run", "--trust", trust, "--probes", "lsm", "--best-effort", "--trace", "--workspace"])
+        .arg(&scene.workspace)
+        .args(extra)
+        .args(["--", "sh", "-c", &script])
+        .env("HOME", &scene.home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bind();
+    fs::write(&go, "").unwrap_or_else(|error| panic!("{error}"));
+    child.wait_with_output().unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[test]
+fn a_unix_socket_bound_after_launch_is_refused_unless_the_agent_may_reach_it() {
+    require_lsm!("a_unix_socket_bound_after_launch_is_refused_unless_the_agent_may_reach_it");
+    use std::os::unix::{
+        fs::PermissionsExt as _,
+        net::{UnixDatagram, UnixListener},
+    };
+    let scene = scene!();
+    let attempt = scene.attempt.to_string_lossy().into_owned();
+    let run = std::path::PathBuf::from("/run");
+    let name = |what: &str| run.join(format!("governor-{what}-{}.sock", std::process::id()));
+    let (stream, dgram, listed) = (name("later"), name("later-dgram"), name("listed"));
+    for path in [&stream, &dgram, &listed] {
+        let _ = fs::remove_file(path);
+    }
+    // Bound before launch and listed by the policy: reachable, by its inode.
+    let _listed = UnixListener::bind(&listed).unwrap_or_else(|error| panic!("{error}"));
+    let policy = scene.root.join("unix.toml");
+    fs::write(&policy, format!("[[unix.connect]]\npath = \"{}\"\nreason = \"a listed service\"\n", listed.display()))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let policy = policy.to_string_lossy().into_owned();
+    let mut bound = Vec::new();
+    // A host service's socket bound while the agent runs, mode 0666 (no file permission
+    // stands in the way): refused by its path, and by a symlink in the workspace.
+    let output = run_then_bind(
+        &scene,
+        "low",
+        &["--policy", &policy],
+        &format!(
+            "{attempt} unix-connect {}; {attempt} unix-connect link; {attempt} unix-connect {}",
+            stream.display(),
+            listed.display()
+        ),
+        || {
+            let listener = UnixListener::bind(&stream).unwrap_or_else(|error| panic!("{error}"));
+            fs::set_permissions(&stream, fs::Permissions::from_mode(0o666)).unwrap_or_else(|error| panic!("{error}"));
+            std::os::unix::fs::symlink(&stream, scene.workspace.join("link")).unwrap_or_else(|error| panic!("{error}"));
+            bound.push(listener);
+        },
+    );
+    let err = stderr(&output);
+    assert_eq!(stdout(&output), "EACCES\nEACCES\nok\n", "{err}");
+    let refusals: Vec<Value> =
+        events(&err).into_iter().filter(|e| e["source"] == "lsm" && e["family"] == "unix").collect();
+    assert_eq!(refusals.len(), 2, "one LSM refusal per connect: {err}");
+    for event in &refusals {
+        assert_eq!(
+            (event["kind"].as_str(), event["verdict"].as_str(), event["result"].as_str(), event["path"].as_str()),
+            (Some("connect"), Some("denied"), Some("EACCES"), stream.to_str()),
+            "{err}"
+        );
+    }
+    // A datagram to a socket bound after launch; the agent's own sockets work.
+    let output = run_then_bind(
+        &scene,
+        "low",
+        &[],
+        &format!("{attempt} unix-send {}; {attempt} unix-self own.sock", dgram.display()),
+        || {
+            let socket = UnixDatagram::bind(&dgram).unwrap_or_else(|error| panic!("{error}"));
+            fs::set_permissions(&dgram, fs::Permissions::from_mode(0o666)).unwrap_or_else(|error| panic!("{error}"));
+            std::mem::forget(socket);
+        },
+    );
+    let err = stderr(&output);
+    assert_eq!(stdout(&output), "EACCES\nok\n", "{err}");
+    assert!(
+        events(&err)
+            .iter()
+            .any(|e| e["source"] == "lsm" && e["kind"] == "sendmsg" && e["path"] == dgram.to_str().unwrap_or("")),
+        "the refused datagram is reported: {err}"
+    );
+    // admin is not restricted.
+    let output = scene.governor(
+        "admin",
+        &["--probes", "lsm", "--best-effort"],
+        [&*attempt, "unix-connect", &stream.to_string_lossy()],
+    );
+    assert_eq!(stdout(&output).trim(), "ok", "{}", stderr(&output));
+    for path in [&stream, &dgram, &listed] {
+        let _ = fs::remove_file(path);
+    }
+}

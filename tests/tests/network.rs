@@ -276,3 +276,108 @@ fn an_engine_rule_on_the_loopback_is_matched_in_every_local_form() {
         drop(listener);
     });
 }
+
+/// Starts `attempt tcp-listen-serve SECONDS [PORT]` in ring `trust` (agent `id`, store
+/// `store`, `extra` options), knocks on the port it prints from outside the agent (this
+/// thread), and returns whether the knock connected, what the agent printed after its port
+/// (all it printed when it printed none), and its stderr.
+fn knock(
+    scene: &Scene,
+    store: &str,
+    trust: &str,
+    id: &str,
+    extra: &[&str],
+    bind: Option<u16>,
+) -> (bool, String, String) {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut command = Command::new(governor_bin());
+    command
+        .args(["--audit-db", store, "run", "--trust", trust, "--agent-id", id])
+        .args(extra)
+        .args(governor_tests::probes_args())
+        .arg("--workspace")
+        .arg(&scene.workspace)
+        .arg("--")
+        .arg(&scene.attempt)
+        .args(["tcp-listen-serve", "3"])
+        .args(bind.map(|port| port.to_string()))
+        .env("HOME", &scene.home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|error| panic!("{error}"));
+    let mut out = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut first = String::new();
+    let _ = out.read_line(&mut first);
+    let port: Option<u16> = first.trim().strip_prefix("port ").and_then(|port| port.parse().ok());
+    let connected = port.is_some_and(|port| {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(1500)).is_ok()
+    });
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    let _ = child.wait();
+    // No port: the listen was refused, and the first line says how.
+    let said = if port.is_some() { rest } else { first + &rest };
+    (connected, said.trim().to_owned(), err)
+}
+
+/// The store's `listen` rows of agent `id`.
+fn listen_rows(store: &str, id: &str) -> Vec<Value> {
+    let rows = Command::new(governor_bin())
+        .args(["--audit-db", store, "audit", "query", "--agent", id, "--kind", "listen", "--format", "jsonl"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    stdout(&rows).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+#[test]
+fn a_listener_on_a_port_the_kernel_picked_gets_no_connection() {
+    require!("a_listener_on_a_port_the_kernel_picked_gets_no_connection");
+    let scene = scene!();
+    let store = scene.root.join("audit.db").to_string_lossy().into_owned();
+    isolated(|| {
+        // listen(2) before any bind takes a port of the kernel's choosing, which no bind
+        // rule sees. Without BPF LSM the listen itself goes through; what comes to the
+        // port is dropped by the cgroup skb hook, on every backend.
+        let lsm = governor_tests::probes_args().iter().any(|arg| arg.starts_with("lsm"));
+        for trust in ["medium", "high"] {
+            let id = format!("listener-{trust}");
+            let (connected, said, err) = knock(&scene, &store, trust, &id, &[], None);
+            if lsm {
+                assert_eq!(said, "EPERM", "{trust}: the LSM refuses the listen itself: {err}");
+                continue;
+            }
+            assert!(!connected, "{trust}: a connection reached the agent's listener: {said}\n{err}");
+            assert_eq!(said, "ETIMEDOUT", "{trust}: the agent accepted a connection: {err}");
+            let rows = listen_rows(&store, &id);
+            assert!(!rows.is_empty(), "{trust}: no listen row: {err}");
+            for row in &rows {
+                assert_eq!(
+                    (row["source"].as_str(), row["decision"].as_str(), row["result"].as_str()),
+                    (Some("cgroup-skb"), Some("deny"), Some("EPERM")),
+                    "{trust}: {row}"
+                );
+                let destination = row["destination"].as_str().unwrap_or_default();
+                assert!(destination.starts_with("127.0.0.1:"), "{trust}: the peer is named: {row}");
+            }
+        }
+        // A port the policy lets the agent bind stays open to connections.
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        let rules = overlay(
+            &scene,
+            "bind.toml",
+            &format!("[[network.bind]]\nport = {port}\nreason = \"the agent's test server\"\n"),
+        );
+        let (connected, said, err) = knock(&scene, &store, "medium", "bound-medium", &["--policy", &rules], Some(port));
+        assert!(connected && said == "ok", "a listener on an allowed port: {said}\n{err}");
+        assert!(listen_rows(&store, "bound-medium").is_empty(), "nothing refused on an allowed port");
+        // admin binds any port: its kernel-picked port takes connections.
+        let (connected, said, err) = knock(&scene, &store, "admin", "listener-admin", &[], None);
+        assert!(connected && said == "ok", "admin's listener: {said}\n{err}");
+    });
+}

@@ -186,7 +186,7 @@ impl Btf {
     }
 }
 
-/// The offsets the LSM programs read, by global name.
+/// The offsets the LSM programs (and `sched_process_exec`) read, by global name.
 pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
     const FIELDS: [(&str, &str, &str); 24] = [
         ("LINUX_BINPRM_FILE", "linux_binprm", "file"),
@@ -217,7 +217,34 @@ pub fn lsm_offsets(btf: &Btf) -> Result<Vec<(&'static str, u32)>, Error> {
         ("MOUNT_MNT_PARENT", "mount", "mnt_parent"),
         ("MOUNT_MNT_MOUNTPOINT", "mount", "mnt_mountpoint"),
     ];
-    FIELDS.iter().map(|(global, strukt, member)| Ok((*global, btf.member_offset(strukt, member)?))).collect()
+    // A UNIX peer: the cgroup of whoever created it, the file it is bound to, and the
+    // address it bound (unix_stream_connect, unix_may_send). Where one is missing they are
+    // all left 0, and those hooks let every connect through, as before they existed (the
+    // masks of the sockets bound at launch still hold).
+    const UNIX_FIELDS: [(&str, &str, &str); 7] = [
+        ("SOCK_SK_CGRP_DATA", "sock", "sk_cgrp_data"),
+        ("CGROUP_KN", "cgroup", "kn"),
+        ("KERNFS_NODE_ID", "kernfs_node", "id"),
+        ("UNIX_SOCK_PATH", "unix_sock", "path"),
+        ("UNIX_SOCK_ADDR", "unix_sock", "addr"),
+        ("UNIX_ADDRESS_NAME", "unix_address", "name"),
+        ("DENTRY_D_INODE", "dentry", "d_inode"),
+    ];
+    let mut offsets: Vec<(&'static str, u32)> = FIELDS
+        .iter()
+        .map(|(global, strukt, member)| Ok((*global, btf.member_offset(strukt, member)?)))
+        .collect::<Result<_, Error>>()?;
+    // The programs read `sock_cgroup_data` as its first member, the cgroup pointer.
+    let unix: Option<Vec<_>> = (btf.member_offset("sock_cgroup_data", "cgroup").ok() == Some(0))
+        .then(|| {
+            UNIX_FIELDS
+                .iter()
+                .map(|(global, strukt, member)| Some((*global, btf.member_offset(strukt, member).ok()?)))
+                .collect()
+        })
+        .flatten();
+    offsets.extend(unix.unwrap_or_else(|| UNIX_FIELDS.iter().map(|(global, _, _)| (*global, 0)).collect()));
+    Ok(offsets)
 }
 
 #[cfg(test)]
@@ -275,7 +302,7 @@ mod tests {
             return;
         };
         let offsets = lsm_offsets(&btf).unwrap_or_else(|error| panic!("{error}"));
-        assert_eq!(offsets.len(), 24);
+        assert_eq!(offsets.len(), 31);
         let get = |name: &str| offsets.iter().find(|(global, _)| *global == name).map(|(_, off)| *off);
         // Three different fields of struct file, inside a struct file (a few hundred bytes).
         let file = [get("FILE_F_INODE"), get("FILE_F_PATH"), get("FILE_F_FLAGS")];
@@ -285,6 +312,9 @@ mod tests {
         let inode = [get("INODE_I_INO"), get("INODE_I_SB"), get("INODE_I_SIZE")];
         assert!(inode.iter().all(|off| off.is_some_and(|off| off < 1024)), "{offsets:?}");
         assert!(inode[2] != inode[0] && inode[2] != inode[1], "{offsets:?}");
+        // A UNIX peer's bound file and address, deep inside struct unix_sock.
+        let unix = [get("UNIX_SOCK_PATH"), get("UNIX_SOCK_ADDR")];
+        assert!(unix.iter().all(|off| off.is_some_and(|off| off > 0 && off < 2048)), "{offsets:?}");
         println!("offsets on this kernel: {offsets:?}");
     }
 }

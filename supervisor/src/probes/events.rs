@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use governor_common::{CwdEvent, EventHeader, ExecEvent, FsEvent, NetEvent, OpenEvent, kind, source, verdict};
+use governor_common::{
+    CwdEvent, EventHeader, ExecEvent, FsEvent, NetEvent, OpenEvent, UnixEvent, kind, source, verdict,
+};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,7 +76,15 @@ pub enum Event {
         path: String,
     },
     /// connect (`kind::CONNECT`) or sendmsg (`kind::SENDMSG`).
-    Net { header: EventHeader, family: u16, port: u16, sock_type: u16, addr: Option<IpAddr> },
+    Net {
+        header: EventHeader,
+        family: u16,
+        port: u16,
+        sock_type: u16,
+        addr: Option<IpAddr>,
+        /// A pathname UNIX socket's address, where the report has it; empty otherwise.
+        path: String,
+    },
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -161,7 +171,30 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(event.addr))),
                 _ => None,
             };
-            Ok(Event::Net { header, family: event.family, port: event.port, sock_type: event.sock_type, addr })
+            Ok(Event::Net {
+                header,
+                family: event.family,
+                port: event.port,
+                sock_type: event.sock_type,
+                addr,
+                path: String::new(),
+            })
+        }
+        // A refused UNIX connect or datagram (BPF LSM): reported as the operation it was.
+        kind::UNIX => {
+            let event: UnixEvent = exact(bytes, header.kind)?;
+            let header = EventHeader {
+                kind: if event.sock_type == libc::SOCK_DGRAM as u32 { kind::SENDMSG } else { kind::CONNECT },
+                ..header
+            };
+            Ok(Event::Net {
+                header,
+                family: libc::AF_UNIX as u16,
+                port: 0,
+                sock_type: event.sock_type as u16,
+                addr: None,
+                path: text(&event.path),
+            })
         }
         other => Err(DecodeError::Kind(other)),
     }
@@ -231,12 +264,18 @@ impl Event {
                 }
                 fields
             }
-            Event::Net { family, port, sock_type, addr, .. } => json!({
-                "family": family_name(*family),
-                "addr": addr.map(|addr| addr.to_string()),
-                "port": port,
-                "type": match i32::from(*sock_type) { libc::SOCK_STREAM => "stream", libc::SOCK_DGRAM => "dgram", 0 => "unknown", _ => "other" },
-            }),
+            Event::Net { family, port, sock_type, addr, path, .. } => {
+                let mut fields = json!({
+                    "family": family_name(*family),
+                    "addr": addr.map(|addr| addr.to_string()),
+                    "port": port,
+                    "type": match i32::from(*sock_type) { libc::SOCK_STREAM => "stream", libc::SOCK_DGRAM => "dgram", 0 => "unknown", _ => "other" },
+                });
+                if !path.is_empty() {
+                    fields["path"] = json!(path);
+                }
+                fields
+            }
         };
         if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), fields) {
             object.extend(extra);
@@ -306,6 +345,7 @@ pub fn source_name(source: u16) -> &'static str {
         source::LANDLOCK_AUDIT => "landlock-audit",
         source::FANOTIFY => "fanotify",
         source::SYSCALL_AUDIT => "syscall-audit",
+        source::CGROUP_SKB => "cgroup-skb",
         _ => "unknown",
     }
 }

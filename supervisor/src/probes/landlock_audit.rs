@@ -655,6 +655,7 @@ impl Group {
                     port: 0,
                     sock_type: 0,
                     addr: None,
+                    path: sun_path(saddr.get(4..).unwrap_or_default()),
                 })
             }
             _ if !REFUSED_SYSCALLS.contains(&number) => None,
@@ -714,6 +715,16 @@ fn unquote(value: &str) -> String {
     bytes.map_or_else(|| value.to_owned(), |bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// The path of a UNIX socket address from a SOCKADDR record's hex after the family (up to
+/// the first NUL: an abstract address, which starts with one, has none).
+fn sun_path(hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map_while(|index| hex.get(index * 2..index * 2 + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .take_while(|byte| *byte != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// x86-64 syscall numbers `fs_op_name` names a refused change by.
 fn fs_syscall(blocker: &str) -> Option<u32> {
     Some(match blocker {
@@ -754,6 +765,7 @@ impl Denial {
                 port,
                 sock_type: libc::SOCK_STREAM as u16,
                 addr,
+                path: String::new(),
             });
         }
         if is("fs.execute") {
@@ -887,9 +899,13 @@ mod tests {
         let inet =
             Group { syscall: Some(connect.to_owned()), sockaddr: Some("0200...".to_owned()), ..Group::default() };
         assert!(inet.syscall_event(7, 9).is_none());
-        let unix =
-            Group { syscall: Some(connect.to_owned()), sockaddr: Some("01002F72756E".to_owned()), ..Group::default() };
-        assert!(matches!(unix.syscall_event(7, 9), Some(Event::Net { family: 1, .. })));
+        let unix = Group {
+            syscall: Some(connect.to_owned()),
+            sockaddr: Some("01002F72756E00".to_owned()),
+            ..Group::default()
+        };
+        let Some(Event::Net { family: 1, path, .. }) = unix.syscall_event(7, 9) else { panic!("no UNIX connect") };
+        assert_eq!(path, "/run");
         // An exec, with its arguments (hex where one has a space), as many as the
         // tracepoint backend's events carry.
         let exec = r#"audit(1.2:5): arch=c000003e syscall=59 success=yes exit=0 a0=1 items=2 pid=9 uid=0 ses=4"#;

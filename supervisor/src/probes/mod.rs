@@ -24,9 +24,12 @@ use std::os::unix::fs::MetadataExt as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, FEntry, FExit, Lsm, ProgramError, RawTracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FEntry, FExit, Lsm, ProgramError,
+        RawTracePoint, links::FdLink,
+    },
 };
-use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, NetPolicy, counter};
+use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, NetPolicy, PortKey, counter};
 
 /// The object file, aligned for aya's ELF parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/governor"));
@@ -194,10 +197,15 @@ enum Want {
 }
 
 /// The BPF LSM programs, named after their hooks.
-const LSM_HOOKS: [&str; 4] = ["bprm_check_security", "file_open", "socket_connect", "socket_listen"];
+const LSM_HOOKS: [&str; 6] =
+    ["bprm_check_security", "file_open", "socket_connect", "socket_listen", "unix_stream_connect", "unix_may_send"];
 
 /// The cgroup socket hooks, attached per agent.
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+
+/// The cgroup `skb` ingress hook, attached per agent: what arrives for a listener on a port
+/// the agent may not bind is dropped.
+const SKB_INGRESS: &str = "listener_ingress";
 
 /// Where a daemon pins the links that enforce (bpffs): a link pinned there stays attached
 /// when the daemon dies, so an agent's UDP narrowing, denied destinations and (BPF LSM)
@@ -259,6 +267,7 @@ struct Watched {
 struct Entries {
     net: Vec<(&'static str, NetKey, u32)>,
     inodes: Vec<(&'static str, InodeKey)>,
+    ports: Vec<PortKey>,
 }
 
 /// The part of an agent's confinement the probes enforce, as data: what a `governor run`
@@ -275,9 +284,18 @@ pub struct ProbePlan {
     /// Programs refused by inode (BPF LSM).
     pub deny_exec: Vec<PathBuf>,
     /// TCP binds are limited to the ports Landlock allows: a listen on an unbound inet
-    /// socket is refused too (BPF LSM).
+    /// socket is refused too (BPF LSM), and on every backend the connections to a listener
+    /// on any other port are dropped (cgroup `skb` hook).
     #[serde(default)]
     pub bind_restricted: bool,
+    /// Those ports, when binds are restricted.
+    #[serde(default)]
+    pub bind_ports: Vec<u16>,
+    /// When pathname UNIX sockets are restricted (below admin): those the agent may reach
+    /// besides its own, the sockets bound at launch that are not masked (BPF LSM refuses
+    /// the others by inode, those bound later included).
+    #[serde(default)]
+    pub unix: Option<Vec<PathBuf>>,
 }
 
 /// What of the `deny` rules the kernel can enforce for one agent, before the syscall
@@ -592,6 +610,8 @@ impl Probes {
             let program: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             program.load().map_err(|source| Error::Program { name, source })?;
         }
+        let skb: &mut CgroupSkb = program(&mut ebpf, SKB_INGRESS)?;
+        skb.load().map_err(|source| Error::Program { name: SKB_INGRESS, source })?;
         let mut links: Vec<Box<dyn Send>> = Vec::new();
         if with_lsm {
             for name in LSM_HOOKS {
@@ -723,19 +743,12 @@ impl Probes {
         if let Some(dir) = &pin_dir {
             make_dir(dir)?;
         }
-        // Single: with bpf_link (Linux 5.7+) a cgroup takes any number of links whatever the
-        // mode, and the kernel refuses link flags; the mode only matters for legacy attach.
-        for name in SOCK_ADDR {
-            let program: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
-            let id = program
-                .attach(cgroup_dir, CgroupAttachMode::Single)
-                .map_err(|source| Error::Program { name, source })?;
-            let link = program.take_link(id).map_err(|source| Error::Program { name, source })?;
+        for name in SOCK_ADDR.into_iter().chain([SKB_INGRESS]) {
+            let link = self.attach_cgroup(name, cgroup_dir)?;
             match &pin_dir {
                 Some(dir) => {
                     let path = dir.join(format!("{}-{name}", std::process::id()));
-                    let pinned = aya::programs::links::FdLink::try_from(link)
-                        .map_err(|error| Error::Pin { path: path.clone(), reason: error.to_string() })?
+                    let pinned = link
                         .pin(&path)
                         .map_err(|error| Error::Pin { path: path.clone(), reason: error.to_string() })?;
                     watched.links.push(Box::new(pinned));
@@ -758,26 +771,62 @@ impl Probes {
         watched.pin_dir = pin_dir;
         {
             let report_allowed = self.backend == Backend::Notify;
+            let unix_restricted = self.backend.lsm() && plan.unix.is_some();
             let mut policy: HashMap<_, u64, NetPolicy> = self.map("NET_POLICY")?;
             let value = NetPolicy {
                 udp_restricted: u32::from(plan.udp.is_some()),
                 bind_restricted: u32::from(plan.bind_restricted),
                 report_allowed: u32::from(report_allowed),
+                unix_restricted: u32::from(unix_restricted),
             };
             policy.insert(cgroup_id, value, 0).map_err(|source| Error::Map { name: "NET_POLICY", source })?;
         }
         let udp = destinations::allow_entries(plan.udp.as_deref().unwrap_or_default());
         self.insert_net("UDP_ALLOW", cgroup_id, &udp, &mut watched.plan)?;
         self.insert_net("NET_DENY", cgroup_id, &destinations::deny_entries(&plan.net_deny), &mut watched.plan)?;
+        if plan.bind_restricted {
+            let mut ports: HashMap<_, PortKey, u8> = self.map("LISTEN_ALLOW")?;
+            for &port in &plan.bind_ports {
+                let key = PortKey { cgroup_id, port: u32::from(port), _pad: 0 };
+                ports.insert(key, 1, 0).map_err(|source| Error::Map { name: "LISTEN_ALLOW", source })?;
+                watched.plan.ports.push(key);
+            }
+        }
         if self.backend.lsm() {
             self.insert_inodes("DENY_OPEN", cgroup_id, &plan.deny_open, &mut watched.plan)?;
             self.insert_inodes("DENY_EXEC", cgroup_id, &plan.deny_exec, &mut watched.plan)?;
+            if let Some(unix) = &plan.unix {
+                self.insert_inodes("UNIX_ALLOW", cgroup_id, unix, &mut watched.plan)?;
+            }
         }
         // Last: from here on the agent's events are reported.
         let mut agents: HashMap<_, u64, AgentSlot> = self.map("AGENTS")?;
         agents.insert(cgroup_id, slot, 0).map_err(|source| Error::Map { name: "AGENTS", source })?;
         self.watched.insert(cgroup_id, watched);
         Ok(())
+    }
+
+    /// Attaches the cgroup program `name` (a socket hook or the `skb` ingress hook) to
+    /// `cgroup_dir`, as a link that can be pinned.
+    fn attach_cgroup(&mut self, name: &'static str, cgroup_dir: &File) -> Result<FdLink, Error> {
+        let failed = |source| Error::Program { name, source };
+        // A legacy attachment (no bpf_link: before Linux 5.7) cannot be pinned.
+        let link_error = |error: aya::programs::links::LinkError| Error::Pin {
+            path: PathBuf::from(name),
+            reason: error.to_string(),
+        };
+        // Single: with bpf_link (Linux 5.7+) a cgroup takes any number of links whatever the
+        // mode, and the kernel refuses link flags; the mode only matters for legacy attach.
+        if name == SKB_INGRESS {
+            let program: &mut CgroupSkb = program(&mut self.ebpf, name)?;
+            let id =
+                program.attach(cgroup_dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single).map_err(failed)?;
+            FdLink::try_from(program.take_link(id).map_err(failed)?).map_err(link_error)
+        } else {
+            let program: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
+            let id = program.attach(cgroup_dir, CgroupAttachMode::Single).map_err(failed)?;
+            FdLink::try_from(program.take_link(id).map_err(failed)?).map_err(link_error)
+        }
     }
 
     /// Stops watching an agent: its events are no longer reported, its map entries are
@@ -847,6 +896,7 @@ impl Probes {
             let only_denies = Entries {
                 net: previous.net.into_iter().filter(|entry| !plan.net.contains(entry)).collect(),
                 inodes: previous.inodes.into_iter().filter(|entry| !plan.inodes.contains(entry)).collect(),
+                ports: Vec::new(),
             };
             self.remove(&only_denies);
         }
@@ -872,6 +922,11 @@ impl Probes {
         }
         for (name, key) in &entries.inodes {
             if let Ok(mut map) = self.map::<HashMap<_, InodeKey, u8>>(name) {
+                let _ = map.remove(key);
+            }
+        }
+        if let Ok(mut map) = self.map::<HashMap<_, PortKey, u8>>("LISTEN_ALLOW") {
+            for key in &entries.ports {
                 let _ = map.remove(key);
             }
         }

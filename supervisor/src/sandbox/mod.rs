@@ -284,6 +284,9 @@ impl Confinement {
             deny_open: if backend.lsm() { self.secret_paths(&carve::RealFs) } else { Vec::new() },
             deny_exec: self.deny_exec.clone(),
             bind_restricted: self.landlock.enforce && self.landlock.bind_ports.is_some(),
+            bind_ports: self.landlock.bind_ports.clone().unwrap_or_default(),
+            // The sockets bound at launch are listed by `governor run` (`unix_reachable`).
+            unix: None,
         }
     }
 

@@ -342,6 +342,40 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             libc::close(fd);
             result
         },
+        // listen(2) on a TCP socket never bound (or first bound to PORT on the loopback),
+        // its port printed (`port N`), then up to SECONDS for a connection to arrive: `ok`
+        // once one is accepted, else ETIMEDOUT.
+        "tcp-listen-serve" => unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Some(Err(errno()));
+            }
+            if let Some(port) = args.get(3).and_then(|port| port.parse::<u16>().ok()) {
+                let addr = sockaddr_in(port);
+                if libc::bind(fd, (&raw const addr).cast(), size_of::<libc::sockaddr_in>() as u32) < 0 {
+                    return Some(Err(errno()));
+                }
+            }
+            if libc::listen(fd, 1) < 0 {
+                return Some(Err(errno()));
+            }
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if libc::getsockname(fd, (&raw mut addr).cast(), &mut len) < 0 {
+                return Some(Err(errno()));
+            }
+            println!("port {}", u16::from_be(addr.sin_port));
+            let _ = std::io::stdout().flush();
+            let seconds: i32 = arg(args, 2).parse().unwrap_or(5);
+            let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let result = match libc::poll(&mut poll, 1, seconds * 1000) {
+                0 => Err(libc::ETIMEDOUT),
+                ready if ready < 0 => Err(errno()),
+                _ => check(libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) as i64),
+            };
+            libc::close(fd);
+            result
+        },
         // A UNIX stream socket bound at PATH, then listened on.
         "unix-listen" => unsafe {
             let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
@@ -434,6 +468,45 @@ fn attempt(args: &[String]) -> Option<Outcome> {
         "socket-packet" => check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) } as i64),
         "socket-netlink" => check(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) } as i64),
         "unix-connect" => unix_connect(arg(args, 2).as_bytes(), false),
+        // Waits up to SECONDS for PATH to exist (a socket bound after the agent started),
+        // then connects to it.
+        "unix-connect-when" => {
+            let seconds: u64 = arg(args, 3).parse().unwrap_or(10);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+            while std::fs::symlink_metadata(arg(args, 2)).is_err() {
+                if std::time::Instant::now() > deadline {
+                    return Some(Err(libc::ETIMEDOUT));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            unix_connect(arg(args, 2).as_bytes(), false)
+        }
+        // One datagram to the pathname socket PATH.
+        "unix-send" => match std::os::unix::net::UnixDatagram::unbound() {
+            Ok(socket) => {
+                socket.send_to(b"x", arg(args, 2)).map(drop).map_err(|error| error.raw_os_error().unwrap_or(0))
+            }
+            Err(error) => Err(error.raw_os_error().unwrap_or(0)),
+        },
+        // The agent's own sockets: a stream server bound at PATH, connected to, and a
+        // datagram socket bound at PATH.d, sent to.
+        "unix-self" => {
+            let path = arg(args, 2);
+            let dgram = format!("{path}.d");
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&dgram);
+            let os = |error: std::io::Error| error.raw_os_error().unwrap_or(0);
+            std::os::unix::net::UnixListener::bind(path)
+                .and_then(|listener| std::os::unix::net::UnixStream::connect(path).map(|stream| (listener, stream)))
+                .map_err(os)
+                .and_then(|_| {
+                    let server = std::os::unix::net::UnixDatagram::bind(&dgram).map_err(os)?;
+                    let client = std::os::unix::net::UnixDatagram::unbound().map_err(os)?;
+                    client.send_to(b"x", &dgram).map_err(os)?;
+                    drop(server);
+                    Ok(())
+                })
+        }
         "abstract-connect" => unix_connect(arg(args, 2).as_bytes(), true),
         "control-request" => {
             // Asks governor's daemon at PATH to kill agent NAME, as an agent would try.

@@ -143,6 +143,22 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if cached {
         link_cargo_config(&prepared, &cache, &confinement.landlock)?;
     }
+    // The pathname UNIX sockets bound now, and those of them masked: every one but the
+    // lists' and the agent's own. With BPF LSM the rest are the only ones, besides its own,
+    // it may reach: sockets bound later too are refused by inode.
+    let unix_sockets = confinement.unix_allow.as_ref().map(|allow| {
+        use crate::sandbox::unix;
+        let bound = unix::bound_sockets(&std::fs::read_to_string("/proc/net/unix").unwrap_or_default());
+        let masks = unix::masks(&bound, &unix::allowed(allow), &[&prepared.workspace, &tmpdir.0]);
+        (bound, masks)
+    });
+    let probe_plan = |backend| {
+        let mut plan = confinement.probe_plan(backend);
+        plan.unix = unix_sockets
+            .as_ref()
+            .map(|(bound, masks)| bound.iter().filter(|path| !masks.contains(path)).cloned().collect());
+        plan
+    };
     let cgroup = Cgroup::create(&prepared.cgroup_root, &prepared.agent_id)?;
     // The notify backend's opens: a fanotify group whose marks the child puts on the mounts
     // of its own namespace (below admin, as root: the only case where it has one).
@@ -184,7 +200,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
                 .iter()
                 .map(|path| path.canonicalize().unwrap_or_else(|_| path.clone()))
                 .collect(),
-            plan: confinement.probe_plan(hello.backend),
+            plan: probe_plan(hello.backend),
             fanotify: opens.as_ref().map(|group| group.as_raw_fd()),
             first_pid: None,
             session: session.as_ref().map(|session| session.id),
@@ -222,10 +238,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if confinement.drop_capabilities && confinement.landlock.enforce {
         command.masks = secret_masks(&confinement);
     }
-    if let Some(allow) = &confinement.unix_allow {
-        use crate::sandbox::unix;
-        let bound = unix::bound_sockets(&std::fs::read_to_string("/proc/net/unix").unwrap_or_default());
-        let masks = unix::masks(&bound, &unix::allowed(allow), &[&prepared.workspace, &tmpdir.0]);
+    if let Some((bound, masks)) = &unix_sockets {
         if verbose {
             say!(
                 "governor: UNIX sockets: {} of the {} bound now are masked (the ring's [[unix.connect]] and --policy list the rest)",
@@ -259,7 +272,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let mode =
             if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
-        probes.watch(cgroup_id, &prepared.agent_id, &cgroup_dir, slot, &confinement.probe_plan(probes.backend))?;
+        probes.watch(cgroup_id, &prepared.agent_id, &cgroup_dir, slot, &probe_plan(probes.backend))?;
         let denies = prepared.rules.kernel_denies(prepared.ring.trust, probes.backend == probes::Backend::Lsm);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {
