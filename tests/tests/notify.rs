@@ -341,6 +341,72 @@ fn landlock_records_of_another_process_are_not_the_agents() {
 /// `governor run --trust medium` of `script` (`governor` holds the global options), back
 /// once the script has written `ready`: standalone with `--probes notify --trace`, else
 /// through the daemon `governor` names, on its backend.
+#[test]
+fn the_audit_rules_of_a_run_killed_with_sigkill_are_removed_by_the_next_run() {
+    use std::io::BufRead as _;
+    if !kernel_ready("the_audit_rules_of_a_run_killed_with_sigkill_are_removed_by_the_next_run", 7) {
+        return;
+    }
+    let scene = scene!();
+    let store = scene.root.join("audit.db");
+    let mut governor = Command::new(governor_bin());
+    governor.arg("--audit-db").arg(&store).args(["run", "--trust", "medium", "--probes", "notify", "--verbose"]);
+    let mut child = scene.spawn_script(&mut governor, "killed-run", "echo > ready; sleep 60");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap_or_else(|| panic!("no stderr"))).lines();
+    let session = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("governor: probes: audit session ")
+                .and_then(|rest| rest.split(' ').next())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no audit session named"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !scene.workspace.join("ready").exists() {
+        assert!(Instant::now() < deadline, "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // No chance to delete its session's exit rules.
+    child.kill().unwrap_or_else(|error| panic!("{error}"));
+    let _ = child.wait();
+    // governor's warden kills the agent: then no process is in the session.
+    let in_session = || {
+        fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| fs::read_to_string(entry.path().join("sessionid")).is_ok_and(|id| id.trim() == session))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_session() {
+        assert!(Instant::now() < deadline, "the killed run's agent is still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sessions = || {
+        let out = Command::new(governor_bin()).arg("check").output().unwrap_or_else(|error| panic!("{error}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|line| line.starts_with("audit: "))
+            .unwrap_or_else(|| panic!("no audit line: {text}"))
+            .to_owned()
+    };
+    // The next run on this backend takes them out (or another test's run did already):
+    // its agent's session is live, this one's has no process left.
+    let out = Command::new(governor_bin())
+        .arg("--audit-db")
+        .arg(&store)
+        .args(["run", "--trust", "medium", "--probes", "notify", "--workspace"])
+        .arg(&scene.workspace)
+        .args(["--", "true"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = sessions();
+    let listed = line.split(|c: char| !c.is_ascii_digit()).any(|word| word == session);
+    assert!(!listed, "session {session} still has rules after the next run: {line}");
+}
+
 fn start_ready(governor: &mut Command, scene: &governor_tests::Scene, id: &str, script: &str) -> std::process::Child {
     governor.args(["run", "--trust", "medium"]);
     if !governor.get_args().any(|arg| arg == "--socket") {

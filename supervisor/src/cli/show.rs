@@ -282,6 +282,22 @@ pub fn check(rings: Option<&Path>) -> i32 {
         abi if abi >= 7 => println!("probes: notify backend (no syscall tracepoint) available with --probes notify"),
         abi => println!("probes: notify backend unavailable: Landlock ABI {abi}, its audit records need ABI 7"),
     }
+    // What the notify backend left in the kernel: each agent session's exit rules, and
+    // whether a process is still in it (an ended one's are removed at the next run).
+    if let Ok(sessions) = crate::probes::landlock_audit::session_rules() {
+        let ended: Vec<String> =
+            sessions.iter().filter(|(_, live)| !live).map(|(session, _)| session.to_string()).collect();
+        let all: Vec<String> = sessions.iter().map(|(session, _)| session.to_string()).collect();
+        match (all.is_empty(), ended.is_empty()) {
+            (true, _) => println!("audit: no agent session rules"),
+            (false, true) => println!("audit: agent session rules for sessions {}", all.join(" ")),
+            (false, false) => println!(
+                "audit: agent session rules for sessions {} (ended, removed at the next run: {})",
+                all.join(" "),
+                ended.join(" ")
+            ),
+        }
+    }
     // Not auto's choice yet; whether it would load here.
     match crate::probes::Probes::load(crate::probes::Choice::Fentry) {
         Ok(Some(probes)) => println!(

@@ -34,6 +34,7 @@ const AUDIT_GET: u16 = 1000;
 const AUDIT_SET: u16 = 1001;
 const AUDIT_ADD_RULE: u16 = 1011;
 const AUDIT_DEL_RULE: u16 = 1012;
+const AUDIT_LIST_RULES: u16 = 1013;
 const AUDIT_SYSCALL: u16 = 1300;
 const AUDIT_PATH: u16 = 1302;
 const AUDIT_SOCKADDR: u16 = 1306;
@@ -182,6 +183,9 @@ impl Session {
                 errno: nix::errno::Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)),
             }
         };
+        // Rules a killed run left behind go first (best effort: this run's own do not
+        // depend on it).
+        sweep_stale_sessions();
         let previous = std::fs::read_to_string("/proc/self/loginuid").map_err(sys("reading the loginuid"))?;
         std::fs::write("/proc/self/loginuid", AGENT_AUID.to_string()).map_err(sys("setting the loginuid"))?;
         let id = std::fs::read_to_string("/proc/self/sessionid").map_err(sys("reading the session id"))?;
@@ -260,10 +264,9 @@ fn netlink_socket() -> Result<OwnedFd, Error> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Sends one audit request and waits for its acknowledgement (or, for `AUDIT_GET`, the
-/// status); returns the status for `AUDIT_GET`.
-fn request<T: Copy>(what: &'static str, kind: u16, payload: &T) -> Result<Option<AuditStatus>, Error> {
-    // The kernel answers a request on the socket it came from: a blocking one of its own.
+/// Sends one audit request on a blocking socket of its own (the kernel answers a request on
+/// the socket it came from), which is returned for the answer.
+fn send<T: Copy>(what: &'static str, kind: u16, payload: &T) -> Result<OwnedFd, Error> {
     // SAFETY: socket(2) with constant arguments.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_AUDIT) };
     if fd < 0 {
@@ -306,6 +309,13 @@ fn request<T: Copy>(what: &'static str, kind: u16, payload: &T) -> Result<Option
     if sent < 0 {
         return Err(Error::Request { what, errno: nix::errno::Errno::last() });
     }
+    Ok(socket)
+}
+
+/// Sends one audit request and waits for its acknowledgement (or, for `AUDIT_GET`, the
+/// status); returns the status for `AUDIT_GET`.
+fn request<T: Copy>(what: &'static str, kind: u16, payload: &T) -> Result<Option<AuditStatus>, Error> {
+    let socket = send(what, kind, payload)?;
     let mut status = None;
     let mut buffer = vec![0u8; 8192];
     loop {
@@ -331,6 +341,103 @@ fn request<T: Copy>(what: &'static str, kind: u16, payload: &T) -> Result<Option
             }
         }
     }
+}
+
+/// The audit rules in the kernel, those without a string field (every rule governor adds
+/// has none; the others are left out).
+fn list_rules() -> Result<Vec<AuditRuleData>, Error> {
+    let what = "listing the audit rules";
+    let socket = send(what, AUDIT_LIST_RULES, &())?;
+    let mut rules = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: recv(2) into a buffer of the length given.
+        let len = unsafe { libc::recv(socket.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
+        if len < 0 {
+            return Err(Error::Request { what, errno: nix::errno::Errno::last() });
+        }
+        for (kind, body) in messages(&buffer[..len as usize]) {
+            match kind {
+                AUDIT_LIST_RULES if body.len() >= size_of::<AuditRuleData>() => {
+                    // SAFETY: length checked; AuditRuleData is plain-old-data.
+                    let rule = unsafe { std::ptr::read_unaligned(body.as_ptr().cast::<AuditRuleData>()) };
+                    if rule.buflen == 0 {
+                        rules.push(rule);
+                    }
+                }
+                kind if kind == libc::NLMSG_DONE as u16 => return Ok(rules),
+                kind if kind == libc::NLMSG_ERROR as u16 => {
+                    let code =
+                        body.get(..4).map_or(0, |bytes| i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+                    if code != 0 {
+                        return Err(Error::Request { what, errno: nix::errno::Errno::from_raw(-code) });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The session a rule of governor's names (an exit rule on `AUDIT_SESSIONID` and the arch,
+/// with one of the masks `Session::start` puts in), if it is one.
+fn session_of(rule: &AuditRuleData) -> Option<u32> {
+    if rule.flags != AUDIT_FILTER_EXIT || rule.action != AUDIT_ALWAYS {
+        return None;
+    }
+    let mask = |syscalls: &[u32]| {
+        let mut mask = [0u32; AUDIT_BITMASK_SIZE];
+        for &syscall in syscalls {
+            mask[syscall as usize / 32] |= 1 << (syscall % 32);
+        }
+        mask
+    };
+    if rule.mask != mask(&EVERY_SYSCALL) && rule.mask != mask(&REFUSED_SYSCALLS) {
+        return None;
+    }
+    let count = (rule.field_count as usize).min(AUDIT_MAX_FIELDS);
+    let field =
+        |name: u32| (0..count).find(|&index| rule.fields[index] == name && rule.fieldflags[index] == AUDIT_EQUAL);
+    field(AUDIT_ARCH)?;
+    field(AUDIT_SESSIONID).map(|index| rule.values[index])
+}
+
+/// The audit sessions some process is in now.
+fn live_sessions() -> std::collections::HashSet<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Default::default() };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().as_encoded_bytes().iter().all(u8::is_ascii_digit))
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("sessionid")).ok())
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}
+
+/// The agent sessions whose rules are in the kernel, once each, and whether a process is in
+/// each now.
+pub fn session_rules() -> Result<Vec<(u32, bool)>, Error> {
+    let live = live_sessions();
+    let mut sessions: Vec<u32> = list_rules()?.iter().filter_map(session_of).collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    Ok(sessions.into_iter().map(|session| (session, live.contains(&session))).collect())
+}
+
+/// Deletes the rules of agent sessions no process is in any more: a `governor run` killed
+/// with SIGKILL (or by the OOM killer) never deleted its own. Such rules match no task, but
+/// every agent's syscalls would be checked against them. Returns how many went.
+pub fn sweep_stale_sessions() -> usize {
+    let Ok(rules) = list_rules() else { return 0 };
+    let stale: Vec<AuditRuleData> = rules.into_iter().filter(|rule| session_of(rule).is_some()).collect();
+    if stale.is_empty() {
+        return 0;
+    }
+    let live = live_sessions();
+    stale
+        .iter()
+        .filter(|rule| session_of(rule).is_some_and(|session| !live.contains(&session)))
+        .filter(|rule| request("deleting a stale session rule", AUDIT_DEL_RULE, *rule).is_ok())
+        .count()
 }
 
 /// The netlink messages in `buffer`: (type, payload).
