@@ -664,14 +664,15 @@ fn the_probes_rules_hold_while_no_daemon_runs() {
     });
     assert_eq!(fs::read_to_string(scene.workspace.join("before")).unwrap_or_default().trim(), "EPERM");
     assert_eq!(fs::read_to_string(&after).unwrap_or_default().trim(), "EPERM", "UDP narrowing lapsed with the daemon");
-    assert_eq!(fs::read_dir(&pins).map(Iterator::count).unwrap_or(0), 4, "the four socket hooks stay pinned");
+    // connect4/6, sendmsg4/6 and the skb ingress hook.
+    assert_eq!(fs::read_dir(&pins).map(Iterator::count).unwrap_or(0), 5, "the five cgroup hooks stay pinned");
     // A new daemon takes the agent over with links of its own; the old ones go.
     let mut daemon = Daemon::start(&scene.root, "pins", &[]);
     daemon.wait_for_log("agent adopted", Duration::from_secs(5));
     let names: Vec<String> = fs::read_dir(&pins)
         .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 5, "{names:?}");
     assert!(names.iter().all(|name| name.starts_with(&format!("{}-", daemon.pid()))), "{names:?}");
     fs::write(scene.workspace.join("end"), "").unwrap_or_else(|error| panic!("{error}"));
     let out = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
