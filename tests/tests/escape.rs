@@ -225,6 +225,11 @@ fn udp_and_raw_sockets_are_refused_in_low() {
     // medium may send UDP only to the resolvers (the probes' cgroup socket hook), high anywhere.
     expect(&scene, &["udp-send", "9"], &[("low", "EPERM"), ("medium", "EPERM"), ("high", "ok")]);
     expect(&scene, &["socket-packet"], &every_ring_below_admin("EPERM"));
+    // SCTP and DCCP through protocol 0 of their socket types: no bind rule sees them.
+    expect(&scene, &["socket-inet-seqpacket"], &every_ring_below_admin("EPERM"));
+    expect(&scene, &["socket-inet6-dccp"], &every_ring_below_admin("EPERM"));
+    expect(&scene, &["socket-unix-seqpacket"], &every_ring_below_admin("ok"));
+    expect(&scene, &["socket-inet-stream-flags"], &[("low", "EPERM"), ("medium", "ok"), ("high", "ok")]);
     expect(&scene, &["socket-netlink"], &every_ring_below_admin("EPERM"));
 }
 

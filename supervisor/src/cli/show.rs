@@ -215,6 +215,18 @@ fn condition(condition: &crate::sandbox::seccomp::Condition) -> String {
             let names: Vec<String> = values.iter().map(|v| family_name(*v)).collect();
             format!("arg{arg} not in {}", names.join("|"))
         }
+        Condition::SocketType { families, types } => {
+            let families: Vec<String> = families.iter().map(|v| family_name(*v)).collect();
+            let types: Vec<&str> = types
+                .iter()
+                .map(|kind| match i32::try_from(*kind).unwrap_or(-1) {
+                    libc::SOCK_STREAM => "SOCK_STREAM",
+                    libc::SOCK_DGRAM => "SOCK_DGRAM",
+                    _ => "other",
+                })
+                .collect();
+            format!("arg0 is {} and arg1 not {}", families.join("|"), types.join("|"))
+        }
     }
 }
 

@@ -32,6 +32,9 @@ pub enum Condition {
     NotIn { arg: u8, len: ArgLen, values: Vec<u64> },
     /// Argument `arg` is one of `values`.
     OneOf { arg: u8, len: ArgLen, values: Vec<u64> },
+    /// socket(2) of one of `families` with a type (its low four bits: the flags above
+    /// them are SOCK_NONBLOCK and SOCK_CLOEXEC) other than `types`.
+    SocketType { families: Vec<u64>, types: Vec<u64> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +139,19 @@ impl Plan {
                 errno: libc::EPERM as u32,
                 reason: ring.network.socket_families_reason.0.clone(),
             });
+            // Protocol 0 picks the family's default protocol for the type: SCTP for
+            // SOCK_SEQPACKET, DCCP for SOCK_DCCP where their modules are loaded, which no
+            // Landlock bind rule and no socket hook covers. An inet socket is TCP or UDP.
+            refusals.push(Refusal {
+                syscall: "socket".into(),
+                number: libc::SYS_socket,
+                condition: Condition::SocketType {
+                    families: vec![libc::AF_INET as u64, libc::AF_INET6 as u64],
+                    types: vec![libc::SOCK_STREAM as u64, libc::SOCK_DGRAM as u64],
+                },
+                errno: libc::EPERM as u32,
+                reason: "an inet socket is TCP or UDP: other types (SCTP, DCCP) bind and listen where no rule sees".into(),
+            });
         }
         Plan { refusals }
     }
@@ -180,6 +196,19 @@ fn seccomp_rules(condition: &Condition) -> Result<Vec<SeccompRule>, seccompiler:
             .iter()
             .map(|value| SeccompRule::new(vec![SeccompCondition::new(*arg, len(*arg_len), SeccompCmpOp::Eq, *value)?]))
             .collect(),
+        Condition::SocketType { families, types } => {
+            const TYPE_MASK: u64 = 0xf;
+            let mut rules = Vec::new();
+            for family in families {
+                for kind in (0..=TYPE_MASK).filter(|kind| !types.contains(kind)) {
+                    rules.push(SeccompRule::new(vec![
+                        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *family)?,
+                        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(TYPE_MASK), kind)?,
+                    ])?);
+                }
+            }
+            Ok(rules)
+        }
         Condition::NotIn { arg, len: arg_len, values } => {
             let conditions = values
                 .iter()
@@ -330,6 +359,8 @@ mod tests {
             let plan = plan(trust);
             let protocol = Condition::NotIn { arg: 2, len: ArgLen::Dword, values: vec![0, 6, 17] };
             assert!(refused(&plan, "socket").iter().any(|(condition, _)| *condition == protocol), "{trust}: MPTCP");
+            let types = Condition::SocketType { families: vec![2, 10], types: vec![1, 2] };
+            assert!(refused(&plan, "socket").iter().any(|(condition, _)| *condition == types), "{trust}: SCTP, DCCP");
             let fastopen = Condition::AnyFlag { arg: 3, len: ArgLen::Dword, flags: vec![0x2000_0000] };
             assert!(refused(&plan, "sendto").iter().any(|(condition, _)| *condition == fastopen), "{trust}: TFO");
             let setuid = Condition::AnyFlag { arg: 2, len: ArgLen::Dword, flags: vec![0o4000, 0o2000] };

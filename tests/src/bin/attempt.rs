@@ -39,6 +39,8 @@ fn name(errno: i32) -> String {
         (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
         (libc::EINPROGRESS, "EINPROGRESS"),
         (libc::ENETDOWN, "ENETDOWN"),
+        (libc::ESOCKTNOSUPPORT, "ESOCKTNOSUPPORT"),
+        (libc::EPROTONOSUPPORT, "EPROTONOSUPPORT"),
     ];
     known
         .iter()
@@ -466,6 +468,15 @@ fn attempt(args: &[String]) -> Option<Outcome> {
             return None;
         }
         "socket-packet" => check(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) } as i64),
+        // Inet sockets of other types than stream and datagram, protocol 0: SCTP
+        // (SOCK_SEQPACKET) and DCCP (type 6) where their modules are loaded.
+        "socket-inet-seqpacket" => check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_SEQPACKET, 0) } as i64),
+        "socket-inet6-dccp" => check(unsafe { libc::socket(libc::AF_INET6, 6, 0) } as i64),
+        // What stays: TCP with the creation flags, and UNIX sequenced packets.
+        "socket-inet-stream-flags" => check(unsafe {
+            libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        } as i64),
+        "socket-unix-seqpacket" => check(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0) } as i64),
         "socket-netlink" => check(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) } as i64),
         "unix-connect" => unix_connect(arg(args, 2).as_bytes(), false),
         // Waits up to SECONDS for PATH to exist (a socket bound after the agent started),
