@@ -150,7 +150,8 @@ impl Plan {
                     types: vec![libc::SOCK_STREAM as u64, libc::SOCK_DGRAM as u64],
                 },
                 errno: libc::EPERM as u32,
-                reason: "an inet socket is TCP or UDP: other types (SCTP, DCCP) bind and listen where no rule sees".into(),
+                reason: "an inet socket is TCP or UDP: other types (SCTP, DCCP) bind and listen where no rule sees"
+                    .into(),
             });
         }
         Plan { refusals }
