@@ -62,6 +62,10 @@ pub mod verdict {
     pub const DENIED: u16 = 2;
     /// A probe rule would have denied it (observe mode).
     pub const WOULD_DENY: u16 = 3;
+    /// The probe stopped the process (SIGSTOP) before its first instruction, for the
+    /// supervisor to decide: an exec a sequence rule that suspends may be about to match
+    /// (`STOP_EXEC`). The supervisor freezes the agent or lets the process go on (SIGCONT).
+    pub const STOPPED: u16 = 4;
 }
 
 /// Per-agent mode, in [`AgentSlot::mode`].
@@ -253,6 +257,16 @@ pub struct PortKey {
     pub _pad: u32,
 }
 
+/// Key of the programs whose exec stops the process at once (`verdict::STOPPED`): an
+/// agent's cgroup and the program's name as the kernel sets `comm` at exec (the file name's
+/// last component, its first 15 bytes, NUL-padded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StopKey {
+    pub cgroup_id: u64,
+    pub comm: [u8; 16],
+}
+
 /// Key of the per-agent inode deny lists: a file by device and inode, which no path (hard
 /// link, bind mount) can get around.
 #[repr(C)]
@@ -291,4 +305,5 @@ mod user {
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::UnixEvent {}
+    unsafe impl aya::Pod for super::StopKey {}
 }

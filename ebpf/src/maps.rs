@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, NetPolicy, PortKey, counter};
+use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, NetPolicy, PortKey, StopKey, counter};
 
 /// cgroup v2 id of each agent's cgroup -> its slot and mode. A process whose cgroup is not a
 /// key here is not an agent: every probe returns after this one lookup and emits nothing.
@@ -66,6 +66,12 @@ pub static DENY_OPEN: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0
 /// ring restricts them. LSM backend.
 #[map]
 pub static UNIX_ALLOW: HashMap<InodeKey, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Programs whose exec stops an agent's process at once (SIGSTOP in `sched_process_exec`):
+/// put in by the supervisor when a sequence rule that suspends or kills has seen its earlier
+/// event, so the program it names runs no instruction before the rule is decided.
+#[map]
+pub static STOP_EXEC: HashMap<StopKey, u8> = HashMap::with_max_entries(4096, 0);
 
 /// Programs an agent may not execute, by inode. LSM backend.
 #[map]

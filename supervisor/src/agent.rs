@@ -40,6 +40,8 @@ pub struct EventOutput<'w> {
     throttled: Option<u64>,
     /// Ticks of the event loop so far.
     ticks: u64,
+    /// The kernel's programs-to-stop map and the agent's cgroup id, where the probes run.
+    stops: Option<(probes::Stops, u64)>,
 }
 
 /// An event decided and acted on, its record not yet written.
@@ -74,7 +76,29 @@ impl<'w> EventOutput<'w> {
             aggregator,
             throttled: None,
             ticks: 0,
+            stops: None,
         }
+    }
+
+    /// Has the kernel hold the programs that rules suspend or kill for at their exec
+    /// (`probes::Stops`) until they are decided, for the agent in cgroup `cgroup_id`.
+    /// Returns the names held.
+    pub fn stop_in_kernel(&mut self, stops: probes::Stops, cgroup_id: u64) -> Vec<String> {
+        self.stops = Some((stops, cgroup_id));
+        self.arm_stops()
+    }
+
+    /// (Re)puts the engine's names into the kernel's map for this agent; returns them.
+    fn arm_stops(&mut self) -> Vec<String> {
+        let names = self.engine.stop_names(self.agent.trust);
+        let Some((stops, cgroup_id)) = self.stops.as_mut() else { return Vec::new() };
+        stops.disarm(*cgroup_id);
+        for name in &names {
+            if let Err(error) = stops.arm(*cgroup_id, name) {
+                say!("governor: agent {}: holding {name} at its exec: {error}", self.agent_id);
+            }
+        }
+        names
     }
 
     /// The agent's cgroup.
@@ -93,6 +117,7 @@ impl<'w> EventOutput<'w> {
         self.agent = agent;
         self.resolver = crate::resolve::Resolver::new(&engine);
         self.engine = engine;
+        let _ = self.arm_stops();
     }
 
     /// `count` of this agent's events found no room in the ring buffer: they are not in the
@@ -129,6 +154,30 @@ impl<'w> EventOutput<'w> {
         self.throttled = None;
         if !self.agent.suspended && self.store_hold.is_none() {
             let _ = self.control.request_frozen(false);
+            // An exec held by the kernel whose event was among the drops is never decided:
+            // it goes on, as the agent does.
+            self.release_held();
+        }
+    }
+
+    /// Lets go on (SIGCONT) every process of the agent that the kernel holds at its exec
+    /// (stopped, and named as a held program), for those whose event will not be decided:
+    /// it was dropped, or came while no supervisor read them.
+    pub fn release_held(&self) {
+        let held = self.engine.stop_names(self.agent.trust);
+        if held.is_empty() || self.stops.is_none() {
+            return;
+        }
+        for pid in self.control.pids().unwrap_or_default() {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // `pid (comm) state ...`; comm may hold spaces and parentheses: up to the last ')'.
+            let Some((head, tail)) = stat.rsplit_once(") ") else { continue };
+            let comm = head.split_once(" (").map_or("", |(_, comm)| comm);
+            let stopped = tail.starts_with('T');
+            if stopped && held.iter().any(|name| name.get(..name.len().min(15)) == Some(comm)) {
+                // SAFETY: kill(2) with a pid of the agent's cgroup and a signal.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
         }
     }
 
@@ -340,14 +389,20 @@ impl<'w> EventOutput<'w> {
                     metrics.frozen(Duration::from_nanos(latency_ns));
                 }
                 let latency_us = latency_ns / 1000;
+                // Stopped by the probe before the program's first instruction: it never ran.
+                let stopped = if header.verdict == governor_common::verdict::STOPPED {
+                    ", stopped in the kernel at the exec"
+                } else {
+                    ""
+                };
                 self.record(audit::action(
                     &self.agent_id,
                     "suspend",
                     &format!("rule {}", rule.id),
-                    &format!("{} (frozen {latency_us} µs after the event)", rule.reason),
+                    &format!("{} (frozen {latency_us} µs after the event{stopped})", rule.reason),
                 ));
                 say!(
-                    "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event; `governor resume {}` thaws it",
+                    "governor: agent {} suspended by rule {} ({}), frozen {latency_us} µs after the event{stopped}; `governor resume {}` thaws it",
                     self.agent_id,
                     rule.id,
                     rule.reason,
@@ -474,6 +529,17 @@ impl Sink for EventOutput<'_> {
                 engine::Action::Kill => Some(self.control.kill()),
                 engine::Action::Allow | engine::Action::Deny | engine::Action::Audit => None,
             };
+            // A process the probe stopped at its exec goes on: at once, or (suspended) once
+            // its cgroup is frozen, so that it runs when the agent is thawed. Not when the
+            // freeze failed: stopped is then the closest to frozen there is.
+            if event.header().verdict == governor_common::verdict::STOPPED
+                && !matches!(acted, Some(Err(_)))
+                && decision.action != engine::Action::Kill
+            {
+                // SAFETY: kill(2) with a pid and a signal; the process cannot exit while
+                // stopped (but for SIGKILL), so the pid is still its.
+                unsafe { libc::kill(event.header().tgid as i32, libc::SIGCONT) };
+            }
             self.pending.push_back((event, decision.action, decision.index, acted));
         }
     }

@@ -313,6 +313,32 @@ impl Engine {
         }
     }
 
+    /// The programs the kernel holds at their exec for an agent of `trust` until the engine
+    /// has decided (`probes::Stops`): the names that exec rules which suspend or kill (or
+    /// escalate to a suspension) end their patterns in, where that last component is a plain
+    /// name (`**/curl`, `/usr/bin/nc`). A glob there (`**/py*`), or another name of the same
+    /// file, is decided after the exec as before.
+    pub fn stop_names(&self, trust: Trust) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|rule| rule.kind == Kind::Exec && rule.applies_to(trust))
+            .filter(|rule| {
+                matches!(rule.action, Action::Suspend | Action::Kill)
+                    || (matches!(rule.action, Action::Deny | Action::Audit)
+                        && self.suspend_on_severity.is_some_and(|severity| rule.severity >= severity))
+            })
+            .flat_map(|rule| [rule.binary.as_ref(), rule.path.as_ref()].into_iter().flatten())
+            .flat_map(|globs| globs.patterns())
+            .filter_map(|pattern| pattern.rsplit('/').next())
+            .filter(|name| !name.is_empty() && !name.contains(['*', '?', '[', ']', '{', '}', '\\']))
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Decides on `event` for `agent` at `now_ns` (the event's kernel time).
     pub fn decide(&self, agent: &mut AgentState, event: &Event, now_ns: u64) -> Decision<'_> {
         if agent.suspended && now_ns >= agent.suspended_since {

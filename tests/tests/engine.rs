@@ -132,6 +132,51 @@ fn a_network_tool_after_a_secret_suspends_and_kill_ends_the_agent() {
 }
 
 #[test]
+fn a_network_tool_after_a_secret_runs_no_instruction_before_the_suspension() {
+    require!("a_network_tool_after_a_secret_runs_no_instruction_before_the_suspension");
+    let scene = scene!();
+    let id = format!("held-{}", std::process::id());
+    let tool = scene.workspace.join("nc");
+    fs::copy(&scene.attempt, &tool).unwrap_or_else(|error| panic!("{error}"));
+    let (first, ran, after) =
+        (scene.workspace.join("first"), scene.workspace.join("ran"), scene.workspace.join("after"));
+    // The tool before any secret: held at its exec, decided, and let go on. After the
+    // secret: held, and the agent frozen before the tool's first instruction.
+    let script = format!(
+        "{tool} write {first}; cat {key} 2>/dev/null; {tool} write {ran}; echo > {after}; sleep 30",
+        tool = tool.display(),
+        first = first.display(),
+        key = scene.home.join(".ssh/id_ed25519").display(),
+        ran = ran.display(),
+        after = after.display(),
+    );
+    let child = start(&scene, "medium", &id, &script);
+    assert!(wait_frozen(&id), "the agent was not frozen");
+    assert!(first.exists(), "the tool ran before the secret was tried");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!ran.exists(), "the tool ran after the secret, before the freeze");
+    assert!(!after.exists(), "the agent went on after the tool");
+    // Thawed, the tool runs from its first instruction.
+    let resumed = control("resume", &id);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !after.exists() {
+        assert!(Instant::now() < deadline, "the agent did not go on after the resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ran.exists(), "the tool ran once resumed");
+    let killed = control("kill", &id);
+    assert_eq!(killed.status.code(), Some(0), "{}", stderr(&killed));
+    let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
+    let err = stderr(&output);
+    assert!(err.contains("stopped in the kernel at the exec"), "{err}");
+    let incidents = incidents(&err);
+    assert_eq!(incidents.len(), 1, "{err}");
+    assert_eq!(incidents[0]["rule"], "network-tool-after-secret");
+    assert_eq!(incidents[0]["event"]["verdict"], "stopped", "{err}");
+}
+
+#[test]
 fn control_commands_refuse_unknown_agents() {
     require!("control_commands_refuse_unknown_agents");
     for command in ["suspend", "resume", "kill"] {

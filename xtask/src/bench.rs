@@ -812,6 +812,9 @@ fn freeze(root: &Path, runs: usize) -> Result<()> {
     std::fs::copy("/bin/true", workspace.join("nc")).context("copying /bin/true")?;
     let store = dir.join("audit.db");
     let mut latencies = Vec::with_capacity(runs);
+    // Runs where the kernel held the tool at its exec: it ran no instruction before the
+    // freeze, however long the freeze took.
+    let mut held = 0;
     for run in 0..runs {
         let id = format!("freeze-bench-{}-{run}", std::process::id());
         let mut child = Command::new(&governor)
@@ -831,6 +834,7 @@ fn freeze(root: &Path, runs: usize) -> Result<()> {
             let line = line.context("reading governor's stderr")?;
             if let Some((_, rest)) = line.split_once(", frozen ") {
                 latency = rest.split_once(" µs").and_then(|(us, _)| us.parse::<u64>().ok());
+                held += usize::from(rest.contains("stopped in the kernel at the exec"));
                 let _ = Command::new(&governor).args(["--audit-db"]).arg(&store).args(["kill", &id]).output();
             }
         }
@@ -851,5 +855,6 @@ fn freeze(root: &Path, runs: usize) -> Result<()> {
         us(percentile(&latencies, 99)),
         us(latencies[latencies.len() - 1])
     );
+    println!("  the tool held in the kernel at its exec (no instruction run before the freeze): {held} of {runs}");
     Ok(())
 }

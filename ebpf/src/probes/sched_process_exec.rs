@@ -2,17 +2,21 @@
 //! binary (the exec succeeded; the path is the one the kernel resolved, from
 //! `linux_binprm.filename` at the offset the supervisor read from BTF).
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated::bpf_send_signal,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use governor_common::{ExecEvent, counter, kind, source, verdict};
+use governor_common::{ExecEvent, StopKey, counter, kind, source, verdict};
 
 use crate::{
-    maps::{EVENTS, agent, count, header, produced},
+    maps::{EVENTS, STOP_EXEC, agent, count, header, produced},
     offsets,
     probes::raw_syscalls::wakeup,
 };
+
+const SIGSTOP: u32 = 19;
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
@@ -52,6 +56,22 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
             filename.and_then(|filename| bpf_probe_read_kernel_str_bytes(filename, &mut (*event).filename).map(|_| ()));
         if read.is_err() {
             (*event).filename[0] = 0;
+            count(counter::ERRORS);
+        }
+    }
+    // A program a sequence rule is waiting for: stopped before its first instruction (the
+    // kernel set `comm` to its name when the exec began), and the supervisor decides.
+    // A program a rule suspends or kills for: stopped before its first instruction (the
+    // kernel set `comm` to its name when the exec began), and the supervisor decides.
+    if let Ok(comm) = bpf_get_current_comm()
+        // SAFETY: read-only lookup.
+        && unsafe { STOP_EXEC.get(&StopKey { cgroup_id, comm }) }.is_some()
+    {
+        // SAFETY: a signal to the current task's process, which is the agent's.
+        if unsafe { bpf_send_signal(SIGSTOP) } == 0 {
+            // SAFETY: as above, the reserved slot.
+            unsafe { (*event).header.verdict = verdict::STOPPED };
+        } else {
             count(counter::ERRORS);
         }
     }

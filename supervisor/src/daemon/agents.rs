@@ -70,7 +70,7 @@ impl<'w> Daemon<'w> {
         if let Some(audit) = self.probes.audit.as_mut() {
             audit.watch_agent(None, registration.session, cgroup_id);
         }
-        let output = self.output_for(&agent, &registration, cgroup, own_engine);
+        let output = self.output_for(&agent, &registration, cgroup, cgroup_id, own_engine);
         let row = audit::Row {
             table: "agents",
             values: vec![
@@ -120,11 +120,21 @@ impl<'w> Daemon<'w> {
         agent: &str,
         registration: &Registration,
         cgroup: Cgroup,
+        cgroup_id: u64,
         own_engine: Option<Engine>,
     ) -> EventOutput<'w> {
         let engine = own_engine.map_or_else(|| Rc::clone(&self.engine), Rc::new);
         let metrics = Some(Rc::clone(&self.metrics));
-        EventOutput::new(self.writer, engine, registration.trust, agent, cgroup, false, metrics)
+        let mut output = EventOutput::new(self.writer, engine, registration.trust, agent, cgroup, false, metrics);
+        match self.probes.stops() {
+            Ok(stops) => {
+                let _ = output.stop_in_kernel(stops, cgroup_id);
+            }
+            Err(error) => {
+                tracing::warn!(%agent, %error, "programs that rules suspend or kill for are not held at their exec")
+            }
+        }
+        output
     }
 
     pub(super) fn supervise(&mut self, supervised: Supervised<'w>) {
@@ -367,8 +377,13 @@ impl<'w> Daemon<'w> {
         if let Some(audit) = self.probes.audit.as_mut() {
             audit.watch_agent(registration.first_pid, registration.session, cgroup_id);
         }
-        let mut output = self.output_for(&agent, &registration, cgroup, own_engine);
+        let mut output = self.output_for(&agent, &registration, cgroup, cgroup_id, own_engine);
         output.agent.suspended = frozen;
+        // Execs held while no daemon ran were never decided; they go on (the gap is an
+        // incident below). A frozen agent's stay held until it is resumed.
+        if !frozen {
+            output.release_held();
+        }
         let reason = format!(
             "no supervisor for {gap}: the agent ran confined by Landlock and seccomp, but its events in that time were not seen and probe rules (UDP narrowing, kernel deny rules) lapsed"
         );

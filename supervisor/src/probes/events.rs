@@ -332,6 +332,7 @@ pub fn verdict_name(verdict: u16) -> &'static str {
         verdict::ALLOWED => "allowed",
         verdict::DENIED => "denied",
         verdict::WOULD_DENY => "would-deny",
+        verdict::STOPPED => "stopped",
         _ => "unknown",
     }
 }

@@ -29,7 +29,7 @@ use aya::{
         RawTracePoint, links::FdLink,
     },
 };
-use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, NetPolicy, PortKey, counter};
+use governor_common::{AgentSlot, InodeKey, NET_KEY_FIXED_BITS, NetKey, NetPolicy, PortKey, StopKey, counter};
 
 /// The object file, aligned for aya's ELF parser.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/governor"));
@@ -240,6 +240,32 @@ pub struct Probes {
     /// Events read in userspace (fanotify, Landlock's audit records): produced, though not
     /// by the programs' counters.
     pub read_in_userspace: u64,
+}
+
+/// The programs whose exec stops an agent's process before its first instruction
+/// (`verdict::STOPPED`), by name.
+pub struct Stops {
+    map: HashMap<MapData, StopKey, u8>,
+}
+
+impl Stops {
+    /// An exec by agent `cgroup_id` of a program named `name` (the first 15 bytes count, as
+    /// in the kernel's `comm`) stops it from now on.
+    pub fn arm(&mut self, cgroup_id: u64, name: &str) -> Result<(), Error> {
+        let mut comm = [0u8; 16];
+        for (to, from) in comm.iter_mut().zip(name.bytes().take(15)) {
+            *to = from;
+        }
+        self.map.insert(StopKey { cgroup_id, comm }, 1, 0).map_err(|source| Error::Map { name: "STOP_EXEC", source })
+    }
+
+    /// Every name armed for agent `cgroup_id` goes.
+    pub fn disarm(&mut self, cgroup_id: u64) {
+        let keys: Vec<StopKey> = self.map.keys().flatten().filter(|key| key.cgroup_id == cgroup_id).collect();
+        for key in keys {
+            let _ = self.map.remove(&key);
+        }
+    }
 }
 
 /// Events read in userspace, and losses: in all (`lost`), and those known to be one
@@ -806,6 +832,24 @@ impl Probes {
         Ok(())
     }
 
+    /// A handle on the programs whose exec stops an agent's process (`STOP_EXEC`), for the
+    /// agent's event output, which arms them when a sequence rule has seen its first half.
+    pub fn stops(&self) -> Result<Stops, Error> {
+        let name = "STOP_EXEC";
+        let map = self.ebpf.map(name).ok_or(Error::Missing(name))?;
+        let fd = match map {
+            aya::maps::Map::HashMap(data) => std::os::fd::AsFd::as_fd(data.fd()).try_clone_to_owned(),
+            _ => return Err(Error::Missing(name)),
+        }
+        .map_err(|error| Error::Map {
+            name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error: error }),
+        })?;
+        let data = MapData::from_fd(fd).map_err(|source| Error::Map { name, source })?;
+        let map = HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|source| Error::Map { name, source })?;
+        Ok(Stops { map })
+    }
+
     /// Attaches the cgroup program `name` (a socket hook or the `skb` ingress hook) to
     /// `cgroup_dir`, as a link that can be pinned.
     fn attach_cgroup(&mut self, name: &'static str, cgroup_dir: &File) -> Result<FdLink, Error> {
@@ -841,6 +885,12 @@ impl Probes {
         }
         if let Ok(mut policy) = self.map::<HashMap<_, u64, NetPolicy>>("NET_POLICY") {
             let _ = policy.remove(&cgroup_id);
+        }
+        if let Ok(mut stops) = self.map::<HashMap<_, StopKey, u8>>("STOP_EXEC") {
+            let keys: Vec<StopKey> = stops.keys().flatten().filter(|key| key.cgroup_id == cgroup_id).collect();
+            for key in keys {
+                let _ = stops.remove(&key);
+            }
         }
         if let Ok(mut lost) = self.map::<aya::maps::PerCpuHashMap<_, u64, u64>>("LOST") {
             let _ = lost.remove(&cgroup_id);

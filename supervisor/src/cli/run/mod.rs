@@ -260,6 +260,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     if verbose {
         say!("governor: cgroup {} (id {cgroup_id})", cgroup.path().display());
     }
+    // The programs rules suspend or kill for, held at their exec (standalone; a daemon
+    // holds them for its agents).
+    let mut stops = None;
     if let Some((client, _)) = daemon.as_mut() {
         let answer = client.answer()?;
         if verbose {
@@ -273,6 +276,22 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
             if prepared.request.observe { governor_common::mode::OBSERVE } else { governor_common::mode::ENFORCE };
         let slot = governor_common::AgentSlot { slot: 0, mode };
         probes.watch(cgroup_id, &prepared.agent_id, &cgroup_dir, slot, &probe_plan(probes.backend))?;
+        // Before the agent runs: its first exec of such a program is held too.
+        match probes.stops() {
+            Ok(mut held) => {
+                let names = prepared.engine.stop_names(prepared.ring.trust);
+                for name in &names {
+                    held.arm(cgroup_id, name)?;
+                }
+                if verbose {
+                    say!("governor: probes: held at their exec until the rules have decided: {}", names.join(", "));
+                }
+                stops = Some(held);
+            }
+            Err(error) => {
+                say!("governor: probes: programs that rules suspend or kill for are not held at their exec: {error}")
+            }
+        }
         let denies = prepared.rules.kernel_denies(prepared.ring.trust, probes.backend == probes::Backend::Lsm);
         let enforced = probes.deny(cgroup_id, &denies)?;
         if verbose {
@@ -349,6 +368,13 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     }
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
 
+    // The engine's listing of the programs its rules name (a stat per file of the program
+    // directories, about 10 ms), made before the agent runs, not while its first events
+    // wait for their decision. The event output's resolver finds it made.
+    let engine = std::rc::Rc::new(std::mem::take(&mut prepared.engine));
+    if probes.is_some() {
+        drop(crate::resolve::Resolver::new(&engine));
+    }
     let (forked, in_cgroup) = fork_into(&cgroup_dir)?;
     let child = match forked {
         ForkResult::Child => {
@@ -457,7 +483,6 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         &format!("governor run --trust {}", prepared.ring.trust),
     ))?;
 
-    let engine = std::rc::Rc::new(std::mem::take(&mut prepared.engine));
     let mut output = EventOutput::new(
         &writer,
         engine,
@@ -467,6 +492,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         prepared.request.trace,
         None,
     );
+    if let Some(stops) = stops {
+        output.stop_in_kernel(stops, cgroup_id);
+    }
     let events = probes.as_mut().map(|probes| supervise::Events::new(probes, &mut output));
     let status = supervise::run(child, signals, &FORWARDED, events, None, || cleanup(cgroup, verbose))?;
     let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
