@@ -157,7 +157,7 @@ fn print_text(
         let reason =
             prepared.ring.landlock.scopes_reason.as_ref().map(|reason| format!(" ({reason})")).unwrap_or_default();
         println!(
-            "scoped (cannot cross the sandbox): {}{reason}",
+            "scoped (the agent reaches nothing outside its sandbox through them): {}{reason}",
             if scopes.is_empty() { "nothing".into() } else { scopes.join(", ") }
         );
     } else {
