@@ -100,6 +100,76 @@ pub fn deliver(read: crate::probes::Userspace, sink: &mut dyn Sink) {
     }
 }
 
+/// Before a held exec is decided: the notify backend's records of the time before it. An
+/// earlier refusal (a secret's) comes through the audit socket, from kauditd's thread, and
+/// may arrive after the exec's event is in the ring buffer; the exec is held meanwhile, so
+/// waiting for it costs the agent time only. `step` reads and delivers once, and says
+/// whether anything came; it runs until nothing has for 2 ms, at most 20 ms.
+pub fn catch_up(mut step: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    let mut last = started;
+    while started.elapsed() < Duration::from_millis(20) {
+        if step() {
+            last = std::time::Instant::now();
+        }
+        if last.elapsed() >= Duration::from_millis(2) {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(250));
+    }
+}
+
+/// Reads the userspace sources once into `sink`; whether anything came.
+pub fn read_into(probes: &mut Probes, sink: &mut dyn Sink) -> bool {
+    let read = probes.read_userspace();
+    let came = !read.events.is_empty() || read.lost > 0;
+    deliver(read, sink);
+    came
+}
+
+/// The standalone loop's sink with its probes: a held exec waits for the userspace sources.
+struct WithProbes<'s> {
+    probes: &'s mut Probes,
+    sink: &'s mut dyn Sink,
+}
+
+impl Sink for WithProbes<'_> {
+    fn event(&mut self, event: &crate::probes::events::Event) {
+        self.sink.event(event);
+    }
+    fn events(&mut self, batch: Vec<crate::probes::events::Event>) {
+        self.sink.events(batch);
+    }
+    fn write_pending(&mut self, max: usize) -> bool {
+        self.sink.write_pending(max)
+    }
+    fn lost(&mut self, count: u64) {
+        self.sink.lost(count);
+    }
+    fn undecodable(&mut self, error: &crate::probes::events::DecodeError) {
+        self.sink.undecodable(error);
+    }
+    fn lost_in(&mut self, cgroup_id: u64, count: u64) {
+        self.sink.lost_in(cgroup_id, count);
+    }
+    fn tick(&mut self) {
+        self.sink.tick();
+    }
+    fn catch_up(&mut self) {
+        if self.probes.backend == crate::probes::Backend::Notify {
+            let (probes, sink) = (&mut *self.probes, &mut *self.sink);
+            catch_up(|| read_into(probes, sink));
+        }
+    }
+}
+
+impl Events<'_> {
+    /// Drains the ring buffer into the sink, a held exec waiting for the userspace sources.
+    fn drain_ring(&mut self, ring: &mut RingBuf<MapData>) {
+        drain(ring, &mut WithProbes { probes: self.probes, sink: self.sink });
+    }
+}
+
 /// Each agent's drops since the last report (`reported`, updated): `(cgroup id, count)`.
 pub fn new_drops(
     probes: &mut Probes,
@@ -134,6 +204,9 @@ pub fn drain(ring: &mut RingBuf<MapData>, sink: &mut dyn Sink) {
             }
         }
         let read = !batch.is_empty();
+        if batch.iter().any(|event| event.header().verdict == governor_common::verdict::STOPPED) {
+            sink.catch_up();
+        }
         if read {
             sink.events(batch);
         }
@@ -229,7 +302,7 @@ async fn supervise(
             guard = ring_readable(&mut ring) => {
                 let mut guard = guard.map_err(|source| Error::Io { what: "waiting for events", source })?;
                 if let Some(events) = events.as_mut() {
-                    drain(guard.get_inner_mut(), events.sink);
+                    events.drain_ring(guard.get_inner_mut());
                 }
                 guard.clear_ready();
             }
@@ -248,7 +321,7 @@ async fn supervise(
                     // the ring buffer may have come after them within the tick, and a
                     // sequence rule (a network tool after a secret) errs towards matching.
                     events.drain_audit();
-                    drain(ring.get_mut(), events.sink);
+                    events.drain_ring(ring.get_mut());
                     events.report_drops()?;
                     events.sink.tick();
                 }
@@ -258,7 +331,7 @@ async fn supervise(
     after_exit();
     if let (Some(ring), Some(events)) = (ring.as_mut(), events.as_mut()) {
         events.drain_audit();
-        drain(ring.get_mut(), events.sink);
+        events.drain_ring(ring.get_mut());
         // kauditd hands records on from its own thread: what the agent did last may still
         // be on its way.
         events.settle_audit();

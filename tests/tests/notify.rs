@@ -258,6 +258,43 @@ fn a_daemon_on_the_notify_backend_records_opens_refusals_and_connects_without_a_
 }
 
 #[test]
+fn a_network_tool_after_a_secret_is_held_until_a_notify_daemon_suspends_the_agent() {
+    if !kernel_ready("a_network_tool_after_a_secret_is_held_until_a_notify_daemon_suspends_the_agent", 7) {
+        return;
+    }
+    let scene = scene!();
+    let daemon = Daemon::start(&scene.root, "notify-held", &["--probes", "notify"]);
+    let id = format!("notify-held-{}", std::process::id());
+    let tool = scene.workspace.join("nc");
+    fs::copy(&scene.attempt, &tool).unwrap_or_else(|error| panic!("{error}"));
+    let (ran, after) = (scene.workspace.join("ran"), scene.workspace.join("after"));
+    // The secret's refusal comes through the audit socket, the tool's exec through the ring
+    // buffer, possibly first: the held exec waits for the refusal before it is decided.
+    let script = format!(
+        "cat {key} 2>/dev/null; {tool} write {ran}; echo > {after}",
+        key = scene.home.join(".ssh/id_ed25519").display(),
+        tool = tool.display(),
+        ran = ran.display(),
+        after = after.display(),
+    );
+    let child = scene.spawn_script(daemon.governor().args(["run", "--trust", "medium"]), &id, &script);
+    let events = governor_tests::cgroup2_root().join("governor").join(&id).join("cgroup.events");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&events).is_ok_and(|text| text.contains("frozen 1")) {
+        assert!(Instant::now() < deadline, "not suspended: {}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!ran.exists(), "the tool ran before the suspension: {}", daemon.log_text());
+    assert!(!after.exists(), "the agent went on: {}", daemon.log_text());
+    let killed = daemon.governor().args(["kill", &id]).output().unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(killed.status.code(), Some(0), "{}", stderr(&killed));
+    let _ = child.wait_with_output();
+    let log = daemon.log_text();
+    assert!(log.contains("stopped in the kernel at the exec"), "{log}");
+}
+
+#[test]
 fn a_restarted_notify_daemon_takes_the_agents_opens_and_session_again() {
     if !kernel_ready("a_restarted_notify_daemon_takes_the_agents_opens_and_session_again", 7) {
         return;

@@ -503,6 +503,17 @@ impl Sink for Dispatch<'_, '_> {
         }
     }
 
+    fn catch_up(&mut self) {
+        if self.daemon.probes.backend == probes::Backend::Notify {
+            crate::supervise::catch_up(|| {
+                let read = self.daemon.probes.read_userspace();
+                let came = !read.events.is_empty() || read.lost > 0;
+                crate::supervise::deliver(read, self);
+                came
+            });
+        }
+    }
+
     fn write_pending(&mut self, max: usize) -> bool {
         let mut more = false;
         for supervised in self.daemon.agents.values_mut() {

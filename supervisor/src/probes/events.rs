@@ -405,6 +405,9 @@ pub trait Sink {
     fn lost_in(&mut self, _cgroup_id: u64, _count: u64) {}
     /// Called on every tick of the event loop (every 10 ms), events or not.
     fn tick(&mut self) {}
+    /// The next batch holds an exec the kernel stopped (`verdict::STOPPED`): what a
+    /// userspace source has of the time before it is delivered first (`supervise::catch_up`).
+    fn catch_up(&mut self) {}
 }
 
 /// `--trace`: one JSON object per line on stderr.
