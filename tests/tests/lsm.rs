@@ -338,16 +338,9 @@ fn run_then_bind(scene: &Scene, trust: &str, extra: &[&str], script: &str, bind:
     let _ = fs::remove_file(&started);
     let _ = fs::remove_file(&go);
     let script = format!("touch started; while [ ! -e go ]; do sleep 0.05; done; {script}");
-    let child = Command::new(governor_bin())
-        .args(["run", "--trust", trust, "--probes", "lsm", "--best-effort", "--trace", "--workspace"])
-        .arg(&scene.workspace)
-        .args(extra)
-        .args(["--", "sh", "-c", &script])
-        .env("HOME", &scene.home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{error}"));
+    let mut governor = Command::new(governor_bin());
+    governor.args(["run", "--trust", trust, "--probes", "lsm", "--best-effort", "--trace"]).args(extra);
+    let child = scene.spawn_script(&mut governor, &format!("bound-later-{trust}"), &script);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !started.exists() {
         assert!(Instant::now() < deadline, "the agent did not start");
