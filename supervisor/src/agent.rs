@@ -80,25 +80,11 @@ impl<'w> EventOutput<'w> {
         }
     }
 
-    /// Has the kernel hold the programs that rules suspend or kill for at their exec
-    /// (`probes::Stops`) until they are decided, for the agent in cgroup `cgroup_id`.
-    /// Returns the names held.
-    pub fn stop_in_kernel(&mut self, stops: probes::Stops, cgroup_id: u64) -> Vec<String> {
+    /// Keeps the kernel's programs-to-stop map for the agent in cgroup `cgroup_id`, whose
+    /// engine's names the caller has held there before the agent ran (`Stops::hold` of
+    /// `Engine::stop_names`): a reload holds the new engine's.
+    pub fn stop_in_kernel(&mut self, stops: probes::Stops, cgroup_id: u64) {
         self.stops = Some((stops, cgroup_id));
-        self.arm_stops()
-    }
-
-    /// (Re)puts the engine's names into the kernel's map for this agent; returns them.
-    fn arm_stops(&mut self) -> Vec<String> {
-        let names = self.engine.stop_names(self.agent.trust);
-        let Some((stops, cgroup_id)) = self.stops.as_mut() else { return Vec::new() };
-        stops.disarm(*cgroup_id);
-        for name in &names {
-            if let Err(error) = stops.arm(*cgroup_id, name) {
-                say!("governor: agent {}: holding {name} at its exec: {error}", self.agent_id);
-            }
-        }
-        names
     }
 
     /// The agent's cgroup.
@@ -117,7 +103,12 @@ impl<'w> EventOutput<'w> {
         self.agent = agent;
         self.resolver = crate::resolve::Resolver::new(&engine);
         self.engine = engine;
-        let _ = self.arm_stops();
+        let names = self.engine.stop_names(self.agent.trust);
+        if let Some((stops, cgroup_id)) = self.stops.as_mut()
+            && let Err(error) = stops.hold(*cgroup_id, &names)
+        {
+            say!("governor: agent {}: holding {} at their exec: {error}", self.agent_id, names.join(", "));
+        }
     }
 
     /// `count` of this agent's events found no room in the ring buffer: they are not in the

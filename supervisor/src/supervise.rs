@@ -54,7 +54,7 @@ impl<'a> Events<'a> {
     /// Hands what the notify backend read in userspace (fanotify, Landlock's audit records)
     /// to the sink, and reports what was lost.
     fn drain_audit(&mut self) {
-        deliver(self.probes.read_userspace(), self.sink);
+        let _ = deliver(self.probes.read_userspace(), self.sink);
     }
 
     /// Drains the audit records until none has come for a while (at most 100 ms).
@@ -86,8 +86,9 @@ impl<'a> Events<'a> {
     }
 }
 
-/// Hands events read in userspace to `sink`, after their losses.
-pub fn deliver(read: crate::probes::Userspace, sink: &mut dyn Sink) {
+/// Hands events read in userspace to `sink`, after their losses; whether there was any.
+pub fn deliver(read: crate::probes::Userspace, sink: &mut dyn Sink) -> bool {
+    let came = !read.events.is_empty() || read.lost > 0;
     if read.lost > 0 {
         sink.lost(read.lost);
     }
@@ -98,13 +99,14 @@ pub fn deliver(read: crate::probes::Userspace, sink: &mut dyn Sink) {
         sink.events(read.events);
         while sink.write_pending(usize::MAX) {}
     }
+    came
 }
 
 /// Before a held exec is decided: the notify backend's records of the time before it. An
 /// earlier refusal (a secret's) comes through the audit socket, from kauditd's thread, and
 /// may arrive after the exec's event is in the ring buffer; the exec is held meanwhile, so
-/// waiting for it costs the agent time only. `step` reads and delivers once, and says
-/// whether anything came; it runs until nothing has for 2 ms, at most 20 ms.
+/// waiting for it costs the agent time only. `step` reads and delivers once (`deliver`),
+/// and says whether anything came; it runs until nothing has for 2 ms, at most 20 ms.
 pub fn catch_up(mut step: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
     let mut last = started;
@@ -117,14 +119,6 @@ pub fn catch_up(mut step: impl FnMut() -> bool) {
         }
         std::thread::sleep(Duration::from_micros(250));
     }
-}
-
-/// Reads the userspace sources once into `sink`; whether anything came.
-pub fn read_into(probes: &mut Probes, sink: &mut dyn Sink) -> bool {
-    let read = probes.read_userspace();
-    let came = !read.events.is_empty() || read.lost > 0;
-    deliver(read, sink);
-    came
 }
 
 /// The standalone loop's sink with its probes: a held exec waits for the userspace sources.
@@ -158,7 +152,7 @@ impl Sink for WithProbes<'_> {
     fn catch_up(&mut self) {
         if self.probes.backend == crate::probes::Backend::Notify {
             let (probes, sink) = (&mut *self.probes, &mut *self.sink);
-            catch_up(|| read_into(probes, sink));
+            catch_up(|| deliver(probes.read_userspace(), sink));
         }
     }
 }

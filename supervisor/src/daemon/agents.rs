@@ -125,11 +125,10 @@ impl<'w> Daemon<'w> {
     ) -> EventOutput<'w> {
         let engine = own_engine.map_or_else(|| Rc::clone(&self.engine), Rc::new);
         let metrics = Some(Rc::clone(&self.metrics));
+        let names = engine.stop_names(registration.trust);
         let mut output = EventOutput::new(self.writer, engine, registration.trust, agent, cgroup, false, metrics);
-        match self.probes.stops() {
-            Ok(stops) => {
-                let _ = output.stop_in_kernel(stops, cgroup_id);
-            }
+        match self.probes.stops().and_then(|mut stops| stops.hold(cgroup_id, &names).map(|()| stops)) {
+            Ok(stops) => output.stop_in_kernel(stops, cgroup_id),
             Err(error) => {
                 tracing::warn!(%agent, %error, "programs that rules suspend or kill for are not held at their exec")
             }
@@ -507,9 +506,7 @@ impl Sink for Dispatch<'_, '_> {
         if self.daemon.probes.backend == probes::Backend::Notify {
             crate::supervise::catch_up(|| {
                 let read = self.daemon.probes.read_userspace();
-                let came = !read.events.is_empty() || read.lost > 0;
-                crate::supervise::deliver(read, self);
-                came
+                crate::supervise::deliver(read, self)
             });
         }
     }

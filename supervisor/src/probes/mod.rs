@@ -249,23 +249,36 @@ pub struct Stops {
 }
 
 impl Stops {
-    /// An exec by agent `cgroup_id` of a program named `name` (the first 15 bytes count, as
-    /// in the kernel's `comm`) stops it from now on.
-    pub fn arm(&mut self, cgroup_id: u64, name: &str) -> Result<(), Error> {
-        let mut comm = [0u8; 16];
-        for (to, from) in comm.iter_mut().zip(name.bytes().take(15)) {
-            *to = from;
+    /// Execs by agent `cgroup_id` of the programs named `names` stop from now on, and those
+    /// of no other name (the first 15 bytes of a name count, as in the kernel's `comm`). The
+    /// new names go in before the old ones go, so a name held before and after is held
+    /// throughout, while the agent runs.
+    pub fn hold(&mut self, cgroup_id: u64, names: &[String]) -> Result<(), Error> {
+        let keys: Vec<StopKey> = names.iter().map(|name| StopKey { cgroup_id, comm: comm_of(name) }).collect();
+        for key in &keys {
+            self.map.insert(key, 1, 0).map_err(|source| Error::Map { name: "STOP_EXEC", source })?;
         }
-        self.map.insert(StopKey { cgroup_id, comm }, 1, 0).map_err(|source| Error::Map { name: "STOP_EXEC", source })
+        for key in agent_stops(&self.map, cgroup_id) {
+            if !keys.contains(&key) {
+                let _ = self.map.remove(&key);
+            }
+        }
+        Ok(())
     }
+}
 
-    /// Every name armed for agent `cgroup_id` goes.
-    pub fn disarm(&mut self, cgroup_id: u64) {
-        let keys: Vec<StopKey> = self.map.keys().flatten().filter(|key| key.cgroup_id == cgroup_id).collect();
-        for key in keys {
-            let _ = self.map.remove(&key);
-        }
+/// `name` as the kernel's `comm` holds it: its first 15 bytes, NUL-padded.
+fn comm_of(name: &str) -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    for (to, from) in comm.iter_mut().zip(name.bytes().take(15)) {
+        *to = from;
     }
+    comm
+}
+
+/// The `STOP_EXEC` keys of agent `cgroup_id`.
+fn agent_stops<T: std::borrow::Borrow<MapData>>(map: &HashMap<T, StopKey, u8>, cgroup_id: u64) -> Vec<StopKey> {
+    map.keys().flatten().filter(|key| key.cgroup_id == cgroup_id).collect()
 }
 
 /// Events read in userspace, and losses: in all (`lost`), and those known to be one
@@ -833,7 +846,7 @@ impl Probes {
     }
 
     /// A handle on the programs whose exec stops an agent's process (`STOP_EXEC`), for the
-    /// agent's event output, which arms them when a sequence rule has seen its first half.
+    /// agent's event output, which holds its engine's names there (again on reload).
     pub fn stops(&self) -> Result<Stops, Error> {
         let name = "STOP_EXEC";
         let map = self.ebpf.map(name).ok_or(Error::Missing(name))?;
@@ -887,8 +900,7 @@ impl Probes {
             let _ = policy.remove(&cgroup_id);
         }
         if let Ok(mut stops) = self.map::<HashMap<_, StopKey, u8>>("STOP_EXEC") {
-            let keys: Vec<StopKey> = stops.keys().flatten().filter(|key| key.cgroup_id == cgroup_id).collect();
-            for key in keys {
+            for key in agent_stops(&stops, cgroup_id) {
                 let _ = stops.remove(&key);
             }
         }

@@ -280,9 +280,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         match probes.stops() {
             Ok(mut held) => {
                 let names = prepared.engine.stop_names(prepared.ring.trust);
-                for name in &names {
-                    held.arm(cgroup_id, name)?;
-                }
+                held.hold(cgroup_id, &names)?;
                 if verbose {
                     say!("governor: probes: held at their exec until the rules have decided: {}", names.join(", "));
                 }
