@@ -196,16 +196,12 @@ impl Session {
         let mut session = Session { id, rules: Vec::new(), previous: previous.trim().to_owned() };
         let mut every =
             rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &[(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id)]);
-        for syscall in EVERY_SYSCALL {
-            every.mask[syscall as usize / 32] |= 1 << (syscall % 32);
-        }
+        every.mask = syscall_mask(&EVERY_SYSCALL);
         session.add(every)?;
         for errno in [libc::EACCES, libc::EPERM] {
             let fields = [(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id), (AUDIT_EXIT, (-errno) as u32)];
             let mut exit = rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &fields);
-            for syscall in REFUSED_SYSCALLS {
-                exit.mask[syscall as usize / 32] |= 1 << (syscall % 32);
-            }
+            exit.mask = syscall_mask(&REFUSED_SYSCALLS);
             session.add(exit)?;
         }
         Ok(session)
@@ -379,20 +375,22 @@ fn list_rules() -> Result<Vec<AuditRuleData>, Error> {
     }
 }
 
+/// A rule's syscall mask with `syscalls` in it.
+fn syscall_mask(syscalls: &[u32]) -> [u32; AUDIT_BITMASK_SIZE] {
+    let mut mask = [0u32; AUDIT_BITMASK_SIZE];
+    for &syscall in syscalls {
+        mask[syscall as usize / 32] |= 1 << (syscall % 32);
+    }
+    mask
+}
+
 /// The session a rule of governor's names (an exit rule on `AUDIT_SESSIONID` and the arch,
 /// with one of the masks `Session::start` puts in), if it is one.
 fn session_of(rule: &AuditRuleData) -> Option<u32> {
     if rule.flags != AUDIT_FILTER_EXIT || rule.action != AUDIT_ALWAYS {
         return None;
     }
-    let mask = |syscalls: &[u32]| {
-        let mut mask = [0u32; AUDIT_BITMASK_SIZE];
-        for &syscall in syscalls {
-            mask[syscall as usize / 32] |= 1 << (syscall % 32);
-        }
-        mask
-    };
-    if rule.mask != mask(&EVERY_SYSCALL) && rule.mask != mask(&REFUSED_SYSCALLS) {
+    if rule.mask != syscall_mask(&EVERY_SYSCALL) && rule.mask != syscall_mask(&REFUSED_SYSCALLS) {
         return None;
     }
     let count = (rule.field_count as usize).min(AUDIT_MAX_FIELDS);
@@ -428,15 +426,17 @@ pub fn session_rules() -> Result<Vec<(u32, bool)>, Error> {
 /// every agent's syscalls would be checked against them. Returns how many went.
 pub fn sweep_stale_sessions() -> usize {
     let Ok(rules) = list_rules() else { return 0 };
-    let stale: Vec<AuditRuleData> = rules.into_iter().filter(|rule| session_of(rule).is_some()).collect();
-    if stale.is_empty() {
+    let sessions: Vec<(&AuditRuleData, u32)> =
+        rules.iter().filter_map(|rule| session_of(rule).map(|session| (rule, session))).collect();
+    // No agent session's rules: no walk of /proc.
+    if sessions.is_empty() {
         return 0;
     }
     let live = live_sessions();
-    stale
-        .iter()
-        .filter(|rule| session_of(rule).is_some_and(|session| !live.contains(&session)))
-        .filter(|rule| request("deleting a stale session rule", AUDIT_DEL_RULE, *rule).is_ok())
+    sessions
+        .into_iter()
+        .filter(|(_, session)| !live.contains(session))
+        .filter(|(rule, _)| request("deleting a stale session rule", AUDIT_DEL_RULE, *rule).is_ok())
         .count()
 }
 
@@ -816,20 +816,22 @@ fn unquote(value: &str) -> String {
     if let Some(inner) = value.strip_prefix('"').and_then(|value| value.strip_suffix('"')) {
         return inner.to_owned();
     }
-    let bytes: Option<Vec<u8>> = (0..value.len() / 2)
-        .map(|index| value.get(index * 2..index * 2 + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect();
-    bytes.map_or_else(|| value.to_owned(), |bytes| String::from_utf8_lossy(&bytes).into_owned())
+    unhex(value).map_or_else(|| value.to_owned(), |bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The bytes of audit's hex encoding, if `text` is hex.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len() / 2)
+        .map(|index| text.get(index * 2..index * 2 + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
 }
 
 /// The path of a UNIX socket address from a SOCKADDR record's hex after the family (up to
 /// the first NUL: an abstract address, which starts with one, has none).
 fn sun_path(hex: &str) -> String {
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .map_while(|index| hex.get(index * 2..index * 2 + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .take_while(|byte| *byte != 0)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    let bytes = unhex(hex).unwrap_or_default();
+    let end = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// x86-64 syscall numbers `fs_op_name` names a refused change by.
