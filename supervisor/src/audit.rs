@@ -262,6 +262,9 @@ pub fn now_ns() -> i64 {
 }
 
 /// Opens (creating) the store and its schema.
+/// How long a writer waits for another's lock before SQLite says the store is busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn open(path: &Path) -> Result<Connection, Error> {
     let sqlite = |source| Error::Sqlite { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -275,7 +278,7 @@ pub fn open(path: &Path) -> Result<Connection, Error> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     }
-    connection.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     connection.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
     connection.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
     // 32 MiB of page cache: the events table's indices stay in memory while batches go in.
@@ -768,6 +771,21 @@ pub struct Opened {
 }
 
 impl Opened {
+    /// Commits `rows` at once, on the calling thread: what must be in the store before
+    /// governor can be killed without a trace of them (an agent's start, which its warden's
+    /// rows would otherwise name an unknown agent). Rows not committed (the store is locked
+    /// or failing) are handed back, for the writer to retry: the agent is running, and its
+    /// supervision must not wait on another writer's lock for long.
+    pub fn commit_now(&mut self, rows: Vec<Row>) -> Vec<Row> {
+        let _ = self.connection.busy_timeout(Duration::from_millis(200));
+        let result = insert(&mut self.connection, &rows);
+        let _ = self.connection.busy_timeout(BUSY_TIMEOUT);
+        match result {
+            Ok(()) => Vec::new(),
+            Err(_) => rows,
+        }
+    }
+
     pub fn start(self) -> Result<Writer, Error> {
         Writer::spawn(self.connection, self.path)
     }

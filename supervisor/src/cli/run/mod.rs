@@ -435,6 +435,14 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     drop(report_write);
     drop(procs);
     drop(cgroup_dir);
+    // The start is in the store before the warden is told the agent runs: a governor killed
+    // the next moment leaves a recorded agent whose loss the warden records, not an unknown
+    // one. What cannot be committed now is the writer's to retry.
+    let mut store = store;
+    let uncommitted = match store.as_mut() {
+        Some(store) => store.commit_now(start_rows(&prepared, &cgroup, probes.as_ref())),
+        None => Vec::new(),
+    };
     if let Some(warden) = warden.as_mut() {
         warden.started();
     }
@@ -457,29 +465,9 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // SAFETY: setpriority on the calling process.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
     let writer = store.start()?;
-    let command_line: Vec<String> =
-        prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
-    writer.write(audit::Row {
-        table: "agents",
-        values: vec![
-            audit::text(&prepared.agent_id),
-            audit::text(prepared.ring.trust.as_str()),
-            audit::text(command_line.join(" ")),
-            audit::text(&prepared.identity.name),
-            audit::text(cgroup.path().display().to_string()),
-            audit::text(probes.as_ref().map_or("off".to_owned(), |probes| probes.backend.to_string())),
-            audit::int(audit::now_ns()),
-        ],
-    })?;
-    for row in audit::policy_rows(&prepared.agent_id, &prepared.request.policies) {
+    for row in uncommitted {
         writer.write(row)?;
     }
-    writer.write(audit::action(
-        &prepared.agent_id,
-        "start",
-        &prepared.identity.name,
-        &format!("governor run --trust {}", prepared.ring.trust),
-    ))?;
 
     let mut output = EventOutput::new(
         &writer,
@@ -547,6 +535,32 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
 
 /// The agent's exit code, or governor's when the child failed before or at exec (it said
 /// why through the report pipe, which exec closed otherwise).
+/// An agent's start in the store: its row, the policy files that govern it and the start.
+fn start_rows(prepared: &Prepared, cgroup: &Cgroup, probes: Option<&Probes>) -> Vec<audit::Row> {
+    let command_line: Vec<String> =
+        prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
+    let mut rows = vec![audit::Row {
+        table: "agents",
+        values: vec![
+            audit::text(&prepared.agent_id),
+            audit::text(prepared.ring.trust.as_str()),
+            audit::text(command_line.join(" ")),
+            audit::text(&prepared.identity.name),
+            audit::text(cgroup.path().display().to_string()),
+            audit::text(probes.map_or("off".to_owned(), |probes| probes.backend.to_string())),
+            audit::int(audit::now_ns()),
+        ],
+    }];
+    rows.extend(audit::policy_rows(&prepared.agent_id, &prepared.request.policies));
+    rows.push(audit::action(
+        &prepared.agent_id,
+        "start",
+        &prepared.identity.name,
+        &format!("governor run --trust {}", prepared.ring.trust),
+    ));
+    rows
+}
+
 fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr, trust: Trust) -> i32 {
     let mut bytes = Vec::new();
     let _ = File::from(report).read_to_end(&mut bytes);
