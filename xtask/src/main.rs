@@ -144,6 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut tally = Tally::default();
             let boot = vm::Boot { kernel, cpus, timeout: Duration::from_secs(timeout) };
             let result = vm_test(&root, &boot, &suite, &mut tally);
+            tally.report_failures();
             println!(
                 "tests: {} passed, {} failed, {} skipped",
                 tally.passed.saturating_sub(tally.skips.len()),
@@ -213,6 +214,7 @@ fn test(root: &Path) -> Result<()> {
     for skip in &tally.skips {
         println!("skipped: {skip}");
     }
+    tally.report_failures();
     let skipped = tally.skips.len();
     println!("tests: {} passed, {} failed, {skipped} skipped", tally.passed.saturating_sub(skipped), tally.failed);
     if !status.success() || tally.failed > 0 {
@@ -423,6 +425,11 @@ struct Tally {
     passed: usize,
     failed: usize,
     skips: Vec<String>,
+    /// Each failed test, with the first lines of what it printed: the end of a long log
+    /// says which test failed and why.
+    failures: Vec<(String, Vec<String>)>,
+    /// Inside libtest's `failures:` report, the test whose output is being read.
+    reading: Option<String>,
 }
 
 impl Tally {
@@ -439,8 +446,34 @@ impl Tally {
             };
             self.passed += count(" passed");
             self.failed += count(" failed");
+            self.reading = None;
         } else if let Some(skip) = line.trim().strip_prefix("skipping ") {
             self.skips.push(skip.to_owned());
+        } else if let Some(name) = line.strip_prefix("test ").and_then(|rest| rest.strip_suffix(" ... FAILED")) {
+            self.failures.push((name.to_owned(), Vec::new()));
+        } else if let Some(name) = line.strip_prefix("---- ").and_then(|rest| rest.strip_suffix(" stdout ----")) {
+            // Passing tests' output is printed too (--show-output): only a failed one's is kept.
+            self.reading = self.failures.iter().any(|(failed, _)| failed == name).then(|| name.to_owned());
+        } else if line == "successes:" {
+            self.reading = None;
+        } else if let Some(name) = &self.reading
+            && let Some((_, lines)) = self.failures.iter_mut().rev().find(|(failed, _)| failed == name)
+            && lines.len() < Self::KEPT
+            && !line.trim().is_empty()
+        {
+            lines.push(line.to_owned());
+        }
+    }
+
+    /// How many lines of a failed test's output the summary repeats.
+    const KEPT: usize = 12;
+
+    fn report_failures(&self) {
+        for (name, lines) in &self.failures {
+            println!("failed: {name}");
+            for line in lines {
+                println!("    {line}");
+            }
         }
     }
 }
@@ -476,5 +509,29 @@ mod tests {
         }
         assert_eq!((tally.passed, tally.failed), (40, 1));
         assert_eq!(tally.skips, ["raw_disks_are_unreadable_in_high: no /dev/vda here"]);
+    }
+
+    #[test]
+    fn a_failed_tests_name_and_panic_are_kept_and_a_passing_ones_output_is_not() {
+        let mut tally = Tally::default();
+        for line in [
+            "test quiet ... ok",
+            "test loud ... FAILED",
+            "failures:",
+            "",
+            "---- loud stdout ----",
+            "thread 'loud' panicked at tests/tests/x.rs:3:5:",
+            "the agent ran",
+            "",
+            "successes:",
+            "---- quiet stdout ----",
+            "skipping nothing",
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s",
+        ] {
+            tally.add(line);
+        }
+        assert_eq!(tally.failures.len(), 1);
+        assert_eq!(tally.failures[0].0, "loud");
+        assert_eq!(tally.failures[0].1, ["thread 'loud' panicked at tests/tests/x.rs:3:5:", "the agent ran"]);
     }
 }
