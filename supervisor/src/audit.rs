@@ -1131,6 +1131,41 @@ mod tests {
         assert_eq!(verify(&connection).ok(), Some(Ok(200)));
     }
 
+    #[test]
+    fn a_batch_chains_its_rows_as_they_would_be_chained_one_at_a_time() {
+        // A run of one table's rows cut by another table's, then the first table again.
+        let mut rows: Vec<Row> = (0..40).map(|i| event(i, &format!("/w/{i}"))).collect();
+        rows.insert(21, action("a", "start", "root", "between"));
+        rows.insert(22, action("a", "note", "root", "between"));
+        rows.extend((0..17).map(|i| event(100 + i, "/w/after")));
+        let hashes = |connection: &Connection| -> Vec<(String, String)> {
+            let mut all = Vec::new();
+            for table in ["events", "actions"] {
+                let mut statement = connection
+                    .prepare(&format!("SELECT prev, hash FROM {table} ORDER BY seq"))
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let found: Vec<(String, String)> = statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .and_then(Iterator::collect)
+                    .unwrap_or_else(|error| panic!("{error}"));
+                all.extend(found);
+            }
+            all
+        };
+        let (_dir, batched) = store();
+        let mut connection = open(&batched).unwrap_or_else(|error| panic!("{error}"));
+        insert(&mut connection, &rows).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(verify(&connection).ok(), Some(Ok(rows.len() as u64)));
+        let (_dir, singly) = store();
+        let mut one_by_one = open(&singly).unwrap_or_else(|error| panic!("{error}"));
+        for row in &rows {
+            insert(&mut one_by_one, std::slice::from_ref(row)).unwrap_or_else(|error| panic!("{error}"));
+        }
+        assert_eq!(hashes(&connection).len(), rows.len());
+        assert_eq!(hashes(&connection), hashes(&one_by_one));
+        assert_eq!(counts(&connection), counts(&one_by_one));
+    }
+
     /// What a store of schema 3 looked like: no `agent_counts`, kind and decision indexes
     /// without time. Its chained rows are those of schema 4.
     pub(crate) const DOWNGRADE_TO_3: &str = "
