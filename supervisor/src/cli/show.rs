@@ -294,17 +294,23 @@ pub fn check(rings: Option<&Path>) -> i32 {
         abi if abi >= 7 => println!("probes: notify backend (no syscall tracepoint) available with --probes notify"),
         abi => println!("probes: notify backend unavailable: Landlock ABI {abi}, its audit records need ABI 7"),
     }
-    // What the notify backend left in the kernel: each agent session's exit rules, and
-    // whether a process is still in it (an ended one's are removed at the next run).
-    if let Ok(sessions) = crate::probes::landlock_audit::session_rules() {
+    // What the notify backend keeps in the kernel: the exit rules of the agents' login uid,
+    // and any agent session's rules an earlier governor left (removed at the next run).
+    if let Ok(installed) = crate::probes::landlock_audit::agent_rules_installed() {
+        let sessions = crate::probes::landlock_audit::session_rules().unwrap_or_default();
         let ended: Vec<String> =
             sessions.iter().filter(|(_, live)| !live).map(|(session, _)| session.to_string()).collect();
         let all: Vec<String> = sessions.iter().map(|(session, _)| session.to_string()).collect();
+        let agents = if installed {
+            format!("exit rules for agents (login uid {}) in", crate::probes::landlock_audit::AGENT_AUID)
+        } else {
+            "no exit rules for agents yet (the first notify run puts them in)".to_owned()
+        };
         match (all.is_empty(), ended.is_empty()) {
-            (true, _) => println!("audit: no agent session rules"),
-            (false, true) => println!("audit: agent session rules for sessions {}", all.join(" ")),
+            (true, _) => println!("audit: {agents}; no agent session rules"),
+            (false, true) => println!("audit: {agents}; agent session rules for sessions {}", all.join(" ")),
             (false, false) => println!(
-                "audit: agent session rules for sessions {} (ended, removed at the next run: {})",
+                "audit: {agents}; agent session rules for sessions {} (ended, removed at the next run: {})",
                 all.join(" "),
                 ended.join(" ")
             ),

@@ -167,7 +167,6 @@ struct Group {
 /// path; the rules are deleted when the run ends.
 pub struct Session {
     pub id: u32,
-    rules: Vec<AuditRuleData>,
     /// `governor run`'s own login uid before, put back once the agent is forked
     /// (`restore`): the threads governor starts afterwards stay out of the session.
     previous: String,
@@ -183,8 +182,8 @@ impl Session {
                 errno: nix::errno::Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)),
             }
         };
-        // Rules a killed run left behind go first (best effort: this run's own do not
-        // depend on it).
+        // Session rules an earlier governor left behind go first (best effort: this run's own
+        // do not depend on it).
         sweep_stale_sessions();
         let previous = std::fs::read_to_string("/proc/self/loginuid").map_err(sys("reading the loginuid"))?;
         std::fs::write("/proc/self/loginuid", AGENT_AUID.to_string()).map_err(sys("setting the loginuid"))?;
@@ -193,38 +192,14 @@ impl Session {
             .trim()
             .parse()
             .map_err(|_| Error::Request { what: "reading the session id", errno: nix::errno::Errno::EINVAL })?;
-        let mut session = Session { id, rules: Vec::new(), previous: previous.trim().to_owned() };
-        let mut every =
-            rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &[(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id)]);
-        every.mask = syscall_mask(&EVERY_SYSCALL);
-        session.add(every)?;
-        for errno in [libc::EACCES, libc::EPERM] {
-            let fields = [(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_SESSIONID, id), (AUDIT_EXIT, (-errno) as u32)];
-            let mut exit = rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &fields);
-            exit.mask = syscall_mask(&REFUSED_SYSCALLS);
-            session.add(exit)?;
-        }
-        Ok(session)
+        install_agent_rules()?;
+        Ok(Session { id, previous: previous.trim().to_owned() })
     }
 
     /// In `governor run` once the agent is forked: its own login uid back as it was (a new
     /// session of its own), so that the threads it starts get no syscall audit context.
     pub fn restore(&self) {
         let _ = std::fs::write("/proc/self/loginuid", &self.previous);
-    }
-
-    fn add(&mut self, rule: AuditRuleData) -> Result<(), Error> {
-        request("adding a session rule", AUDIT_ADD_RULE, &rule)?;
-        self.rules.push(rule);
-        Ok(())
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for rule in self.rules.iter().rev() {
-            let _ = request("deleting a session rule", AUDIT_DEL_RULE, rule);
-        }
     }
 }
 
@@ -409,6 +384,49 @@ fn live_sessions() -> std::collections::HashSet<u32> {
         .filter_map(|entry| std::fs::read_to_string(entry.path().join("sessionid")).ok())
         .filter_map(|id| id.trim().parse().ok())
         .collect()
+}
+
+/// The exit rules of agents' tasks (`-F auid=AGENT_AUID`): every exec and connect, and the
+/// open, exec, filesystem and connect syscalls refused with EACCES or EPERM. They are put in
+/// once and stay: a rule of a login uid no task has matches nothing, while deleting a rule
+/// waits in the kernel for an RCU grace period (10 to 20 ms each here), which every run then
+/// paid on its way out, and the next run's start behind it (an earlier governor keyed them
+/// by session and deleted them at each run's end).
+fn agent_rules() -> [AuditRuleData; 3] {
+    let agents = [(AUDIT_ARCH, AUDIT_ARCH_X86_64), (AUDIT_LOGINUID, AGENT_AUID)];
+    let mut every = rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &agents);
+    every.mask = syscall_mask(&EVERY_SYSCALL);
+    let refused = |errno: i32| {
+        let mut exit = rule(AUDIT_FILTER_EXIT, AUDIT_ALWAYS, &[agents[0], agents[1], (AUDIT_EXIT, (-errno) as u32)]);
+        exit.mask = syscall_mask(&REFUSED_SYSCALLS);
+        exit
+    };
+    [every, refused(libc::EACCES), refused(libc::EPERM)]
+}
+
+/// Puts the agents' exit rules in, where they are not yet.
+fn install_agent_rules() -> Result<(), Error> {
+    for rule in agent_rules() {
+        match request("adding the agents' exit rule", AUDIT_ADD_RULE, &rule) {
+            Ok(_) | Err(Error::Request { errno: nix::errno::Errno::EEXIST, .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the agents' exit rules are all in the kernel (`governor check`).
+pub fn agent_rules_installed() -> Result<bool, Error> {
+    let installed = list_rules()?;
+    // The same list, action, syscalls and fields (the kernel hands back what it was given).
+    let same = |a: &AuditRuleData, b: &AuditRuleData| {
+        let count = (a.field_count as usize).min(AUDIT_MAX_FIELDS);
+        (a.flags, a.action, a.field_count, a.mask) == (b.flags, b.action, b.field_count, b.mask)
+            && a.fields[..count] == b.fields[..count]
+            && a.values[..count] == b.values[..count]
+            && a.fieldflags[..count] == b.fieldflags[..count]
+    };
+    Ok(agent_rules().iter().all(|wanted| installed.iter().any(|rule| same(rule, wanted))))
 }
 
 /// The agent sessions whose rules are in the kernel, once each, and whether a process is in
