@@ -470,6 +470,36 @@ pub fn bpf_lsm_active() -> Option<bool> {
     std::fs::read_to_string("/sys/kernel/security/lsm").ok().map(|lsms| lsms.trim().split(',').any(|lsm| lsm == "bpf"))
 }
 
+/// Runs `job` on a thread of its own, after the jobs given before it: cleanups that wait on
+/// the kernel (the last close of a fanotify group, deleting audit rules: each a grace period
+/// of milliseconds) and that the daemon's loop must not wait for. The thread starts on first
+/// use; if it cannot, the job runs here.
+pub fn later(job: impl FnOnce() + Send + 'static) {
+    type Job = Box<dyn FnOnce() + Send>;
+    static QUEUE: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>> = std::sync::Mutex::new(None);
+    let Ok(mut queue) = QUEUE.lock() else { return job() };
+    let mut job: Job = Box::new(job);
+    if let Some(sender) = queue.as_ref() {
+        match sender.send(job) {
+            Ok(()) => return,
+            Err(std::sync::mpsc::SendError(back)) => job = back,
+        }
+    }
+    let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+    let started = std::thread::Builder::new().name("governor-later".into()).spawn(move || {
+        for job in receiver {
+            job();
+        }
+    });
+    match started {
+        Ok(_) => match sender.send(job) {
+            Ok(()) => *queue = Some(sender),
+            Err(std::sync::mpsc::SendError(job)) => job(),
+        },
+        Err(_) => job(),
+    }
+}
+
 impl Probes {
     /// Loads the probes for `choice`; `None` for `--probes off`. `auto` tries BPF LSM where
     /// the kernel lists it and falls back to tracepoints, saying why in `fallback`.
@@ -892,7 +922,14 @@ impl Probes {
         if let Some(audit) = self.audit.as_mut() {
             audit.unwatch(cgroup_id);
         }
-        self.opens.retain(|opens| opens.cgroup_id() != cgroup_id);
+        // The last close of a fanotify group waits for the kernel to let go of its marks (an
+        // SRCU grace period, milliseconds): not on the daemon's loop.
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.opens).into_iter().partition(|opens| opens.cgroup_id() == cgroup_id);
+        self.opens = kept;
+        if !gone.is_empty() {
+            later(move || drop(gone));
+        }
         if let Ok(mut agents) = self.map::<HashMap<_, u64, AgentSlot>>("AGENTS") {
             let _ = agents.remove(&cgroup_id);
         }

@@ -452,9 +452,12 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
         let mut link = DaemonLink::new(client, &hello, &prepared.agent_id, control);
         let status = supervise::run(child, signals, &FORWARDED, None, Some(&mut link), || cleanup(cgroup, verbose))?;
         let code = child_result(report_read, status, &prepared.request.command[0], prepared.ring.trust);
+        // Before the exit is reported: the daemon's copy of the group is then the last, and
+        // the kernel's wait at a group's last close is the daemon's (off its loop), not this
+        // run's on its way out.
+        drop(held);
         report_exit(link, &hello, &prepared.agent_id, code);
         drop(session);
-        drop(held);
         drop(namespace);
         drop(tmpdir);
         return Ok(code);
