@@ -744,6 +744,19 @@ pub const BUILT_IN_RULES: &str = include_str!("../../policies/rules.toml");
 /// then the `[[rule]]`s of the `--policy` overlays; and the engine compiled from them (a
 /// policy the engine cannot hold is refused here, when loaded).
 pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result<(Rules, Engine), policy::Error> {
+    let (rules, path) = load_rules(source, overlays)?;
+    let secrets = source.secrets()?;
+    let engine = Engine::from_rules(&rules)
+        .map_err(|message| policy::Error::Invalid { path, message })?
+        .with_secrets(secrets.iter().chain(overlays.iter().flat_map(|overlay| &overlay.secret)));
+    Ok((rules, engine))
+}
+
+/// The rules `load` compiles, parsed and validated, and the file they came from.
+pub fn load_rules(
+    source: &policy::RingSource,
+    overlays: &[policy::Overlay],
+) -> Result<(Rules, std::path::PathBuf), policy::Error> {
     let installed = match source {
         policy::RingSource::Dir(dir) => Some(dir.join("rules.toml")).filter(|path| path.exists()),
         policy::RingSource::BuiltIn => None,
@@ -765,12 +778,7 @@ pub fn load(source: &policy::RingSource, overlays: &[policy::Overlay]) -> Result
         }
     }
     rules.extend(overlays.iter().flat_map(|overlay| overlay.rule.iter().cloned()));
-    let rules = Rules { rules, suspend_on_severity: file.suspend_on_severity, event_budget: file.event_budget };
-    let secrets = source.secrets()?;
-    let engine = Engine::from_rules(&rules)
-        .map_err(|message| policy::Error::Invalid { path, message })?
-        .with_secrets(secrets.iter().chain(overlays.iter().flat_map(|overlay| &overlay.secret)));
-    Ok((rules, engine))
+    Ok((Rules { rules, suspend_on_severity: file.suspend_on_severity, event_budget: file.event_budget }, path))
 }
 
 /// The drop-ins of a ring directory, `rules.d/*.toml` in name order: `[[rule]]`s added to

@@ -225,6 +225,7 @@ fn dispatch(cli: Cli, trust_given: bool) -> Result<i32, (i32, String)> {
             let daemon = run::find_daemon(&request).map_err(failed)?;
             if let Some((_, hello)) = &daemon {
                 client::apply_registration(hello, &mut request, trust_given)?;
+                request.daemon_decides = true;
             }
             let prepared = launch::prepare(request).map_err(|error| failed(error.into()))?;
             run::run(prepared, daemon).map_err(failed)

@@ -120,6 +120,10 @@ pub struct Request {
     /// The daemon's socket (the global --socket).
     #[arg(skip)]
     pub socket: Option<PathBuf>,
+    /// A daemon decides on the agent's events, with its own engine: this process compiles
+    /// the rules only to check the `--policy` files it passes on.
+    #[arg(skip)]
+    pub daemon_decides: bool,
     /// The agent's cache directory ($CACHE: XDG_CACHE_HOME, npm_config_cache, CARGO_HOME):
     /// in its temp dir and removed with it (ephemeral), or kept for the next run of the same
     /// --agent-id (persist).
@@ -149,6 +153,7 @@ impl Request {
             observe: false,
             standalone: true,
             socket: None,
+            daemon_decides: false,
             cache: CacheMode::Ephemeral,
             command: vec!["true".into()],
         }
@@ -207,7 +212,11 @@ pub fn prepare(request: Request) -> Result<Prepared, Error> {
     let ring = source.ring(request.trust)?;
     let policy::SecretsFile { secret: secrets, env } = source.secrets_file()?;
     let overlays = request.policies.iter().map(|path| policy::load_overlay(path)).collect::<Result<Vec<_>, _>>()?;
-    let (rules, engine) = engine::load(&source, &overlays)?;
+    let (rules, engine) = if request.daemon_decides && overlays.is_empty() {
+        (engine::load_rules(&source, &overlays)?.0, engine::Engine::default())
+    } else {
+        engine::load(&source, &overlays)?
+    };
     let identity = Identity::resolve(request.user.as_deref())?;
     let kernel = Kernel::probe();
     let cgroup_root = cgroup::mount_point()?;
