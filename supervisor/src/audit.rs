@@ -261,10 +261,10 @@ pub fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |time| i64::try_from(time.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// Opens (creating) the store and its schema.
 /// How long a writer waits for another's lock before SQLite says the store is busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Opens (creating) the store and its schema.
 pub fn open(path: &Path) -> Result<Connection, Error> {
     let sqlite = |source| Error::Sqlite { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -973,6 +973,22 @@ pub fn int(value: impl TryInto<i64>) -> Value {
 }
 
 /// Rows recorded when an agent's life changes (start, exit, suspend, resume, kill).
+/// The `agents` row of a run: who, in which ring and cgroup, under which probe backend.
+pub fn agent_row(agent: &str, trust: &str, command: &str, user: &str, cgroup: &Path, backend: &str) -> Row {
+    Row {
+        table: "agents",
+        values: vec![
+            text(agent),
+            text(trust),
+            text(command),
+            text(user),
+            text(cgroup.display().to_string()),
+            text(backend),
+            int(now_ns()),
+        ],
+    }
+}
+
 pub fn action(agent: &str, action: &str, actor: &str, why: &str) -> Row {
     Row { table: "actions", values: vec![text(agent), int(now_ns()), text(action), text(actor), text(why)] }
 }

@@ -450,9 +450,9 @@ fn a_run_killed_with_sigkill_leaves_no_audit_rule_of_its_own() {
     let text = stderr(&out);
     let path = private.display().to_string();
     assert!(
-        text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()).any(|event| event["path"] == path
-            && event["source"] == "syscall-audit"
-            && event["result"] == "EACCES"),
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .any(|event| event["path"] == path && event["source"] == "syscall-audit" && event["result"] == "EACCES"),
         "no syscall-audit refusal of {path}: {text}"
     );
 }

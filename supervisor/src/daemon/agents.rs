@@ -71,18 +71,14 @@ impl<'w> Daemon<'w> {
             audit.watch_agent(None, registration.session, cgroup_id);
         }
         let output = self.output_for(&agent, &registration, cgroup, cgroup_id, own_engine);
-        let row = audit::Row {
-            table: "agents",
-            values: vec![
-                audit::text(&agent),
-                audit::text(registration.trust.as_str()),
-                audit::text(registration.command.join(" ")),
-                audit::text(&registration.user),
-                audit::text(output.control().path().display().to_string()),
-                audit::text(self.probes.backend.to_string()),
-                audit::int(audit::now_ns()),
-            ],
-        };
+        let row = audit::agent_row(
+            &agent,
+            registration.trust.as_str(),
+            &registration.command.join(" "),
+            &registration.user,
+            output.control().path(),
+            &self.probes.backend.to_string(),
+        );
         let start = audit::action(
             &agent,
             "start",

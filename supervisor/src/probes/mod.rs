@@ -471,8 +471,8 @@ pub fn bpf_lsm_active() -> Option<bool> {
 }
 
 /// Runs `job` on a thread of its own, after the jobs given before it: cleanups that wait on
-/// the kernel (the last close of a fanotify group, deleting audit rules: each a grace period
-/// of milliseconds) and that the daemon's loop must not wait for. The thread starts on first
+/// the kernel (the last close of a fanotify group: a grace period of milliseconds) and that
+/// the daemon's loop must not wait for. The thread starts on first
 /// use; if it cannot, the job runs here.
 pub fn later(job: impl FnOnce() + Send + 'static) {
     type Job = Box<dyn FnOnce() + Send>;
@@ -924,9 +924,7 @@ impl Probes {
         }
         // The last close of a fanotify group waits for the kernel to let go of its marks (an
         // SRCU grace period, milliseconds): not on the daemon's loop.
-        let (gone, kept): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.opens).into_iter().partition(|opens| opens.cgroup_id() == cgroup_id);
-        self.opens = kept;
+        let gone: Vec<_> = self.opens.extract_if(.., |opens| opens.cgroup_id() == cgroup_id).collect();
         if !gone.is_empty() {
             later(move || drop(gone));
         }

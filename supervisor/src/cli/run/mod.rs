@@ -103,7 +103,7 @@ const FORWARDED: [Signal; 6] =
 pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Result<i32, Error> {
     let verbose = prepared.request.verbose;
     // Fail closed: no store, no agent (the daemon has its own, opened when it started).
-    let store = match daemon {
+    let mut store = match daemon {
         Some(_) => None,
         None => Some(audit::Writer::open(&prepared.request.audit_db)?),
     };
@@ -438,7 +438,6 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // The start is in the store before the warden is told the agent runs: a governor killed
     // the next moment leaves a recorded agent whose loss the warden records, not an unknown
     // one. What cannot be committed now is the writer's to retry.
-    let mut store = store;
     let uncommitted = match store.as_mut() {
         Some(store) => store.commit_now(start_rows(&prepared, &cgroup, probes.as_ref())),
         None => Vec::new(),
@@ -536,24 +535,18 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     Ok(code)
 }
 
-/// The agent's exit code, or governor's when the child failed before or at exec (it said
-/// why through the report pipe, which exec closed otherwise).
 /// An agent's start in the store: its row, the policy files that govern it and the start.
 fn start_rows(prepared: &Prepared, cgroup: &Cgroup, probes: Option<&Probes>) -> Vec<audit::Row> {
     let command_line: Vec<String> =
         prepared.request.command.iter().map(|arg| arg.to_string_lossy().into_owned()).collect();
-    let mut rows = vec![audit::Row {
-        table: "agents",
-        values: vec![
-            audit::text(&prepared.agent_id),
-            audit::text(prepared.ring.trust.as_str()),
-            audit::text(command_line.join(" ")),
-            audit::text(&prepared.identity.name),
-            audit::text(cgroup.path().display().to_string()),
-            audit::text(probes.map_or("off".to_owned(), |probes| probes.backend.to_string())),
-            audit::int(audit::now_ns()),
-        ],
-    }];
+    let mut rows = vec![audit::agent_row(
+        &prepared.agent_id,
+        prepared.ring.trust.as_str(),
+        &command_line.join(" "),
+        &prepared.identity.name,
+        cgroup.path(),
+        &probes.map_or("off".to_owned(), |probes| probes.backend.to_string()),
+    )];
     rows.extend(audit::policy_rows(&prepared.agent_id, &prepared.request.policies));
     rows.push(audit::action(
         &prepared.agent_id,
@@ -564,6 +557,8 @@ fn start_rows(prepared: &Prepared, cgroup: &Cgroup, probes: Option<&Probes>) -> 
     rows
 }
 
+/// The agent's exit code, or governor's when the child failed before or at exec (it said
+/// why through the report pipe, which exec closed otherwise).
 fn child_result(report: std::os::fd::OwnedFd, status: i32, command: &OsStr, trust: Trust) -> i32 {
     let mut bytes = Vec::new();
     let _ = File::from(report).read_to_end(&mut bytes);
