@@ -499,8 +499,12 @@ impl Sink for EventOutput<'_> {
             // The other names of its path or program, so that no rule is dodged by naming
             // the same file another way.
             self.resolver.resolve(&mut event);
-            // A working directory is the resolver's to know, not an act to decide or record.
+            // A working directory is the resolver's to know, not an act to decide or record;
+            // the trace shows it, so that it shows every event the kernel delivered.
             if matches!(event, probes::events::Event::Cwd { .. }) {
+                if self.trace {
+                    say!("{}", event.to_json());
+                }
                 continue;
             }
             // A frozen agent makes no events: one arriving means it was resumed from outside.

@@ -586,18 +586,10 @@ impl Probes {
     /// there is what Landlock, which runs before BPF in the LSM order, refused known): by
     /// fexit programs on the syscall functions where they load, else by the raw syscall
     /// tracepoints. Loads with the working-directory walk of those programs (relative
-    /// paths resolved from the kernel's dentries); a verifier that refuses a program with it
-    /// (Linux 6.1's: too complex) gets it without, the walk's code then dead to the verifier
-    /// (its offset is a read-only zero), and `cwd_walk` says why.
+    /// paths resolved from the kernel's dentries: 6.1's, 6.12's and 6.18's verifiers take
+    /// it); a verifier that refuses a program with it gets it without, the walk's code then
+    /// dead to the verifier (its offset is a read-only zero), and `cwd_walk` says why.
     fn load_backend(lsm: Want, fentry: Want, pins: Option<&Path>, ring: Option<u32>) -> Result<Probes, Error> {
-        // Older verifiers take seconds to give up on the walk (a million instructions, and
-        // far longer under emulation) on every launch: they are not asked.
-        if !verifier_takes_cwd_walk() {
-            let mut probes = Probes::load_backend_with(lsm, fentry, pins, ring, false)?;
-            probes.cwd_walk =
-                Some("no working-directory walk in the kernel before Linux 6.13 (6.1's verifier refuses it); relative paths are resolved from procfs".into());
-            return Ok(probes);
-        }
         match Probes::load_backend_with(lsm, fentry, pins, ring, true) {
             Err(Error::Program { name, source }) if walks_cwd(name) => {
                 let mut probes = Probes::load_backend_with(lsm, fentry, pins, ring, false)?;
@@ -1113,18 +1105,6 @@ impl Probes {
             errors: sum(counter::ERRORS)?,
         })
     }
-}
-
-/// Whether the running kernel's verifier is asked to take `sys_exit`'s working-directory
-/// walk: Debian 6.1's refuses it as too complex (E2BIG), 6.18's takes it. It is tried from
-/// 6.13 on (6.12 is not known to take it, and a refusal costs seconds at every launch);
-/// where it is refused anyway, the object is loaded again without it.
-fn verifier_takes_cwd_walk() -> bool {
-    let release =
-        nix::sys::utsname::uname().map(|name| name.release().to_string_lossy().into_owned()).unwrap_or_default();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|part| part.parse::<u32>().ok());
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 13)
 }
 
 /// `BPF_FS_MAGIC` (include/uapi/linux/magic.h).
