@@ -234,43 +234,50 @@ fn a_stalled_consumer_counts_and_reports_every_dropped_event() {
     let scene = scene!();
     let opens = governor_tests::flood_opens();
     let id = format!("stall-{}", std::process::id());
+    // The agent floods only once governor (not the agent) is stopped, and governor goes on
+    // only once the whole flood is done: every event after the ring buffer's first 16 MiB
+    // must be dropped, counted and reported, however slow or loaded the machine. (Stopping
+    // governor for a fixed time once the flood ran left it to the machine's speed whether
+    // the buffer filled at all.)
+    let go = scene.workspace.join("go");
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.01; done; exec {attempt} flood /etc/hostname {opens}",
+        go = go.display(),
+        attempt = scene.attempt.display(),
+    );
     let child = Command::new(governor_bin())
         .args(["run", "--trust", "low", "--verbose", "--agent-id", &id, "--workspace"])
         .arg(&scene.workspace)
-        .arg("--")
-        .arg(&scene.attempt)
-        .args(["flood", "/etc/hostname", &opens.to_string()])
+        .args(["--", "sh", "-c", &script])
         .env("HOME", &scene.home)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
     let pid = i32::try_from(child.id()).unwrap_or(0);
-    // Once the agent runs, stop governor (not the agent) long enough for the agent to fill
-    // the ring buffer.
-    // Loading the probes can take seconds on a loaded machine: a stop before the flood
-    // starts would stall nothing, so the wait is long and must succeed.
+    // Loading the probes can take seconds on a loaded machine: the wait is long.
     let procs = governor_tests::cgroup2_root().join("governor").join(&id).join("cgroup.procs");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut running = false;
-    while !running && std::time::Instant::now() < deadline {
-        running = fs::read_to_string(&procs).unwrap_or_default().lines().any(|agent| {
-            fs::read_to_string(format!("/proc/{}/comm", agent.trim())).is_ok_and(|comm| comm.trim() == "attempt")
-        });
-        if !running {
+    let agents = || fs::read_to_string(&procs).unwrap_or_default().lines().count();
+    let waited = |done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !done() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-    }
-    if !running {
+        done()
+    };
+    if !waited(&|| agents() > 0) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         panic!("the agent did not start within 120 s");
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    fs::write(&go, "").unwrap_or_else(|error| panic!("{error}"));
+    // An exited task leaves cgroup.procs at once, reaped or not.
+    let finished = waited(&|| agents() == 0);
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(finished, "the agent's flood did not end within 120 s");
     let output = child.wait_with_output().unwrap_or_else(|error| panic!("{error}"));
     let err = stderr(&output);
     assert_eq!(stdout(&output).trim(), "ok", "{err}");
