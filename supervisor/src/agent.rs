@@ -101,6 +101,7 @@ impl<'w> EventOutput<'w> {
         agent.suspended = self.agent.suspended;
         agent.suspended_since = self.agent.suspended_since;
         self.agent = agent;
+        crate::resolve::list_programs(&engine);
         self.resolver = crate::resolve::Resolver::new(&engine);
         self.engine = engine;
         let names = self.engine.stop_names(self.agent.trust);

@@ -56,12 +56,20 @@ struct Programs {
 }
 
 impl Programs {
-    /// Lists the program directories and `PATH` (a stat of every file: thousands).
+    /// Lists the program directories and `PATH` (a stat of every file: thousands), each
+    /// directory once: `PATH` names most of them again, and on a merged `/usr` `/bin` is
+    /// `/usr/bin` (a directory listed again adds no name a rule or [`multi_call`] counts).
     fn find(engine: &Engine) -> Programs {
         let mut dirs: Vec<PathBuf> = PROGRAM_DIRS.iter().map(PathBuf::from).collect();
         if let Some(path) = std::env::var_os("PATH") {
             dirs.extend(std::env::split_paths(&path).filter(|dir| dir.is_absolute()));
         }
+        let mut listed = std::collections::HashSet::new();
+        dirs.retain(|dir| match fs::metadata(dir) {
+            Ok(meta) => listed.insert((meta.dev(), meta.ino())),
+            // One that does not exist stays: its appearing later is a change (`current`).
+            Err(_) => true,
+        });
         let mut programs =
             Programs { dirs: dirs.iter().map(|dir| (dir.clone(), modified(dir))).collect(), ..Programs::default() };
         let mut seen = std::collections::HashSet::new();
@@ -108,11 +116,39 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// The listing of the programs `engine`'s rules name: the last one when it was made for this
+/// engine and its directories have not changed since, else a new one.
+fn listed(engine: &std::rc::Rc<Engine>) -> std::rc::Rc<Programs> {
+    let reused = LISTED.with_borrow(|listed| {
+        listed
+            .as_ref()
+            .filter(|(made_for, programs)| {
+                made_for.upgrade().is_some_and(|made_for| std::rc::Rc::ptr_eq(&made_for, engine)) && programs.current()
+            })
+            .map(|(_, programs)| std::rc::Rc::clone(programs))
+    });
+    reused.unwrap_or_else(|| {
+        let programs = std::rc::Rc::new(Programs::find(engine));
+        LISTED.set(Some((std::rc::Rc::downgrade(engine), std::rc::Rc::clone(&programs))));
+        programs
+    })
+}
+
+/// Lists the programs `engine`'s rules name now, before an agent runs, so that its first
+/// decisions do not wait for the listing (a stat per file of the program directories): the
+/// resolvers made for `engine` on this thread find it made.
+pub fn list_programs(engine: &std::rc::Rc<Engine>) {
+    drop(listed(engine));
+}
+
 /// The resolver of one agent's events.
 #[derive(Debug, Default)]
 pub struct Resolver {
-    /// Programs the rules name.
-    programs: std::rc::Rc<Programs>,
+    /// The engine whose rules name the programs below.
+    engine: Option<std::rc::Rc<Engine>>,
+    /// Programs the rules name, listed when first needed: an agent that runs no program
+    /// (or a run without probes, which has no events) never pays for the listing.
+    programs: std::cell::OnceCell<std::rc::Rc<Programs>>,
     /// Hashes of the programs the rules name, read when a file of the same size is first run.
     known: HashMap<PathBuf, Option<[u8; 32]>>,
     /// Hashes of executed files, by (device, inode, mtime, size).
@@ -127,21 +163,13 @@ impl Resolver {
     /// For the exec rules of `engine`: the programs they name are looked up in the usual
     /// program directories and on `PATH`, to recognise copies of them by content.
     pub fn new(engine: &std::rc::Rc<Engine>) -> Resolver {
-        let reused = LISTED.with_borrow(|listed| {
-            listed
-                .as_ref()
-                .filter(|(made_for, programs)| {
-                    made_for.upgrade().is_some_and(|made_for| std::rc::Rc::ptr_eq(&made_for, engine))
-                        && programs.current()
-                })
-                .map(|(_, programs)| std::rc::Rc::clone(programs))
-        });
-        let programs = reused.unwrap_or_else(|| {
-            let programs = std::rc::Rc::new(Programs::find(engine));
-            LISTED.set(Some((std::rc::Rc::downgrade(engine), std::rc::Rc::clone(&programs))));
-            programs
-        });
-        Resolver { programs, ..Resolver::default() }
+        Resolver { engine: Some(std::rc::Rc::clone(engine)), ..Resolver::default() }
+    }
+
+    /// The programs the rules name (listed at the first call).
+    fn programs(&self) -> std::rc::Rc<Programs> {
+        let programs = self.programs.get_or_init(|| self.engine.as_ref().map(listed).unwrap_or_default());
+        std::rc::Rc::clone(programs)
     }
 
     /// Adds the other names of the event's path or program (`aka`).
@@ -362,7 +390,7 @@ impl Resolver {
 
     /// Every named program of `size` bytes: what a file that cannot be read may have been.
     fn of_size(&self, size: u64) -> Vec<PathBuf> {
-        self.programs.by_size.get(&size).cloned().unwrap_or_default()
+        self.programs().by_size.get(&size).cloned().unwrap_or_default()
     }
 
     /// The programs a rule names whose content `file` has: one, or none; every program of
@@ -374,7 +402,7 @@ impl Resolver {
             // stat does not wait for a lease.
             Program::Busy => fs::metadata(path)
                 .ok()
-                .and_then(|meta| self.programs.by_size.get(&meta.len()).cloned())
+                .and_then(|meta| self.programs().by_size.get(&meta.len()).cloned())
                 .unwrap_or_default(),
         }
     }
@@ -384,7 +412,7 @@ impl Resolver {
         if !meta.is_file() {
             return None;
         }
-        let programs = std::rc::Rc::clone(&self.programs);
+        let programs = self.programs();
         let candidates = programs.by_size.get(&meta.len())?;
         // The program itself or a hard link of it: the same inode, nothing to read.
         if let Some(known) = candidates
@@ -611,7 +639,8 @@ mod tests {
         fs::write(&curl, "a network tool").unwrap_or_else(|error| panic!("{error}"));
         let mut programs = Programs::default();
         programs.by_size.insert(14, vec![curl.clone()]);
-        let mut resolver = Resolver { programs: std::rc::Rc::new(programs), ..Resolver::default() };
+        let mut resolver =
+            Resolver { programs: std::cell::OnceCell::from(std::rc::Rc::new(programs)), ..Resolver::default() };
         let gone = (u32::MAX, u32::MAX);
         let size = |size| Some(ExecFile { dev: 1, ino: 2, size });
         // fexecve of a memfd whose process has ended: nothing left to read but its size.

@@ -122,6 +122,9 @@ impl<'w> Daemon<'w> {
         let engine = own_engine.map_or_else(|| Rc::clone(&self.engine), Rc::new);
         let metrics = Some(Rc::clone(&self.metrics));
         let names = engine.stop_names(registration.trust);
+        // Listed now (once for the daemon's engine while the directories are unchanged),
+        // not while the agent's first exec waits for its decision.
+        crate::resolve::list_programs(&engine);
         let mut output = EventOutput::new(self.writer, engine, registration.trust, agent, cgroup, false, metrics);
         match self.probes.stops().and_then(|mut stops| stops.hold(cgroup_id, &names).map(|()| stops)) {
             Ok(stops) => output.stop_in_kernel(stops, cgroup_id),

@@ -371,7 +371,7 @@ pub fn run(mut prepared: Prepared, mut daemon: Option<(Client, Hello)>) -> Resul
     // wait for their decision. The event output's resolver finds it made.
     let engine = std::rc::Rc::new(std::mem::take(&mut prepared.engine));
     if probes.is_some() {
-        drop(crate::resolve::Resolver::new(&engine));
+        crate::resolve::list_programs(&engine);
     }
     let (forked, in_cgroup) = fork_into(&cgroup_dir)?;
     let child = match forked {
