@@ -24,6 +24,13 @@ pub enum Which {
         /// governor's --probes (auto loads the eBPF programs on every launch).
         #[arg(long, default_value = "off")]
         probes: String,
+        /// Pass `--standalone`: the run loads its own probes rather than going through a
+        /// daemon (root's default run starts one).
+        #[arg(long)]
+        standalone: bool,
+        /// Another governor binary (an older build, to compare), timed in the same rounds.
+        #[arg(long)]
+        against: Option<std::path::PathBuf>,
     },
     /// With `governor daemon` running: `governor run --trust medium -- /bin/true` through it,
     /// against bare `/bin/true` and a standalone run that loads the probes itself.
@@ -101,7 +108,9 @@ pub enum Which {
 
 pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
-        Which::Launch { runs, trust, probes } => launch(root, runs, &trust, &probes),
+        Which::Launch { runs, trust, probes, standalone, against } => {
+            launch(root, runs, &trust, &probes, standalone, against.as_deref())
+        }
         Which::Probes { iterations, runs } => probes(root, iterations, runs),
         Which::HostTax { iterations, runs, governor } => {
             host_tax(root, &governor.unwrap_or_else(|| root.join("target/release/governor")), iterations, runs)
@@ -165,7 +174,7 @@ fn time_cpu(command: &mut Command) -> Result<(Duration, Duration)> {
     Ok((elapsed, timeval(usage.ru_utime) + timeval(usage.ru_stime)))
 }
 
-fn launch(root: &Path, runs: usize, trust: &str, probes: &str) -> Result<()> {
+fn launch(root: &Path, runs: usize, trust: &str, probes: &str, standalone: bool, against: Option<&Path>) -> Result<()> {
     if runs < 50 {
         bail!("--runs {runs}: at least 50 runs of each are needed for a stable median");
     }
@@ -176,45 +185,56 @@ fn launch(root: &Path, runs: usize, trust: &str, probes: &str) -> Result<()> {
         command.current_dir(&workspace);
         command
     };
-    let confined = || {
-        let mut command = Command::new(&governor);
-        command
-            .args(["run", "--trust", trust, "--probes", probes, "--best-effort", "--workspace"])
-            .arg(&workspace)
-            .args(["--", "/bin/true"]);
+    let confined = |binary: &Path| {
+        let mut command = Command::new(binary);
+        command.args(["run", "--trust", trust, "--probes", probes, "--best-effort"]);
+        if standalone {
+            command.arg("--standalone");
+        }
+        command.arg("--workspace").arg(&workspace).args(["--", "/bin/true"]);
         command
     };
-    // Warm the page cache and the dentry cache for both.
+    let mut binaries = vec![governor.as_path()];
+    binaries.extend(against);
+    // Warm the page cache and the dentry cache for each.
     for _ in 0..10 {
         time(&mut bare())?;
-        time(&mut confined())?;
+        for binary in &binaries {
+            time(&mut confined(binary))?;
+        }
     }
     let mut bare_times = Vec::with_capacity(runs);
-    let mut governor_times = Vec::with_capacity(runs);
+    let mut times = vec![Vec::with_capacity(runs); binaries.len()];
     for _ in 0..runs {
         bare_times.push(time(&mut bare())?);
-        governor_times.push(time(&mut confined())?);
+        for (binary, times) in binaries.iter().zip(&mut times) {
+            times.push(time(&mut confined(binary))?);
+        }
     }
-    let _ = std::fs::remove_dir(&workspace);
-    let bare_median = median(&mut bare_times);
-    let governor_median = median(&mut governor_times);
+    let _ = std::fs::remove_dir_all(&workspace);
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
-    println!("launch, {runs} interleaved runs each, trust {trust}, probes {probes}:");
+    let bare_median = median(&mut bare_times);
+    let mode = if standalone { ", standalone" } else { "" };
+    println!("launch, {runs} interleaved runs each, trust {trust}, probes {probes}{mode}:");
     println!(
         "  bare /bin/true:                 median {:.3} ms (p90 {:.3} ms)",
         ms(bare_median),
         ms(percentile(&bare_times, 90))
     );
-    println!(
-        "  governor run -- /bin/true:      median {:.3} ms (p90 {:.3} ms)",
-        ms(governor_median),
-        ms(percentile(&governor_times, 90))
-    );
-    println!(
-        "  added by governor:              {:.3} ms (ratio {:.2}x)",
-        ms(governor_median) - ms(bare_median),
-        ms(governor_median) / ms(bare_median)
-    );
+    for (binary, times) in binaries.iter().zip(&mut times) {
+        let governor_median = median(times);
+        println!("  {}:", binary.display());
+        println!(
+            "    governor run -- /bin/true:    median {:.3} ms (p90 {:.3} ms)",
+            ms(governor_median),
+            ms(percentile(times, 90))
+        );
+        println!(
+            "    added by governor:            {:.3} ms (ratio {:.2}x)",
+            ms(governor_median) - ms(bare_median),
+            ms(governor_median) / ms(bare_median)
+        );
+    }
     Ok(())
 }
 
