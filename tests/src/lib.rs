@@ -535,3 +535,29 @@ pub fn syscall_tracepoint_links(pid: i32) -> usize {
         })
         .count()
 }
+
+/// A directory of the workspace with a file to open by a relative path (`relative.md`), for
+/// the kernel's working-directory walk: `cd DIR && cat relative.md` in an agent's script.
+/// cat is gone before procfs could be asked where it was, so the directory must come from
+/// the walk.
+pub fn relative_dir(scene: &Scene) -> PathBuf {
+    let dir = scene.workspace.join("a/b");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{error}"));
+    std::fs::write(dir.join("relative.md"), "hello").unwrap_or_else(|error| panic!("{error}"));
+    dir
+}
+
+/// That `--trace --verbose` (`err`, its JSON `events`) shows the walk of `dir` reported
+/// before the relative open of `relative.md`, and the open resolved against it.
+pub fn assert_walked(events: &[serde_json::Value], dir: &Path, err: &str) {
+    let walked = events.iter().position(|event| event["kind"] == "cwd" && event["path"] == *dir.to_string_lossy());
+    let relative = events.iter().position(|event| event["kind"] == "open" && event["path"] == "relative.md");
+    assert!(
+        matches!((walked, relative), (Some(walked), Some(relative)) if walked < relative),
+        "no kernel walk of {} before the relative open: {err}",
+        dir.display()
+    );
+    let resolved = relative.map(|index| events[index]["aka"].clone());
+    assert_eq!(resolved, Some(serde_json::json!([dir.join("relative.md").to_string_lossy()])), "{err}");
+    assert!(!err.contains("working-directory walk"), "the kernel walk did not load: {err}");
+}

@@ -40,11 +40,7 @@ fn fentry_reports_an_agent_s_opens_refusals_and_connect_and_nothing_of_other_pro
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("{error}"));
-    // A relative open from a directory of the workspace: cat is gone before procfs could be
-    // asked where it was, so the directory must come from the kernel's walk.
-    let deep = scene.workspace.join("a/b");
-    fs::create_dir_all(&deep).unwrap_or_else(|error| panic!("{error}"));
-    fs::write(deep.join("relative.md"), "hello").unwrap_or_else(|error| panic!("{error}"));
+    let deep = governor_tests::relative_dir(&scene);
     let script = format!(
         "cd {deep} && cat relative.md >/dev/null; cd /; \
          cat {file} >/dev/null; cat {secret} 2>/dev/null; {attempt} mkdir {made}; {attempt} chmod {file} 4755; \
@@ -84,20 +80,7 @@ fn fentry_reports_an_agent_s_opens_refusals_and_connect_and_nothing_of_other_pro
     assert_eq!(result(find("mkdir", &made.to_string_lossy())), Some(("EACCES".into(), fentry.clone())), "{err}");
     // Refused by seccomp: the syscall's function never ran; `__secure_computing`'s fexit saw it.
     assert_eq!(result(find("chmod", &file.to_string_lossy())), Some(("EPERM".into(), fentry.clone())), "{err}");
-    // Resolved against the working directory the kernel's walk reported before it (procfs
-    // no longer knows where cat was).
-    let walked = events.iter().position(|event| event["kind"] == "cwd" && event["path"] == *deep.to_string_lossy());
-    let relative = events.iter().position(|event| event["kind"] == "open" && event["path"] == "relative.md");
-    assert!(matches!((walked, relative), (Some(walked), Some(relative)) if walked < relative), "{err}");
-    let relative = relative.map(|index| &events[index]);
-    let expected = deep.join("relative.md");
-    assert_eq!(
-        relative.map(|event| event["aka"].clone()),
-        Some(serde_json::json!([expected.to_string_lossy()])),
-        "no kernel walk of {}: {err}",
-        deep.display()
-    );
-    assert!(!err.contains("working-directory walk"), "the kernel walk did not load: {err}");
+    governor_tests::assert_walked(&events, &deep, &err);
     let connect =
         events.iter().find(|event| event["kind"] == "connect" && event["port"].as_u64() == Some(u64::from(port)));
     assert_eq!(result(connect), Some(("ok".into(), fentry)), "{err}");

@@ -42,11 +42,7 @@ fn an_agent_s_exec_open_and_connect_are_reported_with_their_results() {
     let file = scene.workspace.join("notes.md");
     fs::write(&file, "hello").unwrap_or_else(|error| panic!("{error}"));
     let secret = scene.home.join(".ssh/id_ed25519");
-    // A relative open from a directory of the workspace: cat is gone before procfs could be
-    // asked where it was, so the directory must come from the kernel's walk.
-    let deep = scene.workspace.join("a/b");
-    fs::create_dir_all(&deep).unwrap_or_else(|error| panic!("{error}"));
-    fs::write(deep.join("relative.md"), "hello").unwrap_or_else(|error| panic!("{error}"));
+    let deep = governor_tests::relative_dir(&scene);
     let script = format!(
         "echo $$; /bin/true; cd {deep} && cat relative.md >/dev/null; cd /; cat {file} >/dev/null; \
          cat {secret} 2>/dev/null; exec {attempt} tcp-connect {port}",
@@ -73,20 +69,7 @@ fn an_agent_s_exec_open_and_connect_are_reported_with_their_results() {
     // Landlock refused it; the syscall's exit reports the errno the agent saw.
     assert_eq!(denied["result"], "EACCES");
     assert_ne!(denied["pid"].as_u64(), Some(shell), "cat runs in a child of the shell");
-    // Resolved against the working directory the kernel's walk reported before it (procfs
-    // no longer knows where cat was).
-    let walked = events.iter().position(|event| event["kind"] == "cwd" && event["path"] == *deep.to_string_lossy());
-    let relative = events.iter().position(|event| event["kind"] == "open" && event["path"] == "relative.md");
-    assert!(matches!((walked, relative), (Some(walked), Some(relative)) if walked < relative), "{err}");
-    let relative = relative.map(|index| &events[index]);
-    let expected = deep.join("relative.md");
-    assert_eq!(
-        relative.map(|event| event["aka"].clone()),
-        Some(serde_json::json!([expected.to_string_lossy()])),
-        "no kernel walk of {}: {err}",
-        deep.display()
-    );
-    assert!(!err.contains("working-directory walk"), "the kernel walk did not load: {err}");
+    governor_tests::assert_walked(&events, &deep, &err);
     let connect = events
         .iter()
         .find(|event| event["kind"] == "connect" && event["port"].as_u64() == Some(u64::from(port)))
