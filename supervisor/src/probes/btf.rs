@@ -5,7 +5,7 @@
 //! supervisor looks up at load time and passes in as globals. aya parses BTF too, but keeps
 //! struct members private; the format (Documentation/bpf/btf.rst) is small enough to walk.
 
-use std::{collections::HashMap, path::Path};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -69,13 +69,10 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, Error> {
 }
 
 impl Btf {
-    pub fn from_sys_fs() -> Result<Btf, Error> {
-        Btf::load(Path::new("/sys/kernel/btf/vmlinux"))
-    }
-
-    pub fn load(path: &Path) -> Result<Btf, Error> {
-        let data = std::fs::read(path).map_err(|source| Error::Read { path: path.display().to_string(), source })?;
-        Btf::parse(&data)
+    /// The running kernel's BTF, unparsed.
+    pub fn read_sys_fs() -> Result<Vec<u8>, Error> {
+        let path = "/sys/kernel/btf/vmlinux";
+        std::fs::read(path).map_err(|source| Error::Read { path: path.into(), source })
     }
 
     /// Parses little-endian BTF (the only kind x86_64 and aarch64 kernels produce).
@@ -297,7 +294,7 @@ mod tests {
 
     #[test]
     fn the_running_kernel_has_every_offset_the_lsm_programs_need() {
-        let Ok(btf) = Btf::from_sys_fs() else {
+        let Ok(btf) = Btf::read_sys_fs().and_then(|raw| Btf::parse(&raw)) else {
             println!("skipping the_running_kernel_has_every_offset_the_lsm_programs_need: no /sys/kernel/btf/vmlinux");
             return;
         };

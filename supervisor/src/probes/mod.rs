@@ -614,8 +614,11 @@ impl Probes {
         if let Some(bytes) = ring {
             loader.map_max_entries("EVENTS", bytes);
         }
+        // The kernel's BTF, read once (about 6 MB) for the offsets and, where trampolines
+        // are tried, for aya's attach points.
+        let raw = btf::Btf::read_sys_fs()?;
         // sched_process_exec reads linux_binprm too, so every backend needs the offsets.
-        let mut offsets = btf::lsm_offsets(&btf::Btf::from_sys_fs()?)?;
+        let mut offsets = btf::lsm_offsets(&btf::Btf::parse(&raw)?)?;
         if !cwd {
             for (global, offset) in &mut offsets {
                 if *global == "TASK_STRUCT_FS" {
@@ -632,7 +635,7 @@ impl Probes {
         let btf = if lsm == Want::No && fentry == Want::No {
             None
         } else {
-            Some(aya::Btf::from_sys_fs().map_err(|error| Error::AyaBtf(error.to_string()))?)
+            Some(aya::Btf::parse(&raw, aya::Endianness::default()).map_err(|error| Error::AyaBtf(error.to_string()))?)
         };
         let mut fallback = None;
         let with_lsm = match &btf {
