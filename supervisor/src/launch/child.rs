@@ -128,7 +128,7 @@ fn private_mounts(masks: &[(CString, bool)], unix_masks: &[CString]) -> bool {
 /// directory. Nothing inside another mask (it is hidden already).
 pub fn secret_masks(confinement: &Confinement) -> Vec<(CString, bool)> {
     use crate::sandbox::carve::{FsView as _, Kind};
-    let fs = RealFs;
+    let fs = RealFs::default();
     let mut found: Vec<(PathBuf, bool)> = Vec::new();
     for carve in &confinement.secrets {
         let name = carve.path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();

@@ -299,7 +299,7 @@ pub fn confinement(prepared: &Prepared, tmpdir: &Path) -> Confinement {
         vars: &vars,
         homes: &homes,
     };
-    Confinement::plan(&inputs, &RealFs)
+    Confinement::plan(&inputs, &RealFs::default())
 }
 
 /// The agent's cache directory (`$CACHE`): see [`CacheMode`].

@@ -32,8 +32,13 @@ pub trait FsView {
     fn canonical(&self, path: &Path) -> Option<PathBuf>;
 }
 
-/// The real filesystem.
-pub struct RealFs;
+/// The real filesystem. Canonical paths are remembered for as long as it lives (one plan):
+/// a plan resolves hundreds of paths under the same few directories, and `realpath` asks
+/// the kernel about every component of each (600 `readlink`s for ring medium).
+#[derive(Default)]
+pub struct RealFs {
+    canonical: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<PathBuf>>>,
+}
 
 impl FsView for RealFs {
     fn kind(&self, path: &Path) -> Kind {
@@ -69,7 +74,24 @@ impl FsView for RealFs {
     }
 
     fn canonical(&self, path: &Path) -> Option<PathBuf> {
-        fs::canonicalize(path).ok()
+        if let Some(known) = self.canonical.borrow().get(path) {
+            return known.clone();
+        }
+        // The canonical parent and this name: the name is canonical there unless it is a
+        // symlink (or `..`, which `file_name` does not give), which is resolved in full.
+        let resolved = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if path.is_absolute() => self.canonical(parent).and_then(|parent| {
+                let joined = parent.join(name);
+                match fs::symlink_metadata(&joined) {
+                    Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(&joined).ok(),
+                    Ok(_) => Some(joined),
+                    Err(_) => None,
+                }
+            }),
+            _ => fs::canonicalize(path).ok(),
+        };
+        self.canonical.borrow_mut().insert(path.to_path_buf(), resolved.clone());
+        resolved
     }
 }
 
@@ -477,11 +499,44 @@ mod tests {
         fs::write(home.join(".ssh/id_ed25519"), "key").unwrap_or_else(|error| panic!("{error}"));
         std::os::unix::fs::symlink(home.join(".ssh"), home.join("link")).unwrap_or_else(|error| panic!("{error}"));
         let home = fs::canonicalize(&home).unwrap_or_else(|error| panic!("{error}"));
-        let out =
-            expand(&[grant(&home.display().to_string())], &[secret(&home.join(".ssh").display().to_string())], &RealFs);
+        let out = expand(
+            &[grant(&home.display().to_string())],
+            &[secret(&home.join(".ssh").display().to_string())],
+            &RealFs::default(),
+        );
         assert_eq!(
             out.rules.iter().filter(|rule| !rule.listing).map(|rule| rule.path.clone()).collect::<Vec<_>>(),
             [home.join("src")]
         );
+    }
+
+    #[test]
+    fn the_remembered_canonical_paths_are_what_realpath_says() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let root = dir.path();
+        fs::create_dir_all(root.join("real/inner")).unwrap_or_else(|error| panic!("{error}"));
+        fs::write(root.join("real/inner/file"), "x").unwrap_or_else(|error| panic!("{error}"));
+        std::os::unix::fs::symlink(root.join("real"), root.join("absolute")).unwrap_or_else(|error| panic!("{error}"));
+        std::os::unix::fs::symlink("real/inner", root.join("relative")).unwrap_or_else(|error| panic!("{error}"));
+        std::os::unix::fs::symlink("relative", root.join("chain")).unwrap_or_else(|error| panic!("{error}"));
+        std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap_or_else(|error| panic!("{error}"));
+        let fs_view = RealFs::default();
+        for path in [
+            "real/inner/file",
+            "absolute/inner/file",
+            "relative/file",
+            "chain/file",
+            "chain/../inner/file",
+            "real/./inner",
+            "dangling",
+            "missing/file",
+            "real/inner/file/below",
+        ] {
+            let path = root.join(path);
+            // Twice: the second answer comes from what was remembered.
+            for _ in 0..2 {
+                assert_eq!(fs_view.canonical(&path), fs::canonicalize(&path).ok(), "{}", path.display());
+            }
+        }
     }
 }

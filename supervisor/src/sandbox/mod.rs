@@ -281,7 +281,7 @@ impl Confinement {
         crate::probes::ProbePlan {
             udp: self.udp.clone(),
             net_deny: self.net_deny.clone(),
-            deny_open: if backend.lsm() { self.secret_paths(&carve::RealFs) } else { Vec::new() },
+            deny_open: if backend.lsm() { self.secret_paths(&carve::RealFs::default()) } else { Vec::new() },
             deny_exec: self.deny_exec.clone(),
             bind_restricted: self.landlock.enforce && self.landlock.bind_ports.is_some(),
             bind_ports: self.landlock.bind_ports.clone().unwrap_or_default(),
@@ -426,7 +426,7 @@ mod tests {
             cache: "/nonexistent/cache".into(),
         };
         let inputs = Inputs { ring: &ring, secrets: &[], overlays: &[], vars: &vars, homes: &[] };
-        Confinement::plan(&inputs, &carve::RealFs)
+        Confinement::plan(&inputs, &carve::RealFs::default())
     }
 
     #[test]
@@ -526,7 +526,7 @@ mod tests {
             vars: &vars,
             homes: &[Home { path: home.clone(), may_gain_secrets: false }],
         };
-        let plan = Confinement::plan(&inputs, &carve::RealFs);
+        let plan = Confinement::plan(&inputs, &carve::RealFs::default());
         let under_home: Vec<&std::path::Path> = plan
             .landlock
             .paths
@@ -581,7 +581,7 @@ mod tests {
             Home { path: system.clone(), may_gain_secrets: false },
         ];
         let inputs = Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: &homes };
-        let plan = Confinement::plan(&inputs, &carve::RealFs);
+        let plan = Confinement::plan(&inputs, &carve::RealFs::default());
         let granted: Vec<&std::path::Path> = plan
             .landlock
             .paths

@@ -475,7 +475,7 @@ mod tests {
         let homes = [crate::sandbox::Home { path: home.to_path_buf(), may_gain_secrets: true }];
         let inputs =
             crate::sandbox::Inputs { ring: &ring, secrets: &secrets, overlays: &[], vars: &vars, homes: &homes };
-        (Confinement::plan(&inputs, &carve::RealFs), ring)
+        (Confinement::plan(&inputs, &carve::RealFs::default()), ring)
     }
 
     #[test]
