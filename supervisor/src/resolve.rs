@@ -58,29 +58,43 @@ struct Programs {
 impl Programs {
     /// Lists the program directories and `PATH` (a stat of every file: thousands), each
     /// directory once: `PATH` names most of them again, and on a merged `/usr` `/bin` is
-    /// `/usr/bin` (a directory listed again adds no name a rule or [`multi_call`] counts).
+    /// `/usr/bin`. A rule may name a program by any spelling of its directory (`/bin/nc`),
+    /// so each entry is asked about under every spelling.
     fn find(engine: &Engine) -> Programs {
         let mut dirs: Vec<PathBuf> = PROGRAM_DIRS.iter().map(PathBuf::from).collect();
         if let Some(path) = std::env::var_os("PATH") {
             dirs.extend(std::env::split_paths(&path).filter(|dir| dir.is_absolute()));
         }
-        let mut listed = std::collections::HashSet::new();
-        dirs.retain(|dir| match fs::metadata(dir) {
-            Ok(meta) => listed.insert((meta.dev(), meta.ino())),
-            // One that does not exist stays: its appearing later is a change (`current`).
-            Err(_) => true,
-        });
+        Programs::find_in(engine, dirs)
+    }
+
+    fn find_in(engine: &Engine, dirs: Vec<PathBuf>) -> Programs {
+        // Every spelling stays in `dirs`, one that does not exist too: a spelling re-pointed,
+        // or a directory appearing, later is a change (`current`).
         let mut programs =
             Programs { dirs: dirs.iter().map(|dir| (dir.clone(), modified(dir))).collect(), ..Programs::default() };
+        // The spellings of each directory, by (device, inode), in the order first met.
+        let mut spellings: Vec<((u64, u64), Vec<PathBuf>)> = Vec::new();
+        for dir in dirs {
+            let Ok(meta) = fs::metadata(&dir) else { continue };
+            let key = (meta.dev(), meta.ino());
+            match spellings.iter_mut().find(|(known, _)| *known == key) {
+                Some((_, names)) => names.push(dir),
+                None => spellings.push((key, vec![dir])),
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         // Every program file of the directories: (device, inode) -> (named by a rule, the
         // names that lead to it, symlinks followed).
         let mut files: HashMap<(u64, u64), Vec<(PathBuf, bool)>> = HashMap::new();
-        for dir in dirs {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for (_, dirs) in &spellings {
+            let Ok(entries) = fs::read_dir(&dirs[0]) else { continue };
             for entry in entries.filter_map(Result::ok) {
-                let path = entry.path();
-                let named = engine.names_program(&path.to_string_lossy());
+                let name = entry.file_name();
+                let spelled =
+                    dirs.iter().map(|dir| dir.join(&name)).find(|path| engine.names_program(&path.to_string_lossy()));
+                let named = spelled.is_some();
+                let path = spelled.unwrap_or_else(|| entry.path());
                 let Ok(meta) = fs::metadata(&path) else { continue };
                 if !meta.is_file() {
                     continue;
@@ -116,18 +130,23 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// The listing of the programs `engine`'s rules name: the last one when it was made for this
-/// engine and its directories have not changed since, else a new one.
-fn listed(engine: &std::rc::Rc<Engine>) -> std::rc::Rc<Programs> {
-    let reused = LISTED.with_borrow(|listed| {
+/// The last listing, when it was made for `engine` and its directories have not changed
+/// since.
+fn made_for(engine: &std::rc::Rc<Engine>) -> Option<std::rc::Rc<Programs>> {
+    LISTED.with_borrow(|listed| {
         listed
             .as_ref()
             .filter(|(made_for, programs)| {
                 made_for.upgrade().is_some_and(|made_for| std::rc::Rc::ptr_eq(&made_for, engine)) && programs.current()
             })
             .map(|(_, programs)| std::rc::Rc::clone(programs))
-    });
-    reused.unwrap_or_else(|| {
+    })
+}
+
+/// The listing of the programs `engine`'s rules name: the last one when it was made for this
+/// engine and its directories have not changed since, else a new one.
+fn listed(engine: &std::rc::Rc<Engine>) -> std::rc::Rc<Programs> {
+    made_for(engine).unwrap_or_else(|| {
         let programs = std::rc::Rc::new(Programs::find(engine));
         LISTED.set(Some((std::rc::Rc::downgrade(engine), std::rc::Rc::clone(&programs))));
         programs
@@ -163,7 +182,15 @@ impl Resolver {
     /// For the exec rules of `engine`: the programs they name are looked up in the usual
     /// program directories and on `PATH`, to recognise copies of them by content.
     pub fn new(engine: &std::rc::Rc<Engine>) -> Resolver {
-        Resolver { engine: Some(std::rc::Rc::clone(engine)), ..Resolver::default() }
+        // The listing made ahead for this engine ([`list_programs`]), taken now: asked for
+        // at the first exec instead, it could be another engine's by then (a daemon's
+        // agents with rules of their own take turns), and be made again while that exec
+        // waits for its decision.
+        let programs = std::cell::OnceCell::new();
+        if let Some(made) = made_for(engine) {
+            let _ = programs.set(made);
+        }
+        Resolver { engine: Some(std::rc::Rc::clone(engine)), programs, ..Resolver::default() }
     }
 
     /// The programs the rules name (listed at the first call).
@@ -701,5 +728,29 @@ mod tests {
         link("nc-alias", &nc, false);
         assert!(multi_call(&root.join("wget"), &files));
         assert!(!multi_call(&root.join("nc"), &files));
+    }
+
+    #[test]
+    fn a_program_named_by_another_spelling_of_its_directory_is_known_and_its_directory_listed_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let root = dir.path().canonicalize().unwrap_or_else(|error| panic!("{error}"));
+        let usr_bin = root.join("usr/bin");
+        fs::create_dir_all(&usr_bin).unwrap_or_else(|error| panic!("{error}"));
+        fs::write(usr_bin.join("nc"), "a network tool").unwrap_or_else(|error| panic!("{error}"));
+        fs::write(usr_bin.join("ls"), "a lister").unwrap_or_else(|error| panic!("{error}"));
+        // A merged /usr: bin -> usr/bin.
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap_or_else(|error| panic!("{error}"));
+        let text = format!(
+            "[[rule]]\nid = \"nc\"\nkind = \"exec\"\nbinary = [\"{}/bin/nc\"]\naction = \"kill\"\nseverity = \"high\"\npriority = 1\nreason = \"x\"\n",
+            root.display()
+        );
+        let file: crate::policy::rules::RulesFile = toml::from_str(&text).unwrap_or_else(|error| panic!("{error}"));
+        let engine = Engine::new(file.rule).unwrap_or_else(|error| panic!("{error}"));
+        let programs = Programs::find_in(&engine, vec![usr_bin.clone(), root.join("bin"), usr_bin.clone()]);
+        assert_eq!(programs.by_size.get(&14), Some(&vec![root.join("bin/nc")]));
+        assert_eq!(programs.by_size.len(), 1, "{:?}", programs.by_size);
+        // Every spelling is watched for changes.
+        assert_eq!(programs.dirs.len(), 3);
+        assert!(programs.current());
     }
 }
