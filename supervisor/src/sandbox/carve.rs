@@ -37,7 +37,8 @@ pub trait FsView {
 /// the kernel about every component of each (600 `readlink`s for ring medium).
 #[derive(Default)]
 pub struct RealFs {
-    canonical: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<PathBuf>>>,
+    /// By the path's bytes: `Path` compares `a/` and `a` equal, which realpath does not.
+    canonical: std::cell::RefCell<std::collections::HashMap<OsString, Option<PathBuf>>>,
 }
 
 impl FsView for RealFs {
@@ -74,23 +75,29 @@ impl FsView for RealFs {
     }
 
     fn canonical(&self, path: &Path) -> Option<PathBuf> {
-        if let Some(known) = self.canonical.borrow().get(path) {
+        if let Some(known) = self.canonical.borrow().get(path.as_os_str()) {
             return known.clone();
         }
         // The canonical parent and this name: the name is canonical there unless it is a
         // symlink (or `..`, which `file_name` does not give), which is resolved in full.
+        // `Path` drops a trailing `/` or `/.`, which realpath does not (a file so written is
+        // not a directory: ENOTDIR), so such a path is resolved in full too.
+        let bytes = path.as_os_str().as_bytes();
+        let trailing = bytes.ends_with(b"/") || bytes.ends_with(b"/.");
         let resolved = match (path.parent(), path.file_name()) {
-            (Some(parent), Some(name)) if path.is_absolute() => self.canonical(parent).and_then(|parent| {
-                let joined = parent.join(name);
-                match fs::symlink_metadata(&joined) {
-                    Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(&joined).ok(),
-                    Ok(_) => Some(joined),
-                    Err(_) => None,
-                }
-            }),
+            (Some(parent), Some(name)) if path.is_absolute() && !trailing => {
+                self.canonical(parent).and_then(|parent| {
+                    let joined = parent.join(name);
+                    match fs::symlink_metadata(&joined) {
+                        Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(&joined).ok(),
+                        Ok(_) => Some(joined),
+                        Err(_) => None,
+                    }
+                })
+            }
             _ => fs::canonicalize(path).ok(),
         };
-        self.canonical.borrow_mut().insert(path.to_path_buf(), resolved.clone());
+        self.canonical.borrow_mut().insert(path.as_os_str().to_os_string(), resolved.clone());
         resolved
     }
 }
@@ -531,6 +538,10 @@ mod tests {
             "dangling",
             "missing/file",
             "real/inner/file/below",
+            "real/inner/file/",
+            "real/inner/file/.",
+            "real/inner/",
+            "absolute/",
         ] {
             let path = root.join(path);
             // Twice: the second answer comes from what was remembered.
