@@ -156,6 +156,8 @@ pub struct FsEvent {
 /// Components of a working directory an event carries at most, and their length.
 pub const CWD_DEPTH: usize = 8;
 pub const CWD_NAME: usize = 32;
+// The walk indexes its components with `count & (CWD_DEPTH - 1)`.
+const _: () = assert!(CWD_DEPTH.is_power_of_two());
 
 /// `kind::CWD`: a task's working directory, leaf first (`components[0]` is its own name),
 /// read from the kernel's dentries and mounts. `depth` components are set; `truncated` is 1

@@ -10,7 +10,10 @@ use governor_common::{AgentSlot, EventHeader, ExecEvent, InodeKey, NetKey, NetPo
 /// For the maps only the supervisor writes (a program only looks up): their elements are
 /// allocated as they are put in, not all when the map is made. Making the 65,536 elements of
 /// `DENY_OPEN` and the rest took about 12 ms of every standalone launch. Maps a program
-/// writes stay preallocated, so that no update of theirs can fail for want of memory.
+/// writes stay preallocated, so that no update of theirs can fail for want of memory, and so
+/// do those a tracepoint program reads (`STOP_EXEC`, read by `sched_process_exec`): kernels
+/// before 6.1 warn about, and real-time kernels refuse, a tracing program with a map
+/// allocated at run time.
 const NO_PREALLOC: u32 = BPF_F_NO_PREALLOC;
 
 /// cgroup v2 id of each agent's cgroup -> its slot and mode. A process whose cgroup is not a
@@ -78,7 +81,7 @@ pub static UNIX_ALLOW: HashMap<InodeKey, u8> = HashMap::with_max_entries(16384, 
 /// put in by the supervisor when a sequence rule that suspends or kills has seen its earlier
 /// event, so the program it names runs no instruction before the rule is decided.
 #[map]
-pub static STOP_EXEC: HashMap<StopKey, u8> = HashMap::with_max_entries(4096, NO_PREALLOC);
+pub static STOP_EXEC: HashMap<StopKey, u8> = HashMap::with_max_entries(4096, 0);
 
 /// Programs an agent may not execute, by inode. LSM backend.
 #[map]
