@@ -264,7 +264,7 @@ impl<'w> EventOutput<'w> {
             if let Some(rule) = decision.rule {
                 line["rule"] = serde_json::json!(rule.id);
             }
-            say!("{line}");
+            say!("{}", crate::output::json_text(line.to_string()));
         }
         let header = event.header();
         let recorded = recorded_decision(header, decision.action);
@@ -504,7 +504,7 @@ impl Sink for EventOutput<'_> {
             // the trace shows it, so that it shows every event the kernel delivered.
             if matches!(event, probes::events::Event::Cwd { .. }) {
                 if self.trace {
-                    say!("{}", event.to_json());
+                    say!("{}", crate::output::json_text(event.to_json().to_string()));
                 }
                 continue;
             }

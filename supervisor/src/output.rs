@@ -66,9 +66,37 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// JSON text for a terminal: `json` (serialized) with DEL and the C1 controls written as
+/// `\u00XX` escapes, which serde_json leaves raw (it escapes only C0). The value is the
+/// same JSON; a terminal reading an agent-chosen path in it sees no 8-bit CSI (U+009B).
+/// Such characters can only be inside strings, where the escape is what they mean.
+pub fn json_text(json: String) -> String {
+    if !json.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+        return json;
+    }
+    let mut escaped = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_for_a_terminal_escapes_del_and_c1_and_keeps_the_value() {
+        let value = serde_json::json!({ "path": "a\u{9b}31mb\u{7f}\n\u{1b}é" });
+        let text = json_text(value.to_string());
+        assert!(!text.chars().any(|c| c.is_control()), "{text}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).ok(), Some(value));
+        assert_eq!(json_text("{\"a\":1}".into()), "{\"a\":1}");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -80,7 +80,7 @@ pub struct Events {
 fn print_event(event: &service::Event, format: EventFormat) -> bool {
     use std::io::Write as _;
     let line = match format {
-        EventFormat::Json => serde_json::to_string(event).unwrap_or_default(),
+        EventFormat::Json => crate::output::json_text(serde_json::to_string(event).unwrap_or_default()),
         EventFormat::Compact => {
             let target = if event.destination.is_empty() { &event.path } else { &event.destination };
             let time = humantime::format_rfc3339_millis(

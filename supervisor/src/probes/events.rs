@@ -415,7 +415,7 @@ pub struct TraceSink;
 
 impl Sink for TraceSink {
     fn event(&mut self, event: &Event) {
-        say!("{}", event.to_json());
+        say!("{}", crate::output::json_text(event.to_json().to_string()));
     }
 
     fn lost(&mut self, count: u64) {

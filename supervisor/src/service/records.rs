@@ -129,11 +129,16 @@ fn rows(
 }
 
 /// Prints rows to `out`; a reader that goes away (`| head`) ends the output quietly. Tables
-/// escape control characters; JSON keeps the values exact (serde_json escapes them).
+/// escape control characters; JSON keeps the values exact (serde_json escapes C0, and
+/// [`crate::output::json_text`] DEL and C1).
 pub fn print(out: &mut dyn std::io::Write, rows: &[Map<String, Value>], columns: &[&str], format: Format) {
     let _ = match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(rows).unwrap_or_default()),
-        Format::Jsonl => rows.iter().try_for_each(|row| writeln!(out, "{}", Value::Object(row.clone()))),
+        Format::Json => {
+            writeln!(out, "{}", crate::output::json_text(serde_json::to_string_pretty(rows).unwrap_or_default()))
+        }
+        Format::Jsonl => rows
+            .iter()
+            .try_for_each(|row| writeln!(out, "{}", crate::output::json_text(Value::Object(row.clone()).to_string()))),
         Format::Table => writeln!(out, "{}", columns.join("\t")).and_then(|()| {
             rows.iter().try_for_each(|row| {
                 let cells: Vec<String> = columns
