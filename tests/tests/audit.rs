@@ -277,9 +277,10 @@ fn an_agent_chosen_path_cannot_forge_rows_or_reach_the_terminal() {
     let scene = scene!();
     let store = scene.root.join("audit.db").to_string_lossy().into_owned();
     let id = format!("forger-{}", std::process::id());
-    // A file name with a newline, a tab and an ANSI escape: as a table row it would end the
-    // row and start a forged one, and colour the reader's terminal.
-    let name = "x\n9999\tforged\tevil\t\x1b[31mred";
+    // A file name with a newline, a tab, an ANSI escape and an 8-bit CSI (U+009B): as a
+    // table row it would end the row and start a forged one, and colour the reader's
+    // terminal.
+    let name = "x\n9999\tforged\tevil\t\x1b[31mred\u{9b}1m";
     let output = Command::new(governor_bin())
         .args(["--audit-db", &store, "run", "--trust", "medium", "--agent-id", &id, "--workspace"])
         .arg(&scene.workspace)
@@ -292,14 +293,14 @@ fn an_agent_chosen_path_cannot_forge_rows_or_reach_the_terminal() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "a header and one row: {table:?}");
     assert!(!table.contains('\x1b'), "an escape sequence reached the terminal: {table:?}");
-    assert!(lines[1].contains("x\\n9999\\tforged\\tevil\\t\\e[31mred"), "{table:?}");
+    assert!(!table.contains('\u{9b}'), "an 8-bit CSI reached the terminal: {table:?}");
+    assert!(lines[1].contains("x\\n9999\\tforged\\tevil\\t\\e[31mred\\x9b1m"), "{table:?}");
     assert_eq!(lines[1].split('\t').count(), lines[0].split('\t').count(), "a tab forged a column: {table:?}");
-    // JSON keeps the value exact.
-    let json: Value = serde_json::from_str(&stdout(&audit(
-        &store,
-        &["query", "--agent", &id, "--kind", "open", "--path", "*forged*", "--format", "json"],
-    )))
-    .unwrap_or_default();
+    // JSON keeps the value exact, with no raw control character in the text.
+    let text =
+        stdout(&audit(&store, &["query", "--agent", &id, "--kind", "open", "--path", "*forged*", "--format", "json"]));
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character in the JSON text: {text:?}");
+    let json: Value = serde_json::from_str(&text).unwrap_or_default();
     assert!(json[0]["path"].as_str().is_some_and(|path| path.ends_with(name)), "{json}");
 }
 
