@@ -27,6 +27,11 @@ use super::{
     control::{Act, Loss, Registration},
 };
 
+/// How long an exit waits for its audit marker to come back (it takes well under a
+/// millisecond; kauditd may be starved on a loaded machine). The daemon's loop waits with
+/// it, so not long: past it, records still to come are not the agent's rows.
+const MARKER_WAIT: Duration = Duration::from_millis(20);
+
 impl<'w> Daemon<'w> {
     /// The rules for an agent with `overlays` (the daemon's, plus theirs) and their engine;
     /// `None` for an agent without overlays, which the daemon's rules decide.
@@ -233,15 +238,27 @@ impl<'w> Daemon<'w> {
         }
         // Events still in the ring buffer belong before the exit. kauditd hands audit
         // records on from its own thread: the agent's last ones may still be on their way
-        // (a few milliseconds at most, waited for only on the notify backend).
-        for round in 0..5 {
+        // (notify backend). A marker logged now comes back behind them; where the kernel
+        // refuses one, a few milliseconds of quiet stand for it.
+        let mark = self.probes.audit.as_mut().and_then(probes::landlock_audit::AuditLog::mark);
+        let deadline = Instant::now() + MARKER_WAIT;
+        for round in 0.. {
             let read = self.probes.read_userspace();
             let quiet = read.events.is_empty();
             crate::supervise::deliver(read, &mut Dispatch { daemon: self });
-            if self.probes.audit.is_none() || (quiet && round > 0) {
-                break;
+            let Some(audit) = self.probes.audit.as_mut() else { break };
+            match mark {
+                Some(mark) if audit.marked(mark) => {
+                    // Every record is in: the events still waiting for more are ended.
+                    audit.settle();
+                    let read = self.probes.read_userspace();
+                    crate::supervise::deliver(read, &mut Dispatch { daemon: self });
+                    break;
+                }
+                Some(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(100)),
+                None if round < 5 && !(quiet && round > 0) => std::thread::sleep(Duration::from_millis(2)),
+                _ => break,
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
         }
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });
         self.names.remove(agent);

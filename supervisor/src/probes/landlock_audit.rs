@@ -35,6 +35,8 @@ const AUDIT_SET: u16 = 1001;
 const AUDIT_ADD_RULE: u16 = 1011;
 const AUDIT_DEL_RULE: u16 = 1012;
 const AUDIT_LIST_RULES: u16 = 1013;
+/// A message of a program to the audit log (`AUDIT_USER`, include/uapi/linux/audit.h).
+const AUDIT_USER: u16 = 1005;
 const AUDIT_SYSCALL: u16 = 1300;
 const AUDIT_PATH: u16 = 1302;
 const AUDIT_SOCKADDR: u16 = 1306;
@@ -138,6 +140,9 @@ pub struct AuditLog {
     /// Serials whose Landlock records were reported without their syscall's records: those
     /// arriving later are not reported again.
     given_up: std::collections::HashSet<u64>,
+    /// Markers logged ([`AuditLog::mark`]), and the last one read back.
+    marks_sent: u64,
+    marks_seen: u64,
 }
 
 /// The records of one audit event: a syscall of an agent's session, or a Landlock record
@@ -532,7 +537,37 @@ impl AuditLog {
             sessions: HashMap::new(),
             groups: HashMap::new(),
             given_up: std::collections::HashSet::new(),
+            marks_sent: 0,
+            marks_seen: 0,
         })
+    }
+
+    /// Logs a marker of this process (an `AUDIT_USER` message) and returns its number.
+    /// kauditd hands records on in the order they were logged, so once the marker is read
+    /// back ([`AuditLog::marked`]), so is every record logged before it: an exited agent's
+    /// last ones. None where the kernel refuses the message (outside the initial pid
+    /// namespace, or without CAP_AUDIT_WRITE).
+    pub fn mark(&mut self) -> Option<u64> {
+        let number = self.marks_sent + 1;
+        let text = marker(std::process::id(), number);
+        let mut payload = [0u8; MARKER_LEN + 1];
+        payload[..MARKER_LEN].copy_from_slice(text.as_bytes());
+        request("logging a marker", AUDIT_USER, &payload).ok()?;
+        self.marks_sent = number;
+        Some(number)
+    }
+
+    /// Whether marker `number` has been read back, and with it every record before it.
+    pub fn marked(&self, number: u64) -> bool {
+        self.marks_seen >= number
+    }
+
+    /// Ends every event still waiting for more of its records: called once a marker has
+    /// shown that no more are coming. The next [`AuditLog::drain`] reports them.
+    pub fn settle(&mut self) {
+        for group in self.groups.values_mut() {
+            group.waited = group.waited.max(3);
+        }
     }
 
     /// Records read so far.
@@ -577,6 +612,12 @@ impl AuditLog {
             for (kind, body) in messages(&buffer[..len as usize]) {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim_end_matches('\0');
+                if kind == AUDIT_USER {
+                    if let Some(number) = marker_in(text, std::process::id()) {
+                        self.marks_seen = self.marks_seen.max(number);
+                    }
+                    continue;
+                }
                 if kind == AUDIT_LANDLOCK_DOMAIN {
                     if let Some((domain, pid)) = parse_domain(text)
                         && let Some(cgroup_id) = self.agents.get(&pid)
@@ -683,6 +724,23 @@ impl AuditLog {
         self.lost = status.lost;
         u64::from(fresh)
     }
+}
+
+/// The length of a marker's text: fixed, so that it goes as one plain-old-data payload with
+/// its terminating NUL (a longer payload of NULs would be logged in hex).
+const MARKER_LEN: usize = 46;
+
+/// `governor-settle-PID-NUMBER`, zero-padded to [`MARKER_LEN`]; no space or quote, so the
+/// kernel logs it as it is.
+fn marker(pid: u32, number: u64) -> String {
+    format!("governor-settle-{pid:010}-{number:019}")
+}
+
+/// The number of this process's marker in an `AUDIT_USER` record, if it is one.
+fn marker_in(text: &str, pid: u32) -> Option<u64> {
+    let prefix = format!("governor-settle-{pid:010}-");
+    let at = text.find(&prefix)? + prefix.len();
+    text.get(at..at + 19)?.parse().ok()
 }
 
 /// One `LANDLOCK_ACCESS` record.
@@ -1065,5 +1123,16 @@ mod tests {
     fn paths_with_spaces_come_in_hex() {
         assert_eq!(unquote("2F746D702F6120622E747874"), "/tmp/a b.txt");
         assert_eq!(unquote("\"/etc/shadow\""), "/etc/shadow");
+    }
+
+    #[test]
+    fn a_marker_is_found_in_its_record_and_only_for_its_process() {
+        let text = marker(4242, 7);
+        assert_eq!(text.len(), MARKER_LEN);
+        assert!(!text.contains(' ') && !text.contains('"'));
+        let record = format!("audit(1.2:3): pid=4242 uid=0 auid=4294967295 ses=4294967295 msg='{text}'");
+        assert_eq!(marker_in(&record, 4242), Some(7));
+        assert_eq!(marker_in(&record, 4243), None);
+        assert_eq!(marker_in("audit(1.2:3): msg='governor-settle-0000004242-12'", 4242), None);
     }
 }
