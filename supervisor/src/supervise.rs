@@ -57,10 +57,26 @@ impl<'a> Events<'a> {
         let _ = deliver(self.probes.read_userspace(), self.sink);
     }
 
-    /// Drains the audit records until none has come for a while (at most 100 ms).
+    /// Drains the audit records until a marker logged now has come back behind them (see
+    /// the daemon's exit), or, where the kernel refuses one, until none has come for a
+    /// while (at most 100 ms).
     fn settle_audit(&mut self) {
-        if self.probes.audit.is_none() {
+        let Some(mark) = self.probes.audit.as_mut().map(crate::probes::landlock_audit::AuditLog::mark) else {
             return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_millis(100);
+        while let Some(mark) = mark {
+            self.drain_audit();
+            let Some(audit) = self.probes.audit.as_mut() else { return };
+            if audit.marked(mark) {
+                audit.settle();
+                self.drain_audit();
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(100));
         }
         let mut quiet = 0;
         while quiet < 5 {
