@@ -20,6 +20,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use crate::probes::{
     Probes,
     events::{Sink, decode},
+    landlock_audit::{AuditLog, Marker},
 };
 
 /// How often the ring buffer is drained and the drop counters read while the agent runs.
@@ -61,22 +62,20 @@ impl<'a> Events<'a> {
     /// the daemon's exit), or, where the kernel refuses one, until none has come for a
     /// while (at most 100 ms).
     fn settle_audit(&mut self) {
-        let Some(mark) = self.probes.audit.as_mut().map(crate::probes::landlock_audit::AuditLog::mark) else {
+        let Some(mark) = self.probes.audit.as_mut().map(AuditLog::mark) else {
             return;
         };
-        let deadline = std::time::Instant::now() + Duration::from_millis(100);
-        while let Some(mark) = mark {
-            self.drain_audit();
-            let Some(audit) = self.probes.audit.as_mut() else { return };
-            if audit.marked(mark) {
-                audit.settle();
+        if let Some(mark) = mark {
+            let deadline = std::time::Instant::now() + Duration::from_millis(100);
+            loop {
                 self.drain_audit();
-                return;
+                let Some(audit) = self.probes.audit.as_mut() else { return };
+                match audit.wait_for(mark, deadline) {
+                    Marker::Back => return self.drain_audit(),
+                    Marker::Awaited => {}
+                    Marker::Overdue => return,
+                }
             }
-            if std::time::Instant::now() >= deadline {
-                return;
-            }
-            std::thread::sleep(Duration::from_micros(100));
         }
         let mut quiet = 0;
         while quiet < 5 {

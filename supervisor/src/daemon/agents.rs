@@ -19,6 +19,7 @@ use crate::{
     probes::{
         self,
         events::{DecodeError, Event, Sink},
+        landlock_audit::{AuditLog, Marker},
     },
 };
 
@@ -240,24 +241,22 @@ impl<'w> Daemon<'w> {
         // records on from its own thread: the agent's last ones may still be on their way
         // (notify backend). A marker logged now comes back behind them; where the kernel
         // refuses one, a few milliseconds of quiet stand for it.
-        let mark = self.probes.audit.as_mut().and_then(probes::landlock_audit::AuditLog::mark);
+        let mark = self.probes.audit.as_mut().and_then(AuditLog::mark);
         let deadline = Instant::now() + MARKER_WAIT;
         for round in 0.. {
             let read = self.probes.read_userspace();
             let quiet = read.events.is_empty();
             crate::supervise::deliver(read, &mut Dispatch { daemon: self });
             let Some(audit) = self.probes.audit.as_mut() else { break };
-            match mark {
-                Some(mark) if audit.marked(mark) => {
-                    // Every record is in: the events still waiting for more are ended.
-                    audit.settle();
+            match mark.map(|mark| audit.wait_for(mark, deadline)) {
+                Some(Marker::Back) => {
                     let read = self.probes.read_userspace();
                     crate::supervise::deliver(read, &mut Dispatch { daemon: self });
                     break;
                 }
-                Some(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_micros(100)),
+                Some(Marker::Awaited) => {}
                 None if round < 5 && !(quiet && round > 0) => std::thread::sleep(Duration::from_millis(2)),
-                _ => break,
+                Some(Marker::Overdue) | None => break,
             }
         }
         crate::supervise::drain(ring, &mut Dispatch { daemon: self });

@@ -544,7 +544,7 @@ impl AuditLog {
 
     /// Logs a marker of this process (an `AUDIT_USER` message) and returns its number.
     /// kauditd hands records on in the order they were logged, so once the marker is read
-    /// back ([`AuditLog::marked`]), so is every record logged before it: an exited agent's
+    /// back ([`AuditLog::wait_for`]), so is every record logged before it: an exited agent's
     /// last ones. None where the kernel refuses the message (outside the initial pid
     /// namespace, or without CAP_AUDIT_WRITE).
     pub fn mark(&mut self) -> Option<u64> {
@@ -557,17 +557,22 @@ impl AuditLog {
         Some(number)
     }
 
-    /// Whether marker `number` has been read back, and with it every record before it.
-    pub fn marked(&self, number: u64) -> bool {
-        self.marks_seen >= number
-    }
-
-    /// Ends every event still waiting for more of its records: called once a marker has
-    /// shown that no more are coming. The next [`AuditLog::drain`] reports them.
-    pub fn settle(&mut self) {
-        for group in self.groups.values_mut() {
-            group.waited = group.waited.max(3);
+    /// After a drain, while waiting for marker `number` until `deadline`: where the wait
+    /// stands. Once the marker is back, every event still waiting for more of its records
+    /// is ended (no more are coming): the next [`AuditLog::drain`] reports them. Before it,
+    /// this sleeps a little, for the caller to drain again.
+    pub fn wait_for(&mut self, number: u64, deadline: std::time::Instant) -> Marker {
+        if self.marks_seen >= number {
+            for group in self.groups.values_mut() {
+                group.waited = group.waited.max(3);
+            }
+            return Marker::Back;
         }
+        if std::time::Instant::now() >= deadline {
+            return Marker::Overdue;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+        Marker::Awaited
     }
 
     /// Records read so far.
@@ -724,6 +729,17 @@ impl AuditLog {
         self.lost = status.lost;
         u64::from(fresh)
     }
+}
+
+/// Where a wait for a marker stands ([`AuditLog::wait_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// Read back: drain once more, and every record logged before it is in.
+    Back,
+    /// Not yet: drain again.
+    Awaited,
+    /// Not back by the deadline: what is still to come is not waited for.
+    Overdue,
 }
 
 /// The length of a marker's text: fixed, so that it goes as one plain-old-data payload with
