@@ -69,14 +69,15 @@ impl Programs {
     }
 
     fn find_in(engine: &Engine, dirs: Vec<PathBuf>) -> Programs {
-        // Every spelling stays in `dirs`, one that does not exist too: a spelling re-pointed,
-        // or a directory appearing, later is a change (`current`).
-        let mut programs =
-            Programs { dirs: dirs.iter().map(|dir| (dir.clone(), modified(dir))).collect(), ..Programs::default() };
+        let mut programs = Programs::default();
         // The spellings of each directory, by (device, inode), in the order first met.
         let mut spellings: Vec<((u64, u64), Vec<PathBuf>)> = Vec::new();
         for dir in dirs {
-            let Ok(meta) = fs::metadata(&dir) else { continue };
+            let meta = fs::metadata(&dir).ok();
+            // Every spelling stays in `dirs`, one that does not exist too: a spelling
+            // re-pointed, or a directory appearing, later is a change (`current`).
+            programs.dirs.push((dir.clone(), meta.as_ref().and_then(|meta| meta.modified().ok())));
+            let Some(meta) = meta else { continue };
             let key = (meta.dev(), meta.ino());
             match spellings.iter_mut().find(|(known, _)| *known == key) {
                 Some((_, names)) => names.push(dir),
