@@ -972,7 +972,6 @@ pub fn int(value: impl TryInto<i64>) -> Value {
     Value::Int(value.try_into().unwrap_or(i64::MAX))
 }
 
-/// Rows recorded when an agent's life changes (start, exit, suspend, resume, kill).
 /// The `agents` row of a run: who, in which ring and cgroup, under which probe backend.
 pub fn agent_row(agent: &str, trust: &str, command: &str, user: &str, cgroup: &Path, backend: &str) -> Row {
     Row {
@@ -989,6 +988,7 @@ pub fn agent_row(agent: &str, trust: &str, command: &str, user: &str, cgroup: &P
     }
 }
 
+/// Rows recorded when an agent's life changes (start, exit, suspend, resume, kill).
 pub fn action(agent: &str, action: &str, actor: &str, why: &str) -> Row {
     Row { table: "actions", values: vec![text(agent), int(now_ns()), text(action), text(actor), text(why)] }
 }
