@@ -752,8 +752,13 @@ fn marker(pid: u32, number: u64) -> String {
     format!("governor-settle-{pid:010}-{number:019}")
 }
 
-/// The number of this process's marker in an `AUDIT_USER` record, if it is one.
+/// The number of this process's marker in an `AUDIT_USER` record, if it is one. The
+/// record's `pid` is the sender's, written by the kernel: another process (root's, or an
+/// admin agent's, with CAP_AUDIT_WRITE) that logs the same text does not end a wait early.
 fn marker_in(text: &str, pid: u32) -> Option<u64> {
+    if field(text, "pid")?.parse::<u32>().ok()? != pid {
+        return None;
+    }
     let prefix = format!("governor-settle-{pid:010}-");
     let at = text.find(&prefix)? + prefix.len();
     text.get(at..at + 19)?.parse().ok()
@@ -1149,6 +1154,9 @@ mod tests {
         let record = format!("audit(1.2:3): pid=4242 uid=0 auid=4294967295 ses=4294967295 msg='{text}'");
         assert_eq!(marker_in(&record, 4242), Some(7));
         assert_eq!(marker_in(&record, 4243), None);
+        // The same text logged by another process is not the marker.
+        let forged = format!("audit(1.2:3): pid=999 uid=0 auid=0 ses=1 msg='{}'", marker(4242, u64::MAX / 2));
+        assert_eq!(marker_in(&forged, 4242), None);
         assert_eq!(marker_in("audit(1.2:3): msg='governor-settle-0000004242-12'", 4242), None);
     }
 }
